@@ -1,0 +1,34 @@
+//! fastquant: byte-exact ggml/GGUF block quantization for CPUs.
+//!
+//! The crate has no Python in it; `fastquant-py` is a thin binding on top. Layout:
+//!
+//! * [`types`]: every ggml type as one table ([`QuantType`], [`TypeInfo`]).
+//! * [`formats`]: one file per block-format family, each block a `#[repr(C)]` struct with its scalar
+//!   reference codec, a port of ggml's reference code and the specification for everything else.
+//! * [`simd`]: run-time ISA detection (`FASTQUANT_SIMD` caps it) and the AVX2 / AVX-512 kernels,
+//!   which must produce the same bytes as the scalar references.
+//! * [`parallel`]: the crate's own rayon pool (`FASTQUANT_NUM_THREADS`) and work splitting.
+//! * [`codec`]: whole-tensor [`quantize`] / [`dequantize`] on top of all of the above.
+//!
+//! ```
+//! use fastquant::{quantize, dequantize, FloatSlice, FloatSliceMut, QuantType, QuantizeOptions};
+//! let x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
+//! let mut q = vec![0u8; QuantType::Q8_0.row_bytes(64).unwrap()];
+//! quantize(QuantType::Q8_0, FloatSlice::F32(&x), 64, &mut q, &QuantizeOptions::default()).unwrap();
+//! let mut y = vec![0f32; 64];
+//! dequantize(QuantType::Q8_0, &q, 64, FloatSliceMut::F32(&mut y), None).unwrap();
+//! assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 0.01));
+//! ```
+
+pub mod codec;
+pub mod error;
+pub mod formats;
+pub mod parallel;
+pub mod simd;
+pub mod types;
+
+pub use codec::{dequantize, quantize, FloatSlice, FloatSliceMut, QuantizeOptions};
+pub use error::{Error, Result};
+pub use parallel::{num_threads, set_num_threads};
+pub use simd::Level;
+pub use types::{QuantType, TypeInfo, TYPE_TABLE};

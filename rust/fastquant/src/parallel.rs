@@ -1,0 +1,113 @@
+//! The crate's own rayon pool, its size, and how work is split.
+//!
+//! fastquant keeps a private pool so that `set_num_threads` is real and does not disturb other
+//! rayon users in the same process. The size comes from `FASTQUANT_NUM_THREADS`, else the number of
+//! CPUs. Work is split into contiguous ranges written into preallocated output; inputs too small to
+//! repay a thread hand-off run on the caller's thread.
+
+use std::sync::{Arc, OnceLock, RwLock};
+
+use rayon::{ThreadPool, ThreadPoolBuilder};
+
+use crate::error::{Error, Result};
+
+struct Pool {
+    threads: usize,
+    pool: Arc<ThreadPool>,
+}
+
+fn pool_slot() -> &'static RwLock<Option<Pool>> {
+    static POOL: OnceLock<RwLock<Option<Pool>>> = OnceLock::new();
+    POOL.get_or_init(|| RwLock::new(None))
+}
+
+fn default_threads() -> usize {
+    std::env::var("FASTQUANT_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+fn build(threads: usize) -> Result<Pool> {
+    let pool = ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("fastquant-{i}"))
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start {threads} worker threads: {e}")))?;
+    Ok(Pool { threads, pool: Arc::new(pool) })
+}
+
+/// The pool and its size, built on first use.
+fn current() -> Result<(usize, Arc<ThreadPool>)> {
+    if let Some(p) = pool_slot().read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        return Ok((p.threads, p.pool.clone()));
+    }
+    let mut slot = pool_slot().write().unwrap_or_else(|e| e.into_inner());
+    if slot.is_none() {
+        *slot = Some(build(default_threads())?);
+    }
+    let p = slot.as_ref().expect("just set");
+    Ok((p.threads, p.pool.clone()))
+}
+
+/// Number of threads kernels use.
+pub fn num_threads() -> usize {
+    current().map(|(n, _)| n).unwrap_or(1)
+}
+
+/// Sets the number of threads kernels use (at least 1). Calls already running finish on the old
+/// pool.
+pub fn set_num_threads(threads: usize) -> Result<()> {
+    if threads == 0 {
+        return Err(Error::Invalid("the number of threads must be at least 1".into()));
+    }
+    if threads > 4096 {
+        return Err(Error::Invalid(format!("{threads} threads is more than fastquant allows (4096)")));
+    }
+    let pool = build(threads)?;
+    *pool_slot().write().unwrap_or_else(|e| e.into_inner()) = Some(pool);
+    Ok(())
+}
+
+/// Splits `n_units` units of work (a unit is `in_per_unit` input items and `out_per_unit` output
+/// items) into at most one task per thread, none smaller than `min_units_per_task`, and runs
+/// `task(first_unit, input, output)` on each piece, in parallel where that pays. Results come back
+/// in order.
+pub fn split_work<A, B, T, F>(
+    input: &[A],
+    output: &mut [B],
+    in_per_unit: usize,
+    out_per_unit: usize,
+    min_units_per_task: usize,
+    task: F,
+) -> Result<Vec<T>>
+where
+    A: Sync,
+    B: Send,
+    T: Send,
+    F: Fn(usize, &[A], &mut [B]) -> T + Sync,
+{
+    let n_units = if in_per_unit == 0 { 0 } else { input.len() / in_per_unit };
+    debug_assert_eq!(n_units * in_per_unit, input.len());
+    debug_assert_eq!(n_units * out_per_unit, output.len());
+    let (threads, pool) = current()?;
+    let n_tasks = threads.min(n_units / min_units_per_task.max(1)).max(1);
+    if n_tasks == 1 {
+        return Ok(vec![task(0, input, output)]);
+    }
+    let mut pieces = Vec::with_capacity(n_tasks);
+    let mut rest_out = output;
+    let mut start = 0;
+    for t in 0..n_tasks {
+        let end = n_units * (t + 1) / n_tasks;
+        let (out, tail) = std::mem::take(&mut rest_out).split_at_mut((end - start) * out_per_unit);
+        pieces.push((start, &input[start * in_per_unit..end * in_per_unit], out));
+        rest_out = tail;
+        start = end;
+    }
+    Ok(pool.install(|| {
+        use rayon::prelude::*;
+        pieces.into_par_iter().map(|(first, inp, out)| task(first, inp, out)).collect()
+    }))
+}
