@@ -1,0 +1,47 @@
+"""The exceptions fastquant raises.
+
+Every error is a :class:`FastquantError`; most are also a built-in exception of the matching kind,
+so ``except ValueError`` keeps working for callers that do not know fastquant's classes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FastquantError",
+    "ShapeError",
+    "QuantTypeError",
+    "NonFiniteError",
+    "UnsupportedError",
+    "SimdError",
+]
+
+
+class FastquantError(Exception):
+    """Base class of every fastquant error."""
+
+
+class ShapeError(FastquantError, ValueError):
+    """A shape, length or buffer size does not fit (e.g. a row length that is not a multiple of
+    the block size)."""
+
+
+class QuantTypeError(FastquantError, ValueError):
+    """An unknown quantization type name or ggml type id."""
+
+
+class NonFiniteError(FastquantError, ValueError):
+    """The input holds NaN or ±Inf. ``index`` is the flat index of the first bad element and
+    ``value`` its value."""
+
+    def __init__(self, message: str, index: int = -1, value: float = float("nan")) -> None:
+        super().__init__(message)
+        self.index = index
+        self.value = value
+
+
+class UnsupportedError(FastquantError, NotImplementedError):
+    """A known ggml type, or an option, that fastquant cannot handle yet."""
+
+
+class SimdError(FastquantError, RuntimeError):
+    """An unknown SIMD level, or one this CPU does not have."""
