@@ -1,0 +1,40 @@
+"""Type stubs for the native module ``fastquant._core`` (Rust, PyO3). Private: use the public
+names re-exported by ``fastquant``."""
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+def type_table() -> List[Tuple[int, str, int, int, bool, bool]]:
+    """Rows (id, name, block_elems, block_bytes, can_quantize, can_dequantize) of ggml's types."""
+
+def quantize(
+    x: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    kind: str,
+    qtype_id: int,
+    n_per_row: int,
+    check_finite: bool = True,
+    imatrix: Optional[npt.NDArray[np.float32]] = None,
+    simd: Optional[str] = None,
+) -> npt.NDArray[np.uint8]:
+    """Quantizes a flat contiguous array (f32, or the uint16 bits of f16/bf16 as ``kind`` says)."""
+
+def dequantize(
+    data: npt.NDArray[np.uint8],
+    qtype_id: int,
+    n_per_row: int,
+    out: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    kind: str,
+    simd: Optional[str] = None,
+) -> None:
+    """Dequantizes flat blocks into ``out`` (f32, or uint16 bits of f16/bf16 as ``kind`` says)."""
+
+def simd_level() -> str: ...
+def detected_simd_level() -> str: ...
+def available_simd_levels() -> List[str]: ...
+def set_simd_level(level: Optional[str]) -> None: ...
+def num_threads() -> int: ...
+def set_num_threads(n: int) -> None: ...
