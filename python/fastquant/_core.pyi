@@ -7,6 +7,18 @@ import numpy as np
 import numpy.typing as npt
 
 __version__: str
+__all__ = [
+    "__version__",
+    "available_simd_levels",
+    "dequantize",
+    "detected_simd_level",
+    "num_threads",
+    "quantize",
+    "set_num_threads",
+    "set_simd_level",
+    "simd_level",
+    "type_table",
+]
 
 def type_table() -> List[Tuple[int, str, int, int, bool, bool]]:
     """Rows (id, name, block_elems, block_bytes, can_quantize, can_dequantize) of ggml's types."""
