@@ -193,7 +193,7 @@ def quantize(
         w = np.ascontiguousarray(imatrix, dtype=np.float32)
         if w.shape != (shape[-1],):
             raise ShapeError(f"imatrix must have shape ({shape[-1]},) (one weight per column), not {w.shape}")
-    x = np.ascontiguousarray(x)
+    x = np.require(x, requirements=["C_CONTIGUOUS", "ALIGNED"])  # copies strided or unaligned input
     data = _core.quantize(_as_bits(x, kind), kind, qtype.id, shape[-1], check_finite, w)
     return QuantizedTensor(data, qtype, shape)
 
