@@ -213,7 +213,7 @@ def dequantize(qt: QuantizedTensor, dtype: Any = np.float32, *, out: Optional[np
     else:
         if not isinstance(out, np.ndarray) or out.dtype != dt or tuple(out.shape) != qt.shape:
             raise ShapeError(f"out must be a {dt} array of shape {qt.shape}")
-        if not out.flags.c_contiguous or not out.flags.writeable:
-            raise ShapeError("out must be C-contiguous and writeable")
+        if not (out.flags.c_contiguous and out.flags.aligned and out.flags.writeable):
+            raise ShapeError("out must be C-contiguous, aligned and writeable")
     _core.dequantize(qt.data, qt.qtype.id, qt.shape[-1], _as_bits(out, kind), kind)
     return out

@@ -57,6 +57,13 @@ class _QuantTypeBase(str, enum.Enum):
         return n // self.block_size * self.type_size
 
     @classmethod
+    def _missing_(cls, value: object) -> "QuantType":
+        # QuantType("q4_0") works like as_quant_type("q4_0"); unknown names raise QuantTypeError.
+        if isinstance(value, str):
+            return as_quant_type(value)
+        raise QuantTypeError(f"not a quantization type: {value!r}")
+
+    @classmethod
     def from_id(cls, type_id: int) -> "QuantType":
         """The type with ggml id ``type_id``."""
         for row in _TABLE.values():

@@ -18,7 +18,7 @@ pub fn to_py(err: Error) -> PyErr {
         Error::Unsupported { .. } => UnsupportedError::new_err(msg),
         Error::BlockMultiple { .. } | Error::Size { .. } | Error::TooLarge(_) => ShapeError::new_err(msg),
         Error::NonFinite { index, value } => NonFiniteError::new_err((msg, index, value)),
-        Error::UnknownSimdLevel(_) | Error::SimdUnavailable { .. } => SimdError::new_err(msg),
+        Error::UnknownSimdLevel(_) | Error::SimdUnavailable { .. } | Error::SimdEnv { .. } => SimdError::new_err(msg),
         Error::Invalid(_) => FastquantError::new_err(msg),
     }
 }

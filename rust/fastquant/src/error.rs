@@ -28,6 +28,9 @@ pub enum Error {
     #[error("unknown SIMD level '{0}' (expected one of: scalar, avx2, avx512, avx512vnni)")]
     UnknownSimdLevel(String),
 
+    #[error("FASTQUANT_SIMD={value}: {reason}")]
+    SimdEnv { value: String, reason: String },
+
     #[error("SIMD level '{requested}' is not available on this CPU (best available: {best})")]
     SimdUnavailable { requested: &'static str, best: &'static str },
 

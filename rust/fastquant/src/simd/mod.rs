@@ -108,7 +108,9 @@ fn env_level() -> Result<Level> {
     static ENV_LEVEL: OnceLock<Result<Level>> = OnceLock::new();
     ENV_LEVEL
         .get_or_init(|| match std::env::var("FASTQUANT_SIMD") {
-            Ok(v) if !v.trim().is_empty() => Level::from_name(&v).and_then(check_available),
+            Ok(v) if !v.trim().is_empty() => Level::from_name(&v)
+                .and_then(check_available)
+                .map_err(|e| Error::SimdEnv { value: v.clone(), reason: e.to_string() }),
             _ => Ok(detected_level()),
         })
         .clone()
