@@ -102,11 +102,8 @@ fn check_shape(qtype: QuantType, n_elems: usize, n_per_row: usize) -> Result<usi
 
 /// Index and value of the first non-finite element, if any.
 #[inline]
-fn first_non_finite(x: &[f32]) -> Option<(usize, f32)> {
-    // A branch-free OR over the whole step first: the common case is all finite, and this loop
-    // vectorises where `position` would not.
-    let any = x.iter().fold(0u32, |acc, v| acc | ((v.to_bits() & 0x7f80_0000 == 0x7f80_0000) as u32));
-    if any == 0 {
+fn first_non_finite(level: Level, x: &[f32]) -> Option<(usize, f32)> {
+    if !simd::has_non_finite(level, x) {
         return None;
     }
     x.iter().position(|v| !v.is_finite()).map(|i| (i, x[i]))
@@ -138,6 +135,7 @@ pub fn quantize(
         return Err(Error::Unsupported { qtype: qtype.name(), what: "importance-matrix quantization" });
     }
     let codec = codec_at(qtype, options.level)?;
+    let check_level = codec.quantize_level;
     let staging = match src {
         FloatSlice::F32(_) => None,
         FloatSlice::F16(_) => Some(codec_at(QuantType::F16, options.level)?),
@@ -165,12 +163,15 @@ pub fn quantize(
                     &buf[..len]
                 }
             };
+            // Encode first, then check the step while it is still in L1: checking first would
+            // take the memory stalls outside the kernel and halve large-input throughput. A bad
+            // step's output is thrown away with the error.
+            (codec.quantize)(x, out);
             if options.check_finite {
-                if let Some((i, v)) = first_non_finite(x) {
+                if let Some((i, v)) = first_non_finite(check_level, x) {
                     return Some((first_block * block + start + i, v));
                 }
             }
-            (codec.quantize)(x, out);
             start += len;
         }
         debug_assert_eq!(start, n);

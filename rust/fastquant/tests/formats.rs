@@ -139,3 +139,24 @@ fn dequantize_every_level_matches_scalar_bits() {
         }
     }
 }
+
+#[test]
+fn non_finite_scan_finds_nan_and_inf_anywhere_at_every_level() {
+    use fastquant::simd::{available_levels, has_non_finite};
+    for len in [0usize, 1, 15, 16, 63, 64, 65, 1000, 4096] {
+        let clean: Vec<f32> = (0..len).map(|i| (i as f32).sin() * 1e30).collect();
+        for level in available_levels() {
+            assert!(!has_non_finite(level, &clean), "{level} len {len}: false positive");
+            for pos in [0, len / 3, len.saturating_sub(1)] {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::from_bits(0x7f80_0001)] {
+                    if len == 0 {
+                        continue;
+                    }
+                    let mut x = clean.clone();
+                    x[pos] = bad;
+                    assert!(has_non_finite(level, &x), "{level} len {len}: missed {bad} at {pos}");
+                }
+            }
+        }
+    }
+}

@@ -202,6 +202,25 @@ pub fn codec(qtype: QuantType) -> Result<Codec> {
     Ok(codec_for(qtype, level)?.expect("the active level is always available"))
 }
 
+/// Whether a float slice holds NaN or ±Inf, as fast as `level` allows.
+pub fn has_non_finite(level: Level, x: &[f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if level >= Level::Avx512 {
+            if let Some(t) = x86_64::Avx512::try_new() {
+                return x86_64::has_non_finite_avx512(t, x);
+            }
+        }
+        if level >= Level::Avx2 {
+            if let Some(t) = x86_64::Avx2::try_new() {
+                return x86_64::has_non_finite_avx2(t, x);
+            }
+        }
+    }
+    let _ = level;
+    x.iter().any(|v| !v.is_finite())
+}
+
 /// What an ISA module offers for one type; `None` means "use the next lower level".
 #[derive(Default, Clone, Copy)]
 pub struct IsaKernels {
