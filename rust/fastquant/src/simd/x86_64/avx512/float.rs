@@ -64,12 +64,7 @@ fn quantize_16bit(src: &[f32], dst: &mut [u8], encode: impl Fn(__m512) -> __m256
 /// which streams large outputs), the last `len % 32` values with the scalar `tail` reference.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn dequantize_16bit(
-    src: &[u8],
-    dst: &mut [f32],
-    decode: impl Fn(__m256i) -> __m512,
-    tail: fn(&[u8], &mut [f32]),
-) {
+fn dequantize_16bit(src: &[u8], dst: &mut [f32], decode: impl Fn(__m256i) -> __m512, tail: fn(&[u8], &mut [f32])) {
     assert_eq!(src.len(), 2 * dst.len(), "a 16-bit row has two bytes per value");
     let whole = dst.len() / 32 * 32;
     let (src, src_tail) = src.split_at(2 * whole);

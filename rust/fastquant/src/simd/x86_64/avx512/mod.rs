@@ -162,7 +162,10 @@ fn stream_blocks<const B: usize>(blocks: &[[u8; B]], dst: &mut [f32], decode: im
     let head = (64 - p as usize % 64) % 64 / 4;
     // Line lane i takes lane head + i of the earlier vector if that is < 16, else lane head + i - 16
     // of the later one.
-    let stitch = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(head as i32));
+    let stitch = _mm512_add_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(head as i32),
+    );
     let head_mask: __mmask16 = ((1u32 << head) - 1) as __mmask16;
     let (lo, hi) = decode(first);
     if head == 0 {
