@@ -1,6 +1,22 @@
-//! Avx2 kernels. Same file stems as `formats/`: `legacy.rs` for Q4_0..Q8_1, `float.rs` for
-//! F16/BF16.
+//! AVX2 kernels (with FMA and F16C). Same file stems as `formats/`: `legacy.rs` for Q4_0..Q8_1,
+//! `float.rs` for F16/BF16 (F32 has no kernel here: the scalar copy already runs at memcpy speed).
+//!
+//! Every kernel gives the scalar reference's bytes (quantize) and bits (dequantize) for every input,
+//! NaN, infinities and subnormals included; `tests/formats.rs` checks this level against scalar.
+//!
+//! Soundness: the kernels are `#[target_feature(enable = "avx2,fma,f16c")]` functions, which may
+//! only run on a CPU with those features. The table [`kernels`] returns holds safe wrappers around
+//! them, and it is only handed out in exchange for an [`Avx2`] token, which only detection creates.
+//! Helpers are `#[target_feature]` functions too (so they inline into the kernels); the only
+//! `unsafe` inside the kernels is for unaligned loads and stores through pointers, each in bounds
+//! of a fixed-size array.
 
+mod float;
+mod legacy;
+
+use std::arch::x86_64::*;
+
+use crate::formats::{DequantizeFn, QuantizeFn};
 use crate::simd::IsaKernels;
 use crate::types::QuantType;
 
@@ -8,6 +24,67 @@ use super::Avx2;
 
 /// The Avx2 kernels for `qtype`; fields left `None` fall back to the next lower level.
 pub fn kernels(_token: Avx2, qtype: QuantType) -> IsaKernels {
-    let _ = qtype;
-    IsaKernels::default()
+    let (quantize, dequantize): (QuantizeFn, DequantizeFn) = match qtype {
+        QuantType::F16 => (float::quantize_f16, float::dequantize_f16),
+        QuantType::BF16 => (float::quantize_bf16, float::dequantize_bf16),
+        QuantType::Q4_0 => (legacy::quantize_q4_0, legacy::dequantize_q4_0),
+        QuantType::Q4_1 => (legacy::quantize_q4_1, legacy::dequantize_q4_1),
+        QuantType::Q5_0 => (legacy::quantize_q5_0, legacy::dequantize_q5_0),
+        QuantType::Q5_1 => (legacy::quantize_q5_1, legacy::dequantize_q5_1),
+        QuantType::Q8_0 => (legacy::quantize_q8_0, legacy::dequantize_q8_0),
+        QuantType::Q8_1 => (legacy::quantize_q8_1, legacy::dequantize_q8_1),
+        _ => return IsaKernels::default(),
+    };
+    IsaKernels { quantize: Some(quantize), dequantize: Some(dequantize) }
+}
+
+/// Defines safe `fn(&[f32], &mut [u8])` / `fn(&[u8], &mut [f32])` wrappers around
+/// `#[target_feature]` kernels, for the table above.
+macro_rules! safe_wrappers {
+    ($( $(#[$doc:meta])* $name:ident($a:ident: $ta:ty, $b:ident: $tb:ty) => $kernel:ident; )*) => {
+        $(
+            $(#[$doc])*
+            pub(super) fn $name($a: $ta, $b: $tb) {
+                // SAFETY: these wrappers are only reachable through the table `avx2::kernels`
+                // returns, which it only returns for an `Avx2` token; the token exists only after
+                // run-time detection found AVX2, FMA and F16C, all that `$kernel` enables.
+                unsafe { $kernel($a, $b) }
+            }
+        )*
+    };
+}
+pub(crate) use safe_wrappers;
+
+/// fp32 -> fp16 bits exactly as `formats::float::fp32_to_fp16` (ggml's `GGML_FP32_TO_FP16`).
+///
+/// `vcvtps2ph` with round-to-nearest-even agrees with ggml for every non-NaN value; for NaN ggml
+/// writes `sign | 0x7E00` while the hardware keeps payload bits, hence the branch (NaN scales
+/// are rare, so it predicts perfectly).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn fp32_to_fp16(f: f32) -> u16 {
+    if f.is_nan() {
+        return ((f.to_bits() >> 16) as u16 & 0x8000) | 0x7e00;
+    }
+    _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(f))) as u16
+}
+
+/// `[fp16(a), fp16(b)]` as little-endian bytes, as [`fp32_to_fp16`] (the d, m pair of Q4_1/Q5_1).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn fp32x2_to_fp16(a: f32, b: f32) -> [u8; 4] {
+    if a.is_nan() || b.is_nan() {
+        let (a, b) = (fp32_to_fp16(a).to_le_bytes(), fp32_to_fp16(b).to_le_bytes());
+        return [a[0], a[1], b[0], b[1]];
+    }
+    let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_setr_ps(a, b, 0.0, 0.0));
+    _mm_cvtsi128_si32(h).to_le_bytes()
+}
+
+/// fp16 bits -> fp32 in all eight lanes. `vcvtph2ps` is exact and, like the scalar `half`
+/// conversion, keeps NaN payloads and sets the quiet bit.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn broadcast_fp16(bits: [u8; 2]) -> __m256 {
+    _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(bits)))
 }
