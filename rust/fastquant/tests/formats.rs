@@ -160,3 +160,34 @@ fn non_finite_scan_finds_nan_and_inf_anywhere_at_every_level() {
         }
     }
 }
+
+/// Every fp16 value as the scale `d`, paired with every fp16 value as `m`/`s` (in another order),
+/// and random codes: NaN, Inf, subnormal and negative-zero scales all decode as the scalar code does.
+#[test]
+fn dequantize_every_fp16_scale_at_every_level() {
+    let mut rng = Rng(0xdead_beef);
+    for qtype in [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q5_0, QuantType::Q5_1, QuantType::Q8_0, QuantType::Q8_1] {
+        let (_, dq_ref) = scalar_codec(qtype).unwrap();
+        let bb = qtype.block_bytes();
+        let n_blocks = 1 << 16;
+        let mut bytes: Vec<u8> = (0..n_blocks * bb).map(|_| rng.next_u32() as u8).collect();
+        for (i, block) in bytes.chunks_exact_mut(bb).enumerate() {
+            block[0..2].copy_from_slice(&(i as u16).to_le_bytes());
+            // The second fp16 field (m of Q4_1/Q5_1, s of Q8_1): every value too, scrambled.
+            if matches!(qtype, QuantType::Q4_1 | QuantType::Q5_1 | QuantType::Q8_1) {
+                block[2..4].copy_from_slice(&((i as u16).wrapping_mul(40503)).to_le_bytes());
+            }
+        }
+        let len = n_blocks * qtype.block_elems();
+        let mut want = vec![0f32; len];
+        dq_ref(&bytes, &mut want);
+        for level in Level::ALL {
+            let Some(codec) = codec_for(qtype, level).unwrap() else { continue };
+            let mut got = vec![0f32; len];
+            (codec.dequantize)(&bytes, &mut got);
+            if let Some(i) = want.iter().zip(&got).position(|(a, b)| a.to_bits() != b.to_bits()) {
+                panic!("{qtype} at {level}: element {i} (block {}) want {:e} got {:e}", i / qtype.block_elems(), want[i], got[i]);
+            }
+        }
+    }
+}
