@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{dequantize_blocks, entry_points, fp16_ggml_x16};
+use super::{dequantize_blocks, entry_points, fp16_ggml_x16, prefetch, PREFETCH_BYTES};
 use crate::formats::float::{dequantize_row_bf16, dequantize_row_f16, quantize_row_bf16, quantize_row_f16};
 
 entry_points! {
@@ -54,7 +54,8 @@ fn quantize_16bit(src: &[f32], dst: &mut [u8], encode: impl Fn(__m512) -> __m256
     assert_eq!(dst.len(), 2 * src.len(), "a 16-bit row has two bytes per value");
     let (xs, x_tail) = src.as_chunks::<STEP>();
     let (ys, y_tail) = dst.as_chunks_mut::<{ 2 * STEP }>();
-    for (x, y) in xs.iter().zip(ys) {
+    for (i, (x, y)) in xs.iter().zip(ys).enumerate() {
+        prefetch(xs, i + PREFETCH_BYTES / 64);
         store_u16x16(y, encode(load_f32x16(x)));
     }
     tail(x_tail, y_tail);

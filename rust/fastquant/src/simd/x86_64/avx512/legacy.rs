@@ -23,7 +23,7 @@ use std::arch::x86_64::*;
 
 use super::{
     broadcast_max, broadcast_min, c_float_to_i8, dequantize_blocks, entry_points, fp16_ggml_x16, fp16_ggml_x4,
-    load_f32x32, load_u8x16, store_u8x16,
+    load_f32x32, load_u8x16, prefetch, store_u8x16, PREFETCH_BYTES,
 };
 use crate::formats::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, QK};
 use crate::formats::BlockFormat;
@@ -85,7 +85,14 @@ fn quantize_rows<const B: usize, S: Copy>(
     };
     let (x_groups, x_rest) = xs.as_chunks::<GROUP>();
     let (y_groups, y_rest) = ys.as_chunks_mut::<GROUP>();
-    for (xg, yg) in x_groups.iter().zip(y_groups) {
+    for (g, (xg, yg)) in x_groups.iter().zip(y_groups).enumerate() {
+        // The group PREFETCH_BYTES ahead, one 16-float cache line at a time.
+        if let Some(ahead) = x_groups.get(g + PREFETCH_BYTES / size_of::<[[f32; QK]; GROUP]>()) {
+            let ahead = ahead.as_flattened();
+            for line in (0..ahead.len()).step_by(16) {
+                prefetch(ahead, line);
+            }
+        }
         match group_scales(xg) {
             Some(scales) => {
                 for ((x, y), s) in xg.iter().zip(yg).zip(scales) {
