@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{dequantize_blocks, entry_points, fp16_ggml_x16, prefetch, PREFETCH_BYTES};
+use super::{dequantize_blocks, entry_points, fp16_ggml_x16, prefetch, PREFETCH_BYTES, STREAM_MIN_BYTES};
 use crate::formats::float::{dequantize_row_bf16, dequantize_row_f16, quantize_row_bf16, quantize_row_f16};
 
 entry_points! {
@@ -47,11 +47,17 @@ fn store_u16x16(b: &mut [u8; 2 * STEP], v: __m256i) {
 }
 
 /// Quantizes a 16-bit row: whole 16-value steps with `encode`, the last `len % 16` values with
-/// the scalar `tail` reference.
+/// the scalar `tail` reference. Large outputs are streamed (see [`stream_16bit`]).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
 fn quantize_16bit(src: &[f32], dst: &mut [u8], encode: impl Fn(__m512) -> __m256i, tail: fn(&[f32], &mut [u8])) {
     assert_eq!(dst.len(), 2 * src.len(), "a 16-bit row has two bytes per value");
+    if dst.len() >= STREAM_MIN_BYTES && (dst.as_ptr() as usize).is_multiple_of(2) {
+        let (xs, x_tail) = src.as_chunks::<{ 2 * STEP }>();
+        let (ys, y_tail) = dst.split_at_mut(4 * STEP * xs.len());
+        stream_16bit(xs, ys, encode);
+        return tail(x_tail, y_tail);
+    }
     let (xs, x_tail) = src.as_chunks::<STEP>();
     let (ys, y_tail) = dst.as_chunks_mut::<{ 2 * STEP }>();
     for (i, (x, y)) in xs.iter().zip(ys).enumerate() {
@@ -59,6 +65,58 @@ fn quantize_16bit(src: &[f32], dst: &mut [u8], encode: impl Fn(__m512) -> __m256
         store_u16x16(y, encode(load_f32x16(x)));
     }
     tail(x_tail, y_tail);
+}
+
+/// [`quantize_16bit`] with non-temporal stores, as `super::stream_blocks` does for f32 outputs:
+/// 32 values make one 64-byte line, stitched to the line boundaries of `dst` (which must be
+/// 2-byte aligned) with `vpermt2w`; the ends are masked ordinary stores.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn stream_16bit(xs: &[[f32; 2 * STEP]], dst: &mut [u8], encode: impl Fn(__m512) -> __m256i) {
+    assert!(dst.len() == 4 * STEP * xs.len() && (dst.as_ptr() as usize).is_multiple_of(2));
+    let encode_line = |x: &[f32; 2 * STEP]| {
+        let (lo, hi) = x.split_at(STEP);
+        let lo = encode(load_f32x16(lo.try_into().expect("16 floats")));
+        let hi = encode(load_f32x16(hi.try_into().expect("16 floats")));
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+    };
+    let Some((first, rest)) = xs.split_first() else { return };
+    let p = dst.as_mut_ptr();
+    // 16-bit values before the first 64-byte boundary.
+    let head = (64 - p as usize % 64) % 64 / 2;
+    let lanes = _mm512_set_epi16(
+        31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2,
+        1, 0,
+    );
+    let stitch = _mm512_add_epi16(lanes, _mm512_set1_epi16(head as i16));
+    let head_mask: __mmask32 = ((1u64 << head) - 1) as __mmask32;
+    let line = encode_line(first);
+    // SAFETY: step t's values are dst[64t..64t + 64], in bounds. With head == 0, p is 64-byte
+    // aligned and so is every step. Otherwise line t, stitched from steps t and t + 1, starts at
+    // 2 * head + 64t (a line boundary) and ends at most at 2 * head + 64(n - 1) < 64n, and the
+    // masked stores write only dst[..2 * head] and dst[64n - 64 + 2 * head..].
+    unsafe {
+        if head == 0 {
+            _mm512_stream_si512(p.cast(), line);
+            for (i, x) in rest.iter().enumerate() {
+                prefetch(rest, i + PREFETCH_BYTES / 128);
+                _mm512_stream_si512(p.add(64 * (i + 1)).cast(), encode_line(x));
+            }
+        } else {
+            let lines = p.add(2 * head);
+            _mm512_mask_storeu_epi16(p.cast(), head_mask, line);
+            let mut carry = line;
+            for (i, x) in rest.iter().enumerate() {
+                prefetch(rest, i + PREFETCH_BYTES / 128);
+                let line = encode_line(x);
+                _mm512_stream_si512(lines.add(64 * i).cast(), _mm512_permutex2var_epi16(carry, stitch, line));
+                carry = line;
+            }
+            _mm512_mask_storeu_epi16(p.add(dst.len() - 64).cast(), !head_mask, carry);
+        }
+    }
+    // As in `super::stream_blocks`: make the weakly ordered stores visible before later ones.
+    _mm_sfence();
 }
 
 /// Dequantizes a 16-bit row: whole 32-value pieces with `decode` (through [`dequantize_blocks`],

@@ -243,3 +243,33 @@ fn large_dequantize_streams_and_matches_scalar() {
         assert!(want.iter().zip(&buf[1..]).all(|(a, b)| a.to_bits() == b.to_bits()), "{qtype}");
     }
 }
+
+#[test]
+fn empty_rows_are_fine() {
+    let Some(token) = Avx512::try_new() else { return };
+    for qtype in TYPES {
+        let k = kernels(token, qtype);
+        (k.quantize.unwrap())(&[], &mut []);
+        (k.dequantize.unwrap())(&[], &mut []);
+    }
+}
+
+/// Full-size F16/BF16 quantizes, which stream their output, at several alignments of the output
+/// (an odd one takes the ordinary path), against the scalar reference.
+#[test]
+fn large_16bit_quantize_streams_and_matches_scalar() {
+    let Some(token) = Avx512::try_new() else { return };
+    let mut rng = Rng(7);
+    let len = STREAM_MIN_BYTES / 2 + 37;
+    let x: Vec<f32> = (0..len).map(|_| f32::from_bits(rng.next() as u32)).collect();
+    for qtype in [QuantType::F16, QuantType::BF16] {
+        let mut want = vec![0u8; 2 * len];
+        scalar_codec(qtype).unwrap().0(&x, &mut want);
+        for offset in [0, 1, 2, 6, 34, 62] {
+            let mut buf = vec![0x55u8; 2 * len + 64];
+            (kernels(token, qtype).quantize.unwrap())(&x, &mut buf[offset..offset + 2 * len]);
+            assert!(buf[..offset].iter().chain(&buf[offset + 2 * len..]).all(|&b| b == 0x55), "{qtype} {offset}");
+            assert!(want == buf[offset..offset + 2 * len], "{qtype} at byte offset {offset}");
+        }
+    }
+}
