@@ -4,10 +4,13 @@
 //! Every kernel is a safe `#[target_feature]` function: the only thing that makes calling one
 //! unsafe is the CPU features, and the safe wrappers in the table below are only handed out in
 //! exchange for an [`Avx512`] token, which only detection can make. Inside the kernels, `unsafe`
-//! is limited to loads and stores through pointers derived from fixed-size arrays.
+//! is limited to loads and stores: through pointers from fixed-size arrays, or at the offsets of
+//! the streaming stores, whose bounds are argued where they are made.
 //!
 //! The kernels must give the scalar references' bytes and bits for every input, so the shared
 //! helpers here reproduce ggml's conversions exactly (fp16 NaN encoding, C's float -> int8).
+//! Large inputs are about memory: the quantize kernels prefetch (`PREFETCH_BYTES`) and large
+//! outputs of f32 or 16-bit values go out with non-temporal stores (`STREAM_MIN_BYTES`).
 
 mod float;
 mod legacy;
