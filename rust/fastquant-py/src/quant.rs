@@ -10,10 +10,7 @@ use crate::errors::to_py;
 /// Rows of the type table: (id, name, block_elems, block_bytes, can_quantize, can_dequantize).
 #[pyfunction]
 fn type_table() -> Vec<(u32, &'static str, usize, usize, bool, bool)> {
-    TYPE_TABLE
-        .iter()
-        .map(|t| (t.id, t.name, t.block_elems, t.block_bytes, t.can_quantize, t.can_dequantize))
-        .collect()
+    TYPE_TABLE.iter().map(|t| (t.id, t.name, t.block_elems, t.block_bytes, t.can_quantize, t.can_dequantize)).collect()
 }
 
 fn parse_level(simd: Option<&str>) -> PyResult<Option<Level>> {

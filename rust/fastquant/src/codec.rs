@@ -76,10 +76,8 @@ const MIN_ELEMS_PER_TASK: usize = 1 << 16;
 fn codec_at(qtype: QuantType, level: Option<Level>) -> Result<Codec> {
     match level {
         None => simd::codec(qtype),
-        Some(l) => simd::codec_for(qtype, l)?.ok_or(Error::SimdUnavailable {
-            requested: l.name(),
-            best: simd::detected_level().name(),
-        }),
+        Some(l) => simd::codec_for(qtype, l)?
+            .ok_or(Error::SimdUnavailable { requested: l.name(), best: simd::detected_level().name() }),
     }
 }
 
@@ -179,15 +177,15 @@ pub fn quantize(
     };
 
     let bad = match src {
-        FloatSlice::F32(s) => split_work(s, dst, block, block_bytes, min_blocks, |f, s, d| {
-            run(f, FloatSlice::F32(s), d)
-        })?,
-        FloatSlice::F16(s) => split_work(s, dst, block, block_bytes, min_blocks, |f, s, d| {
-            run(f, FloatSlice::F16(s), d)
-        })?,
-        FloatSlice::BF16(s) => split_work(s, dst, block, block_bytes, min_blocks, |f, s, d| {
-            run(f, FloatSlice::BF16(s), d)
-        })?,
+        FloatSlice::F32(s) => {
+            split_work(s, dst, block, block_bytes, min_blocks, |f, s, d| run(f, FloatSlice::F32(s), d))?
+        }
+        FloatSlice::F16(s) => {
+            split_work(s, dst, block, block_bytes, min_blocks, |f, s, d| run(f, FloatSlice::F16(s), d))?
+        }
+        FloatSlice::BF16(s) => {
+            split_work(s, dst, block, block_bytes, min_blocks, |f, s, d| run(f, FloatSlice::BF16(s), d))?
+        }
     };
     match bad.into_iter().flatten().next() {
         Some((index, value)) => Err(Error::NonFinite { index, value }),

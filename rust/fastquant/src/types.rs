@@ -95,19 +95,12 @@ impl QuantType {
     pub fn info(self) -> &'static TypeInfo {
         // The table is generated in declaration order, so a linear scan over ~35 entries is the
         // whole cost; callers do this once per call, never per block.
-        TYPE_TABLE
-            .iter()
-            .find(|info| info.qtype == self)
-            .expect("every QuantType variant has a table row")
+        TYPE_TABLE.iter().find(|info| info.qtype == self).expect("every QuantType variant has a table row")
     }
 
     /// The type with ggml id `id`.
     pub fn from_id(id: u32) -> Result<Self> {
-        TYPE_TABLE
-            .iter()
-            .find(|info| info.id == id)
-            .map(|info| info.qtype)
-            .ok_or(Error::UnknownTypeId(id))
+        TYPE_TABLE.iter().find(|info| info.id == id).map(|info| info.qtype).ok_or(Error::UnknownTypeId(id))
     }
 
     /// The type named `name`, in any letter case (`q4_0`, `Q4_0`, `bf16`).
@@ -148,15 +141,9 @@ impl QuantType {
     pub fn row_bytes(self, n_elems: usize) -> Result<usize> {
         let info = self.info();
         if n_elems % info.block_elems != 0 {
-            return Err(Error::BlockMultiple {
-                qtype: info.name,
-                len: n_elems,
-                block: info.block_elems,
-            });
+            return Err(Error::BlockMultiple { qtype: info.name, len: n_elems, block: info.block_elems });
         }
-        (n_elems / info.block_elems)
-            .checked_mul(info.block_bytes)
-            .ok_or(Error::TooLarge(n_elems))
+        (n_elems / info.block_elems).checked_mul(info.block_bytes).ok_or(Error::TooLarge(n_elems))
     }
 
     /// Storage cost in bits per weight.

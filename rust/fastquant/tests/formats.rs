@@ -43,20 +43,30 @@ fn data_sets() -> Vec<(&'static str, Vec<f32>)> {
     sets.push(("outliers", outlier));
     sets.push(("fp16 edge", (0..n).map(|i| [65504.0, -65504.0, 65520.0, -1e6, 1e-8][i % 5]).collect()));
     sets.push(("huge", (0..n).map(|i| [3e38f32, -3.4e38, 1e30, -2e37][i % 4] * rng.uniform()).collect()));
-    sets.push((
-        "subnormal",
-        (0..n).map(|_| f32::from_bits(rng.next_u32() & 0x807f_ffff)).collect(),
-    ));
+    sets.push(("subnormal", (0..n).map(|_| f32::from_bits(rng.next_u32() & 0x807f_ffff)).collect()));
     sets.push(("tiny", (0..n).map(|_| rng.normal() * 1e-38).collect()));
     sets.push(("alternating", (0..n).map(|i| if i % 2 == 0 { 1.5 } else { -1.5 }).collect()));
     // The extreme value appears with both signs in each block: the first one decides the sign.
     sets.push((
         "max both signs",
-        (0..n).map(|i| match i % 32 { 3 => -2.0, 17 => 2.0, 30 => -2.0, _ => rng.normal() * 0.5 }).collect(),
+        (0..n)
+            .map(|i| match i % 32 {
+                3 => -2.0,
+                17 => 2.0,
+                30 => -2.0,
+                _ => rng.normal() * 0.5,
+            })
+            .collect(),
     ));
     sets.push((
         "max both signs reversed",
-        (0..n).map(|i| match i % 32 { 3 => 2.0, 17 => -2.0, _ => rng.normal() * 0.5 }).collect(),
+        (0..n)
+            .map(|i| match i % 32 {
+                3 => 2.0,
+                17 => -2.0,
+                _ => rng.normal() * 0.5,
+            })
+            .collect(),
     ));
     let mut special: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
     for i in (0..n).step_by(41) {
@@ -166,7 +176,8 @@ fn non_finite_scan_finds_nan_and_inf_anywhere_at_every_level() {
 #[test]
 fn dequantize_every_fp16_scale_at_every_level() {
     let mut rng = Rng(0xdead_beef);
-    for qtype in [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q5_0, QuantType::Q5_1, QuantType::Q8_0, QuantType::Q8_1] {
+    for qtype in [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q5_0, QuantType::Q5_1, QuantType::Q8_0, QuantType::Q8_1]
+    {
         let (_, dq_ref) = scalar_codec(qtype).unwrap();
         let bb = qtype.block_bytes();
         let n_blocks = 1 << 16;
@@ -186,7 +197,43 @@ fn dequantize_every_fp16_scale_at_every_level() {
             let mut got = vec![0f32; len];
             (codec.dequantize)(&bytes, &mut got);
             if let Some(i) = want.iter().zip(&got).position(|(a, b)| a.to_bits() != b.to_bits()) {
-                panic!("{qtype} at {level}: element {i} (block {}) want {:e} got {:e}", i / qtype.block_elems(), want[i], got[i]);
+                panic!(
+                    "{qtype} at {level}: element {i} (block {}) want {:e} got {:e}",
+                    i / qtype.block_elems(),
+                    want[i],
+                    got[i]
+                );
+            }
+        }
+    }
+}
+
+/// Outputs of several MiB take the kernels' streaming-store paths; they must agree too, at every
+/// alignment of the output the allocator may hand out.
+#[test]
+fn large_outputs_match_scalar_at_every_level() {
+    let mut rng = Rng(0x0bad_cafe);
+    let n = 3 << 20; // 12 MiB of f32
+    let x: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+    for qtype in implemented_types() {
+        let (q_ref, dq_ref) = scalar_codec(qtype).unwrap();
+        let mut q = vec![0u8; qtype.row_bytes(n).unwrap()];
+        q_ref(&x, &mut q);
+        let mut want = vec![0f32; n];
+        dq_ref(&q, &mut want);
+        for level in Level::ALL {
+            let Some(codec) = codec_for(qtype, level).unwrap() else { continue };
+            let mut got_q = vec![0u8; q.len()];
+            (codec.quantize)(&x, &mut got_q);
+            assert!(got_q == q, "{qtype} quantize at {level} differs on a large input");
+            for offset in [0usize, 1, 3] {
+                let mut buf = vec![0f32; n + 4];
+                let out = &mut buf[offset..offset + n];
+                (codec.dequantize)(&q, out);
+                assert!(
+                    out.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{qtype} dequantize at {level} differs on a large output at offset {offset}"
+                );
             }
         }
     }

@@ -77,6 +77,17 @@ fn min_max(x: &[f32]) -> (f32, f32) {
     (min, max)
 }
 
+/// `q*d + m` as ggml's x86 build computes it: when both operands are NaN, SSE's `addss` returns the
+/// first one (the product). Rust leaves the operand order of `+` to LLVM, so pin it explicitly.
+#[inline(always)]
+fn scale_add(product: f32, m: f32) -> f32 {
+    if product.is_nan() {
+        product
+    } else {
+        product + m
+    }
+}
+
 #[inline(always)]
 fn inverse_or_zero(d: f32) -> f32 {
     if d != 0.0 {
@@ -160,8 +171,8 @@ impl BlockFormat for BlockQ4_1 {
         let d = fp16_to_fp32(u16::from_le_bytes(self.d));
         let m = fp16_to_fp32(u16::from_le_bytes(self.m));
         for j in 0..QK / 2 {
-            y[j] = (self.qs[j] & 0x0f) as f32 * d + m;
-            y[j + QK / 2] = (self.qs[j] >> 4) as f32 * d + m;
+            y[j] = scale_add((self.qs[j] & 0x0f) as f32 * d, m);
+            y[j + QK / 2] = scale_add((self.qs[j] >> 4) as f32 * d, m);
         }
     }
 }
@@ -257,8 +268,8 @@ impl BlockFormat for BlockQ5_1 {
         for j in 0..QK / 2 {
             let xh0 = ((qh >> j) << 4) & 0x10;
             let xh1 = (qh >> (j + 12)) & 0x10;
-            y[j] = (((self.qs[j] & 0x0f) as u32) | xh0) as f32 * d + m;
-            y[j + QK / 2] = (((self.qs[j] >> 4) as u32) | xh1) as f32 * d + m;
+            y[j] = scale_add((((self.qs[j] & 0x0f) as u32) | xh0) as f32 * d, m);
+            y[j + QK / 2] = scale_add((((self.qs[j] >> 4) as u32) | xh1) as f32 * d, m);
         }
     }
 }

@@ -150,19 +150,13 @@ pub struct Codec {
 /// The kernels for `qtype` at `level`; `None` when the CPU lacks `level`. Errors for a type with no
 /// codec in fastquant.
 pub fn codec_for(qtype: QuantType, level: Level) -> Result<Option<Codec>> {
-    let (q_ref, dq_ref) = scalar_codec(qtype).ok_or(Error::Unsupported {
-        qtype: qtype.name(),
-        what: "quantize/dequantize",
-    })?;
+    let (q_ref, dq_ref) =
+        scalar_codec(qtype).ok_or(Error::Unsupported { qtype: qtype.name(), what: "quantize/dequantize" })?;
     if level > detected_level() {
         return Ok(None);
     }
-    let mut codec = Codec {
-        quantize: q_ref,
-        dequantize: dq_ref,
-        quantize_level: Level::Scalar,
-        dequantize_level: Level::Scalar,
-    };
+    let mut codec =
+        Codec { quantize: q_ref, dequantize: dq_ref, quantize_level: Level::Scalar, dequantize_level: Level::Scalar };
     #[cfg(target_arch = "x86_64")]
     {
         // Lowest level first, so a higher level's kernel, where there is one, wins.
