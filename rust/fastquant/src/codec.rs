@@ -91,7 +91,7 @@ fn check_shape(qtype: QuantType, n_elems: usize, n_per_row: usize) -> Result<usi
             Err(Error::Invalid("row length is 0 but the input is not empty".into()))
         };
     }
-    if n_elems % n_per_row != 0 {
+    if !n_elems.is_multiple_of(n_per_row) {
         return Err(Error::Size { what: "elements (a whole number of rows)", expected: n_per_row, got: n_elems });
     }
     qtype.row_bytes(n_per_row)?;

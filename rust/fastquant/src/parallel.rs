@@ -88,7 +88,7 @@ where
     T: Send,
     F: Fn(usize, &[A], &mut [B]) -> T + Sync,
 {
-    let n_units = if in_per_unit == 0 { 0 } else { input.len() / in_per_unit };
+    let n_units = input.len().checked_div(in_per_unit).unwrap_or(0);
     debug_assert_eq!(n_units * in_per_unit, input.len());
     debug_assert_eq!(n_units * out_per_unit, output.len());
     let (threads, pool) = current()?;

@@ -140,7 +140,7 @@ impl QuantType {
     /// or the size overflows.
     pub fn row_bytes(self, n_elems: usize) -> Result<usize> {
         let info = self.info();
-        if n_elems % info.block_elems != 0 {
+        if !n_elems.is_multiple_of(info.block_elems) {
             return Err(Error::BlockMultiple { qtype: info.name, len: n_elems, block: info.block_elems });
         }
         (n_elems / info.block_elems).checked_mul(info.block_bytes).ok_or(Error::TooLarge(n_elems))

@@ -1,6 +1,8 @@
 //! Every implemented type at every SIMD level this CPU has must give the scalar reference's bytes
 //! (quantize) and bits (dequantize), on random, adversarial and odd-length data.
 
+#![allow(clippy::vec_init_then_push)] // the data sets read best as a list of pushes
+
 use fastquant::formats::scalar_codec;
 use fastquant::simd::{codec_for, Level};
 use fastquant::{QuantType, TYPE_TABLE};

@@ -13,6 +13,9 @@
 //! * Q8_0 uses `roundf` (ties away from zero), not the ties-to-even of `nearest_int`;
 //! * x86 builds of ggml-base have no FMA, so `x*d + m` is a multiply then an add.
 
+// Loops index by element like ggml's C so each line can be checked against the reference.
+#![allow(clippy::needless_range_loop)]
+
 use bytemuck::{Pod, Zeroable};
 
 use super::float::{fp16_to_fp32, fp32_to_fp16};
