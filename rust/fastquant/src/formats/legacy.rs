@@ -91,8 +91,10 @@ fn scale_add(product: f32, m: f32) -> f32 {
     }
 }
 
+/// `d ? 1.0f/d : 0.0f`: the inverse scale every legacy quantizer multiplies by (the SIMD kernels
+/// use it too, so the rule lives once).
 #[inline(always)]
-fn inverse_or_zero(d: f32) -> f32 {
+pub(crate) fn inverse_or_zero(d: f32) -> f32 {
     if d != 0.0 {
         1.0 / d
     } else {

@@ -23,7 +23,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::formats::legacy::{BlockQ4_1, BlockQ5_1, BlockQ8_0, BlockQ8_1, QK};
+use crate::formats::legacy::{inverse_or_zero, BlockQ4_1, BlockQ5_1, BlockQ8_0, BlockQ8_1, QK};
 use crate::formats::BlockFormat;
 
 use super::{broadcast_fp16, fp32_to_fp16, fp32x2_to_fp16, safe_wrappers};
@@ -234,16 +234,6 @@ fn has_nan(v: &Block) -> bool {
     let n01 = _mm256_cmp_ps::<_CMP_UNORD_Q>(v[0], v[1]);
     let n23 = _mm256_cmp_ps::<_CMP_UNORD_Q>(v[2], v[3]);
     _mm256_movemask_ps(_mm256_or_ps(n01, n23)) != 0
-}
-
-/// `d != 0 ? 1/d : 0`, as every legacy quantizer computes its inverse scale.
-#[inline]
-fn inverse_or_zero(d: f32) -> f32 {
-    if d != 0.0 {
-        1.0 / d
-    } else {
-        0.0
-    }
 }
 
 /// `MIN(max_code, (int8_t)t)` per i32 lane: C's `(int8_t)` keeps the low byte, sign-extended.

@@ -25,7 +25,7 @@ use super::{
     broadcast_max, broadcast_min, c_float_to_i8, dequantize_blocks, entry_points, fp16_ggml_x16, fp16_ggml_x4,
     load_f32x32, load_u8x16, prefetch, store_u8x16, PREFETCH_BYTES,
 };
-use crate::formats::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, QK};
+use crate::formats::legacy::{inverse_or_zero, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, QK};
 use crate::formats::BlockFormat;
 
 entry_points! {
@@ -255,15 +255,6 @@ fn min_max(x: &[f32; QK], lo: __m512, hi: __m512) -> (f32, f32) {
         }
     }
     (min, max)
-}
-
-#[inline]
-fn inverse_or_zero(d: f32) -> f32 {
-    if d != 0.0 {
-        1.0 / d
-    } else {
-        0.0
-    }
 }
 
 /// fp16 bits of one scale, as `fp32_to_fp16`.
