@@ -2,6 +2,7 @@
 //! check, and the split over threads. The per-block work is the dispatched kernels' (`simd`).
 
 use crate::error::{Error, Result};
+use crate::formats::{ggml_uses_imatrix, scalar_imatrix_quantizer, QuantizeImatrixFn};
 use crate::parallel::split_work;
 use crate::simd::{self, Codec, Level};
 use crate::types::QuantType;
@@ -88,6 +89,40 @@ fn codec_at(qtype: QuantType, level: Option<Level>) -> Result<Codec> {
     }
 }
 
+/// The F16/BF16 decoder that stages 16-bit input into f32, or `None` for f32 input.
+fn staging_codec(src: FloatSlice<'_>, level: Option<Level>) -> Result<Option<Codec>> {
+    Ok(match src {
+        FloatSlice::F32(_) => None,
+        FloatSlice::F16(_) => Some(codec_at(QuantType::F16, level)?),
+        FloatSlice::BF16(_) => Some(codec_at(QuantType::BF16, level)?),
+    })
+}
+
+/// [`split_work`] over a float input of any element type, for encoders that report the first
+/// non-finite element they meet; returns the first one over all pieces as the error.
+fn split_float_work<F>(
+    src: FloatSlice<'_>,
+    dst: &mut [u8],
+    in_per_unit: usize,
+    out_per_unit: usize,
+    min_units: usize,
+    run: F,
+) -> Result<()>
+where
+    F: Fn(usize, FloatSlice<'_>, &mut [u8]) -> Option<(usize, f32)> + Sync,
+{
+    let (i, o, m) = (in_per_unit, out_per_unit, min_units);
+    let bad = match src {
+        FloatSlice::F32(s) => split_work(s, dst, i, o, m, |f, s, d| run(f, FloatSlice::F32(s), d))?,
+        FloatSlice::F16(s) => split_work(s, dst, i, o, m, |f, s, d| run(f, FloatSlice::F16(s), d))?,
+        FloatSlice::BF16(s) => split_work(s, dst, i, o, m, |f, s, d| run(f, FloatSlice::BF16(s), d))?,
+    };
+    match bad.into_iter().flatten().next() {
+        Some((index, value)) => Err(Error::NonFinite { index, value }),
+        None => Ok(()),
+    }
+}
+
 /// Checks a row-major `[rows, n_per_row]` tensor of `n_elems` elements against `qtype` and returns
 /// the number of rows.
 fn check_shape(qtype: QuantType, n_elems: usize, n_per_row: usize) -> Result<usize> {
@@ -137,15 +172,18 @@ pub fn quantize(
         if w.len() != n_per_row {
             return Err(Error::Size { what: "imatrix length (row length)", expected: n_per_row, got: w.len() });
         }
-        return Err(Error::Unsupported { qtype: qtype.name(), what: "importance-matrix quantization" });
+        if let Some(weighted) = scalar_imatrix_quantizer(qtype) {
+            return quantize_imatrix(qtype, weighted, src, n_per_row, dst, w, options);
+        }
+        if ggml_uses_imatrix(qtype) {
+            return Err(Error::Unsupported { qtype: qtype.name(), what: "importance-matrix quantization" });
+        }
+        // Otherwise ggml ignores the weights for this type: the plain path gives its bytes.
     }
     let codec = codec_at(qtype, options.level)?;
+    let encode = codec.quantize.ok_or(Error::Unsupported { qtype: qtype.name(), what: "quantization" })?;
     let check_level = codec.quantize_level;
-    let staging = match src {
-        FloatSlice::F32(_) => None,
-        FloatSlice::F16(_) => Some(codec_at(QuantType::F16, options.level)?),
-        FloatSlice::BF16(_) => Some(codec_at(QuantType::BF16, options.level)?),
-    };
+    let staging = staging_codec(src, options.level)?;
 
     // Without an importance matrix every block stands alone, so the unit of work is a block and a
     // single long row splits across threads as well as many short ones.
@@ -174,7 +212,7 @@ pub fn quantize(
             // Encode first, then check the step while it is still in cache: checking first would
             // take the memory stalls outside the kernel and halve large-input throughput. A bad
             // step's output is thrown away with the error.
-            (codec.quantize)(x, out);
+            encode(x, out);
             if options.check_finite {
                 if let Some((i, v)) = first_non_finite(check_level, x) {
                     return Some((first_block * block + start + i, v));
@@ -186,21 +224,51 @@ pub fn quantize(
         None
     };
 
-    let bad = match src {
-        FloatSlice::F32(s) => {
-            split_work(s, dst, block, block_bytes, min_blocks, |f, s, d| run(f, FloatSlice::F32(s), d))?
-        }
-        FloatSlice::F16(s) => {
-            split_work(s, dst, block, block_bytes, min_blocks, |f, s, d| run(f, FloatSlice::F16(s), d))?
-        }
-        FloatSlice::BF16(s) => {
-            split_work(s, dst, block, block_bytes, min_blocks, |f, s, d| run(f, FloatSlice::BF16(s), d))?
-        }
+    split_float_work(src, dst, block, block_bytes, min_blocks, run)
+}
+
+/// The importance-weighted path: whole rows per task, since the weighted searches use whole-row
+/// statistics.
+fn quantize_imatrix(
+    qtype: QuantType,
+    weighted: QuantizeImatrixFn,
+    src: FloatSlice<'_>,
+    n_per_row: usize,
+    dst: &mut [u8],
+    imatrix: &[f32],
+    options: &QuantizeOptions<'_>,
+) -> Result<()> {
+    let row_bytes = qtype.row_bytes(n_per_row)?;
+    let staging = staging_codec(src, options.level)?;
+    let check_level = match options.level {
+        Some(l) => l,
+        None => simd::active_level()?,
     };
-    match bad.into_iter().flatten().next() {
-        Some((index, value)) => Err(Error::NonFinite { index, value }),
-        None => Ok(()),
-    }
+    // Weighted searches cost far more per element than the plain path: one row per task is enough.
+    let min_rows = (MIN_ELEMS_PER_TASK / 16 / n_per_row).max(1);
+    let run = |first_row: usize, src: FloatSlice<'_>, dst: &mut [u8]| -> Option<(usize, f32)> {
+        let mut buf = Vec::new();
+        for (r, out) in dst.chunks_mut(row_bytes).enumerate() {
+            let range = r * n_per_row..(r + 1) * n_per_row;
+            let x: &[f32] = match src {
+                FloatSlice::F32(s) => &s[range],
+                FloatSlice::F16(s) | FloatSlice::BF16(s) => {
+                    let stage = staging.expect("set for 16-bit input");
+                    buf.resize(n_per_row, 0.0);
+                    (stage.dequantize)(bytemuck::cast_slice(&s[range]), &mut buf);
+                    &buf
+                }
+            };
+            if options.check_finite {
+                if let Some((i, v)) = first_non_finite(check_level, x) {
+                    return Some(((first_row + r) * n_per_row + i, v));
+                }
+            }
+            weighted(x, out, n_per_row, imatrix);
+        }
+        None
+    };
+    split_float_work(src, dst, n_per_row, row_bytes, min_rows, run)
 }
 
 /// Dequantizes `rows * qtype.row_bytes(n_per_row)` bytes of `qtype` blocks into `dst`
@@ -258,7 +326,8 @@ fn narrow_steps(codec: Codec, narrow: Codec, step_bytes: usize, src: &[u8], dst:
     for inp in src.chunks(step_bytes) {
         let len = if inp.len() == step_bytes { STEP_ELEMS } else { dst.len() - start };
         (codec.dequantize)(inp, &mut buf[..len]);
-        (narrow.quantize)(&buf[..len], bytemuck::cast_slice_mut(&mut dst[start..start + len]));
+        let encode = narrow.quantize.expect("F16 and BF16 always have an encoder");
+        encode(&buf[..len], bytemuck::cast_slice_mut(&mut dst[start..start + len]));
         start += len;
     }
 }

@@ -103,7 +103,7 @@ fn quantize_every_level_matches_scalar_bytes() {
                 for level in Level::ALL {
                     let Some(codec) = codec_for(qtype, level).unwrap() else { continue };
                     let mut got = vec![0xAAu8; nbytes];
-                    (codec.quantize)(x, &mut got);
+                    (codec.quantize.unwrap())(x, &mut got);
                     if let Some(pos) = want.iter().zip(&got).position(|(a, b)| a != b) {
                         let block = pos / qtype.block_bytes();
                         panic!(
@@ -226,7 +226,7 @@ fn large_outputs_match_scalar_at_every_level() {
         for level in Level::ALL {
             let Some(codec) = codec_for(qtype, level).unwrap() else { continue };
             let mut got_q = vec![0u8; q.len()];
-            (codec.quantize)(&x, &mut got_q);
+            (codec.quantize.unwrap())(&x, &mut got_q);
             assert!(got_q == q, "{qtype} quantize at {level} differs on a large input");
             for offset in [0usize, 1, 3] {
                 let mut buf = vec![0f32; n + 4];

@@ -25,6 +25,21 @@ pub trait BlockFormat: Pod + Zeroable {
 
     /// Decodes the block into `y` (exactly `ELEMS` values), as ggml's `dequantize_row_*` does.
     fn dequantize_block(&self, y: &mut [f32]);
+
+    /// Whether ggml's quantizer for this type uses importance weights at all (Q8_0, TQ1_0, TQ2_0
+    /// and MXFP4 ignore them).
+    const USES_IMATRIX: bool = false;
+
+    /// Encodes one whole row `x` with per-column importance weights `qw` (same length), as ggml's
+    /// `quantize_<type>(src, dst, 1, n_per_row, imatrix)` does. Rows, not blocks: the weighted
+    /// searches of the legacy types use statistics of the whole row. Types that ignore the weights
+    /// keep this default.
+    fn quantize_row_imatrix(x: &[f32], y: &mut [Self], qw: &[f32]) {
+        let _ = qw;
+        for (x, y) in x.chunks_exact(Self::ELEMS).zip(y.iter_mut()) {
+            Self::quantize_block(x, y);
+        }
+    }
 }
 
 /// Quantizes whole blocks of `src` into `dst` with the scalar reference.
@@ -48,10 +63,81 @@ pub fn dequantize_row_ref<B: BlockFormat>(src: &[u8], dst: &mut [f32]) {
     }
 }
 
+/// Quantizes whole rows of `n_per_row` elements of `src` with importance weights `qw` (length
+/// `n_per_row`) with the scalar reference.
+pub fn quantize_rows_imatrix_ref<B: BlockFormat>(src: &[f32], dst: &mut [u8], n_per_row: usize, qw: &[f32]) {
+    let blocks: &mut [B] = bytemuck::cast_slice_mut(dst);
+    assert_eq!(blocks.len() * B::ELEMS, src.len());
+    assert_eq!(qw.len(), n_per_row);
+    for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(n_per_row / B::ELEMS)) {
+        B::quantize_row_imatrix(x, y, qw);
+    }
+}
+
+/// Encodes whole rows with importance weights: (src, dst, n_per_row, weights of one row).
+pub type QuantizeImatrixFn = fn(&[f32], &mut [u8], usize, &[f32]);
+
 /// Encodes whole blocks: `src.len()` is a multiple of the block size, `dst` holds exactly the bytes.
 pub type QuantizeFn = fn(&[f32], &mut [u8]);
 /// Decodes whole blocks: the inverse shape of [`QuantizeFn`].
 pub type DequantizeFn = fn(&[u8], &mut [f32]);
+
+/// The scalar decoder of a type fastquant can read but not write (the lattice I-quants), or the
+/// decoder of [`scalar_codec`] for the others; `None` for a type fastquant cannot read.
+pub fn scalar_dequantizer(qtype: QuantType) -> Option<DequantizeFn> {
+    if let Some((_, dq)) = scalar_codec(qtype) {
+        return Some(dq);
+    }
+    #[allow(clippy::match_single_binding)] // the read-only I-quants register here
+    match qtype {
+        _ => None,
+    }
+}
+
+/// The importance-weighted quantizer of a type, or `None` when ggml's quantizer for the type
+/// ignores importance weights (the plain path then gives ggml's bytes).
+pub fn scalar_imatrix_quantizer(qtype: QuantType) -> Option<QuantizeImatrixFn> {
+    fn of<B: BlockFormat>() -> Option<QuantizeImatrixFn> {
+        B::USES_IMATRIX.then_some(quantize_rows_imatrix_ref::<B> as QuantizeImatrixFn)
+    }
+    use legacy::*;
+    match qtype {
+        QuantType::Q4_0 => of::<BlockQ4_0>(),
+        QuantType::Q4_1 => of::<BlockQ4_1>(),
+        QuantType::Q5_0 => of::<BlockQ5_0>(),
+        QuantType::Q5_1 => of::<BlockQ5_1>(),
+        _ => None,
+    }
+}
+
+/// Whether ggml's quantizer for `qtype` takes importance weights into account (everything but
+/// plain floats, Q8_0/Q8_1, TQ1_0/TQ2_0, MXFP4 and NVFP4). A type for which this holds but
+/// [`scalar_imatrix_quantizer`] has nothing yet must refuse an imatrix rather than ignore it.
+pub fn ggml_uses_imatrix(qtype: QuantType) -> bool {
+    use QuantType::*;
+    matches!(
+        qtype,
+        Q4_0 | Q4_1
+            | Q5_0
+            | Q5_1
+            | Q2_K
+            | Q3_K
+            | Q4_K
+            | Q5_K
+            | Q6_K
+            | IQ2_XXS
+            | IQ2_XS
+            | IQ2_S
+            | IQ3_XXS
+            | IQ3_S
+            | IQ1_S
+            | IQ1_M
+            | IQ4_NL
+            | IQ4_XS
+            | Q1_0
+            | Q2_0
+    )
+}
 
 /// The scalar reference codec of a type, or `None` for a type without one here yet.
 ///

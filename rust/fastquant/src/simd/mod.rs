@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
-use crate::formats::{scalar_codec, DequantizeFn, QuantizeFn};
+use crate::formats::{scalar_codec, scalar_dequantizer, DequantizeFn, QuantizeFn};
 use crate::types::QuantType;
 
 #[cfg(target_arch = "x86_64")]
@@ -140,7 +140,8 @@ pub fn set_level(level: Option<Level>) -> Result<()> {
 /// A quantize/dequantize kernel pair for one type at one level.
 #[derive(Clone, Copy)]
 pub struct Codec {
-    pub quantize: QuantizeFn,
+    /// `None` for a type fastquant can only read (the I-quants with lattice grids).
+    pub quantize: Option<QuantizeFn>,
     pub dequantize: DequantizeFn,
     /// The level whose code these kernels are (lower than asked when a type has no faster kernel).
     pub quantize_level: Level,
@@ -150,8 +151,13 @@ pub struct Codec {
 /// The kernels for `qtype` at `level`; `None` when the CPU lacks `level`. Errors for a type with no
 /// codec in fastquant.
 pub fn codec_for(qtype: QuantType, level: Level) -> Result<Option<Codec>> {
-    let (q_ref, dq_ref) =
-        scalar_codec(qtype).ok_or(Error::Unsupported { qtype: qtype.name(), what: "quantize/dequantize" })?;
+    let (q_ref, dq_ref) = match scalar_codec(qtype) {
+        Some((q, dq)) => (Some(q), dq),
+        None => (
+            None,
+            scalar_dequantizer(qtype).ok_or(Error::Unsupported { qtype: qtype.name(), what: "quantize/dequantize" })?,
+        ),
+    };
     if level > detected_level() {
         return Ok(None);
     }
@@ -163,8 +169,8 @@ pub fn codec_for(qtype: QuantType, level: Level) -> Result<Option<Codec>> {
         if level >= Level::Avx2 {
             if let Some(token) = x86_64::Avx2::try_new() {
                 let k = x86_64::avx2::kernels(token, qtype);
-                if let Some(q) = k.quantize {
-                    codec.quantize = q;
+                if let (Some(q), Some(_)) = (k.quantize, codec.quantize) {
+                    codec.quantize = Some(q);
                     codec.quantize_level = Level::Avx2;
                 }
                 if let Some(dq) = k.dequantize {
@@ -176,8 +182,8 @@ pub fn codec_for(qtype: QuantType, level: Level) -> Result<Option<Codec>> {
         if level >= Level::Avx512 {
             if let Some(token) = x86_64::Avx512::try_new() {
                 let k = x86_64::avx512::kernels(token, qtype);
-                if let Some(q) = k.quantize {
-                    codec.quantize = q;
+                if let (Some(q), Some(_)) = (k.quantize, codec.quantize) {
+                    codec.quantize = Some(q);
                     codec.quantize_level = Level::Avx512;
                 }
                 if let Some(dq) = k.dequantize {
