@@ -19,9 +19,11 @@ from ._config import (
     simd_level,
     simd_override,
 )
+from . import gguf
 from ._core import __version__
 from .errors import (
     FastquantError,
+    GGUFError,
     NonFiniteError,
     QuantTypeError,
     ShapeError,
@@ -51,4 +53,6 @@ __all__ = [
     "NonFiniteError",
     "UnsupportedError",
     "SimdError",
+    "GGUFError",
+    "gguf",
 ]
