@@ -30,6 +30,7 @@ from .errors import (
     SimdError,
     UnsupportedError,
 )
+from .imatrix import read_imatrix
 from .quant import QuantizedTensor, dequantize, quantize
 from .types import QuantType
 
@@ -39,6 +40,7 @@ __all__ = [
     "QuantizedTensor",
     "quantize",
     "dequantize",
+    "read_imatrix",
     "simd_level",
     "detected_simd_level",
     "available_simd_levels",
