@@ -5,8 +5,7 @@
 //! times a sub-block scale, with 8 signs. Writing these types needs ggml's grid searches and is not
 //! done here; reading must give ggml's `to_float` bits for every input, so the float operations
 //! keep ggml's order: `db = d * (0.5f + s) * 0.25f` is `(d * (0.5 + s)) * 0.25`, and a value is
-//! `(db * grid) * (±1.0)`: a multiplication by -1.0, not a negation, so a NaN scale keeps its sign
-//! bit as x86's `mulss` leaves it.
+//! `db * grid` with its sign flipped for a set sign bit (see [`apply_sign`] for why a flip).
 //!
 //! This file also holds the two sign tables the IQ3 types share and the block-row loop.
 
@@ -36,25 +35,16 @@ pub static KSIGNS_IQ2XS: [u8; 128] = {
 /// ggml's `kmask_iq2xs`: the bit of a sign byte that belongs to element j of a group of 8.
 pub static KMASK_IQ2XS: [u8; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
 
-/// ggml's sign factor `(signs & kmask_iq2xs[j] ? -1.f : 1.f)`.
+/// ggml's `v * (signs & kmask_iq2xs[j] ? -1.f : 1.f)`. gcc turns the multiplication by a
+/// selected ±1.0 into a conditional sign flip, so a NaN (from a NaN scale) has its sign bit flipped
+/// too, where a real `mulss` by -1.0 would return it unchanged; ggml's `to_float` bits show the
+/// flip, so this is a negation, never a multiplication.
 #[inline(always)]
-pub(crate) fn sign(signs: u8, j: usize) -> f32 {
+pub(crate) fn apply_sign(v: f32, signs: u8, j: usize) -> f32 {
     if signs & KMASK_IQ2XS[j] != 0 {
-        -1.0
+        -v
     } else {
-        1.0
-    }
-}
-
-/// `a * s` for a sign factor `s` of ±1.0, as x86's `mulss` computes it. Equal to LLVM's `a * s`
-/// except that LLVM may turn a multiplication by a known -1.0 into a negation, which flips the sign
-/// bit of a NaN where `mulss` returns the NaN operand unchanged; pin the NaN case explicitly.
-#[inline(always)]
-pub(crate) fn mul_sign(a: f32, s: f32) -> f32 {
-    if a.is_nan() {
-        a
-    } else {
-        a * s
+        v
     }
 }
 
@@ -104,7 +94,7 @@ impl BlockIq2Xxs {
                 let signs = KSIGNS_IQ2XS[((aux1 >> (7 * l)) & 127) as usize];
                 let out = &mut y[32 * ib32 + 8 * l..32 * ib32 + 8 * l + 8];
                 for j in 0..8 {
-                    out[j] = mul_sign(db * grid[j] as f32, sign(signs, j));
+                    out[j] = apply_sign(db * grid[j] as f32, signs, j);
                 }
             }
         }
@@ -146,7 +136,7 @@ impl BlockIq2Xs {
                 let signs = KSIGNS_IQ2XS[(q >> 9) as usize];
                 let out = &mut y[8 * k..8 * k + 8];
                 for j in 0..8 {
-                    out[j] = mul_sign(db[l / 2] * grid[j] as f32, sign(signs, j));
+                    out[j] = apply_sign(db[l / 2] * grid[j] as f32, signs, j);
                 }
             }
         }
@@ -190,7 +180,7 @@ impl BlockIq2S {
                 let grid = row8(&IQ2S_GRID, idx);
                 let out = &mut y[8 * k..8 * k + 8];
                 for j in 0..8 {
-                    out[j] = mul_sign(db[l / 2] * grid[j] as f32, sign(signs[k], j));
+                    out[j] = apply_sign(db[l / 2] * grid[j] as f32, signs[k], j);
                 }
             }
         }

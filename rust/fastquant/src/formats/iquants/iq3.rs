@@ -11,7 +11,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::grids::{IQ3S_GRID, IQ3XXS_GRID};
-use super::iq2::{dequantize_blocks, mul_sign, sign, KSIGNS_IQ2XS, QK_K};
+use super::iq2::{apply_sign, dequantize_blocks, KSIGNS_IQ2XS, QK_K};
 use crate::formats::float::fp16_to_fp32;
 
 // ================================================================================================
@@ -44,8 +44,8 @@ impl BlockIq3Xxs {
                 let grid2 = IQ3XXS_GRID[qs[8 * ib32 + 2 * l + 1] as usize].to_le_bytes();
                 let out = &mut y[32 * ib32 + 8 * l..32 * ib32 + 8 * l + 8];
                 for j in 0..4 {
-                    out[j] = mul_sign(db * grid1[j] as f32, sign(signs, j));
-                    out[j + 4] = mul_sign(db * grid2[j] as f32, sign(signs, j + 4));
+                    out[j] = apply_sign(db * grid1[j] as f32, signs, j);
+                    out[j + 4] = apply_sign(db * grid2[j] as f32, signs, j + 4);
                 }
             }
         }
@@ -98,8 +98,8 @@ impl BlockIq3S {
                 let signs = self.signs[4 * ib32 + l];
                 let out = &mut y[32 * ib32 + 8 * l..32 * ib32 + 8 * l + 8];
                 for j in 0..4 {
-                    out[j] = mul_sign(db * grid1[j] as f32, sign(signs, j));
-                    out[j + 4] = mul_sign(db * grid2[j] as f32, sign(signs, j + 4));
+                    out[j] = apply_sign(db * grid1[j] as f32, signs, j);
+                    out[j + 4] = apply_sign(db * grid2[j] as f32, signs, j + 4);
                 }
             }
         }
