@@ -108,7 +108,8 @@ def test_decoding_ggml_written_blocks_matches_to_float(qtype, ggml_written, simd
 def test_decoding_blocks_ggml_wrote_without_an_imatrix(qtype, simd_level):
     x, _ = _weights_data(7)
     data = ggml_quantize_chunk(x, qtype_id(qtype))
-    _assert_bits(dequantize_at(data, qtype, x.shape[-1], x.size, simd_level), ggml_dequantize(data, qtype, x.size), qtype)
+    got = dequantize_at(data, qtype, x.shape[-1], x.size, simd_level)
+    _assert_bits(got, ggml_dequantize(data, qtype, x.size), qtype)
 
 
 # ---- arbitrary bytes ---------------------------------------------------------------------------
@@ -213,5 +214,6 @@ def test_reference_grids_are_the_derived_ones():
 
 
 def test_generated_grids_file_is_up_to_date():
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_iq_grids.py"), "--check"], capture_output=True, text=True)
+    script = ROOT / "scripts" / "gen_iq_grids.py"
+    r = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

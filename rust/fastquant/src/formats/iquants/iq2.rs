@@ -35,10 +35,11 @@ pub static KSIGNS_IQ2XS: [u8; 128] = {
 /// ggml's `kmask_iq2xs`: the bit of a sign byte that belongs to element j of a group of 8.
 pub static KMASK_IQ2XS: [u8; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
 
-/// ggml's `v * (signs & kmask_iq2xs[j] ? -1.f : 1.f)`. gcc turns the multiplication by a
-/// selected ±1.0 into a conditional sign flip, so a NaN (from a NaN scale) has its sign bit flipped
-/// too, where a real `mulss` by -1.0 would return it unchanged; ggml's `to_float` bits show the
-/// flip, so this is a negation, never a multiplication.
+/// ggml's `v * (signs & kmask_iq2xs[j] ? -1.f : 1.f)`. For every non-NaN `v` a multiplication by
+/// ±1.0 and a conditional negation agree (zeros and infinities included). For a NaN `v` (a NaN
+/// scale) they do not: `mulss` by -1.0 would return the NaN unchanged, but the compiled ggml flips
+/// its sign bit (measured: ggml-python's `to_float` on blocks with NaN scales, see
+/// tests/test_iquants_read.py), i.e. the compiler emitted a sign flip. So this is a negation.
 #[inline(always)]
 pub(crate) fn apply_sign(v: f32, signs: u8, j: usize) -> f32 {
     if signs & KMASK_IQ2XS[j] != 0 {
