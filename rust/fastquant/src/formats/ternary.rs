@@ -41,7 +41,7 @@ fn trit(v: f32) -> i32 {
 /// into a fixed-point fraction of 3^5 that the decoder reads trit by trit by multiplying by 3.
 #[inline(always)]
 fn ceil_div_243(q: u8) -> u8 {
-    ((q as u32 * 256 + (243 - 1)) / 243) as u8
+    (q as u32 * 256).div_ceil(243) as u8
 }
 
 // ================================================================================================

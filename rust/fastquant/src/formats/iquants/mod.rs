@@ -5,6 +5,8 @@
 
 pub mod iq4;
 
+pub use iq4::{BlockIq4Nl, BlockIq4Xs};
+
 /// ggml's `nearest_int`: add 1.5 * 2^23 so the FPU rounds to an integer (round half to even), then
 /// read the integer back from the mantissa bits. Exact for |x| < 2^22; outside that range (and for
 /// NaN/Inf) ggml's value is whatever the bit trick gives, and so is ours: do not replace it with
