@@ -243,6 +243,16 @@ def test_imatrix_changes_the_bytes(qtype):
 
 
 @pytest.mark.parametrize("qtype", IMATRIX_TYPES)
+def test_imatrix_nonfinite_data_and_weights_match_ggml(qtype):
+    x = make_case("nonfinite")
+    rng = np.random.default_rng(9)
+    for w in [_imatrix("positive"), np.where(rng.random(K) < 0.1, np.inf, 1.0).astype(np.float32)]:
+        with np.errstate(all="ignore"):
+            got = fq.quantize(x, qtype, imatrix=w, check_finite=False).data
+            _assert_bytes(got, ggml_quantize(x, qtype, w), qtype, "nonfinite with imatrix")
+
+
+@pytest.mark.parametrize("qtype", IMATRIX_TYPES)
 def test_imatrix_large_multithreaded_input_matches_ggml(qtype):
     rng = np.random.default_rng(8)
     x = (rng.standard_t(4, size=(96, 4096 + 256)) * 0.02).astype(np.float32)
