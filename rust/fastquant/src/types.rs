@@ -71,10 +71,10 @@ quant_types! {
     IQ2_XS = 17, "IQ2_XS", 256, 74, false, true;
     IQ3_XXS = 18, "IQ3_XXS", 256, 98, false, true;
     IQ1_S = 19, "IQ1_S", 256, 50, false, true;
-    IQ4_NL = 20, "IQ4_NL", 32, 18, false, false;
+    IQ4_NL = 20, "IQ4_NL", 32, 18, true, true;
     IQ3_S = 21, "IQ3_S", 256, 110, false, true;
     IQ2_S = 22, "IQ2_S", 256, 82, false, true;
-    IQ4_XS = 23, "IQ4_XS", 256, 136, false, false;
+    IQ4_XS = 23, "IQ4_XS", 256, 136, true, true;
     I8 = 24, "I8", 1, 1, false, false;
     I16 = 25, "I16", 1, 2, false, false;
     I32 = 26, "I32", 1, 4, false, false;
@@ -82,9 +82,9 @@ quant_types! {
     F64 = 28, "F64", 1, 8, false, false;
     IQ1_M = 29, "IQ1_M", 256, 56, false, true;
     BF16 = 30, "BF16", 1, 2, true, true;
-    TQ1_0 = 34, "TQ1_0", 256, 54, false, false;
-    TQ2_0 = 35, "TQ2_0", 256, 66, false, false;
-    MXFP4 = 39, "MXFP4", 32, 17, false, false;
+    TQ1_0 = 34, "TQ1_0", 256, 54, true, true;
+    TQ2_0 = 35, "TQ2_0", 256, 66, true, true;
+    MXFP4 = 39, "MXFP4", 32, 17, true, true;
     NVFP4 = 40, "NVFP4", 64, 36, false, false;
     Q1_0 = 41, "Q1_0", 128, 18, false, false;
     Q2_0 = 42, "Q2_0", 64, 18, false, false;

@@ -60,7 +60,7 @@ fn signed_absmax(x: &[f32]) -> f32 {
 
 /// ggml's `MAX(amax, fabsf(v))` fold; the C macro's argument order decides how a NaN propagates.
 #[inline(always)]
-fn absmax_fold(x: &[f32]) -> f32 {
+pub(crate) fn absmax_fold(x: &[f32]) -> f32 {
     x.iter().fold(0.0f32, |amax, v| if amax > v.abs() { amax } else { v.abs() })
 }
 

@@ -8,6 +8,8 @@
 pub mod float;
 pub mod iquants;
 pub mod legacy;
+pub mod mxfp4;
+pub mod ternary;
 
 use bytemuck::{Pod, Zeroable};
 
@@ -114,6 +116,8 @@ pub fn scalar_imatrix_quantizer(qtype: QuantType) -> Option<QuantizeImatrixFn> {
         QuantType::Q4_1 => of::<BlockQ4_1>(),
         QuantType::Q5_0 => of::<BlockQ5_0>(),
         QuantType::Q5_1 => of::<BlockQ5_1>(),
+        QuantType::IQ4_NL => of::<iquants::BlockIq4Nl>(),
+        QuantType::IQ4_XS => of::<iquants::BlockIq4Xs>(),
         _ => None,
     }
 }
@@ -162,6 +166,11 @@ pub fn scalar_codec(qtype: QuantType) -> Option<(QuantizeFn, DequantizeFn)> {
         QuantType::Q5_1 => (quantize_row_ref::<BlockQ5_1>, dequantize_row_ref::<BlockQ5_1>),
         QuantType::Q8_0 => (quantize_row_ref::<BlockQ8_0>, dequantize_row_ref::<BlockQ8_0>),
         QuantType::Q8_1 => (quantize_row_ref::<BlockQ8_1>, dequantize_row_ref::<BlockQ8_1>),
+        QuantType::IQ4_NL => (quantize_row_ref::<iquants::BlockIq4Nl>, dequantize_row_ref::<iquants::BlockIq4Nl>),
+        QuantType::IQ4_XS => (quantize_row_ref::<iquants::BlockIq4Xs>, dequantize_row_ref::<iquants::BlockIq4Xs>),
+        QuantType::TQ1_0 => (quantize_row_ref::<ternary::BlockTq1_0>, dequantize_row_ref::<ternary::BlockTq1_0>),
+        QuantType::TQ2_0 => (quantize_row_ref::<ternary::BlockTq2_0>, dequantize_row_ref::<ternary::BlockTq2_0>),
+        QuantType::MXFP4 => (quantize_row_ref::<mxfp4::BlockMxfp4>, dequantize_row_ref::<mxfp4::BlockMxfp4>),
         _ => return None,
     })
 }
