@@ -6,6 +6,7 @@
 //! that maps a [`QuantType`] to its scalar code.
 
 pub mod float;
+pub mod kquants;
 pub mod legacy;
 
 use bytemuck::{Pod, Zeroable};
