@@ -230,7 +230,7 @@ fn make_qkx_quants(
     qkx3: bool,
 ) -> (f32, f32) {
     let n = x.len();
-    assert!(n >= 1 && n <= MAX_GROUP && l_out.len() >= n && weights.is_none_or(|w| w.len() >= n));
+    assert!((1..=MAX_GROUP).contains(&n) && l_out.len() >= n && weights.is_none_or(|w| w.len() >= n));
     let weight = |i: usize| -> f32 {
         match weights {
             Some(w) => w[i],
