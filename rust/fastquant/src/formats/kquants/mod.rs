@@ -9,7 +9,16 @@
 //! the K-quants, and the importance-weighted legacy quantizers, are built from. They keep ggml's
 //! exact float operation order (no FMA, left-to-right sums), so every caller gives ggml's bytes.
 
+pub mod q4_k;
+pub mod q5_k;
+pub mod q6_k;
+pub mod q8_k;
 pub mod search;
+
+pub use q4_k::BlockQ4K;
+pub use q5_k::BlockQ5K;
+pub use q6_k::BlockQ6K;
+pub use q8_k::BlockQ8K;
 
 /// Elements per K-quant super-block (ggml's `QK_K`).
 pub const QK_K: usize = 256;
