@@ -65,6 +65,8 @@ IMATRICES = {
     "lognormal": lambda rng, k: np.exp(rng.standard_normal(k) * 2),
     "some_zeros": lambda rng, k: np.where(rng.random(k) < 0.2, 0.0, rng.uniform(0.1, 5.0, size=k)),
     "all_ones": lambda rng, k: np.ones(k),
+    "all_zero": lambda rng, k: np.zeros(k),
+    "huge_and_tiny": lambda rng, k: np.where(rng.random(k) < 0.5, 1e30, 1e-30) * rng.uniform(0.5, 2.0, size=k),
 }
 
 
