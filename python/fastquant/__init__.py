@@ -19,15 +19,18 @@ from ._config import (
     simd_level,
     simd_override,
 )
+from . import gguf
 from ._core import __version__
 from .errors import (
     FastquantError,
+    GGUFError,
     NonFiniteError,
     QuantTypeError,
     ShapeError,
     SimdError,
     UnsupportedError,
 )
+from .imatrix import read_imatrix
 from .quant import QuantizedTensor, dequantize, quantize
 from .types import QuantType
 
@@ -37,6 +40,7 @@ __all__ = [
     "QuantizedTensor",
     "quantize",
     "dequantize",
+    "read_imatrix",
     "simd_level",
     "detected_simd_level",
     "available_simd_levels",
@@ -51,4 +55,6 @@ __all__ = [
     "NonFiniteError",
     "UnsupportedError",
     "SimdError",
+    "GGUFError",
+    "gguf",
 ]

@@ -1,7 +1,8 @@
 """Type stubs for the native module ``fastquant._core`` (Rust, PyO3). Private: use the public
 names re-exported by ``fastquant``."""
 
-from typing import List, Optional, Tuple
+import os
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -11,6 +12,7 @@ __all__ = [
     "__version__",
     "available_simd_levels",
     "dequantize",
+    "gguf_read_header",
     "detected_simd_level",
     "num_threads",
     "quantize",
@@ -43,6 +45,10 @@ def dequantize(
     simd: Optional[str] = None,
 ) -> None:
     """Dequantizes flat blocks into ``out`` (f32, or uint16 bits of f16/bf16 as ``kind`` says)."""
+
+def gguf_read_header(path: str | os.PathLike[str]) -> Dict[str, Any]:
+    """Parses and validates a GGUF header: version, alignment, data_offset, file_size, metadata
+    [(key, type name, value)], tensors [(name, numpy-order shape, type id, absolute offset, nbytes)]."""
 
 def simd_level() -> str: ...
 def detected_simd_level() -> str: ...

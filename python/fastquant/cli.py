@@ -1,6 +1,7 @@
 """The ``fastquant`` command.
 
     fastquant demo [--rows 4096 --cols 4096]   quantize a weight-like matrix to every type
+    fastquant info FILE.gguf                   metadata and tensor table of a GGUF file
     fastquant config                           SIMD level, threads, version
 """
 
@@ -80,6 +81,37 @@ def demo(rows: int, cols: int, seed: int, compare: bool) -> int:
     return 0
 
 
+def _short(value: object, limit: int = 60) -> str:
+    if isinstance(value, list):
+        head = ", ".join(_short(v, 20) for v in value[:5])
+        return f"[{head}{', ...' if len(value) > 5 else ''}] ({len(value)} items)"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def info(path: str) -> int:
+    from .gguf import GGUFFile
+
+    f = GGUFFile(path)
+    print(f"{path}: GGUF v{f.version}, {len(f.metadata)} metadata keys, {len(f.tensors)} tensors, "
+          f"alignment {f.alignment}, data at byte {f.data_offset}, {f.file_size / 2**20:.1f} MiB")
+    print()
+    width = max((len(k) for k in f.metadata), default=10)
+    for key, value in f.metadata.items():
+        print(f"  {key:<{width}}  {f.metadata_types[key]:<14} {_short(value)}")
+    print()
+    name_w = max([len("tensor")] + [len(t.name) for t in f.tensors])
+    print(f"  {'tensor':<{name_w}}  {'type':<8} {'shape':<22} {'MiB':>9}")
+    total = 0
+    for t in f.tensors:
+        total += t.nbytes
+        print(f"  {t.name:<{name_w}}  {t.qtype.value:<8} {str(t.shape):<22} {t.nbytes / 2**20:>9.2f}")
+    n_params = sum(t.n_elements for t in f.tensors)
+    if n_params:
+        print(f"\n  {n_params:,} elements, {total / 2**20:.1f} MiB, {total * 8 / n_params:.3f} bits per element")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="fastquant", description="Byte-exact GGUF/ggml quantization for CPUs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,12 +120,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_demo.add_argument("--cols", type=int, default=4096)
     p_demo.add_argument("--seed", type=int, default=0)
     p_demo.add_argument("--no-compare", action="store_true", help="skip the gguf-py comparison")
+    p_info = sub.add_parser("info", help="print the metadata and tensor table of a GGUF file")
+    p_info.add_argument("file")
     sub.add_parser("config", help="print version, SIMD level and threads")
     args = parser.parse_args(argv)
     if args.command == "demo":
         if args.cols % 256:
             parser.error("--cols must be a multiple of 256 (every block size divides it)")
         return demo(args.rows, args.cols, args.seed, compare=not args.no_compare)
+    if args.command == "info":
+        return info(args.file)
     if args.command == "config":
         _config.show_config()
         return 0

@@ -13,6 +13,7 @@ __all__ = [
     "NonFiniteError",
     "UnsupportedError",
     "SimdError",
+    "GGUFError",
 ]
 
 
@@ -45,3 +46,8 @@ class UnsupportedError(FastquantError, NotImplementedError):
 
 class SimdError(FastquantError, RuntimeError):
     """An unknown SIMD level, or one this CPU does not have."""
+
+
+class GGUFError(FastquantError, ValueError):
+    """A GGUF file that is malformed, truncated or hostile; the message names the field and the
+    byte offset."""

@@ -138,15 +138,21 @@ def _check_shape(qtype: QuantType, shape: Tuple[int, ...]) -> None:
     if any(s < 0 for s in shape):
         raise ShapeError(f"negative dimension in shape {shape}")
     k = shape[-1]
-    if k == 0 or k % qtype.block_size:
+    # An empty row (k == 0) is a whole number of blocks, as numpy allows empty axes; GGUF files
+    # can hold such tensors too.
+    if k % qtype.block_size:
         raise ShapeError(
-            f"{qtype.value}: row length {k} (the last axis of shape {shape}) is not a positive "
-            f"multiple of the block size {qtype.block_size}"
+            f"{qtype.value}: row length {k} (the last axis of shape {shape}) is not a multiple of "
+            f"the block size {qtype.block_size}"
         )
 
 
 def _nbytes(qtype: QuantType, shape: Tuple[int, ...]) -> int:
     return math.prod(shape[:-1]) * qtype.row_bytes(shape[-1])
+
+
+def _is_empty(shape: Tuple[int, ...]) -> bool:
+    return math.prod(shape) == 0
 
 
 def quantize(
@@ -193,6 +199,8 @@ def quantize(
         w = np.ascontiguousarray(imatrix, dtype=np.float32)
         if w.shape != (shape[-1],):
             raise ShapeError(f"imatrix must have shape ({shape[-1]},) (one weight per column), not {w.shape}")
+    if _is_empty(shape):
+        return QuantizedTensor(np.zeros(_nbytes(qtype, shape), dtype=np.uint8), qtype, shape)
     x = np.require(x, requirements=["C_CONTIGUOUS", "ALIGNED"])  # copies strided or unaligned input
     data = _core.quantize(_as_bits(x, kind), kind, qtype.id, shape[-1], check_finite, w)
     return QuantizedTensor(data, qtype, shape)
@@ -215,5 +223,6 @@ def dequantize(qt: QuantizedTensor, dtype: Any = np.float32, *, out: Optional[np
             raise ShapeError(f"out must be a {dt} array of shape {qt.shape}")
         if not (out.flags.c_contiguous and out.flags.aligned and out.flags.writeable):
             raise ShapeError("out must be C-contiguous, aligned and writeable")
-    _core.dequantize(qt.data, qt.qtype.id, qt.shape[-1], _as_bits(out, kind), kind)
+    if not _is_empty(qt.shape):
+        _core.dequantize(qt.data, qt.qtype.id, qt.shape[-1], _as_bits(out, kind), kind)
     return out

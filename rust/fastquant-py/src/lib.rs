@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 mod config;
 mod errors;
+mod gguf;
 mod quant;
 
 #[pymodule(gil_used = false)]
@@ -15,5 +16,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     config::register(m)?;
     quant::register(m)?;
+    gguf::register(m)?;
     Ok(())
 }

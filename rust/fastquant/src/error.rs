@@ -34,6 +34,12 @@ pub enum Error {
     #[error("SIMD level '{requested}' is not available on this CPU (best available: {best})")]
     SimdUnavailable { requested: &'static str, best: &'static str },
 
+    #[error("GGUF error at byte {offset}: {what}")]
+    Gguf { offset: u64, what: String },
+
+    #[error("{1}")]
+    Io(std::io::ErrorKind, String),
+
     #[error("invalid argument: {0}")]
     Invalid(String),
 }

@@ -8,6 +8,7 @@
 //! * [`simd`]: run-time ISA detection (`FASTQUANT_SIMD` caps it) and the AVX2 / AVX-512 kernels,
 //!   which must produce the same bytes as the scalar references.
 //! * [`parallel`]: the crate's own rayon pool (`FASTQUANT_NUM_THREADS`) and work splitting.
+//! * [`gguf`]: a strict, memory-mapped GGUF reader.
 //! * [`codec`]: whole-tensor [`quantize`] / [`dequantize`] on top of all of the above.
 //!
 //! ```
@@ -23,6 +24,7 @@
 pub mod codec;
 pub mod error;
 pub mod formats;
+pub mod gguf;
 pub mod parallel;
 pub mod simd;
 pub mod types;

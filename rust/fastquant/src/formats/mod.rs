@@ -6,6 +6,7 @@
 //! that maps a [`QuantType`] to its scalar code.
 
 pub mod float;
+pub mod iquants;
 pub mod kquants;
 pub mod legacy;
 
@@ -89,8 +90,15 @@ pub fn scalar_dequantizer(qtype: QuantType) -> Option<DequantizeFn> {
     if let Some((_, dq)) = scalar_codec(qtype) {
         return Some(dq);
     }
-    #[allow(clippy::match_single_binding)] // the read-only I-quants register here
+    use iquants::{iq1, iq2, iq3};
     match qtype {
+        QuantType::IQ2_XXS => Some(iq2::dequantize_row_iq2_xxs),
+        QuantType::IQ2_XS => Some(iq2::dequantize_row_iq2_xs),
+        QuantType::IQ2_S => Some(iq2::dequantize_row_iq2_s),
+        QuantType::IQ3_XXS => Some(iq3::dequantize_row_iq3_xxs),
+        QuantType::IQ3_S => Some(iq3::dequantize_row_iq3_s),
+        QuantType::IQ1_S => Some(iq1::dequantize_row_iq1_s),
+        QuantType::IQ1_M => Some(iq1::dequantize_row_iq1_m),
         _ => None,
     }
 }
