@@ -7,6 +7,7 @@
 
 pub mod float;
 pub mod iquants;
+pub mod kquants;
 pub mod legacy;
 pub mod mxfp4;
 pub mod ternary;
@@ -118,6 +119,9 @@ pub fn scalar_imatrix_quantizer(qtype: QuantType) -> Option<QuantizeImatrixFn> {
         QuantType::Q5_1 => of::<BlockQ5_1>(),
         QuantType::IQ4_NL => of::<iquants::BlockIq4Nl>(),
         QuantType::IQ4_XS => of::<iquants::BlockIq4Xs>(),
+        QuantType::Q4_K => of::<kquants::BlockQ4K>(),
+        QuantType::Q5_K => of::<kquants::BlockQ5K>(),
+        QuantType::Q6_K => of::<kquants::BlockQ6K>(),
         _ => None,
     }
 }
@@ -171,6 +175,10 @@ pub fn scalar_codec(qtype: QuantType) -> Option<(QuantizeFn, DequantizeFn)> {
         QuantType::TQ1_0 => (quantize_row_ref::<ternary::BlockTq1_0>, dequantize_row_ref::<ternary::BlockTq1_0>),
         QuantType::TQ2_0 => (quantize_row_ref::<ternary::BlockTq2_0>, dequantize_row_ref::<ternary::BlockTq2_0>),
         QuantType::MXFP4 => (quantize_row_ref::<mxfp4::BlockMxfp4>, dequantize_row_ref::<mxfp4::BlockMxfp4>),
+        QuantType::Q4_K => (quantize_row_ref::<kquants::BlockQ4K>, dequantize_row_ref::<kquants::BlockQ4K>),
+        QuantType::Q5_K => (quantize_row_ref::<kquants::BlockQ5K>, dequantize_row_ref::<kquants::BlockQ5K>),
+        QuantType::Q6_K => (quantize_row_ref::<kquants::BlockQ6K>, dequantize_row_ref::<kquants::BlockQ6K>),
+        QuantType::Q8_K => (quantize_row_ref::<kquants::BlockQ8K>, dequantize_row_ref::<kquants::BlockQ8K>),
         _ => return None,
     })
 }

@@ -19,8 +19,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::nearest_int;
 use crate::formats::float::{fp16_to_fp32, fp32_to_fp16};
+use crate::formats::kquants::search::nearest_int;
 use crate::formats::BlockFormat;
 use crate::types::QuantType;
 
