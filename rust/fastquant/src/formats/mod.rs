@@ -107,6 +107,8 @@ pub fn scalar_imatrix_quantizer(qtype: QuantType) -> Option<QuantizeImatrixFn> {
         QuantType::Q4_1 => of::<BlockQ4_1>(),
         QuantType::Q5_0 => of::<BlockQ5_0>(),
         QuantType::Q5_1 => of::<BlockQ5_1>(),
+        QuantType::Q2_K => of::<kquants::q2_k::BlockQ2K>(),
+        QuantType::Q3_K => of::<kquants::q3_k::BlockQ3K>(),
         _ => None,
     }
 }
@@ -155,6 +157,8 @@ pub fn scalar_codec(qtype: QuantType) -> Option<(QuantizeFn, DequantizeFn)> {
         QuantType::Q5_1 => (quantize_row_ref::<BlockQ5_1>, dequantize_row_ref::<BlockQ5_1>),
         QuantType::Q8_0 => (quantize_row_ref::<BlockQ8_0>, dequantize_row_ref::<BlockQ8_0>),
         QuantType::Q8_1 => (quantize_row_ref::<BlockQ8_1>, dequantize_row_ref::<BlockQ8_1>),
+        QuantType::Q2_K => (quantize_row_ref::<kquants::q2_k::BlockQ2K>, dequantize_row_ref::<kquants::q2_k::BlockQ2K>),
+        QuantType::Q3_K => (quantize_row_ref::<kquants::q3_k::BlockQ3K>, dequantize_row_ref::<kquants::q3_k::BlockQ3K>),
         _ => return None,
     })
 }

@@ -9,6 +9,8 @@
 //! the K-quants, and the importance-weighted legacy quantizers, are built from. They keep ggml's
 //! exact float operation order (no FMA, left-to-right sums), so every caller gives ggml's bytes.
 
+pub mod q2_k;
+pub mod q3_k;
 pub mod search;
 
 /// Elements per K-quant super-block (ggml's `QK_K`).
