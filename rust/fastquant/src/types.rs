@@ -63,10 +63,10 @@ quant_types! {
     Q8_1 = 9, "Q8_1", 32, 36, true, true;
     Q2_K = 10, "Q2_K", 256, 84, true, true;
     Q3_K = 11, "Q3_K", 256, 110, true, true;
-    Q4_K = 12, "Q4_K", 256, 144, false, false;
-    Q5_K = 13, "Q5_K", 256, 176, false, false;
-    Q6_K = 14, "Q6_K", 256, 210, false, false;
-    Q8_K = 15, "Q8_K", 256, 292, false, false;
+    Q4_K = 12, "Q4_K", 256, 144, true, true;
+    Q5_K = 13, "Q5_K", 256, 176, true, true;
+    Q6_K = 14, "Q6_K", 256, 210, true, true;
+    Q8_K = 15, "Q8_K", 256, 292, true, true;
     IQ2_XXS = 16, "IQ2_XXS", 256, 66, false, false;
     IQ2_XS = 17, "IQ2_XS", 256, 74, false, false;
     IQ3_XXS = 18, "IQ3_XXS", 256, 98, false, false;

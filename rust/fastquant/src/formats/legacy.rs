@@ -19,6 +19,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::float::{fp16_to_fp32, fp32_to_fp16};
+use super::kquants::search::{make_qkx3_quants, make_qx_quants};
 use super::BlockFormat;
 use crate::types::QuantType;
 
@@ -102,6 +103,39 @@ pub(crate) fn inverse_or_zero(d: f32) -> f32 {
     }
 }
 
+/// The per-element weights of ggml's importance-weighted legacy quantizers
+/// (`quantize_row_q4_0_impl` etc.): `qw[j] * sqrtf(sigma2 + x[j]^2)` with `sigma2` the mean square
+/// of the WHOLE row (`sum_x2 / n_per_row`, summed left to right), so blocks are not independent.
+#[inline(always)]
+fn row_sigma2(x: &[f32]) -> f32 {
+    let mut sum_x2 = 0.0f32;
+    for &v in x {
+        sum_x2 += v * v;
+    }
+    sum_x2 / x.len() as f32
+}
+
+/// `weight[j] = qw[j] * sqrtf(sigma2 + xb[j]*xb[j])` for one block.
+#[inline(always)]
+fn block_weights(xb: &[f32], qw: &[f32], sigma2: f32) -> [f32; QK] {
+    std::array::from_fn(|j| qw[j] * (sigma2 + xb[j] * xb[j]).sqrt())
+}
+
+/// Packs 32 five-bit codes as ggml's Q5_0/Q5_1 quantizers do: low nibbles of elements j and
+/// j + 16 in byte j, the fifth bits in the little-endian u32 `qh`.
+#[inline(always)]
+fn pack_q5(l: &[u8; QK], qs: &mut [u8; QK / 2]) -> [u8; 4] {
+    let mut qh = 0u32;
+    for j in 0..QK / 2 {
+        let xi0 = l[j];
+        let xi1 = l[j + QK / 2];
+        qs[j] = (xi0 & 0x0f) | ((xi1 & 0x0f) << 4);
+        qh |= (((xi0 & 0x10) >> 4) as u32) << j;
+        qh |= (((xi1 & 0x10) >> 4) as u32) << (j + QK / 2);
+    }
+    qh.to_le_bytes()
+}
+
 // ================================================================================================
 // Q4_0: x = d * (q - 8), q in 0..16; 4.5 bits per weight.
 // ================================================================================================
@@ -119,6 +153,22 @@ const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
 impl BlockFormat for BlockQ4_0 {
     const TYPE: QuantType = QuantType::Q4_0;
     const ELEMS: usize = QK;
+    const USES_IMATRIX: bool = true;
+
+    /// ggml's `quantize_row_q4_0_impl`: a weighted least-squares scale search
+    /// (`make_qx_quants(32, 8, .., rmse_type 1, weight)`); codes are `l + 8`.
+    fn quantize_row_imatrix(x: &[f32], y: &mut [Self], qw: &[f32]) {
+        let sigma2 = row_sigma2(x);
+        for ((xb, qw), y) in x.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(y.iter_mut()) {
+            let weight = block_weights(xb, qw, sigma2);
+            let mut l = [0i8; QK];
+            let d = make_qx_quants(8, xb, &mut l, 1, Some(&weight));
+            y.d = fp32_to_fp16(d).to_le_bytes();
+            for j in 0..QK / 2 {
+                y.qs[j] = (l[j] as u8) | ((l[j + QK / 2] as u8) << 4);
+            }
+        }
+    }
 
     fn quantize_block(x: &[f32], y: &mut Self) {
         let max = signed_absmax(x);
@@ -158,6 +208,22 @@ const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 impl BlockFormat for BlockQ4_1 {
     const TYPE: QuantType = QuantType::Q4_1;
     const ELEMS: usize = QK;
+    const USES_IMATRIX: bool = true;
+
+    /// ggml's `quantize_row_q4_1_impl`: `make_qkx3_quants(32, 15, .., -0.9, 0.05, 36, false)`.
+    fn quantize_row_imatrix(x: &[f32], y: &mut [Self], qw: &[f32]) {
+        let sigma2 = row_sigma2(x);
+        for ((xb, qw), y) in x.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(y.iter_mut()) {
+            let weight = block_weights(xb, qw, sigma2);
+            let mut l = [0u8; QK];
+            let (d, min) = make_qkx3_quants(15, xb, Some(&weight), &mut l, -0.9, 0.05, 36, false);
+            y.d = fp32_to_fp16(d).to_le_bytes();
+            y.m = fp32_to_fp16(-min).to_le_bytes();
+            for j in 0..QK / 2 {
+                y.qs[j] = l[j] | (l[j + QK / 2] << 4);
+            }
+        }
+    }
 
     fn quantize_block(x: &[f32], y: &mut Self) {
         let (min, max) = min_max(x);
@@ -200,6 +266,19 @@ const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
 impl BlockFormat for BlockQ5_0 {
     const TYPE: QuantType = QuantType::Q5_0;
     const ELEMS: usize = QK;
+    const USES_IMATRIX: bool = true;
+
+    /// ggml's `quantize_row_q5_0_impl`: `make_qx_quants(32, 16, .., rmse_type 1, weight)`.
+    fn quantize_row_imatrix(x: &[f32], y: &mut [Self], qw: &[f32]) {
+        let sigma2 = row_sigma2(x);
+        for ((xb, qw), y) in x.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(y.iter_mut()) {
+            let weight = block_weights(xb, qw, sigma2);
+            let mut l = [0i8; QK];
+            let d = make_qx_quants(16, xb, &mut l, 1, Some(&weight));
+            y.d = fp32_to_fp16(d).to_le_bytes();
+            y.qh = pack_q5(&l.map(|v| v as u8), &mut y.qs);
+        }
+    }
 
     fn quantize_block(x: &[f32], y: &mut Self) {
         let max = signed_absmax(x);
@@ -247,6 +326,20 @@ const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
 impl BlockFormat for BlockQ5_1 {
     const TYPE: QuantType = QuantType::Q5_1;
     const ELEMS: usize = QK;
+    const USES_IMATRIX: bool = true;
+
+    /// ggml's `quantize_row_q5_1_impl`: `make_qkx3_quants(32, 31, .., -0.9, 0.05, 36, false)`.
+    fn quantize_row_imatrix(x: &[f32], y: &mut [Self], qw: &[f32]) {
+        let sigma2 = row_sigma2(x);
+        for ((xb, qw), y) in x.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(y.iter_mut()) {
+            let weight = block_weights(xb, qw, sigma2);
+            let mut l = [0u8; QK];
+            let (d, min) = make_qkx3_quants(31, xb, Some(&weight), &mut l, -0.9, 0.05, 36, false);
+            y.d = fp32_to_fp16(d).to_le_bytes();
+            y.m = fp32_to_fp16(-min).to_le_bytes();
+            y.qh = pack_q5(&l, &mut y.qs);
+        }
+    }
 
     fn quantize_block(x: &[f32], y: &mut Self) {
         let (min, max) = min_max(x);

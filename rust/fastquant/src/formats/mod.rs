@@ -107,8 +107,11 @@ pub fn scalar_imatrix_quantizer(qtype: QuantType) -> Option<QuantizeImatrixFn> {
         QuantType::Q4_1 => of::<BlockQ4_1>(),
         QuantType::Q5_0 => of::<BlockQ5_0>(),
         QuantType::Q5_1 => of::<BlockQ5_1>(),
-        QuantType::Q2_K => of::<kquants::q2_k::BlockQ2K>(),
-        QuantType::Q3_K => of::<kquants::q3_k::BlockQ3K>(),
+        QuantType::Q2_K => of::<kquants::BlockQ2K>(),
+        QuantType::Q3_K => of::<kquants::BlockQ3K>(),
+        QuantType::Q4_K => of::<kquants::BlockQ4K>(),
+        QuantType::Q5_K => of::<kquants::BlockQ5K>(),
+        QuantType::Q6_K => of::<kquants::BlockQ6K>(),
         _ => None,
     }
 }
@@ -157,8 +160,12 @@ pub fn scalar_codec(qtype: QuantType) -> Option<(QuantizeFn, DequantizeFn)> {
         QuantType::Q5_1 => (quantize_row_ref::<BlockQ5_1>, dequantize_row_ref::<BlockQ5_1>),
         QuantType::Q8_0 => (quantize_row_ref::<BlockQ8_0>, dequantize_row_ref::<BlockQ8_0>),
         QuantType::Q8_1 => (quantize_row_ref::<BlockQ8_1>, dequantize_row_ref::<BlockQ8_1>),
-        QuantType::Q2_K => (quantize_row_ref::<kquants::q2_k::BlockQ2K>, dequantize_row_ref::<kquants::q2_k::BlockQ2K>),
-        QuantType::Q3_K => (quantize_row_ref::<kquants::q3_k::BlockQ3K>, dequantize_row_ref::<kquants::q3_k::BlockQ3K>),
+        QuantType::Q2_K => (quantize_row_ref::<kquants::BlockQ2K>, dequantize_row_ref::<kquants::BlockQ2K>),
+        QuantType::Q3_K => (quantize_row_ref::<kquants::BlockQ3K>, dequantize_row_ref::<kquants::BlockQ3K>),
+        QuantType::Q4_K => (quantize_row_ref::<kquants::BlockQ4K>, dequantize_row_ref::<kquants::BlockQ4K>),
+        QuantType::Q5_K => (quantize_row_ref::<kquants::BlockQ5K>, dequantize_row_ref::<kquants::BlockQ5K>),
+        QuantType::Q6_K => (quantize_row_ref::<kquants::BlockQ6K>, dequantize_row_ref::<kquants::BlockQ6K>),
+        QuantType::Q8_K => (quantize_row_ref::<kquants::BlockQ8K>, dequantize_row_ref::<kquants::BlockQ8K>),
         _ => return None,
     })
 }

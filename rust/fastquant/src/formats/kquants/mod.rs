@@ -11,7 +11,18 @@
 
 pub mod q2_k;
 pub mod q3_k;
+pub mod q4_k;
+pub mod q5_k;
+pub mod q6_k;
+pub mod q8_k;
 pub mod search;
+
+pub use q2_k::BlockQ2K;
+pub use q3_k::BlockQ3K;
+pub use q4_k::BlockQ4K;
+pub use q5_k::BlockQ5K;
+pub use q6_k::BlockQ6K;
+pub use q8_k::BlockQ8K;
 
 /// Elements per K-quant super-block (ggml's `QK_K`).
 pub const QK_K: usize = 256;
