@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastquant as fq
-from conftest import bits, dequantize_at, first_diff, ggml_dequantize, ggml_quantize, qtype_id, quantize_at
+from conftest import BF16, bits, dequantize_at, first_diff, ggml_dequantize, ggml_quantize, qtype_id, quantize_at
 from reference import kquants_low as ref
+from reference import legacy as legacy_ref
 
 pytest.importorskip("ggml", reason="the ggml oracle (ggml-python) is not installed")
 
@@ -225,9 +226,14 @@ def test_quantize_large_multithreaded_input_matches_ggml(qtype):
 
 
 @pytest.mark.parametrize("qtype", QTYPES)
-def test_float16_input_gives_the_bytes_of_its_float32_upcast(qtype):
-    x16 = np.random.default_rng(16).standard_normal((4, K)).astype(np.float16)
-    _assert_bytes(quantize_at(x16, qtype), ggml_quantize(x16.astype(np.float32), qtype), qtype, "float16 input")
+def test_16bit_input_gives_the_bytes_of_its_float32_upcast(qtype):
+    rng = np.random.default_rng(16)
+    for dt in [np.dtype(np.float16), BF16]:
+        x = (rng.standard_normal((4, K)) * 3).astype(dt)
+        _assert_bytes(quantize_at(x, qtype), ggml_quantize(x.astype(np.float32), qtype), qtype, f"{dt} input")
+        w = (rng.random(K) + 0.1).astype(np.float32)
+        got = fq.quantize(x, qtype, imatrix=w).data
+        _assert_bytes(got, _ggml_imatrix(x.astype(np.float32), qtype, w), qtype, f"{dt} input, imatrix")
 
 
 # ================================================================================================
@@ -273,6 +279,17 @@ def test_numpy_reference_matches_ggml_to_float_bits(qtype):
             got = ref.DEQUANTIZE[qtype](data)
         expected = ggml_dequantize(data, qtype, n)
         assert np.array_equal(bits(got), bits(expected)), f"{qtype} {name}: " + first_diff(bits(got), bits(expected))
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("out_dtype", ["float16", "bfloat16"])
+def test_dequantize_to_16bit_is_the_float32_result_rounded_as_ggml_rounds(qtype, out_dtype):
+    dt = np.dtype(np.float16) if out_dtype == "float16" else BF16
+    narrow = legacy_ref.fp32_to_fp16_bits if out_dtype == "float16" else legacy_ref.fp32_to_bf16_bits
+    for name, data, n in _dequant_inputs(qtype):
+        got = dequantize_at(data, qtype, n, n, dtype=dt)
+        expected = narrow(ggml_dequantize(data, qtype, n))
+        assert np.array_equal(bits(got), expected), f"{qtype}->{out_dtype} {name}: " + first_diff(bits(got), expected)
 
 
 @pytest.mark.parametrize("qtype", QTYPES)
@@ -370,6 +387,7 @@ def test_imatrix_lowers_the_weighted_error(qtype):
     rng = np.random.default_rng(22)
     x = rng.standard_normal((64, 2048)).astype(np.float32)
     w = np.exp(rng.standard_normal(2048) * 2).astype(np.float32)
+
     def weighted(imatrix):
         y = fq.dequantize(fq.quantize(x, qtype, imatrix=imatrix)).astype(np.float64)
         return float(np.sum(w * (y - x) ** 2))
