@@ -57,6 +57,17 @@ def test_imatrix_many_rows_multithreaded_matches_ggml(qtype):
 
 
 @pytest.mark.parametrize("qtype", LEGACY)
+def test_imatrix_nonfinite_input_with_check_finite_false_matches_ggml(qtype):
+    x = data.case("normal")
+    x[0, 3], x[1, 300], x[2, 40] = np.inf, -np.inf, np.nan
+    x[3, 32:64] = np.nan  # a whole block of NaN
+    w = data.imatrix("lognormal")
+    got = fq.quantize(x, qtype, imatrix=w, check_finite=False).data.reshape(-1)
+    want = ggml_bytes(x, qtype, w)
+    assert np.array_equal(got, want), first_diff(got, want, qtype)
+
+
+@pytest.mark.parametrize("qtype", LEGACY)
 def test_no_imatrix_is_still_the_plain_path(qtype):
     x = data.case("normal")
     assert np.array_equal(fq_bytes(x, qtype), ggml_bytes(x, qtype))

@@ -109,12 +109,14 @@ def test_large_multithreaded_input_matches_ggml(qtype):
         assert np.array_equal(got, want), first_diff(got, want, qtype)
 
 
-@pytest.mark.parametrize("qtype", KQUANTS)
-def test_nonfinite_input_with_check_finite_false_matches_ggml(qtype):
+@pytest.mark.parametrize("qtype, imatrix", [(t, None) for t in ALL] + [(t, "lognormal") for t in KQUANTS])
+def test_nonfinite_input_with_check_finite_false_matches_ggml(qtype, imatrix):
     x = data.case("normal")
     x[0, 3], x[1, 300], x[2, 40] = np.inf, -np.inf, np.nan
-    got = fq.quantize(x, qtype, check_finite=False).data.reshape(-1)
-    want = ggml_quantize(x, qtype)
+    x[3, 256:] = np.nan  # a whole block of NaN
+    w = None if imatrix is None else data.imatrix(imatrix)
+    got = fq.quantize(x, qtype, imatrix=w, check_finite=False).data.reshape(-1)
+    want = ggml_quantize(x, qtype, w)
     assert np.array_equal(got, want), first_diff(got, want, qtype)
 
 

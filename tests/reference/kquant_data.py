@@ -36,7 +36,15 @@ def _mixed_rows(rng, rows, k):
     return x
 
 
+def _fp16_scale_edges(rng, rows, k):
+    """Rows whose K-quant super-scales land near fp16's limits: overflow to inf (Q4_K's d is
+    about range/(15*63), so a range near 6e7 reaches 65504), and subnormal scales."""
+    mult = np.array([3e7, 6.2e7, 1.2e8, 2e-5, 3e-7, 5e4][:rows] + [1.0] * max(0, rows - 6))
+    return rng.standard_normal((rows, k)) * mult[:, None]
+
+
 CASES = {
+    "fp16_scale_edges": _fp16_scale_edges,
     "normal": lambda rng, r, k: rng.standard_normal((r, k)),
     "student_t_outliers": _student_t_outliers,
     "zero_and_constant_rows": _mixed_rows,
@@ -57,6 +65,8 @@ IMATRICES = {
     "lognormal": lambda rng, k: np.exp(rng.standard_normal(k) * 2),
     "some_zeros": lambda rng, k: np.where(rng.random(k) < 0.2, 0.0, rng.uniform(0.1, 5.0, size=k)),
     "all_ones": lambda rng, k: np.ones(k),
+    "all_zero": lambda rng, k: np.zeros(k),
+    "huge_and_tiny": lambda rng, k: np.where(rng.random(k) < 0.5, 1e30, 1e-30) * rng.uniform(0.5, 2.0, size=k),
 }
 
 
