@@ -61,8 +61,8 @@ quant_types! {
     Q5_1 = 7, "Q5_1", 32, 24, true, true;
     Q8_0 = 8, "Q8_0", 32, 34, true, true;
     Q8_1 = 9, "Q8_1", 32, 36, true, true;
-    Q2_K = 10, "Q2_K", 256, 84, false, false;
-    Q3_K = 11, "Q3_K", 256, 110, false, false;
+    Q2_K = 10, "Q2_K", 256, 84, true, true;
+    Q3_K = 11, "Q3_K", 256, 110, true, true;
     Q4_K = 12, "Q4_K", 256, 144, true, true;
     Q5_K = 13, "Q5_K", 256, 176, true, true;
     Q6_K = 14, "Q6_K", 256, 210, true, true;

@@ -117,11 +117,13 @@ pub fn scalar_imatrix_quantizer(qtype: QuantType) -> Option<QuantizeImatrixFn> {
         QuantType::Q4_1 => of::<BlockQ4_1>(),
         QuantType::Q5_0 => of::<BlockQ5_0>(),
         QuantType::Q5_1 => of::<BlockQ5_1>(),
-        QuantType::IQ4_NL => of::<iquants::BlockIq4Nl>(),
-        QuantType::IQ4_XS => of::<iquants::BlockIq4Xs>(),
+        QuantType::Q2_K => of::<kquants::BlockQ2K>(),
+        QuantType::Q3_K => of::<kquants::BlockQ3K>(),
         QuantType::Q4_K => of::<kquants::BlockQ4K>(),
         QuantType::Q5_K => of::<kquants::BlockQ5K>(),
         QuantType::Q6_K => of::<kquants::BlockQ6K>(),
+        QuantType::IQ4_NL => of::<iquants::BlockIq4Nl>(),
+        QuantType::IQ4_XS => of::<iquants::BlockIq4Xs>(),
         _ => None,
     }
 }
@@ -159,26 +161,31 @@ pub fn ggml_uses_imatrix(qtype: QuantType) -> bool {
 ///
 /// This and the SIMD tables are the only switches on the type.
 pub fn scalar_codec(qtype: QuantType) -> Option<(QuantizeFn, DequantizeFn)> {
+    fn blocks<B: BlockFormat>() -> (QuantizeFn, DequantizeFn) {
+        (quantize_row_ref::<B>, dequantize_row_ref::<B>)
+    }
     use legacy::*;
     Some(match qtype {
         QuantType::F32 => (float::quantize_row_f32, float::dequantize_row_f32),
         QuantType::F16 => (float::quantize_row_f16, float::dequantize_row_f16),
         QuantType::BF16 => (float::quantize_row_bf16, float::dequantize_row_bf16),
-        QuantType::Q4_0 => (quantize_row_ref::<BlockQ4_0>, dequantize_row_ref::<BlockQ4_0>),
-        QuantType::Q4_1 => (quantize_row_ref::<BlockQ4_1>, dequantize_row_ref::<BlockQ4_1>),
-        QuantType::Q5_0 => (quantize_row_ref::<BlockQ5_0>, dequantize_row_ref::<BlockQ5_0>),
-        QuantType::Q5_1 => (quantize_row_ref::<BlockQ5_1>, dequantize_row_ref::<BlockQ5_1>),
-        QuantType::Q8_0 => (quantize_row_ref::<BlockQ8_0>, dequantize_row_ref::<BlockQ8_0>),
-        QuantType::Q8_1 => (quantize_row_ref::<BlockQ8_1>, dequantize_row_ref::<BlockQ8_1>),
-        QuantType::IQ4_NL => (quantize_row_ref::<iquants::BlockIq4Nl>, dequantize_row_ref::<iquants::BlockIq4Nl>),
-        QuantType::IQ4_XS => (quantize_row_ref::<iquants::BlockIq4Xs>, dequantize_row_ref::<iquants::BlockIq4Xs>),
-        QuantType::TQ1_0 => (quantize_row_ref::<ternary::BlockTq1_0>, dequantize_row_ref::<ternary::BlockTq1_0>),
-        QuantType::TQ2_0 => (quantize_row_ref::<ternary::BlockTq2_0>, dequantize_row_ref::<ternary::BlockTq2_0>),
-        QuantType::MXFP4 => (quantize_row_ref::<mxfp4::BlockMxfp4>, dequantize_row_ref::<mxfp4::BlockMxfp4>),
-        QuantType::Q4_K => (quantize_row_ref::<kquants::BlockQ4K>, dequantize_row_ref::<kquants::BlockQ4K>),
-        QuantType::Q5_K => (quantize_row_ref::<kquants::BlockQ5K>, dequantize_row_ref::<kquants::BlockQ5K>),
-        QuantType::Q6_K => (quantize_row_ref::<kquants::BlockQ6K>, dequantize_row_ref::<kquants::BlockQ6K>),
-        QuantType::Q8_K => (quantize_row_ref::<kquants::BlockQ8K>, dequantize_row_ref::<kquants::BlockQ8K>),
+        QuantType::Q4_0 => blocks::<BlockQ4_0>(),
+        QuantType::Q4_1 => blocks::<BlockQ4_1>(),
+        QuantType::Q5_0 => blocks::<BlockQ5_0>(),
+        QuantType::Q5_1 => blocks::<BlockQ5_1>(),
+        QuantType::Q8_0 => blocks::<BlockQ8_0>(),
+        QuantType::Q8_1 => blocks::<BlockQ8_1>(),
+        QuantType::Q2_K => blocks::<kquants::BlockQ2K>(),
+        QuantType::Q3_K => blocks::<kquants::BlockQ3K>(),
+        QuantType::Q4_K => blocks::<kquants::BlockQ4K>(),
+        QuantType::Q5_K => blocks::<kquants::BlockQ5K>(),
+        QuantType::Q6_K => blocks::<kquants::BlockQ6K>(),
+        QuantType::Q8_K => blocks::<kquants::BlockQ8K>(),
+        QuantType::IQ4_NL => blocks::<iquants::BlockIq4Nl>(),
+        QuantType::IQ4_XS => blocks::<iquants::BlockIq4Xs>(),
+        QuantType::TQ1_0 => blocks::<ternary::BlockTq1_0>(),
+        QuantType::TQ2_0 => blocks::<ternary::BlockTq2_0>(),
+        QuantType::MXFP4 => blocks::<mxfp4::BlockMxfp4>(),
         _ => return None,
     })
 }

@@ -9,12 +9,16 @@
 //! the K-quants, and the importance-weighted legacy quantizers, are built from. They keep ggml's
 //! exact float operation order (no FMA, left-to-right sums), so every caller gives ggml's bytes.
 
+pub mod q2_k;
+pub mod q3_k;
 pub mod q4_k;
 pub mod q5_k;
 pub mod q6_k;
 pub mod q8_k;
 pub mod search;
 
+pub use q2_k::BlockQ2K;
+pub use q3_k::BlockQ3K;
 pub use q4_k::BlockQ4K;
 pub use q5_k::BlockQ5K;
 pub use q6_k::BlockQ6K;
