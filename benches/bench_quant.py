@@ -41,8 +41,12 @@ try:
 except ImportError:  # gguf-py is optional for this benchmark
     gguf = None
 
-DEFAULT_TYPES = ["F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
-GGUF_PY_QUANTIZE = {"BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"}
+# Every type ggml_quantize_chunk writes and fastquant implements (Q8_1 and Q8_K are activation
+# types that ggml_quantize_chunk does not take).
+DEFAULT_TYPES = [
+    t.value for t in fastquant.QuantType if t.can_quantize and t.value not in ("F32", "Q8_1", "Q8_K")
+]
+GGUF_PY_QUANTIZE = {"BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "TQ1_0", "TQ2_0", "MXFP4"}
 
 
 def timed(fn: Callable[[], object], reps: int) -> Dict[str, float]:
@@ -98,6 +102,8 @@ def bench(args: argparse.Namespace) -> Dict[str, object]:
     sizes = {"64MB": (4096, 4096), "1MB": (64, 4096)}
     if args.quick:
         sizes = {"4MB": (256, 4096), "256KB": (16, 4096)}
+    if args.sizes:
+        sizes = {name: shape for name, shape in sizes.items() if name in args.sizes.split(",")}
     thread_counts = [1, 2] if not args.threads else [int(t) for t in args.threads.split(",")]
     types = [fastquant.QuantType(t.upper()) for t in (args.types.split(",") if args.types else DEFAULT_TYPES)]
     results: List[Dict[str, object]] = []
@@ -106,9 +112,11 @@ def bench(args: argparse.Namespace) -> Dict[str, object]:
     for size_name, (rows, k) in sizes.items():
         x = make_weights(rows, k)
         gb = x.nbytes / 1e9
+        # llama.cpp-like importance weights: mean squared activations, positive, a few large.
+        imatrix = (np.random.default_rng(1).lognormal(0.0, 1.0, k).astype(np.float32) if args.imatrix else None)
         for qt in types:
-            q_ref = ggml_oracle.quantize(x, qt.id)
-            if not np.array_equal(fastquant.quantize(x, qt).data, q_ref):
+            q_ref = ggml_oracle.quantize(x, qt.id, imatrix)
+            if not np.array_equal(fastquant.quantize(x, qt, imatrix=imatrix).data, q_ref):
                 raise SystemExit(f"{qt.value}: fastquant bytes differ from ggml; refusing to time a wrong kernel")
             row_bytes = qt.row_bytes(k)
             for threads in thread_counts:
@@ -118,15 +126,20 @@ def bench(args: argparse.Namespace) -> Dict[str, object]:
                 qtensor = fastquant.QuantizedTensor(q_ref, qt, (rows, k))
 
                 def ggml_q(a: int, b: int) -> None:
-                    out_q[a * row_bytes : b * row_bytes] = ggml_oracle.quantize(x[a:b], qt.id)
+                    out_q[a * row_bytes : b * row_bytes] = ggml_oracle.quantize(x[a:b], qt.id, imatrix)
 
                 def ggml_dq(a: int, b: int) -> None:
                     out_f[a:b] = ggml_oracle.dequantize(q_ref[a * row_bytes : b * row_bytes], qt.id, (b - a) * k).reshape(
                         b - a, k
                     )
 
-                row: Dict[str, object] = {"size": size_name, "type": qt.value, "threads": threads}
-                t_fq = timed(lambda: fastquant.quantize(x, qt), args.reps)
+                row: Dict[str, object] = {
+                    "size": size_name,
+                    "type": qt.value,
+                    "threads": threads,
+                    "imatrix": imatrix is not None,
+                }
+                t_fq = timed(lambda: fastquant.quantize(x, qt, imatrix=imatrix), args.reps)
                 t_gg = timed(on_threads(threads, ggml_q, rows), args.reps)
                 row["quantize"] = {"fastquant": t_fq, "ggml": t_gg}
                 row["quantize_gbps"] = gb / t_fq["median"]
@@ -147,7 +160,7 @@ def bench(args: argparse.Namespace) -> Dict[str, object]:
 
                 if gguf is not None and threads == 1 and not args.no_gguf:
                     gtype = gguf.GGMLQuantizationType[qt.value]
-                    if qt.value in GGUF_PY_QUANTIZE:
+                    if qt.value in GGUF_PY_QUANTIZE and imatrix is None:
                         t_gp = timed(lambda: gguf_quantize(x, gtype), max(3, args.reps // 2))
                         row["quantize"]["gguf_py"] = t_gp
                         row["quantize_ratio_gguf_py"] = t_gp["median"] / t_fq["median"]
@@ -166,6 +179,7 @@ def bench(args: argparse.Namespace) -> Dict[str, object]:
         "fastquant": fastquant.__version__,
         "bandwidth_gbps": bandwidth,
         "reps": args.reps,
+        "imatrix": bool(args.imatrix),
         "results": results,
     }
 
@@ -207,6 +221,8 @@ def main() -> None:
     p.add_argument("--threads", help="comma-separated thread counts (default 1,2)")
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    p.add_argument("--imatrix", action="store_true", help="quantize with importance weights (both sides)")
+    p.add_argument("--sizes", help="comma-separated subset of the sizes (64MB,1MB)")
     p.add_argument("--no-gguf", action="store_true", help="skip gguf-py")
     p.add_argument("--out", help="JSON output path (default benches/results/quant-<date>.json)")
     args = p.parse_args()
