@@ -24,6 +24,7 @@ from ._core import __version__
 from .errors import (
     FastquantError,
     GGUFError,
+    InvalidArgumentError,
     NonFiniteError,
     QuantTypeError,
     ShapeError,
@@ -56,5 +57,6 @@ __all__ = [
     "UnsupportedError",
     "SimdError",
     "GGUFError",
+    "InvalidArgumentError",
     "gguf",
 ]

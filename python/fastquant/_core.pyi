@@ -6,10 +6,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import final
 
 __version__: str
 __all__ = [
     "__version__",
+    "GgufWriter",
     "available_simd_levels",
     "dequantize",
     "gguf_read_header",
@@ -49,6 +51,21 @@ def dequantize(
 def gguf_read_header(path: str | os.PathLike[str]) -> Dict[str, Any]:
     """Parses and validates a GGUF header: version, alignment, data_offset, file_size, metadata
     [(key, type name, value)], tensors [(name, numpy-order shape, type id, absolute offset, nbytes)]."""
+
+@final
+class GgufWriter:
+    """Streaming, atomic GGUF writer (see fastquant.gguf.GGUFWriter)."""
+
+    def __new__(
+        cls,
+        path: str | os.PathLike[str],
+        metadata: List[Tuple[str, str, Any]],
+        tensors: List[Tuple[str, List[int], int]],
+    ) -> GgufWriter: ...
+    def write_tensor(self, name: str, data: npt.NDArray[np.uint8]) -> None: ...
+    def next_tensor(self) -> Optional[str]: ...
+    def finish(self) -> None: ...
+    def abort(self) -> None: ...
 
 def simd_level() -> str: ...
 def detected_simd_level() -> str: ...

@@ -14,6 +14,7 @@ __all__ = [
     "UnsupportedError",
     "SimdError",
     "GGUFError",
+    "InvalidArgumentError",
 ]
 
 
@@ -51,3 +52,8 @@ class SimdError(FastquantError, RuntimeError):
 class GGUFError(FastquantError, ValueError):
     """A GGUF file that is malformed, truncated or hostile; the message names the field and the
     byte offset."""
+
+
+class InvalidArgumentError(FastquantError, ValueError):
+    """An argument that is wrong in a way no more specific class covers (a thread count of 0, a
+    tensor written out of order, ...)."""

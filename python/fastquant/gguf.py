@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import ml_dtypes
 import numpy as np
 
 from . import _core
 from .quant import QuantizedTensor
-from .types import QuantType
+from .types import QuantType, as_quant_type
 
-__all__ = ["GGUFFile", "GGUFTensorInfo"]
+__all__ = ["GGUFFile", "GGUFTensorInfo", "GGUFWriter"]
 
 # Plain element types come back as numpy arrays of their dtype; block types as QuantizedTensor.
 _NUMPY_DTYPES = {
@@ -125,3 +125,85 @@ class GGUFFile:
     def __repr__(self) -> str:
         arch = self.metadata.get("general.architecture", "?")
         return f"GGUFFile({self.path!r}, version={self.version}, architecture={arch!r}, tensors={len(self.tensors)})"
+
+
+def _infer_type(value: Any) -> str:
+    """The GGUF type name a Python value is stored as when none is given."""
+    if isinstance(value, (bool, np.bool_)):
+        return "BOOL"
+    if isinstance(value, np.generic):
+        names = {"u1": "UINT8", "i1": "INT8", "u2": "UINT16", "i2": "INT16", "u4": "UINT32", "i4": "INT32",
+                 "f4": "FLOAT32", "u8": "UINT64", "i8": "INT64", "f8": "FLOAT64"}
+        key = value.dtype.str[1:]
+        if key in names:
+            return names[key]
+    if isinstance(value, (int, np.integer)):
+        if -(2**31) <= value < 2**31:
+            return "INT32"
+        return "INT64" if value < 2**63 else "UINT64"
+    if isinstance(value, (float, np.floating)):
+        return "FLOAT32"
+    if isinstance(value, str):
+        return "STRING"
+    if isinstance(value, (list, tuple, np.ndarray)):
+        items = list(value)
+        return f"ARRAY[{_infer_type(items[0]) if items else 'STRING'}]"
+    raise TypeError(f"cannot store a {type(value).__name__} in GGUF metadata")
+
+
+class GGUFWriter:
+    """Writes a GGUF v3 file, streaming and atomically.
+
+    Metadata and the list of tensors (name, numpy-order shape, type) are given up front; the header
+    is written at once, then each tensor with :meth:`write_tensor` in the declared order (peak
+    memory: one tensor). Everything goes to a temporary file beside ``path``; :meth:`finish` renames
+    it over ``path``. On an error, or leaving a ``with`` block by an exception, the temporary is
+    removed and ``path`` is untouched.
+
+    ``metadata_types`` maps keys to GGUF type names (``"UINT32"``, ``"ARRAY[STRING]"``, as
+    :attr:`GGUFFile.metadata_types` gives them); keys without one are inferred (bool -> BOOL, int ->
+    INT32/INT64, float -> FLOAT32, str -> STRING, lists -> ARRAY of their first element's type).
+    """
+
+    def __init__(
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        metadata: Mapping[str, Any],
+        tensors: Sequence[Tuple[str, Sequence[int], Any]],
+        *,
+        metadata_types: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        types = dict(metadata_types or {})
+        kvs = [(k, types.get(k) or _infer_type(v), v) for k, v in metadata.items()]
+        specs = [(name, [int(s) for s in shape], as_quant_type(qtype).id) for name, shape, qtype in tensors]
+        self.path = os.fspath(path)
+        self._w: Optional[Any] = _core.GgufWriter(self.path, kvs, specs)
+
+    def write_tensor(self, name: str, data: Union[QuantizedTensor, np.ndarray]) -> None:
+        """Writes the next tensor: a QuantizedTensor, or a numpy array whose bytes are the data."""
+        if self._w is None:
+            raise ValueError("the writer is closed")
+        raw = data.data if isinstance(data, QuantizedTensor) else np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        self._w.write_tensor(name, raw)
+
+    def finish(self) -> None:
+        """Checks every tensor was written and moves the file into place."""
+        if self._w is None:
+            raise ValueError("the writer is closed")
+        w, self._w = self._w, None
+        w.finish()
+
+    def abort(self) -> None:
+        """Abandons the file; ``path`` is untouched."""
+        if self._w is not None:
+            self._w.abort()
+            self._w = None
+
+    def __enter__(self) -> "GGUFWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif self._w is not None:
+            self.finish()

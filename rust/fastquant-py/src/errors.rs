@@ -3,13 +3,13 @@
 use fastquant::Error;
 use pyo3::PyErr;
 
-pyo3::import_exception!(fastquant.errors, FastquantError);
 pyo3::import_exception!(fastquant.errors, ShapeError);
 pyo3::import_exception!(fastquant.errors, QuantTypeError);
 pyo3::import_exception!(fastquant.errors, NonFiniteError);
 pyo3::import_exception!(fastquant.errors, UnsupportedError);
 pyo3::import_exception!(fastquant.errors, SimdError);
 pyo3::import_exception!(fastquant.errors, GGUFError);
+pyo3::import_exception!(fastquant.errors, InvalidArgumentError);
 
 /// Converts a core error into the matching Python exception, keeping the core's message.
 pub fn to_py(err: Error) -> PyErr {
@@ -27,6 +27,6 @@ pub fn to_py(err: Error) -> PyErr {
             std::io::ErrorKind::IsADirectory => pyo3::exceptions::PyIsADirectoryError::new_err(msg),
             _ => pyo3::exceptions::PyOSError::new_err(msg),
         },
-        Error::Invalid(_) => FastquantError::new_err(msg),
+        Error::Invalid(_) => InvalidArgumentError::new_err(msg),
     }
 }
