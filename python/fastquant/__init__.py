@@ -32,6 +32,7 @@ from .errors import (
     UnsupportedError,
 )
 from .imatrix import read_imatrix
+from .model import QuantizeReport, quantize_model
 from .quant import QuantizedTensor, dequantize, quantize
 from .types import QuantType
 
@@ -42,6 +43,8 @@ __all__ = [
     "quantize",
     "dequantize",
     "read_imatrix",
+    "quantize_model",
+    "QuantizeReport",
     "simd_level",
     "detected_simd_level",
     "available_simd_levels",

@@ -2,6 +2,8 @@
 
     fastquant demo [--rows 4096 --cols 4096]   quantize a weight-like matrix to every type
     fastquant info FILE.gguf                   metadata and tensor table of a GGUF file
+    fastquant quantize IN.gguf OUT.gguf PRESET [--imatrix FILE] [--pure] [--output-tensor-type T]
+                       [--token-embedding-type T] [--leave-output-tensor] [--threads N]
     fastquant config                           SIMD level, threads, version
 """
 
@@ -120,6 +122,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_demo.add_argument("--cols", type=int, default=4096)
     p_demo.add_argument("--seed", type=int, default=0)
     p_demo.add_argument("--no-compare", action="store_true", help="skip the gguf-py comparison")
+    p_q = sub.add_parser("quantize", help="quantize a GGUF model with a llama-quantize preset (Q4_K_M, Q8_0, ...)")
+    p_q.add_argument("input")
+    p_q.add_argument("output")
+    p_q.add_argument("preset")
+    p_q.add_argument("--imatrix", help="llama.cpp importance matrix (GGUF or legacy .dat)")
+    p_q.add_argument("--pure", action="store_true", help="every quantizable tensor gets the preset's type")
+    p_q.add_argument("--output-tensor-type", help="type for output.weight")
+    p_q.add_argument("--token-embedding-type", help="type for token_embd.weight")
+    p_q.add_argument("--leave-output-tensor", action="store_true", help="keep output.weight as it is")
+    p_q.add_argument("--threads", type=int, help="threads (default: all CPUs)")
+    p_q.add_argument("--no-progress", action="store_true")
     p_info = sub.add_parser("info", help="print the metadata and tensor table of a GGUF file")
     p_info.add_argument("file")
     sub.add_parser("config", help="print version, SIMD level and threads")
@@ -128,6 +141,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.cols % 256:
             parser.error("--cols must be a multiple of 256 (every block size divides it)")
         return demo(args.rows, args.cols, args.seed, compare=not args.no_compare)
+    if args.command == "quantize":
+        from .model import quantize_model
+
+        report = quantize_model(
+            args.input,
+            args.output,
+            args.preset,
+            imatrix=args.imatrix,
+            threads=args.threads,
+            progress=not args.no_progress,
+            pure=args.pure,
+            output_tensor_type=args.output_tensor_type,
+            token_embedding_type=args.token_embedding_type,
+            leave_output_tensor=args.leave_output_tensor,
+        )
+        print(report.summary())
+        return 0
     if args.command == "info":
         return info(args.file)
     if args.command == "config":
