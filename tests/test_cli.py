@@ -10,8 +10,20 @@ import fastquant
 from fastquant.cli import main
 
 
-def test_demo_prints_every_implemented_weight_type(capsys):
-    assert main(["demo", "--rows", "64", "--cols", "512", "--no-compare"]) == 0
+def test_model_demo_prints_presets_in_error_order_and_writes_a_png(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--layers", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0] in
+            ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")]
+    assert [r[0] for r in rows] == ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]
+    rmse = [float(r[4]) for r in rows]
+    assert rmse == sorted(rmse), "error must grow as bits shrink"
+    png = (tmp_path / "size-vs-error.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_matrix_demo_prints_every_implemented_weight_type(capsys):
+    assert main(["demo", "--matrix", "--rows", "64", "--cols", "512", "--no-compare"]) == 0
     out = capsys.readouterr().out
     for name in ["F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]:
         assert f"\n{name} " in out
@@ -20,7 +32,7 @@ def test_demo_prints_every_implemented_weight_type(capsys):
 
 def test_demo_rejects_a_column_count_no_block_divides(capsys):
     with pytest.raises(SystemExit):
-        main(["demo", "--cols", "100"])
+        main(["demo", "--matrix", "--cols", "100"])
 
 
 def test_info_lists_metadata_and_tensors(tmp_path, capsys):

@@ -1,6 +1,8 @@
 """The ``fastquant`` command.
 
-    fastquant demo [--rows 4096 --cols 4096]   quantize a weight-like matrix to every type
+    fastquant demo [--out DIR] [--layers N]    build a small model, quantize it with the popular
+                                               presets, print size/error/time, plot size vs error
+    fastquant demo --matrix [--rows --cols]    quantize a weight matrix to every type vs gguf-py
     fastquant info FILE.gguf                   metadata and tensor table of a GGUF file
     fastquant quantize IN.gguf OUT.gguf PRESET [--imatrix FILE] [--pure] [--output-tensor-type T]
                        [--token-embedding-type T] [--leave-output-tensor] [--threads N]
@@ -41,7 +43,7 @@ def _best_time(fn, reps: int = 3) -> float:
     return best
 
 
-def demo(rows: int, cols: int, seed: int, compare: bool) -> int:
+def matrix_demo(rows: int, cols: int, seed: int, compare: bool) -> int:
     w = _weights(rows, cols, seed)
     gb = w.nbytes / 1e9
     try:
@@ -117,7 +119,10 @@ def info(path: str) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="fastquant", description="Byte-exact GGUF/ggml quantization for CPUs.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="quantize a realistic weight matrix to every implemented type")
+    p_demo = sub.add_parser("demo", help="quantize a small model-shaped GGUF with the popular presets")
+    p_demo.add_argument("--out", default="fastquant-demo", help="folder for the demo files (default ./fastquant-demo)")
+    p_demo.add_argument("--layers", type=int, default=4, help="transformer blocks of the demo model")
+    p_demo.add_argument("--matrix", action="store_true", help="instead: one weight matrix, every type, vs gguf-py")
     p_demo.add_argument("--rows", type=int, default=4096)
     p_demo.add_argument("--cols", type=int, default=4096)
     p_demo.add_argument("--seed", type=int, default=0)
@@ -138,9 +143,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub.add_parser("config", help="print version, SIMD level and threads")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        if args.cols % 256:
-            parser.error("--cols must be a multiple of 256 (every block size divides it)")
-        return demo(args.rows, args.cols, args.seed, compare=not args.no_compare)
+        if args.matrix:
+            if args.cols % 256:
+                parser.error("--cols must be a multiple of 256 (every block size divides it)")
+            return matrix_demo(args.rows, args.cols, args.seed, compare=not args.no_compare)
+        from .demo import run_model_demo
+
+        _config.show_config()
+        print()
+        run_model_demo(args.out, n_layer=args.layers)
+        return 0
     if args.command == "quantize":
         from .model import quantize_model
 
