@@ -13,6 +13,7 @@
 //! outputs of f32 or 16-bit values go out with non-temporal stores (`STREAM_MIN_BYTES`).
 
 mod float;
+mod kquants_dequantize;
 mod legacy;
 #[cfg(test)]
 mod tests;
@@ -36,9 +37,22 @@ pub fn kernels(_token: Avx512, qtype: QuantType) -> IsaKernels {
         QuantType::Q8_1 => (legacy::quantize_q8_1, legacy::dequantize_q8_1),
         QuantType::F16 => (float::quantize_f16, float::dequantize_f16),
         QuantType::BF16 => (float::quantize_bf16, float::dequantize_bf16),
-        _ => return IsaKernels::default(),
+        // Types with only a dequantize kernel at this level.
+        _ => return IsaKernels { quantize: None, dequantize: dequantize_only(qtype) },
     };
     IsaKernels { quantize: Some(quantize), dequantize: Some(dequantize) }
+}
+
+/// The dequantize kernels of types that have no quantize kernel at this level.
+fn dequantize_only(qtype: QuantType) -> Option<DequantizeFn> {
+    Some(match qtype {
+        QuantType::Q2_K => kquants_dequantize::dequantize_q2_k,
+        QuantType::Q3_K => kquants_dequantize::dequantize_q3_k,
+        QuantType::Q4_K => kquants_dequantize::dequantize_q4_k,
+        QuantType::Q5_K => kquants_dequantize::dequantize_q5_k,
+        QuantType::Q6_K => kquants_dequantize::dequantize_q6_k,
+        _ => return None,
+    })
 }
 
 /// Defines safe entry points for the table: each calls the `#[target_feature]` kernel of the same
