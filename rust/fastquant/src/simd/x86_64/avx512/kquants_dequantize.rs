@@ -492,4 +492,29 @@ mod tests {
             check(qtype, &[], "empty");
         }
     }
+
+    /// Single-thread GB/s of f32 output, scalar vs this level, on 16M and 256K elements:
+    /// `cargo test --release -p fastquant --lib dequantize_throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing, not a check"]
+    fn dequantize_throughput() {
+        let mut rng = Rng(7);
+        for n in [16 << 20, 256 << 10] {
+            for (qtype, _, _) in TYPES {
+                let bytes: Vec<u8> = (0..n / 256 * qtype.block_bytes()).map(|_| rng.next_u32() as u8 & 0x3f).collect();
+                let mut y = vec![0f32; n];
+                for level in [Level::Scalar, Level::Avx512] {
+                    let Some(codec) = codec_for(qtype, level).unwrap() else { continue };
+                    (codec.dequantize)(&bytes, &mut y);
+                    let mut best = f64::MAX;
+                    for _ in 0..5 {
+                        let t = std::time::Instant::now();
+                        (codec.dequantize)(&bytes, &mut y);
+                        best = best.min(t.elapsed().as_secs_f64());
+                    }
+                    println!("{qtype} {n} {level}: {:.2} GB/s", (4 * n) as f64 / best / 1e9);
+                }
+            }
+        }
+    }
 }
