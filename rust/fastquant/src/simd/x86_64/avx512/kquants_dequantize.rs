@@ -493,15 +493,23 @@ mod tests {
         }
     }
 
-    /// Single-thread GB/s of f32 output, scalar vs this level, on 16M and 256K elements:
+    /// Single-thread GB/s of f32 output, scalar vs this level, on 16M and 256K elements, for every
+    /// type with a dequantize-only kernel here (this file and the I-quant and ternary ones):
     /// `cargo test --release -p fastquant --lib dequantize_throughput -- --ignored --nocapture`.
     #[test]
     #[ignore = "timing, not a check"]
     fn dequantize_throughput() {
         let mut rng = Rng(7);
         for n in [16 << 20, 256 << 10] {
-            for (qtype, _, _) in TYPES {
-                let bytes: Vec<u8> = (0..n / 256 * qtype.block_bytes()).map(|_| rng.next_u32() as u8 & 0x3f).collect();
+            for qtype in TYPES.map(|t| t.0).into_iter().chain([
+                QuantType::IQ4_NL,
+                QuantType::IQ4_XS,
+                QuantType::MXFP4,
+                QuantType::TQ1_0,
+                QuantType::TQ2_0,
+            ]) {
+                let bytes: Vec<u8> =
+                    (0..n / qtype.block_elems() * qtype.block_bytes()).map(|_| rng.next_u32() as u8 & 0x3f).collect();
                 let mut y = vec![0f32; n];
                 for level in [Level::Scalar, Level::Avx512] {
                     let Some(codec) = codec_for(qtype, level).unwrap() else { continue };

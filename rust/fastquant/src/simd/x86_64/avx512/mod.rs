@@ -13,8 +13,10 @@
 //! outputs of f32 or 16-bit values go out with non-temporal stores (`STREAM_MIN_BYTES`).
 
 mod float;
+mod iquants_dequantize;
 mod kquants_dequantize;
 mod legacy;
+mod ternary_dequantize;
 #[cfg(test)]
 mod tests;
 
@@ -51,6 +53,11 @@ fn dequantize_only(qtype: QuantType) -> Option<DequantizeFn> {
         QuantType::Q4_K => kquants_dequantize::dequantize_q4_k,
         QuantType::Q5_K => kquants_dequantize::dequantize_q5_k,
         QuantType::Q6_K => kquants_dequantize::dequantize_q6_k,
+        QuantType::IQ4_NL => iquants_dequantize::dequantize_iq4_nl,
+        QuantType::IQ4_XS => iquants_dequantize::dequantize_iq4_xs,
+        QuantType::MXFP4 => iquants_dequantize::dequantize_mxfp4,
+        QuantType::TQ1_0 => ternary_dequantize::dequantize_tq1_0,
+        QuantType::TQ2_0 => ternary_dequantize::dequantize_tq2_0,
         _ => return None,
     })
 }
