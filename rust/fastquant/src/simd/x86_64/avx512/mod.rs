@@ -14,7 +14,7 @@
 
 mod float;
 mod iquants_dequantize;
-mod kquants_dequantize;
+pub(super) mod kquants_dequantize; // its scale unpacking is shared with AVX2
 mod legacy;
 mod ternary_dequantize;
 #[cfg(test)]
