@@ -1,4 +1,5 @@
-//! AVX2 dequantize kernels for the K-quant super-blocks (Q2_K..Q6_K), IQ4_XS and TQ2_0.
+//! AVX2 dequantize kernels for the 256-element super-blocks: the K-quants (Q2_K..Q6_K), IQ4_XS,
+//! TQ1_0 and TQ2_0.
 //!
 //! The codes of 32 elements are assembled as bytes in a ymm, widened to i32 8 at a time,
 //! converted to f32, scaled, and stored. The float operations are the scalar code's, one for one
@@ -277,7 +278,57 @@ fn dequantize_tq2_0_avx2(src: &[u8], dst: &mut [f32]) {
     });
 }
 
+/// Writes elements `at..at + 16` as `t as f32 * d` from 16 i16 codes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn store_i16x16(y: &mut [f32; QK_K], at: usize, t: __m256i, d: __m256) {
+    let y: &mut [f32; 16] = (&mut y[at..at + 16]).try_into().expect("16 floats");
+    let halves = [_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t)];
+    for (i, half) in halves.into_iter().enumerate() {
+        let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(half)), d);
+        // SAFETY: `y` is 16 writable floats and 8i + 8 <= 16; `storeu` has no alignment needs.
+        unsafe { _mm256_storeu_ps(y.as_mut_ptr().add(8 * i), v) };
+    }
+}
+
+/// The top trit minus 1 of each byte (16-bit lanes) after `n` trits were shifted out:
+/// `q = byte * 3^n mod 256`, then `((q * 3) >> 8) - 1` (`pow3` is 3^n per lane).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn trit(bytes: __m256i, pow3: __m256i) -> __m256i {
+    let q = _mm256_and_si256(_mm256_mullo_epi16(bytes, pow3), _mm256_set1_epi16(0xff));
+    let t = _mm256_srli_epi16::<8>(_mm256_mullo_epi16(q, _mm256_set1_epi16(3)));
+    _mm256_sub_epi16(t, _mm256_set1_epi16(1))
+}
+
+/// `dequantize_row_tq1_0`: 5 trits per byte of `qs[0..32]` (elements 32n + m for trit n of byte
+/// m), then of `qs[32..48]` (160 + 16n + m), then 4 trits per byte of `qh[0..4]` (240 + 4n + m).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dequantize_tq1_0_avx2(src: &[u8], dst: &mut [f32]) {
+    const POW3: [i16; 5] = [1, 3, 9, 27, 81];
+    dequantize_superblocks::<54>(src, dst, |b, y| {
+        let d = broadcast_fp16(b, 52);
+        let widen = |at: usize| {
+            let q: &[u8; 16] = b[at..at + 16].try_into().expect("16 bytes");
+            // SAFETY: `q` is 16 readable bytes; `loadu` has no alignment requirement.
+            _mm256_cvtepu8_epi16(unsafe { _mm_loadu_si128(q.as_ptr().cast()) })
+        };
+        let q = [widen(0), widen(16), widen(32)];
+        for (n, p) in POW3.into_iter().enumerate() {
+            let p = _mm256_set1_epi16(p);
+            store_i16x16(y, 32 * n, trit(q[0], p), d);
+            store_i16x16(y, 32 * n + 16, trit(q[1], p), d);
+            store_i16x16(y, 160 + 16 * n, trit(q[2], p), d);
+        }
+        let qh = u32::from_le_bytes([b[48], b[49], b[50], b[51]]);
+        let qh = _mm256_cvtepu8_epi16(_mm_set1_epi32(qh as i32));
+        let p = _mm256_setr_epi16(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
+        store_i16x16(y, 240, trit(qh, p), d);
+    });
+}
+
 safe_wrappers! {
+    dequantize_tq1_0(src: &[u8], dst: &mut [f32]) => dequantize_tq1_0_avx2;
     dequantize_q2_k(src: &[u8], dst: &mut [f32]) => dequantize_q2_k_avx2;
     dequantize_q3_k(src: &[u8], dst: &mut [f32]) => dequantize_q3_k_avx2;
     dequantize_q4_k(src: &[u8], dst: &mut [f32]) => dequantize_q4_k_avx2;

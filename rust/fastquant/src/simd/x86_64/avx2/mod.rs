@@ -12,6 +12,7 @@
 //! of a fixed-size array.
 
 mod float;
+mod iquants_dequantize;
 mod kquants_dequantize;
 mod legacy;
 
@@ -48,7 +49,10 @@ fn dequantize_only(qtype: QuantType) -> Option<DequantizeFn> {
         QuantType::Q4_K => kquants_dequantize::dequantize_q4_k,
         QuantType::Q5_K => kquants_dequantize::dequantize_q5_k,
         QuantType::Q6_K => kquants_dequantize::dequantize_q6_k,
+        QuantType::IQ4_NL => iquants_dequantize::dequantize_iq4_nl,
         QuantType::IQ4_XS => kquants_dequantize::dequantize_iq4_xs,
+        QuantType::MXFP4 => iquants_dequantize::dequantize_mxfp4,
+        QuantType::TQ1_0 => kquants_dequantize::dequantize_tq1_0,
         QuantType::TQ2_0 => kquants_dequantize::dequantize_tq2_0,
         _ => return None,
     })
