@@ -130,12 +130,23 @@ pub(super) mod tests {
             if level >= Level::Avx2 {
                 assert_eq!(codec.dequantize_level, level.min(Level::Avx512), "{qtype}");
             }
-            for offset in [0, 1] {
-                let mut got = vec![0f32; len + offset];
-                (codec.dequantize)(bytes, &mut got[offset..]);
-                if let Some(i) = want.iter().zip(&got[offset..]).position(|(a, b)| a.to_bits() != b.to_bits()) {
-                    panic!("{qtype} at {level} ({what}): element {i} want {:e} got {:e}", want[i], got[offset + i]);
+            // Outputs at several float offsets from a 64-byte line (the streaming path's head
+            // of 0, 1 and 5 floats, and the allocator's), with guard floats on both sides that
+            // must stay untouched.
+            let mut buf = vec![f32::from_bits(0xdead_beef); len + 32];
+            let line = (64 - buf.as_ptr() as usize % 64) % 64 / 4;
+            for offset in [0, line, line + 1, line + 11] {
+                buf.fill(f32::from_bits(0xdead_beef));
+                (codec.dequantize)(bytes, &mut buf[offset..offset + len]);
+                let got = &buf[offset..offset + len];
+                if let Some(i) = want.iter().zip(got).position(|(a, b)| a.to_bits() != b.to_bits()) {
+                    panic!(
+                        "{qtype} at {level} ({what}, offset {offset}): element {i} want {:e} got {:e}",
+                        want[i], got[i]
+                    );
                 }
+                let guards = buf[..offset].iter().chain(&buf[offset + len..]);
+                assert!(guards.into_iter().all(|g| g.to_bits() == 0xdead_beef), "{qtype} at {level}: wrote outside");
             }
         }
     }

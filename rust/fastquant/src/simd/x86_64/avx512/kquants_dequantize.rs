@@ -417,7 +417,6 @@ fn dequantize_q3_k_avx512(src: &[u8], dst: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
-    use crate::formats::scalar_codec;
     use crate::simd::{codec_for, Level};
     use crate::types::QuantType;
 
@@ -441,25 +440,7 @@ mod tests {
     ];
 
     fn check(qtype: QuantType, bytes: &[u8], what: &str) {
-        let (_, dq_ref) = scalar_codec(qtype).unwrap();
-        let len = bytes.len() / qtype.block_bytes() * qtype.block_elems();
-        let mut want = vec![0f32; len];
-        dq_ref(bytes, &mut want);
-        for level in Level::ALL {
-            let Some(codec) = codec_for(qtype, level).unwrap() else { continue };
-            // The kernels under test are registered (every type here has an AVX2 one too).
-            if level >= Level::Avx2 {
-                assert_eq!(codec.dequantize_level, level.min(Level::Avx512), "{qtype}");
-            }
-            // An output offset by one float also exercises unaligned stores.
-            for offset in [0, 1] {
-                let mut got = vec![0f32; len + offset];
-                (codec.dequantize)(bytes, &mut got[offset..]);
-                if let Some(i) = want.iter().zip(&got[offset..]).position(|(a, b)| a.to_bits() != b.to_bits()) {
-                    panic!("{qtype} at {level} ({what}): element {i} want {:e} got {:e}", want[i], got[offset + i]);
-                }
-            }
-        }
+        super::super::iquants_dequantize::tests::check(qtype, bytes, what);
     }
 
     /// Every fp16 value as `d`, every fp16 value (scrambled) as `dmin`, random codes and scales:
