@@ -12,6 +12,8 @@
 //! of a fixed-size array.
 
 mod float;
+mod iquants_dequantize;
+mod kquants_dequantize;
 mod legacy;
 
 use std::arch::x86_64::*;
@@ -33,9 +35,27 @@ pub fn kernels(_token: Avx2, qtype: QuantType) -> IsaKernels {
         QuantType::Q5_1 => (legacy::quantize_q5_1, legacy::dequantize_q5_1),
         QuantType::Q8_0 => (legacy::quantize_q8_0, legacy::dequantize_q8_0),
         QuantType::Q8_1 => (legacy::quantize_q8_1, legacy::dequantize_q8_1),
-        _ => return IsaKernels::default(),
+        // Types with only a dequantize kernel at this level.
+        _ => return IsaKernels { quantize: None, dequantize: dequantize_only(qtype) },
     };
     IsaKernels { quantize: Some(quantize), dequantize: Some(dequantize) }
+}
+
+/// The dequantize kernels of types that have no quantize kernel at this level.
+fn dequantize_only(qtype: QuantType) -> Option<DequantizeFn> {
+    Some(match qtype {
+        QuantType::Q2_K => kquants_dequantize::dequantize_q2_k,
+        QuantType::Q3_K => kquants_dequantize::dequantize_q3_k,
+        QuantType::Q4_K => kquants_dequantize::dequantize_q4_k,
+        QuantType::Q5_K => kquants_dequantize::dequantize_q5_k,
+        QuantType::Q6_K => kquants_dequantize::dequantize_q6_k,
+        QuantType::IQ4_NL => iquants_dequantize::dequantize_iq4_nl,
+        QuantType::IQ4_XS => kquants_dequantize::dequantize_iq4_xs,
+        QuantType::MXFP4 => iquants_dequantize::dequantize_mxfp4,
+        QuantType::TQ1_0 => kquants_dequantize::dequantize_tq1_0,
+        QuantType::TQ2_0 => kquants_dequantize::dequantize_tq2_0,
+        _ => return None,
+    })
 }
 
 /// Defines safe `fn(&[f32], &mut [u8])` / `fn(&[u8], &mut [f32])` wrappers around

@@ -13,7 +13,10 @@
 //! outputs of f32 or 16-bit values go out with non-temporal stores (`STREAM_MIN_BYTES`).
 
 mod float;
+mod iquants_dequantize;
+pub(super) mod kquants_dequantize; // its scale unpacking is shared with AVX2
 mod legacy;
+mod ternary_dequantize;
 #[cfg(test)]
 mod tests;
 
@@ -36,9 +39,27 @@ pub fn kernels(_token: Avx512, qtype: QuantType) -> IsaKernels {
         QuantType::Q8_1 => (legacy::quantize_q8_1, legacy::dequantize_q8_1),
         QuantType::F16 => (float::quantize_f16, float::dequantize_f16),
         QuantType::BF16 => (float::quantize_bf16, float::dequantize_bf16),
-        _ => return IsaKernels::default(),
+        // Types with only a dequantize kernel at this level.
+        _ => return IsaKernels { quantize: None, dequantize: dequantize_only(qtype) },
     };
     IsaKernels { quantize: Some(quantize), dequantize: Some(dequantize) }
+}
+
+/// The dequantize kernels of types that have no quantize kernel at this level.
+fn dequantize_only(qtype: QuantType) -> Option<DequantizeFn> {
+    Some(match qtype {
+        QuantType::Q2_K => kquants_dequantize::dequantize_q2_k,
+        QuantType::Q3_K => kquants_dequantize::dequantize_q3_k,
+        QuantType::Q4_K => kquants_dequantize::dequantize_q4_k,
+        QuantType::Q5_K => kquants_dequantize::dequantize_q5_k,
+        QuantType::Q6_K => kquants_dequantize::dequantize_q6_k,
+        QuantType::IQ4_NL => iquants_dequantize::dequantize_iq4_nl,
+        QuantType::IQ4_XS => iquants_dequantize::dequantize_iq4_xs,
+        QuantType::MXFP4 => iquants_dequantize::dequantize_mxfp4,
+        QuantType::TQ1_0 => ternary_dequantize::dequantize_tq1_0,
+        QuantType::TQ2_0 => ternary_dequantize::dequantize_tq2_0,
+        _ => return None,
+    })
 }
 
 /// Defines safe entry points for the table: each calls the `#[target_feature]` kernel of the same
