@@ -13,6 +13,7 @@ read-only memory map.
 
 from __future__ import annotations
 
+import mmap
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -99,6 +100,19 @@ class GGUFFile:
         if dtype is not None:
             return raw.view(dtype).reshape(info.shape)
         return QuantizedTensor.from_buffer(raw, info.qtype, info.shape)
+
+    def release(self, name: str) -> None:
+        """Tells the OS it may drop tensor ``name``'s pages from memory (they are read again from
+        the file if touched). Streaming consumers such as the model quantizer call it after each
+        tensor, so resident memory stays about one tensor, not the whole file."""
+        info = self.tensor_info(name)
+        raw = getattr(self._map, "_mmap", None)
+        if raw is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = info.offset // mmap.PAGESIZE * mmap.PAGESIZE
+        length = info.offset + info.nbytes - start
+        if length > 0:
+            raw.madvise(mmap.MADV_DONTNEED, start, length)
 
     def __getitem__(self, name: str) -> Union[QuantizedTensor, np.ndarray]:
         return self.tensor(name)

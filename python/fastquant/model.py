@@ -140,6 +140,8 @@ def quantize_model(
                     raise NonFiniteError(f"tensor {pl.name!r}: {e}", e.index, e.value) from None
                 nbytes = data.nbytes
             w.write_tensor(pl.name, data)
+            del data
+            f.release(pl.name)
             bytes_out += nbytes
             if bar is not None:
                 dt = max(time.perf_counter() - t0, 1e-9)
