@@ -168,3 +168,34 @@ def test_row_length_must_fit_the_type(tmp_path):
     with pytest.raises(fastquant.FastquantError, match="block size"):
         GGUFWriter(tmp_path / "m.gguf", {}, [("a", (2, 33), "Q4_0")])
     assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "qtype",
+    [t for t in fastquant.QuantType if t.block_size > 0 and t.value not in ("Q8_1", "Q8_K") and hasattr(gguf.GGMLQuantizationType, t.value)],
+    ids=str,
+)
+def test_every_tensor_type_round_trips_with_gguf_py(tmp_path, qtype):
+    """Raw blocks of every type gguf-py knows: ours -> gguf-py, and gguf-py -> ours."""
+    rng = np.random.default_rng(qtype.id)
+    shape = (3, 2 * max(qtype.block_size, 32) if qtype.block_size > 1 else 64)
+    raw = rng.integers(0, 256, size=qtype.row_bytes(shape[1]) * shape[0], dtype=np.uint8)
+    ours = tmp_path / "ours.gguf"
+    with GGUFWriter(ours, {"general.architecture": "llama"}, [("t", shape, qtype)]) as w:
+        w.write_tensor("t", raw)
+    rt = gguf.GGUFReader(str(ours)).tensors[0]
+    assert rt.tensor_type.name == qtype.value
+    assert tuple(int(s) for s in reversed(rt.shape)) == shape
+    np.testing.assert_array_equal(np.asarray(rt.data).reshape(-1).view(np.uint8), raw)
+    theirs = tmp_path / "theirs.gguf"
+    gw = gguf.GGUFWriter(str(theirs), "llama")
+    gw.add_tensor("t", raw.reshape(shape[0], -1), raw_dtype=gguf.GGMLQuantizationType[qtype.value])
+    gw.write_header_to_file()
+    gw.write_kv_data_to_file()
+    gw.write_tensors_to_file()
+    gw.close()
+    f = GGUFFile(theirs)
+    assert f.tensors[0].qtype == qtype and f.tensors[0].shape == shape
+    got = f.tensor("t")
+    got_bytes = got.data if isinstance(got, fastquant.QuantizedTensor) else np.asarray(got).reshape(-1).view(np.uint8)
+    np.testing.assert_array_equal(got_bytes, raw)
