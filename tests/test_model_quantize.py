@@ -174,3 +174,15 @@ def test_unknown_preset_is_a_clear_error(tmp_path):
     make_model(src)
     with pytest.raises(fastquant.UnsupportedError, match="Q4_K_M"):
         fastquant.quantize_model(src, tmp_path / "x.gguf", "Q4_K_X", progress=False)
+
+
+def test_requantizing_warns_and_still_gives_ggml_bytes_of_the_dequantized_weights(tmp_path):
+    src, q8, q4 = tmp_path / "f16.gguf", tmp_path / "q8.gguf", tmp_path / "q4.gguf"
+    make_model(src)
+    fastquant.quantize_model(src, q8, "Q8_0", progress=False)
+    with pytest.warns(UserWarning, match="already quantized"):
+        fastquant.quantize_model(q8, q4, "Q4_0", progress=False)
+    f8, f4 = GGUFFile(q8), GGUFFile(q4)
+    name = "blk.2.ffn_up.weight"
+    x = fastquant.dequantize(f8.tensor(name))
+    np.testing.assert_array_equal(f4.tensor(name).data, ggml_oracle.quantize(x, 2))

@@ -53,9 +53,14 @@ class QuantizeReport:
 
 
 def _as_float(f: GGUFFile, name: str) -> np.ndarray:
+    """The tensor as floats the quantizer takes: F32/F16/BF16 stay the zero-copy view of the file
+    (the quantizer converts 16-bit input in small steps, so no float32 copy of the tensor is ever
+    made); an already quantized tensor is dequantized."""
     value = f.tensor(name)
     if isinstance(value, QuantizedTensor):
         return dequantize(value)
+    if value.dtype.name in ("float32", "float16", "bfloat16"):
+        return value
     return np.asarray(value, dtype=np.float32)
 
 
