@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+import fastquant
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
-
-import fastquant
 from fastquant import _core
+from hypothesis import HealthCheck, settings
 
 # ---- hypothesis -------------------------------------------------------------------------------
 
@@ -141,3 +140,20 @@ def bits(a: np.ndarray) -> np.ndarray:
     """The bit patterns of a float array (float32 -> uint32, 16-bit floats -> uint16)."""
     a = np.asarray(a)
     return a.view(np.uint32) if a.dtype.itemsize == 4 else a.view(np.uint16)
+
+
+def assert_dequantize_matches_gguf_py(data: np.ndarray, qtype: str, shape: tuple, label: str) -> None:
+    """fastquant's dequantize of raw blocks equals gguf-py's: NaN where gguf-py has NaN (its NaN
+    bits come from numpy's conversions, which may keep a signalling NaN signalling), every other
+    value bit for bit."""
+    import gguf.quants
+
+    got = fastquant.QuantizedTensor.from_buffer(data, qtype, shape).dequantize()
+    with np.errstate(all="ignore"):
+        expected = gguf.quants.dequantize(data.reshape(shape[0], -1), gguf.GGMLQuantizationType[qtype])
+    expected = np.asarray(expected, dtype=np.float32).reshape(shape)
+    nan = np.isnan(expected)
+    assert np.array_equal(nan, np.isnan(got)), f"{qtype} {label}: NaN positions differ"
+    assert np.array_equal(bits(got)[~nan], bits(expected)[~nan]), f"{qtype} {label}: " + first_diff(
+        bits(got)[~nan], bits(expected)[~nan]
+    )

@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import zlib
 
+import fastquant as fq
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
-
-import fastquant as fq
 from conftest import (
     BF16,
     BLOCK_FORMATS,
     FORMATS,
     SIMD_LEVELS,
+    assert_dequantize_matches_gguf_py,
     bits,
     dequantize_at,
     first_diff,
@@ -27,6 +24,9 @@ from conftest import (
     ggml_quantize,
     quantize_at,
 )
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from reference import legacy as ref
 
 pytest.importorskip("ggml", reason="the ggml oracle (ggml-python) is not installed")
@@ -454,7 +454,7 @@ def test_quantize_matches_gguf_py(qtype):
 
 @pytest.mark.parametrize("qtype", GGUF_FORMATS)
 def test_dequantize_matches_gguf_py(qtype):
-    gguf = _gguf()
+    _gguf()
     t = fq.QuantType(qtype)
     x = np.concatenate([make_case(c) for c in GGUF_CASES])
     samples = [("quantized", ggml_quantize(x, qtype), x.shape)]
@@ -463,17 +463,7 @@ def test_dequantize_matches_gguf_py(qtype):
     else:
         samples.append(("all_bit_patterns", _all_16bit_patterns(), (16, 4096)))
     for name, data, shape in samples:
-        got = fq.QuantizedTensor.from_buffer(data, qtype, shape).dequantize()
-        with np.errstate(all="ignore"):
-            expected = gguf.quants.dequantize(data.reshape(shape[0], -1), gguf.GGMLQuantizationType[qtype])
-        expected = np.asarray(expected, dtype=np.float32).reshape(shape)
-        # gguf-py's NaNs come from numpy's conversions, which may keep a signalling NaN signalling;
-        # NaN must match NaN, every other value bit for bit.
-        nan = np.isnan(expected)
-        assert np.array_equal(nan, np.isnan(got)), f"{qtype} {name}: NaN positions differ"
-        assert np.array_equal(bits(got)[~nan], bits(expected)[~nan]), f"{qtype} {name}: " + first_diff(
-            bits(got)[~nan], bits(expected)[~nan]
-        )
+        assert_dequantize_matches_gguf_py(data, qtype, shape, name)
 
 
 # ================================================================================================

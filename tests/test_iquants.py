@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import zlib
 
+import fastquant as fq
 import numpy as np
 import pytest
+from conftest import (
+    SIMD_LEVELS,
+    assert_dequantize_matches_gguf_py,
+    bits,
+    dequantize_at,
+    first_diff,
+    ggml_dequantize,
+    qtype_id,
+    quantize_at,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-import fastquant as fq
-from conftest import SIMD_LEVELS, bits, dequantize_at, first_diff, ggml_dequantize, qtype_id, quantize_at
 from reference import ggml_oracle
 from reference import iquants as ref
 
@@ -367,21 +375,13 @@ def test_quantize_matches_gguf_py(qtype):
 
 @pytest.mark.parametrize("qtype", TYPES)
 def test_dequantize_matches_gguf_py(qtype):
-    gguf = _gguf()
+    _gguf()
     t = fq.QuantType(qtype)
     x = np.concatenate([make_case(c) for c in GGUF_CASES])
     samples = [("quantized", ggml_quantize(x, qtype), x.shape)]
     samples.append(("random_bytes", _random_blocks(qtype, 512, 11), (16, 512 * t.block_size // 16)))
     for name, data, shape in samples:
-        got = fq.QuantizedTensor.from_buffer(data, qtype, shape).dequantize()
-        with np.errstate(all="ignore"):
-            expected = gguf.quants.dequantize(data.reshape(shape[0], -1), gguf.GGMLQuantizationType[qtype])
-        expected = np.asarray(expected, dtype=np.float32).reshape(shape)
-        nan = np.isnan(expected)
-        assert np.array_equal(nan, np.isnan(got)), f"{qtype} {name}: NaN positions differ"
-        assert np.array_equal(bits(got)[~nan], bits(expected)[~nan]), f"{qtype} {name}: " + first_diff(
-            bits(got)[~nan], bits(expected)[~nan]
-        )
+        assert_dequantize_matches_gguf_py(data, qtype, shape, name)
 
 
 # ================================================================================================

@@ -13,15 +13,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fastquant as fq
 import numpy as np
 import pytest
-from conftest import BF16, bits, dequantize_at, first_diff, ggml_dequantize, ggml_has_to_float, qtype_id
+from conftest import (
+    BF16,
+    assert_dequantize_matches_gguf_py,
+    bits,
+    dequantize_at,
+    first_diff,
+    ggml_dequantize,
+    ggml_has_to_float,
+    qtype_id,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from reference import iquants_read as ref
 from reference.ggml_oracle import quantize as ggml_quantize_chunk
-
-import fastquant as fq
 
 IQ_READ = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"]
 QK_K = 256
@@ -169,20 +177,12 @@ def test_quantizing_to_a_read_only_type_raises_unsupported_error(qtype):
 
 @pytest.mark.parametrize("qtype", IQ_READ)
 def test_decoding_matches_gguf_py(qtype, ggml_written):
-    gguf = pytest.importorskip("gguf")
-    import gguf.quants
+    pytest.importorskip("gguf")
 
     x, q = ggml_written[qtype]
     samples = [("ggml_written", q, x.shape), ("random_bytes", random_blocks(qtype, 256, 5, finite=False), (32, 2048))]
     for name, data, shape in samples:
-        got = fq.QuantizedTensor.from_buffer(data, qtype, shape).dequantize()
-        with np.errstate(all="ignore"):
-            expected = gguf.quants.dequantize(data.reshape(shape[0], -1), gguf.GGMLQuantizationType[qtype])
-        expected = np.asarray(expected, dtype=np.float32).reshape(shape)
-        # gguf-py's NaN bits come from numpy's conversions; NaN must match NaN, the rest bit for bit.
-        nan = np.isnan(expected)
-        assert np.array_equal(nan, np.isnan(got)), f"{qtype} {name}: NaN positions differ"
-        _assert_bits(got[~nan], expected[~nan], f"{qtype} {name} vs gguf-py")
+        assert_dequantize_matches_gguf_py(data, qtype, shape, name)
 
 
 # ---- the numpy reference -----------------------------------------------------------------------
