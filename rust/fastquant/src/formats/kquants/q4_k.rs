@@ -32,7 +32,7 @@ pub struct BlockQ4K {
 const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
 
 /// The header and the per-element codes (0..=nmax) of a Q4_K or Q5_K block, before bit packing.
-pub(super) struct MinBlock {
+pub(crate) struct MinBlock {
     pub d: u16,
     pub dmin: u16,
     pub scales: [u8; K_SCALE_SIZE],
@@ -143,7 +143,7 @@ pub(super) fn min_block_imatrix(x: &[f32], qw: &[f32], nmax: i32, clamp63: bool)
 }
 
 impl BlockQ4K {
-    fn pack(b: &MinBlock, y: &mut Self) {
+    pub(crate) fn pack(b: &MinBlock, y: &mut Self) {
         y.d = b.d.to_le_bytes();
         y.dmin = b.dmin.to_le_bytes();
         y.scales = b.scales;

@@ -1,5 +1,5 @@
 //! AVX-512 kernels (F, BW, VL, DQ; Skylake-X, Zen 4). Same file stems as `formats/`: `legacy.rs`
-//! for Q4_0..Q8_1, `float.rs` for F16/BF16. F32 keeps the scalar copy, which is already a memcpy.
+//! for Q4_0..Q8_1, `float.rs` for F16/BF16, `kquants.rs` for Q4_K/Q5_K quantizing. F32 keeps the scalar copy, which is already a memcpy.
 //!
 //! Every kernel is a safe `#[target_feature]` function: the only thing that makes calling one
 //! unsafe is the CPU features, and the safe wrappers in the table below are only handed out in
@@ -13,6 +13,7 @@
 //! outputs of f32 or 16-bit values go out with non-temporal stores (`STREAM_MIN_BYTES`).
 
 mod float;
+mod kquants;
 mod legacy;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,9 @@ pub fn kernels(_token: Avx512, qtype: QuantType) -> IsaKernels {
         QuantType::Q8_1 => (legacy::quantize_q8_1, legacy::dequantize_q8_1),
         QuantType::F16 => (float::quantize_f16, float::dequantize_f16),
         QuantType::BF16 => (float::quantize_bf16, float::dequantize_bf16),
+        // Quantize only: dequantizing falls back to the next lower level.
+        QuantType::Q4_K => return IsaKernels { quantize: Some(kquants::quantize_q4_k), dequantize: None },
+        QuantType::Q5_K => return IsaKernels { quantize: Some(kquants::quantize_q5_k), dequantize: None },
         _ => return IsaKernels::default(),
     };
     IsaKernels { quantize: Some(quantize), dequantize: Some(dequantize) }

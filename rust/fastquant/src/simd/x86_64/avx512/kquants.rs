@@ -1,0 +1,296 @@
+//! AVX-512 quantize kernels for the K-quants with a min: Q4_K and Q5_K (plain path, no imatrix).
+//!
+//! Almost all of their time is ggml's `make_qkx2_quants` search, run once per 32-element
+//! sub-block: 21 (Q4_K) or 16 (Q5_K) candidate scales, each a least-squares fit and an error sum.
+//! Vectorising one search would reorder its sums and change the bytes, so the kernels vectorise
+//! ACROSS sub-blocks instead: lane s of every vector is sub-block s of two super-blocks (16
+//! sub-blocks), and each lane performs exactly the scalar search's float operations in exactly its
+//! order (`formats::kquants::search::make_qkx2_quants`), so each lane's result equals the scalar
+//! one bit for bit:
+//! * the inputs are transposed (vector `xt[i]` holds element i of every sub-block), so the
+//!   scalar code's left-to-right sums over i are plain lane-wise accumulations;
+//! * multiply and add stay separate instructions (no FMA: ggml's x86 build has none), and every
+//!   product keeps the scalar grouping (`w * l * x` is `(w * l) * x`);
+//! * branches are masked selects with the comparison the scalar code makes (ordered compares:
+//!   false on NaN, as in C), and `vminps`/`vmaxps` with the operand order of `if x < min`;
+//! * `nearest_int` is the same magic-number bit trick on integer lanes; divisions and square
+//!   roots are correctly rounded in both.
+//!
+//! The per-super-block epilogue (6-bit scales against the largest scale, fp16 super-scales) is
+//! the scalar code's, then the codes are recomputed against the stored scales 16 at a time (a
+//! lane-wise copy of `requantize`) and packed by the scalar formats' own `pack`.
+//!
+//! Pairs of blocks with a NaN or an infinity anywhere go to the scalar reference, as does an odd
+//! last block: not because the lanes would differ (they compute the same IEEE operations), but so
+//! that nothing here has to argue about them.
+
+use std::arch::x86_64::*;
+
+use super::{entry_points, load_f32x32, store_u8x16};
+use crate::formats::float::{fp16_to_fp32, fp32_to_fp16};
+use crate::formats::kquants::q4_k::MinBlock;
+use crate::formats::kquants::search::{get_scale_min_k4, nearest_int, pack_scale_min_k4};
+use crate::formats::kquants::{BlockQ4K, BlockQ5K, QK_K};
+use crate::formats::BlockFormat;
+
+entry_points! {
+    quantize_q4_k => quantize_q4_k_avx512(&[f32], &mut [u8]);
+    quantize_q5_k => quantize_q5_k_avx512(&[f32], &mut [u8]);
+}
+
+/// Sub-blocks of 32 in a super-block.
+const SUBS: usize = QK_K / 32;
+
+/// The parameters of one format's `make_qkx2_quants` call.
+#[derive(Clone, Copy)]
+struct Qkx2 {
+    nmax: i32,
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+}
+
+const Q4_K: Qkx2 = Qkx2 { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20 };
+const Q5_K: Qkx2 = Qkx2 { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15 };
+
+/// ggml's `nearest_int` on each lane: add 1.5 * 2^23, read the low mantissa bits.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn nearest_int_x16(v: __m512) -> __m512i {
+    let bits = _mm512_castps_si512(_mm512_add_ps(v, _mm512_set1_ps(12_582_912.0)));
+    _mm512_sub_epi32(_mm512_and_si512(bits, _mm512_set1_epi32(0x007f_ffff)), _mm512_set1_epi32(0x0040_0000))
+}
+
+/// `0.max(l.min(nmax))` on each lane.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn clamp_x16(l: __m512i, nmax: __m512i) -> __m512i {
+    _mm512_max_epi32(_mm512_setzero_si512(), _mm512_min_epi32(l, nmax))
+}
+
+/// The result of 16 searches: lane s is sub-block s.
+struct Searched {
+    scale: __m512,
+    the_min: __m512,
+    /// Element i's code (as a float) of every sub-block.
+    l: [__m512; 32],
+}
+
+/// `make_qkx2_quants(nmax, x, weights, L, rmin, rdelta, nstep, false)` of ggml for the 16
+/// sub-blocks whose element i is lane s of `xt[i]`, with `quantize_row_q{4,5}_K_ref`'s weights
+/// `av_x + |x|`. Every line mirrors a line of the scalar search (see the module comment).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn search_x16(xt: &[__m512; 32], p: Qkx2) -> Searched {
+    let zero = _mm512_setzero_ps();
+    // sum_x2 += x * x; av_x = sqrtf(sum_x2 / 32); weights[i] = av_x + fabsf(x[i]).
+    let mut sum_x2 = zero;
+    for &x in xt {
+        sum_x2 = _mm512_add_ps(sum_x2, _mm512_mul_ps(x, x));
+    }
+    let av_x = _mm512_sqrt_ps(_mm512_div_ps(sum_x2, _mm512_set1_ps(32.0)));
+    let mut w = [zero; 32];
+    for (w, &x) in w.iter_mut().zip(xt) {
+        *w = _mm512_add_ps(av_x, _mm512_abs_ps(x));
+    }
+    // min, max, sum_w, sum_x; `vminps a, b` is `a < b ? a : b`, the scalar `if (x < min)`.
+    let mut min = xt[0];
+    let mut max = xt[0];
+    let mut sum_w = w[0];
+    let mut sum_x = _mm512_mul_ps(sum_w, xt[0]);
+    for i in 1..32 {
+        min = _mm512_min_ps(xt[i], min);
+        max = _mm512_max_ps(xt[i], max);
+        sum_w = _mm512_add_ps(sum_w, w[i]);
+        sum_x = _mm512_add_ps(sum_x, _mm512_mul_ps(w[i], xt[i]));
+    }
+    // if (min > 0) min = 0; (a select, so that -0.0 stays -0.0)
+    min = _mm512_mask_mov_ps(min, _mm512_cmp_ps_mask::<_CMP_GT_OQ>(min, zero), zero);
+    // if (max == min): all codes 0, scale 0; the lanes compute on and are overwritten at the end.
+    let empty = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(max, min);
+    let nmax = _mm512_set1_epi32(p.nmax);
+    let iscale = _mm512_div_ps(_mm512_set1_ps(p.nmax as f32), _mm512_sub_ps(max, min));
+    let mut scale = _mm512_div_ps(_mm512_set1_ps(1.0), iscale);
+    let mut best_error = zero;
+    let mut best = [zero; 32];
+    for i in 0..32 {
+        let l = _mm512_cvtepi32_ps(clamp_x16(nearest_int_x16(_mm512_mul_ps(iscale, _mm512_sub_ps(xt[i], min))), nmax));
+        best[i] = l;
+        let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale, l), min), xt[i]);
+        best_error = _mm512_add_ps(best_error, _mm512_mul_ps(w[i], _mm512_mul_ps(diff, diff)));
+    }
+    let nmaxf = p.nmax as f32;
+    let mut laux = [zero; 32];
+    for is in 0..=p.nstep {
+        // The scalar `(rmin + rdelta*is + nmax) / (max - min)`: the numerator is the same f32
+        // expression, evaluated once for all lanes; `min` is the best fit's so far, as in ggml.
+        let iscale = _mm512_div_ps(_mm512_set1_ps(p.rmin + p.rdelta * is as f32 + nmaxf), _mm512_sub_ps(max, min));
+        let mut sum_l = zero;
+        let mut sum_l2 = zero;
+        let mut sum_xl = zero;
+        for i in 0..32 {
+            let l =
+                _mm512_cvtepi32_ps(clamp_x16(nearest_int_x16(_mm512_mul_ps(iscale, _mm512_sub_ps(xt[i], min))), nmax));
+            laux[i] = l;
+            let wl = _mm512_mul_ps(w[i], l);
+            sum_l = _mm512_add_ps(sum_l, wl);
+            sum_l2 = _mm512_add_ps(sum_l2, _mm512_mul_ps(wl, l));
+            sum_xl = _mm512_add_ps(sum_xl, _mm512_mul_ps(wl, xt[i]));
+        }
+        let d = _mm512_sub_ps(_mm512_mul_ps(sum_w, sum_l2), _mm512_mul_ps(sum_l, sum_l));
+        let fit = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(d, zero);
+        if fit == 0 {
+            continue;
+        }
+        let mut this_scale = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sum_w, sum_xl), _mm512_mul_ps(sum_x, sum_l)), d);
+        let mut this_min = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sum_l2, sum_x), _mm512_mul_ps(sum_l, sum_xl)), d);
+        // if (this_min > 0) { this_min = 0; this_scale = sum_xl / sum_l2; }
+        let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(this_min, zero);
+        this_min = _mm512_mask_mov_ps(this_min, positive, zero);
+        this_scale = _mm512_mask_mov_ps(this_scale, positive, _mm512_div_ps(sum_xl, sum_l2));
+        let mut cur_error = zero;
+        for i in 0..32 {
+            let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(this_scale, laux[i]), this_min), xt[i]);
+            cur_error = _mm512_add_ps(cur_error, _mm512_mul_ps(w[i], _mm512_mul_ps(diff, diff)));
+        }
+        let better = fit & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(cur_error, best_error);
+        if better == 0 {
+            continue;
+        }
+        for i in 0..32 {
+            best[i] = _mm512_mask_mov_ps(best[i], better, laux[i]);
+        }
+        best_error = _mm512_mask_mov_ps(best_error, better, cur_error);
+        scale = _mm512_mask_mov_ps(scale, better, this_scale);
+        min = _mm512_mask_mov_ps(min, better, this_min);
+    }
+    // Empty lanes return (0, -min) with all codes 0, as the scalar early exit does.
+    for b in &mut best {
+        *b = _mm512_mask_mov_ps(*b, empty, zero);
+    }
+    let the_min = _mm512_xor_ps(min, _mm512_set1_ps(-0.0));
+    Searched { scale: _mm512_mask_mov_ps(scale, empty, zero), the_min, l: best }
+}
+
+/// `min_block_ref` of `formats::kquants::q4_k` for block `b` (0 or 1) of a searched pair: the
+/// 6-bit scales and fp16 super-scales exactly as the scalar code computes them, then the codes
+/// recomputed against the stored scales 16 at a time.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn finish_block(
+    x: &[[f32; 32]],
+    scales: &[f32],
+    mins: &[f32],
+    codes: &[[f32; 16]; 32],
+    lane0: usize,
+    p: Qkx2,
+) -> MinBlock {
+    let mut max_scale = 0.0f32;
+    let mut max_min = 0.0f32;
+    for j in 0..SUBS {
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let ls: [u8; 8] = std::array::from_fn(|j| 63.min(nearest_int(inv_scale * scales[j]) as u8));
+    let lm: [u8; 8] = std::array::from_fn(|j| 63.min(nearest_int(inv_min * mins[j]) as u8));
+    let mut b = MinBlock {
+        d: fp32_to_fp16(max_scale / 63.0),
+        dmin: fp32_to_fp16(max_min / 63.0),
+        scales: pack_scale_min_k4(&ls, &lm),
+        l: [0; QK_K],
+    };
+    // `requantize`: x -> clamp(nearest_int((x + dm) / d)); a zero d keeps the search's codes.
+    let d_all = fp16_to_fp32(b.d);
+    let dmin_all = fp16_to_fp32(b.dmin);
+    let nmax = _mm512_set1_epi32(p.nmax);
+    for j in 0..SUBS {
+        let (sc, m) = get_scale_min_k4(j, &b.scales);
+        let d = d_all * sc as f32;
+        let l = &mut b.l[32 * j..32 * j + 32];
+        if d == 0.0 {
+            for (i, l) in l.iter_mut().enumerate() {
+                *l = codes[i][lane0 + j] as u8;
+            }
+            continue;
+        }
+        let dm = _mm512_set1_ps(dmin_all * m as f32);
+        let dv = _mm512_set1_ps(d);
+        let (lo, hi) = load_f32x32(&x[j]);
+        let code = |v: __m512| -> __m128i {
+            _mm512_cvtepi32_epi8(clamp_x16(nearest_int_x16(_mm512_div_ps(_mm512_add_ps(v, dm), dv)), nmax))
+        };
+        store_u8x16(&mut l[..16], code(lo));
+        store_u8x16(&mut l[16..], code(hi));
+    }
+    b
+}
+
+/// The quantize loop of both formats: pairs of super-blocks through [`search_x16`], the rest
+/// through the scalar reference.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn quantize_min_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8], p: Qkx2, pack: fn(&MinBlock, &mut B)) {
+    let blocks: &mut [B] = bytemuck::cast_slice_mut(dst);
+    let (xs, x_rest) = src.as_chunks::<32>();
+    assert!(x_rest.is_empty() && xs.len() == SUBS * blocks.len(), "partial blocks");
+    // Gather index of lane s: sub-block s starts 32 floats after sub-block s - 1.
+    let idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(32),
+    );
+    let (pairs, _) = xs.as_chunks::<{ 2 * SUBS }>();
+    let n_pairs = pairs.len();
+    for (pair, ys) in pairs.iter().zip(blocks.chunks_exact_mut(2)) {
+        let mut xt = [_mm512_setzero_ps(); 32];
+        let mut non_finite: __mmask16 = 0;
+        let base = pair.as_flattened().as_ptr();
+        for (i, v) in xt.iter_mut().enumerate() {
+            // SAFETY: lane s reads pair[s][i], s < 16 and i < 32, inside the 512 floats of `pair`.
+            *v = unsafe { _mm512_i32gather_ps::<4>(idx, base.add(i)) };
+            // fpclass categories: 0x01 QNaN, 0x08 +Inf, 0x10 -Inf, 0x80 SNaN.
+            non_finite |= _mm512_fpclass_ps_mask::<0x99>(*v);
+        }
+        if non_finite != 0 {
+            for (x, y) in pair.as_flattened().chunks_exact(QK_K).zip(ys) {
+                B::quantize_block(x, y);
+            }
+            continue;
+        }
+        let s = search_x16(&xt, p);
+        let mut scales = [0f32; 16];
+        let mut mins = [0f32; 16];
+        let mut codes = [[0f32; 16]; 32];
+        // SAFETY: each destination is 16 writable floats.
+        unsafe {
+            _mm512_storeu_ps(scales.as_mut_ptr(), s.scale);
+            _mm512_storeu_ps(mins.as_mut_ptr(), s.the_min);
+            for (c, &l) in codes.iter_mut().zip(&s.l) {
+                _mm512_storeu_ps(c.as_mut_ptr(), l);
+            }
+        }
+        for (k, y) in ys.iter_mut().enumerate() {
+            let r = SUBS * k..SUBS * k + SUBS;
+            let b = finish_block(&pair[r.clone()], &scales[r.clone()], &mins[r], &codes, SUBS * k, p);
+            pack(&b, y);
+        }
+    }
+    for (x, y) in src[n_pairs * 2 * QK_K..].chunks_exact(QK_K).zip(&mut blocks[2 * n_pairs..]) {
+        B::quantize_block(x, y);
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_q4_k_avx512(src: &[f32], dst: &mut [u8]) {
+    quantize_min_blocks::<BlockQ4K>(src, dst, Q4_K, BlockQ4K::pack);
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_q5_k_avx512(src: &[f32], dst: &mut [u8]) {
+    quantize_min_blocks::<BlockQ5K>(src, dst, Q5_K, BlockQ5K::pack);
+}
