@@ -1,12 +1,13 @@
-//! AVX-512 quantize kernels for the K-quants with a min: Q4_K and Q5_K (plain path, no imatrix).
+//! AVX-512 quantize kernels for Q4_K, Q5_K and Q6_K (plain path, no imatrix).
 //!
-//! Almost all of their time is ggml's `make_qkx2_quants` search, run once per 32-element
-//! sub-block: 21 (Q4_K) or 16 (Q5_K) candidate scales, each a least-squares fit and an error sum.
+//! Almost all of their time is ggml's scale search, run once per sub-block: `make_qkx2_quants`
+//! per 32 elements for Q4_K/Q5_K (21 or 16 candidate scales, each a least-squares fit and an
+//! error sum), `make_qx_quants` per 16 elements for Q6_K (19 candidates).
 //! Vectorising one search would reorder its sums and change the bytes, so the kernels vectorise
-//! ACROSS sub-blocks instead: lane s of every vector is sub-block s of two super-blocks (16
-//! sub-blocks), and each lane performs exactly the scalar search's float operations in exactly its
-//! order (`formats::kquants::search::make_qkx2_quants`), so each lane's result equals the scalar
-//! one bit for bit:
+//! ACROSS sub-blocks instead: lane s of every vector is sub-block s of two super-blocks (Q4_K,
+//! Q5_K) or of one (Q6_K), and each lane performs exactly the scalar search's float operations in
+//! exactly its order (`formats::kquants::search`), so each lane's result equals the scalar one bit
+//! for bit:
 //! * the inputs are transposed (vector `xt[i]` holds element i of every sub-block), so the
 //!   scalar code's left-to-right sums over i are plain lane-wise accumulations;
 //! * multiply and add stay separate instructions (no FMA: ggml's x86 build has none), and every
@@ -16,26 +17,29 @@
 //! * `nearest_int` is the same magic-number bit trick on integer lanes; divisions and square
 //!   roots are correctly rounded in both.
 //!
-//! The per-super-block epilogue (6-bit scales against the largest scale, fp16 super-scales) is
-//! the scalar code's, then the codes are recomputed against the stored scales 16 at a time (a
-//! lane-wise copy of `requantize`) and packed by the scalar formats' own `pack`.
+//! The per-super-block epilogue (6- or 8-bit scales against the largest scale, fp16 super-scales)
+//! is the scalar code's, then the codes are recomputed against the stored scales 16 at a time and
+//! packed (Q4_K/Q5_K by the scalar formats' own `pack`, Q6_K with 32-byte vectors).
 //!
-//! Pairs of blocks with a NaN or an infinity anywhere go to the scalar reference, as does an odd
-//! last block: not because the lanes would differ (they compute the same IEEE operations), but so
+//! Blocks (pairs for Q4_K/Q5_K) with a NaN or an infinity anywhere go to the scalar reference, as
+//! does an odd last Q4_K/Q5_K block: not because the lanes would differ (they compute the same IEEE operations), but so
 //! that nothing here has to argue about them.
 
 use std::arch::x86_64::*;
 
+use bytemuck::Zeroable;
+
 use super::{entry_points, load_f32x32, store_u8x16};
 use crate::formats::float::{fp16_to_fp32, fp32_to_fp16};
 use crate::formats::kquants::q4_k::MinBlock;
-use crate::formats::kquants::search::{get_scale_min_k4, nearest_int, pack_scale_min_k4};
-use crate::formats::kquants::{BlockQ4K, BlockQ5K, QK_K};
+use crate::formats::kquants::search::{get_scale_min_k4, nearest_int, pack_scale_min_k4, GROUP_MAX_EPS};
+use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::BlockFormat;
 
 entry_points! {
     quantize_q4_k => quantize_q4_k_avx512(&[f32], &mut [u8]);
     quantize_q5_k => quantize_q5_k_avx512(&[f32], &mut [u8]);
+    quantize_q6_k => quantize_q6_k_avx512(&[f32], &mut [u8]);
 }
 
 /// Sub-blocks of 32 in a super-block.
@@ -295,6 +299,195 @@ fn quantize_q5_k_avx512(src: &[f32], dst: &mut [u8]) {
     quantize_min_blocks::<BlockQ5K>(src, dst, Q5_K, BlockQ5K::pack);
 }
 
+// ---- Q6_K ---------------------------------------------------------------------------------------
+
+/// `make_qx_quants(32, x, L, 1, NULL)` of ggml (Q6_K's plain search, weights x^2) for the 16
+/// sub-blocks of 16 whose element i is lane s of `xt[i]`: the scale and the codes `L = l + 32`.
+/// Every line mirrors a line of `formats::kquants::search::make_qx_quants`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn search_qx_x16(xt: &[__m512; 16]) -> (__m512, [__m512i; 16]) {
+    const NMAX: i32 = 32;
+    let zero = _mm512_setzero_ps();
+    // The first element of largest magnitude: `if (ax > amax) { amax = ax; max = x; }`.
+    let mut max = zero;
+    let mut amax = zero;
+    for &x in xt {
+        let ax = _mm512_abs_ps(x);
+        let larger = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(ax, amax);
+        amax = _mm512_mask_mov_ps(amax, larger, ax);
+        max = _mm512_mask_mov_ps(max, larger, x);
+    }
+    // amax < GROUP_MAX_EPS: all codes 0, scale 0 (applied at the end).
+    let empty = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(amax, _mm512_set1_ps(GROUP_MAX_EPS));
+    let lo = _mm512_set1_epi32(-NMAX);
+    let hi = _mm512_set1_epi32(NMAX - 1);
+    let codes = |iscale: __m512, x: __m512| -> __m512i {
+        _mm512_max_epi32(lo, _mm512_min_epi32(nearest_int_x16(_mm512_mul_ps(iscale, x)), hi))
+    };
+    // The sums of one candidate: sumlx += (w * x) * l, suml2 += (w * l) * l with w = x * x.
+    let sums = |iscale: __m512, laux: &mut [__m512i; 16]| -> (__m512, __m512) {
+        let mut sumlx = _mm512_setzero_ps();
+        let mut suml2 = _mm512_setzero_ps();
+        for (l, &x) in laux.iter_mut().zip(xt) {
+            *l = codes(iscale, x);
+            let w = _mm512_mul_ps(x, x);
+            let lf = _mm512_cvtepi32_ps(*l);
+            sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(_mm512_mul_ps(w, x), lf));
+            suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(w, lf), lf));
+        }
+        (sumlx, suml2)
+    };
+    let mut best_l = [_mm512_setzero_si512(); 16];
+    let (sumlx, suml2) = sums(_mm512_div_ps(_mm512_set1_ps(-(NMAX as f32)), max), &mut best_l);
+    // `suml2 ? sumlx / suml2 : 0`: NaN counts as true, hence the unordered compare.
+    let mut scale = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(suml2, zero), _mm512_div_ps(sumlx, suml2));
+    let mut best = _mm512_mul_ps(scale, sumlx);
+    let mut laux = [_mm512_setzero_si512(); 16];
+    for is in -9..=9 {
+        if is == 0 {
+            continue;
+        }
+        // The scalar `-(nmax + 0.1*is) / max`, its numerator evaluated once for all lanes.
+        let iscale = _mm512_div_ps(_mm512_set1_ps(-(NMAX as f32 + 0.1 * is as f32)), max);
+        let (sumlx, suml2) = sums(iscale, &mut laux);
+        let better = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(suml2, zero)
+            & _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_mul_ps(sumlx, sumlx), _mm512_mul_ps(best, suml2));
+        if better == 0 {
+            continue;
+        }
+        // ggml recomputes L with the same iscale: the codes of the sums.
+        for (b, &l) in best_l.iter_mut().zip(&laux) {
+            *b = _mm512_mask_mov_epi32(*b, better, l);
+        }
+        scale = _mm512_mask_mov_ps(scale, better, _mm512_div_ps(sumlx, suml2));
+        best = _mm512_mask_mov_ps(best, better, _mm512_mul_ps(scale, sumlx));
+    }
+    for b in &mut best_l {
+        *b = _mm512_maskz_add_epi32(!empty, *b, _mm512_set1_epi32(NMAX));
+    }
+    (_mm512_mask_mov_ps(scale, empty, zero), best_l)
+}
+
+/// `quantize_row_q6_K_ref` for one NaN- and infinity-free block: [`search_qx_x16`], the 8-bit
+/// scales and fp16 d as the scalar code computes them, the codes recomputed against the stored
+/// scales 16 at a time, and ggml's bit layout.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn quantize_q6_k_block(x: &[[f32; 16]; 16], xt: &[__m512; 16], y: &mut BlockQ6K) {
+    let (scale, search_l) = search_qx_x16(xt);
+    let mut scales = [0f32; 16];
+    let mut search = [[0i32; 16]; 16];
+    // SAFETY: each destination is 16 writable floats or ints.
+    unsafe {
+        _mm512_storeu_ps(scales.as_mut_ptr(), scale);
+        for (s, &l) in search.iter_mut().zip(&search_l) {
+            _mm512_storeu_si512(s.as_mut_ptr().cast(), l);
+        }
+    }
+    let mut max_scale = 0.0f32;
+    let mut max_abs_scale = 0.0f32;
+    for &s in &scales {
+        if s.abs() > max_abs_scale {
+            max_abs_scale = s.abs();
+            max_scale = s;
+        }
+    }
+    if max_abs_scale < GROUP_MAX_EPS {
+        *y = BlockQ6K::zeroed();
+        y.d = fp32_to_fp16(0.0).to_le_bytes();
+        return;
+    }
+    let iscale = -128.0 / max_scale;
+    y.d = fp32_to_fp16(1.0 / iscale).to_le_bytes();
+    for (sc, &s) in y.scales.iter_mut().zip(&scales) {
+        // MIN(127, nearest_int(..)) stored in an int8_t: the int's low byte.
+        *sc = 127.min(nearest_int(iscale * s)) as i8;
+    }
+    let d_all = fp16_to_fp32(u16::from_le_bytes(y.d));
+    let mut l = [0u8; QK_K];
+    for j in 0..16 {
+        let d = d_all * y.scales[j] as f32;
+        let lj = &mut l[16 * j..16 * j + 16];
+        if d == 0.0 {
+            // the search's codes stay
+            for (i, l) in lj.iter_mut().enumerate() {
+                *l = search[i][j] as u8;
+            }
+            continue;
+        }
+        // SAFETY: x[j] is 16 readable floats.
+        let v = unsafe { _mm512_loadu_ps(x[j].as_ptr()) };
+        let q = nearest_int_x16(_mm512_div_ps(v, _mm512_set1_ps(d)));
+        let q = _mm512_max_epi32(_mm512_set1_epi32(-32), _mm512_min_epi32(q, _mm512_set1_epi32(31)));
+        store_u8x16(lj, _mm512_cvtepi32_epi8(_mm512_add_epi32(q, _mm512_set1_epi32(32))));
+    }
+    // Per 128-element half: ql[i] = l[i] | l[i+64] << 4 (low nibbles), ql[i+32] = l[i+32] |
+    // l[i+96] << 4, qh[i] = the top two bits of l[i], l[i+32], l[i+64], l[i+96]. Codes are < 64,
+    // so the 16-bit shifts below never carry a bit into the neighbouring byte's field.
+    let load = |b: &[u8]| -> __m256i {
+        let b: &[u8; 32] = b[..32].try_into().expect("32 bytes");
+        // SAFETY: `b` is 32 readable bytes; `loadu` has no alignment requirement.
+        unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+    };
+    let store = |b: &mut [u8], v: __m256i| {
+        let b: &mut [u8; 32] = (&mut b[..32]).try_into().expect("32 bytes");
+        // SAFETY: `b` is 32 writable bytes; `storeu` has no alignment requirement.
+        unsafe { _mm256_storeu_si256(b.as_mut_ptr().cast(), v) }
+    };
+    let nib = _mm256_set1_epi8(0x0f);
+    for half in 0..2 {
+        let j = 128 * half;
+        let (a, b, c, e) = (load(&l[j..]), load(&l[j + 32..]), load(&l[j + 64..]), load(&l[j + 96..]));
+        let ql = &mut y.ql[64 * half..64 * half + 64];
+        store(
+            &mut ql[..32],
+            _mm256_or_si256(_mm256_and_si256(a, nib), _mm256_slli_epi16::<4>(_mm256_and_si256(c, nib))),
+        );
+        store(
+            &mut ql[32..],
+            _mm256_or_si256(_mm256_and_si256(b, nib), _mm256_slli_epi16::<4>(_mm256_and_si256(e, nib))),
+        );
+        let qh = _mm256_or_si256(
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(a), _mm256_set1_epi8(0x03)),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(b), _mm256_set1_epi8(0x0c)),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(c, _mm256_set1_epi8(0x30)),
+                _mm256_and_si256(_mm256_slli_epi16::<2>(e), _mm256_set1_epi8(-64)),
+            ),
+        );
+        store(&mut y.qh[32 * half..32 * half + 32], qh);
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_q6_k_avx512(src: &[f32], dst: &mut [u8]) {
+    let blocks: &mut [BlockQ6K] = bytemuck::cast_slice_mut(dst);
+    let (xs, x_rest) = src.as_chunks::<16>();
+    let (xs, _) = xs.as_chunks::<16>();
+    assert!(x_rest.is_empty() && xs.len() * 256 == src.len() && xs.len() == blocks.len(), "partial blocks");
+    // Gather index of lane s: sub-block s starts 16 floats after sub-block s - 1.
+    let idx = _mm512_slli_epi32::<4>(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    for (x, y) in xs.iter().zip(blocks) {
+        let mut xt = [_mm512_setzero_ps(); 16];
+        let mut non_finite: __mmask16 = 0;
+        let base = x.as_flattened().as_ptr();
+        for (i, v) in xt.iter_mut().enumerate() {
+            // SAFETY: lane s reads x[s][i], s < 16 and i < 16, inside the 256 floats of `x`.
+            *v = unsafe { _mm512_i32gather_ps::<4>(idx, base.add(i)) };
+            // fpclass categories: 0x01 QNaN, 0x08 +Inf, 0x10 -Inf, 0x80 SNaN.
+            non_finite |= _mm512_fpclass_ps_mask::<0x99>(*v);
+        }
+        if non_finite != 0 {
+            BlockQ6K::quantize_block(x.as_flattened(), y);
+        } else {
+            quantize_q6_k_block(x, &xt, y);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::kernels;
@@ -382,7 +575,7 @@ mod tests {
     #[test]
     fn random_super_blocks_match_the_scalar_reference() {
         let mut rng = Rng(0x1234_5678_9abc_def1);
-        for qtype in [QuantType::Q4_K, QuantType::Q5_K] {
+        for qtype in [QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K] {
             for round in 0..40 {
                 // odd counts leave a last block to the scalar path
                 check(qtype, &blocks(&mut rng, 50 + round % 3));
@@ -393,7 +586,7 @@ mod tests {
     #[test]
     fn non_finite_pairs_take_the_scalar_path() {
         let mut rng = Rng(7);
-        for qtype in [QuantType::Q4_K, QuantType::Q5_K] {
+        for qtype in [QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K] {
             for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, -f32::MAX] {
                 let mut x = blocks(&mut rng, 6);
                 let at = rng.below(x.len());

@@ -40,6 +40,7 @@ pub fn kernels(_token: Avx512, qtype: QuantType) -> IsaKernels {
         // Quantize only: dequantizing falls back to the next lower level.
         QuantType::Q4_K => return IsaKernels { quantize: Some(kquants::quantize_q4_k), dequantize: None },
         QuantType::Q5_K => return IsaKernels { quantize: Some(kquants::quantize_q5_k), dequantize: None },
+        QuantType::Q6_K => return IsaKernels { quantize: Some(kquants::quantize_q6_k), dequantize: None },
         _ => return IsaKernels::default(),
     };
     IsaKernels { quantize: Some(quantize), dequantize: Some(dequantize) }
