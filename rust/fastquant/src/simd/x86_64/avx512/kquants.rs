@@ -80,6 +80,43 @@ struct Searched {
     l: [__m512; 32],
 }
 
+/// One candidate of the search: the codes `clamp(nearest_int(iscale * (x - min)), 0, nmax)` of
+/// every element into `laux`, and the sums `sum_l += w*l`, `sum_l2 += (w*l)*l`, `sum_xl +=
+/// (w*l)*x`. `IN_RANGE` promises |iscale * (x - min)| < 2^22 for every element and lane.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn candidate_sums<const IN_RANGE: bool>(
+    xt: &[__m512; 32],
+    w: &[__m512; 32],
+    iscale: __m512,
+    min: __m512,
+    nmax: i32,
+    laux: &mut [__m512; 32],
+) -> (__m512, __m512, __m512) {
+    let zero = _mm512_setzero_ps();
+    let magic = _mm512_set1_ps(12_582_912.0);
+    let nmaxf = _mm512_set1_ps(nmax as f32);
+    let nmaxi = _mm512_set1_epi32(nmax);
+    let mut sum_l = zero;
+    let mut sum_l2 = zero;
+    let mut sum_xl = zero;
+    for i in 0..32 {
+        let v = _mm512_mul_ps(iscale, _mm512_sub_ps(xt[i], min));
+        let l = if IN_RANGE {
+            // `vmaxps` and `vminps` never see a NaN here; the difference is +0.0 for code 0.
+            _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_add_ps(v, magic), magic), zero), nmaxf)
+        } else {
+            _mm512_cvtepi32_ps(clamp_x16(nearest_int_x16(v), nmaxi))
+        };
+        laux[i] = l;
+        let wl = _mm512_mul_ps(w[i], l);
+        sum_l = _mm512_add_ps(sum_l, wl);
+        sum_l2 = _mm512_add_ps(sum_l2, _mm512_mul_ps(wl, l));
+        sum_xl = _mm512_add_ps(sum_xl, _mm512_mul_ps(wl, xt[i]));
+    }
+    (sum_l, sum_l2, sum_xl)
+}
+
 /// `make_qkx2_quants(nmax, x, weights, L, rmin, rdelta, nstep, false)` of ggml for the 16
 /// sub-blocks whose element i is lane s of `xt[i]`, with `quantize_row_q{4,5}_K_ref`'s weights
 /// `av_x + |x|`. Every line mirrors a line of the scalar search (see the module comment).
@@ -108,6 +145,8 @@ fn search_x16(xt: &[__m512; 32], p: Qkx2) -> Searched {
         sum_w = _mm512_add_ps(sum_w, w[i]);
         sum_x = _mm512_add_ps(sum_x, _mm512_mul_ps(w[i], xt[i]));
     }
+    // The smallest element, for the range check of the candidates below.
+    let x_lo = min;
     // if (min > 0) min = 0; (a select, so that -0.0 stays -0.0)
     min = _mm512_mask_mov_ps(min, _mm512_cmp_ps_mask::<_CMP_GT_OQ>(min, zero), zero);
     // if (max == min): all codes 0, scale 0; the lanes compute on and are overwritten at the end.
@@ -129,18 +168,21 @@ fn search_x16(xt: &[__m512; 32], p: Qkx2) -> Searched {
         // The scalar `(rmin + rdelta*is + nmax) / (max - min)`: the numerator is the same f32
         // expression, evaluated once for all lanes; `min` is the best fit's so far, as in ggml.
         let iscale = _mm512_div_ps(_mm512_set1_ps(p.rmin + p.rdelta * is as f32 + nmaxf), _mm512_sub_ps(max, min));
-        let mut sum_l = zero;
-        let mut sum_l2 = zero;
-        let mut sum_xl = zero;
-        for i in 0..32 {
-            let l =
-                _mm512_cvtepi32_ps(clamp_x16(nearest_int_x16(_mm512_mul_ps(iscale, _mm512_sub_ps(xt[i], min))), nmax));
-            laux[i] = l;
-            let wl = _mm512_mul_ps(w[i], l);
-            sum_l = _mm512_add_ps(sum_l, wl);
-            sum_l2 = _mm512_add_ps(sum_l2, _mm512_mul_ps(wl, l));
-            sum_xl = _mm512_add_ps(sum_xl, _mm512_mul_ps(wl, xt[i]));
-        }
+        // `iscale * (x - min)` is monotonic in x (each rounding is), so its values lie between
+        // those of the smallest and the largest element. When both are within 2^22 in every lane,
+        // nearest_int is exactly `(v + 1.5*2^23) - 1.5*2^23` (the sum is an integer in [2^23,
+        // 2^24], whose mantissa bits are the result) and the clamp can stay in floats: 3 vector
+        // operations instead of 5. Otherwise (huge ranges, a fitted min above the data, NaN) the
+        // integer bit trick gives ggml's out-of-range values.
+        let v_lo = _mm512_abs_ps(_mm512_mul_ps(iscale, _mm512_sub_ps(x_lo, min)));
+        let v_hi = _mm512_abs_ps(_mm512_mul_ps(iscale, _mm512_sub_ps(max, min)));
+        let limit = _mm512_set1_ps(4_194_304.0);
+        let in_range = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v_lo, limit) & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v_hi, limit);
+        let (sum_l, sum_l2, sum_xl) = if in_range == 0xffff {
+            candidate_sums::<true>(xt, &w, iscale, min, p.nmax, &mut laux)
+        } else {
+            candidate_sums::<false>(xt, &w, iscale, min, p.nmax, &mut laux)
+        };
         let d = _mm512_sub_ps(_mm512_mul_ps(sum_w, sum_l2), _mm512_mul_ps(sum_l, sum_l));
         let fit = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(d, zero);
         if fit == 0 {
