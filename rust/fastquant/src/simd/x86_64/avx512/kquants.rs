@@ -362,30 +362,41 @@ fn search_qx_x16(xt: &[__m512; 16]) -> (__m512, [__m512i; 16]) {
     }
     // amax < GROUP_MAX_EPS: all codes 0, scale 0 (applied at the end).
     let empty = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(amax, _mm512_set1_ps(GROUP_MAX_EPS));
-    let lo = _mm512_set1_epi32(-NMAX);
-    let hi = _mm512_set1_epi32(NMAX - 1);
-    let codes = |iscale: __m512, x: __m512| -> __m512i {
-        _mm512_max_epi32(lo, _mm512_min_epi32(nearest_int_x16(_mm512_mul_ps(iscale, x)), hi))
+    // The codes `clamp(nearest_int(iscale * x), -32, 31)`, as floats. In a lane that is not
+    // empty, |x| <= |max| = amax >= GROUP_MAX_EPS, so |iscale * x| <= 32.9 * (1 + 2^-23) (iscale is
+    // at most 32.9 / max): well inside the range where nearest_int is exactly `(v + 1.5*2^23) -
+    // 1.5*2^23`, and the clamp can stay in floats. Empty lanes compute garbage that is dropped.
+    let magic = _mm512_set1_ps(12_582_912.0);
+    let (lo, hi) = (_mm512_set1_ps(-(NMAX as f32)), _mm512_set1_ps((NMAX - 1) as f32));
+    let codes = |iscale: __m512, x: __m512| -> __m512 {
+        let r = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(iscale, x), magic), magic);
+        _mm512_min_ps(_mm512_max_ps(r, lo), hi)
     };
-    // The sums of one candidate: sumlx += (w * x) * l, suml2 += (w * l) * l with w = x * x.
-    let sums = |iscale: __m512, laux: &mut [__m512i; 16]| -> (__m512, __m512) {
+    // The weights x^2, and w * x, the same in every candidate.
+    let mut w = [zero; 16];
+    let mut wx = [zero; 16];
+    for i in 0..16 {
+        w[i] = _mm512_mul_ps(xt[i], xt[i]);
+        wx[i] = _mm512_mul_ps(w[i], xt[i]);
+    }
+    // The sums of one candidate: sumlx += (w * x) * l, suml2 += (w * l) * l.
+    let sums = |iscale: __m512, laux: &mut [__m512; 16]| -> (__m512, __m512) {
         let mut sumlx = _mm512_setzero_ps();
         let mut suml2 = _mm512_setzero_ps();
-        for (l, &x) in laux.iter_mut().zip(xt) {
-            *l = codes(iscale, x);
-            let w = _mm512_mul_ps(x, x);
-            let lf = _mm512_cvtepi32_ps(*l);
-            sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(_mm512_mul_ps(w, x), lf));
-            suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(w, lf), lf));
+        for i in 0..16 {
+            let lf = codes(iscale, xt[i]);
+            laux[i] = lf;
+            sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(wx[i], lf));
+            suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(w[i], lf), lf));
         }
         (sumlx, suml2)
     };
-    let mut best_l = [_mm512_setzero_si512(); 16];
+    let mut best_l = [zero; 16];
     let (sumlx, suml2) = sums(_mm512_div_ps(_mm512_set1_ps(-(NMAX as f32)), max), &mut best_l);
     // `suml2 ? sumlx / suml2 : 0`: NaN counts as true, hence the unordered compare.
     let mut scale = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(suml2, zero), _mm512_div_ps(sumlx, suml2));
     let mut best = _mm512_mul_ps(scale, sumlx);
-    let mut laux = [_mm512_setzero_si512(); 16];
+    let mut laux = [zero; 16];
     for is in -9..=9 {
         if is == 0 {
             continue;
@@ -400,14 +411,12 @@ fn search_qx_x16(xt: &[__m512; 16]) -> (__m512, [__m512i; 16]) {
         }
         // ggml recomputes L with the same iscale: the codes of the sums.
         for (b, &l) in best_l.iter_mut().zip(&laux) {
-            *b = _mm512_mask_mov_epi32(*b, better, l);
+            *b = _mm512_mask_mov_ps(*b, better, l);
         }
         scale = _mm512_mask_mov_ps(scale, better, _mm512_div_ps(sumlx, suml2));
         best = _mm512_mask_mov_ps(best, better, _mm512_mul_ps(scale, sumlx));
     }
-    for b in &mut best_l {
-        *b = _mm512_maskz_add_epi32(!empty, *b, _mm512_set1_epi32(NMAX));
-    }
+    let best_l = best_l.map(|l| _mm512_maskz_add_epi32(!empty, _mm512_cvtps_epi32(l), _mm512_set1_epi32(NMAX)));
     (_mm512_mask_mov_ps(scale, empty, zero), best_l)
 }
 
