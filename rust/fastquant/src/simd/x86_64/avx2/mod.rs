@@ -1,5 +1,5 @@
 //! AVX2 kernels (with FMA and F16C). Same file stems as `formats/`: `legacy.rs` for Q4_0..Q8_1,
-//! `float.rs` for F16/BF16 (F32 has no kernel here: the scalar copy already runs at memcpy speed).
+//! `float.rs` for F16/BF16, `kquants.rs` for Q4_K/Q5_K quantizing (F32 has no kernel here: the scalar copy already runs at memcpy speed).
 //!
 //! Every kernel gives the scalar reference's bytes (quantize) and bits (dequantize) for every input,
 //! NaN, infinities and subnormals included; `tests/formats.rs` checks this level against scalar.
@@ -12,6 +12,7 @@
 //! of a fixed-size array.
 
 mod float;
+mod kquants;
 mod legacy;
 
 use std::arch::x86_64::*;
@@ -33,6 +34,9 @@ pub fn kernels(_token: Avx2, qtype: QuantType) -> IsaKernels {
         QuantType::Q5_1 => (legacy::quantize_q5_1, legacy::dequantize_q5_1),
         QuantType::Q8_0 => (legacy::quantize_q8_0, legacy::dequantize_q8_0),
         QuantType::Q8_1 => (legacy::quantize_q8_1, legacy::dequantize_q8_1),
+        // Quantize only: dequantizing falls back to scalar.
+        QuantType::Q4_K => return IsaKernels { quantize: Some(kquants::quantize_q4_k), dequantize: None },
+        QuantType::Q5_K => return IsaKernels { quantize: Some(kquants::quantize_q5_k), dequantize: None },
         _ => return IsaKernels::default(),
     };
     IsaKernels { quantize: Some(quantize), dequantize: Some(dequantize) }

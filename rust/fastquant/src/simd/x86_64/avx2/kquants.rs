@@ -1,0 +1,296 @@
+//! AVX2 quantize kernels for Q4_K and Q5_K (plain path, no imatrix): the AVX-512 kernels'
+//! method (see `avx512/kquants.rs`) with 8 lanes, so one super-block's 8 sub-blocks per search.
+//!
+//! Lane s of every vector runs sub-block s's `make_qkx2_quants` with exactly the scalar code's
+//! float operations in exactly its order: inputs transposed so the scalar sums over elements are
+//! lane-wise accumulations, multiply and add kept separate (no FMA, although this level enables
+//! it: every product and sum below is an explicit `mul`/`add` intrinsic, which Rust never fuses),
+//! branches as blends under the scalar code's own (ordered) comparisons, `vminps`/`vmaxps` with
+//! the operand order of `if (x < min)`, and ggml's `nearest_int` bit trick on integer lanes.
+//! Blocks with a NaN or an infinity go to the scalar reference.
+
+use std::arch::x86_64::*;
+
+use super::safe_wrappers;
+use crate::formats::float::{fp16_to_fp32, fp32_to_fp16};
+use crate::formats::kquants::q4_k::MinBlock;
+use crate::formats::kquants::search::{get_scale_min_k4, nearest_int, pack_scale_min_k4};
+use crate::formats::kquants::{BlockQ4K, BlockQ5K, QK_K};
+use crate::formats::BlockFormat;
+
+safe_wrappers! {
+    quantize_q4_k(src: &[f32], dst: &mut [u8]) => quantize_q4_k_avx2;
+    quantize_q5_k(src: &[f32], dst: &mut [u8]) => quantize_q5_k_avx2;
+}
+
+/// The parameters of one format's `make_qkx2_quants` call.
+#[derive(Clone, Copy)]
+struct Qkx2 {
+    nmax: i32,
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+}
+
+const Q4_K: Qkx2 = Qkx2 { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20 };
+const Q5_K: Qkx2 = Qkx2 { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15 };
+
+/// ggml's `nearest_int` on each lane: add 1.5 * 2^23, read the low mantissa bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn nearest_int_x8(v: __m256) -> __m256i {
+    let bits = _mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(12_582_912.0)));
+    _mm256_sub_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(0x007f_ffff)), _mm256_set1_epi32(0x0040_0000))
+}
+
+/// `0.max(l.min(nmax))` on each lane.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn clamp_x8(l: __m256i, nmax: __m256i) -> __m256i {
+    _mm256_max_epi32(_mm256_setzero_si256(), _mm256_min_epi32(l, nmax))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn abs_x8(v: __m256) -> __m256 {
+    _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)))
+}
+
+/// `mask ? b : a` per lane.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn select(a: __m256, mask: __m256, b: __m256) -> __m256 {
+    _mm256_blendv_ps(a, b, mask)
+}
+
+/// One candidate: codes into `laux` and the sums `sum_l += w*l`, `sum_l2 += (w*l)*l`, `sum_xl +=
+/// (w*l)*x`. `IN_RANGE` promises |iscale * (x - min)| < 2^22 for every element and lane, where
+/// nearest_int is exactly `(v + 1.5*2^23) - 1.5*2^23` and the clamp can stay in floats.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn candidate_sums<const IN_RANGE: bool>(
+    xt: &[__m256; 32],
+    w: &[__m256; 32],
+    iscale: __m256,
+    min: __m256,
+    nmax: i32,
+    laux: &mut [__m256; 32],
+) -> (__m256, __m256, __m256) {
+    let zero = _mm256_setzero_ps();
+    let magic = _mm256_set1_ps(12_582_912.0);
+    let nmaxf = _mm256_set1_ps(nmax as f32);
+    let nmaxi = _mm256_set1_epi32(nmax);
+    let mut sum_l = zero;
+    let mut sum_l2 = zero;
+    let mut sum_xl = zero;
+    for i in 0..32 {
+        let v = _mm256_mul_ps(iscale, _mm256_sub_ps(xt[i], min));
+        let l = if IN_RANGE {
+            _mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(_mm256_add_ps(v, magic), magic), zero), nmaxf)
+        } else {
+            _mm256_cvtepi32_ps(clamp_x8(nearest_int_x8(v), nmaxi))
+        };
+        laux[i] = l;
+        let wl = _mm256_mul_ps(w[i], l);
+        sum_l = _mm256_add_ps(sum_l, wl);
+        sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, l));
+        sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, xt[i]));
+    }
+    (sum_l, sum_l2, sum_xl)
+}
+
+/// `make_qkx2_quants(nmax, x, av_x + |x|, L, rmin, rdelta, nstep, false)` for the 8 sub-blocks
+/// whose element i is lane s of `xt[i]`: (scale, the_min, codes as floats).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn search_x8(xt: &[__m256; 32], p: Qkx2) -> (__m256, __m256, [__m256; 32]) {
+    let zero = _mm256_setzero_ps();
+    let mut sum_x2 = zero;
+    for &x in xt {
+        sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(x, x));
+    }
+    let av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0)));
+    let mut w = [zero; 32];
+    for (w, &x) in w.iter_mut().zip(xt) {
+        *w = _mm256_add_ps(av_x, abs_x8(x));
+    }
+    let mut min = xt[0];
+    let mut max = xt[0];
+    let mut sum_w = w[0];
+    let mut sum_x = _mm256_mul_ps(sum_w, xt[0]);
+    for i in 1..32 {
+        min = _mm256_min_ps(xt[i], min);
+        max = _mm256_max_ps(xt[i], max);
+        sum_w = _mm256_add_ps(sum_w, w[i]);
+        sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(w[i], xt[i]));
+    }
+    let x_lo = min;
+    min = select(min, _mm256_cmp_ps::<_CMP_GT_OQ>(min, zero), zero);
+    let empty = _mm256_cmp_ps::<_CMP_EQ_OQ>(max, min);
+    let nmax = _mm256_set1_epi32(p.nmax);
+    let iscale = _mm256_div_ps(_mm256_set1_ps(p.nmax as f32), _mm256_sub_ps(max, min));
+    let mut scale = _mm256_div_ps(_mm256_set1_ps(1.0), iscale);
+    let mut best_error = zero;
+    let mut best = [zero; 32];
+    for i in 0..32 {
+        let l = _mm256_cvtepi32_ps(clamp_x8(nearest_int_x8(_mm256_mul_ps(iscale, _mm256_sub_ps(xt[i], min))), nmax));
+        best[i] = l;
+        let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, l), min), xt[i]);
+        best_error = _mm256_add_ps(best_error, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
+    }
+    let nmaxf = p.nmax as f32;
+    let limit = _mm256_set1_ps(4_194_304.0);
+    let mut laux = [zero; 32];
+    for is in 0..=p.nstep {
+        let iscale = _mm256_div_ps(_mm256_set1_ps(p.rmin + p.rdelta * is as f32 + nmaxf), _mm256_sub_ps(max, min));
+        // Monotonic in x: the extreme elements bound every lane's values (see the AVX-512 kernel).
+        let v_lo = abs_x8(_mm256_mul_ps(iscale, _mm256_sub_ps(x_lo, min)));
+        let v_hi = abs_x8(_mm256_mul_ps(iscale, _mm256_sub_ps(max, min)));
+        let in_range =
+            _mm256_and_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(v_lo, limit), _mm256_cmp_ps::<_CMP_LT_OQ>(v_hi, limit));
+        let (sum_l, sum_l2, sum_xl) = if _mm256_movemask_ps(in_range) == 0xff {
+            candidate_sums::<true>(xt, &w, iscale, min, p.nmax, &mut laux)
+        } else {
+            candidate_sums::<false>(xt, &w, iscale, min, p.nmax, &mut laux)
+        };
+        let d = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
+        let fit = _mm256_cmp_ps::<_CMP_GT_OQ>(d, zero);
+        if _mm256_movemask_ps(fit) == 0 {
+            continue;
+        }
+        let mut this_scale = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), d);
+        let mut this_min = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), d);
+        let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(this_min, zero);
+        this_min = select(this_min, positive, zero);
+        this_scale = select(this_scale, positive, _mm256_div_ps(sum_xl, sum_l2));
+        let mut cur_error = zero;
+        for i in 0..32 {
+            let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale, laux[i]), this_min), xt[i]);
+            cur_error = _mm256_add_ps(cur_error, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
+        }
+        let better = _mm256_and_ps(fit, _mm256_cmp_ps::<_CMP_LT_OQ>(cur_error, best_error));
+        if _mm256_movemask_ps(better) == 0 {
+            continue;
+        }
+        for i in 0..32 {
+            best[i] = select(best[i], better, laux[i]);
+        }
+        best_error = select(best_error, better, cur_error);
+        scale = select(scale, better, this_scale);
+        min = select(min, better, this_min);
+    }
+    for b in &mut best {
+        *b = select(*b, empty, zero);
+    }
+    let the_min = _mm256_xor_ps(min, _mm256_set1_ps(-0.0));
+    (select(scale, empty, zero), the_min, best)
+}
+
+/// `min_block_ref` of `formats::kquants::q4_k` for one NaN- and infinity-free super-block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn min_block(x: &[[f32; 32]; 8], p: Qkx2) -> MinBlock {
+    let idx = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
+    let base = x.as_flattened().as_ptr();
+    let mut xt = [_mm256_setzero_ps(); 32];
+    for (i, v) in xt.iter_mut().enumerate() {
+        // SAFETY: lane s reads x[s][i], s < 8 and i < 32, inside the 256 floats of `x`.
+        *v = unsafe { _mm256_i32gather_ps::<4>(base.add(i), idx) };
+    }
+    let (scale, the_min, l) = search_x8(&xt, p);
+    let mut scales = [0f32; 8];
+    let mut mins = [0f32; 8];
+    let mut codes = [[0f32; 8]; 32];
+    // SAFETY: each destination is 8 writable floats.
+    unsafe {
+        _mm256_storeu_ps(scales.as_mut_ptr(), scale);
+        _mm256_storeu_ps(mins.as_mut_ptr(), the_min);
+        for (c, &l) in codes.iter_mut().zip(&l) {
+            _mm256_storeu_ps(c.as_mut_ptr(), l);
+        }
+    }
+    let mut max_scale = 0.0f32;
+    let mut max_min = 0.0f32;
+    for j in 0..8 {
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let ls: [u8; 8] = std::array::from_fn(|j| 63.min(nearest_int(inv_scale * scales[j]) as u8));
+    let lm: [u8; 8] = std::array::from_fn(|j| 63.min(nearest_int(inv_min * mins[j]) as u8));
+    let mut b = MinBlock {
+        d: fp32_to_fp16(max_scale / 63.0),
+        dmin: fp32_to_fp16(max_min / 63.0),
+        scales: pack_scale_min_k4(&ls, &lm),
+        l: [0; QK_K],
+    };
+    // `requantize`: x -> clamp(nearest_int((x + dm) / d)); a zero d keeps the search's codes.
+    let d_all = fp16_to_fp32(b.d);
+    let dmin_all = fp16_to_fp32(b.dmin);
+    let nmax = _mm256_set1_epi32(p.nmax);
+    for j in 0..8 {
+        let (sc, m) = get_scale_min_k4(j, &b.scales);
+        let d = d_all * sc as f32;
+        let l = &mut b.l[32 * j..32 * j + 32];
+        if d == 0.0 {
+            for (i, l) in l.iter_mut().enumerate() {
+                *l = codes[i][j] as u8;
+            }
+            continue;
+        }
+        let dm = _mm256_set1_ps(dmin_all * m as f32);
+        let dv = _mm256_set1_ps(d);
+        for k in 0..4 {
+            // SAFETY: x[j][8k..8k + 8] is in bounds for k < 4.
+            let v = unsafe { _mm256_loadu_ps(x[j].as_ptr().add(8 * k)) };
+            let q = clamp_x8(nearest_int_x8(_mm256_div_ps(_mm256_add_ps(v, dm), dv)), nmax);
+            let mut out = [0i32; 8];
+            // SAFETY: `out` is 8 writable ints.
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), q) };
+            for (l, &q) in l[8 * k..8 * k + 8].iter_mut().zip(&out) {
+                *l = q as u8;
+            }
+        }
+    }
+    b
+}
+
+/// The quantize loop of both formats.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn quantize_min_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8], p: Qkx2, pack: fn(&MinBlock, &mut B)) {
+    let blocks: &mut [B] = bytemuck::cast_slice_mut(dst);
+    let (xs, x_rest) = src.as_chunks::<32>();
+    let (xs, _) = xs.as_chunks::<8>();
+    assert!(x_rest.is_empty() && xs.len() * QK_K == src.len() && xs.len() == blocks.len(), "partial blocks");
+    let exp = _mm256_set1_epi32(0x7f80_0000);
+    for (x, y) in xs.iter().zip(blocks) {
+        // A NaN or infinity has all exponent bits set.
+        let mut non_finite = _mm256_setzero_si256();
+        for c in x.as_flattened().chunks_exact(8) {
+            // SAFETY: `c` is 8 readable floats.
+            let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
+            non_finite = _mm256_or_si256(non_finite, _mm256_cmpeq_epi32(_mm256_and_si256(v, exp), exp));
+        }
+        if _mm256_testz_si256(non_finite, non_finite) == 0 {
+            B::quantize_block(x.as_flattened(), y);
+        } else {
+            pack(&min_block(x, p), y);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_q4_k_avx2(src: &[f32], dst: &mut [u8]) {
+    quantize_min_blocks::<BlockQ4K>(src, dst, Q4_K, BlockQ4K::pack);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_q5_k_avx2(src: &[f32], dst: &mut [u8]) {
+    quantize_min_blocks::<BlockQ5K>(src, dst, Q5_K, BlockQ5K::pack);
+}
