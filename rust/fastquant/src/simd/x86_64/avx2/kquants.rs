@@ -1,7 +1,8 @@
-//! AVX2 quantize kernels for Q4_K and Q5_K (plain path, no imatrix): the AVX-512 kernels'
-//! method (see `avx512/kquants.rs`) with 8 lanes, so one super-block's 8 sub-blocks per search.
+//! AVX2 quantize kernels for Q4_K, Q5_K and Q6_K (plain path, no imatrix): the AVX-512 kernels'
+//! method (see `avx512/kquants.rs`) with 8 lanes: one Q4_K/Q5_K super-block's 8 sub-blocks per
+//! search, half a Q6_K super-block's 16.
 //!
-//! Lane s of every vector runs sub-block s's `make_qkx2_quants` with exactly the scalar code's
+//! Lane s of every vector runs sub-block s's `make_qkx2_quants` (or `make_qx_quants`) with exactly the scalar code's
 //! float operations in exactly its order: inputs transposed so the scalar sums over elements are
 //! lane-wise accumulations, multiply and add kept separate (no FMA, although this level enables
 //! it: every product and sum below is an explicit `mul`/`add` intrinsic, which Rust never fuses),
@@ -11,16 +12,19 @@
 
 use std::arch::x86_64::*;
 
+use bytemuck::Zeroable;
+
 use super::safe_wrappers;
 use crate::formats::float::{fp16_to_fp32, fp32_to_fp16};
 use crate::formats::kquants::q4_k::MinBlock;
-use crate::formats::kquants::search::{get_scale_min_k4, nearest_int, pack_scale_min_k4};
-use crate::formats::kquants::{BlockQ4K, BlockQ5K, QK_K};
+use crate::formats::kquants::search::{get_scale_min_k4, nearest_int, pack_scale_min_k4, GROUP_MAX_EPS};
+use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::BlockFormat;
 
 safe_wrappers! {
     quantize_q4_k(src: &[f32], dst: &mut [u8]) => quantize_q4_k_avx2;
     quantize_q5_k(src: &[f32], dst: &mut [u8]) => quantize_q5_k_avx2;
+    quantize_q6_k(src: &[f32], dst: &mut [u8]) => quantize_q6_k_avx2;
 }
 
 /// The parameters of one format's `make_qkx2_quants` call.
@@ -293,4 +297,203 @@ fn quantize_q4_k_avx2(src: &[f32], dst: &mut [u8]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn quantize_q5_k_avx2(src: &[f32], dst: &mut [u8]) {
     quantize_min_blocks::<BlockQ5K>(src, dst, Q5_K, BlockQ5K::pack);
+}
+
+// ---- Q6_K ---------------------------------------------------------------------------------------
+
+/// `make_qx_quants(32, x, L, 1, NULL)` of ggml for the 8 sub-blocks of 16 whose element i is
+/// lane s of `xt[i]`: the scale and the codes `l` (-32..32, as floats; `L = l + 32`). Empty lanes
+/// (amax < GROUP_MAX_EPS) get scale 0 and codes -32 (`L = 0`). As in the AVX-512 kernel, the
+/// codes of a non-empty lane are within 33 of zero, where nearest_int is a float round trip.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn search_qx_x8(xt: &[__m256; 16]) -> (__m256, [__m256; 16]) {
+    const NMAX: i32 = 32;
+    let zero = _mm256_setzero_ps();
+    let mut max = zero;
+    let mut amax = zero;
+    for &x in xt {
+        let ax = abs_x8(x);
+        let larger = _mm256_cmp_ps::<_CMP_GT_OQ>(ax, amax);
+        amax = select(amax, larger, ax);
+        max = select(max, larger, x);
+    }
+    let empty = _mm256_cmp_ps::<_CMP_LT_OQ>(amax, _mm256_set1_ps(GROUP_MAX_EPS));
+    let magic = _mm256_set1_ps(12_582_912.0);
+    let (lo, hi) = (_mm256_set1_ps(-(NMAX as f32)), _mm256_set1_ps((NMAX - 1) as f32));
+    let mut w = [zero; 16];
+    let mut wx = [zero; 16];
+    for i in 0..16 {
+        w[i] = _mm256_mul_ps(xt[i], xt[i]);
+        wx[i] = _mm256_mul_ps(w[i], xt[i]);
+    }
+    let sums = |iscale: __m256, laux: &mut [__m256; 16]| -> (__m256, __m256) {
+        let mut sumlx = _mm256_setzero_ps();
+        let mut suml2 = _mm256_setzero_ps();
+        for i in 0..16 {
+            let r = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(iscale, xt[i]), magic), magic);
+            let lf = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+            laux[i] = lf;
+            sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[i], lf));
+            suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf), lf));
+        }
+        (sumlx, suml2)
+    };
+    let mut best_l = [zero; 16];
+    let (sumlx, suml2) = sums(_mm256_div_ps(_mm256_set1_ps(-(NMAX as f32)), max), &mut best_l);
+    // `suml2 ? sumlx / suml2 : 0`: NaN counts as true, hence the unordered compare.
+    let mut scale = _mm256_and_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(suml2, zero), _mm256_div_ps(sumlx, suml2));
+    let mut best = _mm256_mul_ps(scale, sumlx);
+    let mut laux = [zero; 16];
+    for is in -9..=9 {
+        if is == 0 {
+            continue;
+        }
+        let iscale = _mm256_div_ps(_mm256_set1_ps(-(NMAX as f32 + 0.1 * is as f32)), max);
+        let (sumlx, suml2) = sums(iscale, &mut laux);
+        let better = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GT_OQ>(suml2, zero),
+            _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2)),
+        );
+        if _mm256_movemask_ps(better) == 0 {
+            continue;
+        }
+        for (b, &l) in best_l.iter_mut().zip(&laux) {
+            *b = select(*b, better, l);
+        }
+        scale = select(scale, better, _mm256_div_ps(sumlx, suml2));
+        best = select(best, better, _mm256_mul_ps(scale, sumlx));
+    }
+    for b in &mut best_l {
+        *b = select(*b, empty, lo);
+    }
+    (select(scale, empty, zero), best_l)
+}
+
+/// `quantize_row_q6_K_ref` for one NaN- and infinity-free block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn quantize_q6_k_block(x: &[[f32; 16]; 16], y: &mut BlockQ6K) {
+    let idx = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
+    let mut scales = [0f32; 16];
+    let mut search = [[0f32; 16]; 16];
+    for half in 0..2 {
+        let base = x[8 * half..].as_flattened().as_ptr();
+        let mut xt = [_mm256_setzero_ps(); 16];
+        for (i, v) in xt.iter_mut().enumerate() {
+            // SAFETY: lane s reads x[8 * half + s][i], s < 8 and i < 16: inside `x`.
+            *v = unsafe { _mm256_i32gather_ps::<4>(base.add(i), idx) };
+        }
+        let (scale, l) = search_qx_x8(&xt);
+        // SAFETY: each destination is 8 writable floats.
+        unsafe {
+            _mm256_storeu_ps(scales.as_mut_ptr().add(8 * half), scale);
+            for (s, &l) in search.iter_mut().zip(&l) {
+                _mm256_storeu_ps(s.as_mut_ptr().add(8 * half), l);
+            }
+        }
+    }
+    let mut max_scale = 0.0f32;
+    let mut max_abs_scale = 0.0f32;
+    for &s in &scales {
+        if s.abs() > max_abs_scale {
+            max_abs_scale = s.abs();
+            max_scale = s;
+        }
+    }
+    if max_abs_scale < GROUP_MAX_EPS {
+        *y = BlockQ6K::zeroed();
+        y.d = fp32_to_fp16(0.0).to_le_bytes();
+        return;
+    }
+    let iscale = -128.0 / max_scale;
+    y.d = fp32_to_fp16(1.0 / iscale).to_le_bytes();
+    for (sc, &s) in y.scales.iter_mut().zip(&scales) {
+        // MIN(127, nearest_int(..)) stored in an int8_t: the int's low byte.
+        *sc = 127.min(nearest_int(iscale * s)) as i8;
+    }
+    let d_all = fp16_to_fp32(u16::from_le_bytes(y.d));
+    let mut l = [0u8; QK_K];
+    for j in 0..16 {
+        let d = d_all * y.scales[j] as f32;
+        let lj = &mut l[16 * j..16 * j + 16];
+        if d == 0.0 {
+            // the search's codes stay
+            for (i, l) in lj.iter_mut().enumerate() {
+                *l = (search[i][j] as i32 + 32) as u8;
+            }
+            continue;
+        }
+        for k in 0..2 {
+            // SAFETY: x[j][8k..8k + 8] is in bounds for k < 2.
+            let v = unsafe { _mm256_loadu_ps(x[j].as_ptr().add(8 * k)) };
+            let q = nearest_int_x8(_mm256_div_ps(v, _mm256_set1_ps(d)));
+            let q = _mm256_max_epi32(_mm256_set1_epi32(-32), _mm256_min_epi32(q, _mm256_set1_epi32(31)));
+            let mut out = [0i32; 8];
+            // SAFETY: `out` is 8 writable ints.
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), q) };
+            for (l, &q) in lj[8 * k..8 * k + 8].iter_mut().zip(&out) {
+                *l = (q + 32) as u8;
+            }
+        }
+    }
+    // ggml's layout, as in the AVX-512 kernel: codes are < 64, so the 16-bit shifts never carry
+    // a bit into the neighbouring byte's field.
+    let load = |b: &[u8]| -> __m256i {
+        let b: &[u8; 32] = b[..32].try_into().expect("32 bytes");
+        // SAFETY: `b` is 32 readable bytes; `loadu` has no alignment requirement.
+        unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+    };
+    let store = |b: &mut [u8], v: __m256i| {
+        let b: &mut [u8; 32] = (&mut b[..32]).try_into().expect("32 bytes");
+        // SAFETY: `b` is 32 writable bytes; `storeu` has no alignment requirement.
+        unsafe { _mm256_storeu_si256(b.as_mut_ptr().cast(), v) }
+    };
+    let nib = _mm256_set1_epi8(0x0f);
+    for half in 0..2 {
+        let j = 128 * half;
+        let (a, b, c, e) = (load(&l[j..]), load(&l[j + 32..]), load(&l[j + 64..]), load(&l[j + 96..]));
+        let ql = &mut y.ql[64 * half..64 * half + 64];
+        store(
+            &mut ql[..32],
+            _mm256_or_si256(_mm256_and_si256(a, nib), _mm256_slli_epi16::<4>(_mm256_and_si256(c, nib))),
+        );
+        store(
+            &mut ql[32..],
+            _mm256_or_si256(_mm256_and_si256(b, nib), _mm256_slli_epi16::<4>(_mm256_and_si256(e, nib))),
+        );
+        let qh = _mm256_or_si256(
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(a), _mm256_set1_epi8(0x03)),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(b), _mm256_set1_epi8(0x0c)),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(c, _mm256_set1_epi8(0x30)),
+                _mm256_and_si256(_mm256_slli_epi16::<2>(e), _mm256_set1_epi8(-64)),
+            ),
+        );
+        store(&mut y.qh[32 * half..32 * half + 32], qh);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_q6_k_avx2(src: &[f32], dst: &mut [u8]) {
+    let blocks: &mut [BlockQ6K] = bytemuck::cast_slice_mut(dst);
+    let (xs, x_rest) = src.as_chunks::<16>();
+    let (xs, _) = xs.as_chunks::<16>();
+    assert!(x_rest.is_empty() && xs.len() * QK_K == src.len() && xs.len() == blocks.len(), "partial blocks");
+    let exp = _mm256_set1_epi32(0x7f80_0000);
+    for (x, y) in xs.iter().zip(blocks) {
+        let mut non_finite = _mm256_setzero_si256();
+        for c in x.as_flattened().chunks_exact(8) {
+            // SAFETY: `c` is 8 readable floats.
+            let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
+            non_finite = _mm256_or_si256(non_finite, _mm256_cmpeq_epi32(_mm256_and_si256(v, exp), exp));
+        }
+        if _mm256_testz_si256(non_finite, non_finite) == 0 {
+            BlockQ6K::quantize_block(x.as_flattened(), y);
+        } else {
+            quantize_q6_k_block(x, y);
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! AVX2 kernels (with FMA and F16C). Same file stems as `formats/`: `legacy.rs` for Q4_0..Q8_1,
-//! `float.rs` for F16/BF16, `kquants.rs` for Q4_K/Q5_K quantizing (F32 has no kernel here: the scalar copy already runs at memcpy speed).
+//! `float.rs` for F16/BF16, `kquants.rs` for Q4_K/Q5_K/Q6_K quantizing (F32 has no kernel here: the scalar copy already runs at memcpy speed).
 //!
 //! Every kernel gives the scalar reference's bytes (quantize) and bits (dequantize) for every input,
 //! NaN, infinities and subnormals included; `tests/formats.rs` checks this level against scalar.
@@ -37,6 +37,7 @@ pub fn kernels(_token: Avx2, qtype: QuantType) -> IsaKernels {
         // Quantize only: dequantizing falls back to scalar.
         QuantType::Q4_K => return IsaKernels { quantize: Some(kquants::quantize_q4_k), dequantize: None },
         QuantType::Q5_K => return IsaKernels { quantize: Some(kquants::quantize_q5_k), dequantize: None },
+        QuantType::Q6_K => return IsaKernels { quantize: Some(kquants::quantize_q6_k), dequantize: None },
         _ => return IsaKernels::default(),
     };
     IsaKernels { quantize: Some(quantize), dequantize: Some(dequantize) }
