@@ -68,7 +68,7 @@ fn select(a: __m256, mask: __m256, b: __m256) -> __m256 {
 }
 
 /// One candidate: codes into `laux` and the sums `sum_l += w*l`, `sum_l2 += (w*l)*l`, `sum_xl +=
-/// (w*l)*x`. `IN_RANGE` promises |iscale * (x - min)| < 2^22 for every element and lane, where
+/// (w*l)*x`. `IN_RANGE` promises |iscale * (x - min)| < 2^21 for every element and lane, where
 /// nearest_int is exactly `(v + 1.5*2^23) - 1.5*2^23` and the clamp can stay in floats.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -143,7 +143,7 @@ fn search_x8(xt: &[__m256; 32], p: Qkx2) -> (__m256, __m256, [__m256; 32]) {
         best_error = _mm256_add_ps(best_error, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
     }
     let nmaxf = p.nmax as f32;
-    let limit = _mm256_set1_ps(4_194_304.0);
+    let limit = _mm256_set1_ps(2_097_152.0);
     let mut laux = [zero; 32];
     for is in 0..=p.nstep {
         let iscale = _mm256_div_ps(_mm256_set1_ps(p.rmin + p.rdelta * is as f32 + nmaxf), _mm256_sub_ps(max, min));

@@ -82,7 +82,7 @@ struct Searched {
 
 /// One candidate of the search: the codes `clamp(nearest_int(iscale * (x - min)), 0, nmax)` of
 /// every element into `laux`, and the sums `sum_l += w*l`, `sum_l2 += (w*l)*l`, `sum_xl +=
-/// (w*l)*x`. `IN_RANGE` promises |iscale * (x - min)| < 2^22 for every element and lane.
+/// (w*l)*x`. `IN_RANGE` promises |iscale * (x - min)| < 2^21 for every element and lane.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
 fn candidate_sums<const IN_RANGE: bool>(
@@ -169,14 +169,15 @@ fn search_x16(xt: &[__m512; 32], p: Qkx2) -> Searched {
         // expression, evaluated once for all lanes; `min` is the best fit's so far, as in ggml.
         let iscale = _mm512_div_ps(_mm512_set1_ps(p.rmin + p.rdelta * is as f32 + nmaxf), _mm512_sub_ps(max, min));
         // `iscale * (x - min)` is monotonic in x (each rounding is), so its values lie between
-        // those of the smallest and the largest element. When both are within 2^22 in every lane,
-        // nearest_int is exactly `(v + 1.5*2^23) - 1.5*2^23` (the sum is an integer in [2^23,
-        // 2^24], whose mantissa bits are the result) and the clamp can stay in floats: 3 vector
-        // operations instead of 5. Otherwise (huge ranges, a fitted min above the data, NaN) the
-        // integer bit trick gives ggml's out-of-range values.
+        // those of the smallest and the largest element. When both are within 2^21 in every lane,
+        // nearest_int is exactly `(v + 1.5*2^23) - 1.5*2^23` (the rounded sum is an integer
+        // strictly inside (2^23, 2^24), whose mantissa bits are the result; 2^22 would not do:
+        // a v just below it rounds up to 2^24, where the exponent changes) and the clamp can stay
+        // in floats: 3 vector operations instead of 5. Otherwise (huge ranges, a fitted min above
+        // the data, NaN) the integer bit trick gives ggml's out-of-range values.
         let v_lo = _mm512_abs_ps(_mm512_mul_ps(iscale, _mm512_sub_ps(x_lo, min)));
         let v_hi = _mm512_abs_ps(_mm512_mul_ps(iscale, _mm512_sub_ps(max, min)));
-        let limit = _mm512_set1_ps(4_194_304.0);
+        let limit = _mm512_set1_ps(2_097_152.0);
         let in_range = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v_lo, limit) & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v_hi, limit);
         let (sum_l, sum_l2, sum_xl) = if in_range == 0xffff {
             candidate_sums::<true>(xt, &w, iscale, min, p.nmax, &mut laux)
