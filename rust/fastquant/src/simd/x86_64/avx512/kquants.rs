@@ -72,6 +72,58 @@ fn clamp_x16(l: __m512i, nmax: __m512i) -> __m512i {
     _mm512_max_epi32(_mm512_setzero_si512(), _mm512_min_epi32(l, nmax))
 }
 
+/// `vpermt2ps` indices of the transpose stage that swaps `d`-wide blocks: output row i (bit d of
+/// i clear) takes lane c of row i where bit d of c is clear, else lane c - d of row i + d; output
+/// row i + d takes lane c + d of row i, else lane c of row i + d (16 + c addresses the second
+/// source).
+const fn swap_blocks_index(d: usize, upper: bool) -> [i32; 16] {
+    let mut idx = [0i32; 16];
+    let mut c = 0;
+    while c < 16 {
+        idx[c] = match (c & d == 0, upper) {
+            (true, false) => c as i32,
+            (false, false) => (16 + c - d) as i32,
+            (true, true) => (c + d) as i32,
+            (false, true) => (16 + c) as i32,
+        };
+        c += 1;
+    }
+    idx
+}
+
+const SWAP_INDEX: [[[i32; 16]; 2]; 4] = [
+    [swap_blocks_index(8, false), swap_blocks_index(8, true)],
+    [swap_blocks_index(4, false), swap_blocks_index(4, true)],
+    [swap_blocks_index(2, false), swap_blocks_index(2, true)],
+    [swap_blocks_index(1, false), swap_blocks_index(1, true)],
+];
+
+/// The transpose of a 16x16 matrix of floats (`rows[r]` lane c becomes `out[c]` lane r): for each
+/// block width 8, 4, 2, 1, the off-diagonal blocks swap, which moves element (r, c) to (c, r).
+/// 64 two-source permutes, where 16 gathers (one per column) cost several times as much.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn transpose16(rows: [__m512; 16]) -> [__m512; 16] {
+    let mut m = rows;
+    for (stage, d) in [8usize, 4, 2, 1].into_iter().enumerate() {
+        // SAFETY: each index table is 16 readable ints.
+        let (lo, hi) = unsafe {
+            (
+                _mm512_loadu_si512(SWAP_INDEX[stage][0].as_ptr().cast()),
+                _mm512_loadu_si512(SWAP_INDEX[stage][1].as_ptr().cast()),
+            )
+        };
+        for i in 0..16 {
+            if i & d == 0 {
+                let (a, b) = (m[i], m[i + d]);
+                m[i] = _mm512_permutex2var_ps(a, lo, b);
+                m[i + d] = _mm512_permutex2var_ps(a, hi, b);
+            }
+        }
+    }
+    m
+}
+
 /// The result of 16 searches: lane s is sub-block s.
 struct Searched {
     scale: __m512,
@@ -286,22 +338,21 @@ fn quantize_min_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8], p: Qkx2, pac
     let blocks: &mut [B] = bytemuck::cast_slice_mut(dst);
     let (xs, x_rest) = src.as_chunks::<32>();
     assert!(x_rest.is_empty() && xs.len() == SUBS * blocks.len(), "partial blocks");
-    // Gather index of lane s: sub-block s starts 32 floats after sub-block s - 1.
-    let idx = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(32),
-    );
     let (pairs, _) = xs.as_chunks::<{ 2 * SUBS }>();
     let n_pairs = pairs.len();
     for (pair, ys) in pairs.iter().zip(blocks.chunks_exact_mut(2)) {
+        let mut lo = [_mm512_setzero_ps(); 16];
+        let mut hi = [_mm512_setzero_ps(); 16];
+        for ((lo, hi), x) in lo.iter_mut().zip(&mut hi).zip(pair) {
+            (*lo, *hi) = load_f32x32(x);
+        }
         let mut xt = [_mm512_setzero_ps(); 32];
+        xt[..16].copy_from_slice(&transpose16(lo));
+        xt[16..].copy_from_slice(&transpose16(hi));
         let mut non_finite: __mmask16 = 0;
-        let base = pair.as_flattened().as_ptr();
-        for (i, v) in xt.iter_mut().enumerate() {
-            // SAFETY: lane s reads pair[s][i], s < 16 and i < 32, inside the 512 floats of `pair`.
-            *v = unsafe { _mm512_i32gather_ps::<4>(idx, base.add(i)) };
+        for &v in &xt {
             // fpclass categories: 0x01 QNaN, 0x08 +Inf, 0x10 -Inf, 0x80 SNaN.
-            non_finite |= _mm512_fpclass_ps_mask::<0x99>(*v);
+            non_finite |= _mm512_fpclass_ps_mask::<0x99>(v);
         }
         if non_finite != 0 {
             for (x, y) in pair.as_flattened().chunks_exact(QK_K).zip(ys) {
@@ -520,17 +571,17 @@ fn quantize_q6_k_avx512(src: &[f32], dst: &mut [u8]) {
     let (xs, x_rest) = src.as_chunks::<16>();
     let (xs, _) = xs.as_chunks::<16>();
     assert!(x_rest.is_empty() && xs.len() * 256 == src.len() && xs.len() == blocks.len(), "partial blocks");
-    // Gather index of lane s: sub-block s starts 16 floats after sub-block s - 1.
-    let idx = _mm512_slli_epi32::<4>(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
     for (x, y) in xs.iter().zip(blocks) {
-        let mut xt = [_mm512_setzero_ps(); 16];
+        let mut rows = [_mm512_setzero_ps(); 16];
+        for (r, x) in rows.iter_mut().zip(x) {
+            // SAFETY: `x` is 16 readable floats; `loadu` has no alignment requirement.
+            *r = unsafe { _mm512_loadu_ps(x.as_ptr()) };
+        }
+        let xt = transpose16(rows);
         let mut non_finite: __mmask16 = 0;
-        let base = x.as_flattened().as_ptr();
-        for (i, v) in xt.iter_mut().enumerate() {
-            // SAFETY: lane s reads x[s][i], s < 16 and i < 16, inside the 256 floats of `x`.
-            *v = unsafe { _mm512_i32gather_ps::<4>(idx, base.add(i)) };
+        for &v in &xt {
             // fpclass categories: 0x01 QNaN, 0x08 +Inf, 0x10 -Inf, 0x80 SNaN.
-            non_finite |= _mm512_fpclass_ps_mask::<0x99>(*v);
+            non_finite |= _mm512_fpclass_ps_mask::<0x99>(v);
         }
         if non_finite != 0 {
             BlockQ6K::quantize_block(x.as_flattened(), y);
