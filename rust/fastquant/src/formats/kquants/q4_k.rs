@@ -143,7 +143,7 @@ pub(super) fn min_block_imatrix(x: &[f32], qw: &[f32], nmax: i32, clamp63: bool)
 }
 
 impl BlockQ4K {
-    pub(crate) fn pack(b: &MinBlock, y: &mut Self) {
+    fn pack(b: &MinBlock, y: &mut Self) {
         y.d = b.d.to_le_bytes();
         y.dmin = b.dmin.to_le_bytes();
         y.scales = b.scales;

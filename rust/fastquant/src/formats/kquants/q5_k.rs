@@ -30,7 +30,7 @@ pub struct BlockQ5K {
 const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
 
 impl BlockQ5K {
-    pub(crate) fn pack(b: &MinBlock, y: &mut Self) {
+    fn pack(b: &MinBlock, y: &mut Self) {
         y.d = b.d.to_le_bytes();
         y.dmin = b.dmin.to_le_bytes();
         y.scales = b.scales;

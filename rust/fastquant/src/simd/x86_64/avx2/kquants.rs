@@ -264,10 +264,69 @@ fn min_block(x: &[[f32; 32]; 8], p: Qkx2) -> MinBlock {
     b
 }
 
+// ---- bit packing of Q4_K / Q5_K codes (shared with the AVX-512 kernels) -------------------------
+
+/// Loads 32 bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load_u8x32(b: &[u8]) -> __m256i {
+    let b: &[u8; 32] = b[..32].try_into().expect("32 bytes");
+    // SAFETY: `b` is 32 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+}
+
+/// Stores 32 bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn store_u8x32(b: &mut [u8], v: __m256i) {
+    let b: &mut [u8; 32] = (&mut b[..32]).try_into().expect("32 bytes");
+    // SAFETY: `b` is 32 writable bytes; `storeu` has no alignment requirement.
+    unsafe { _mm256_storeu_si256(b.as_mut_ptr().cast(), v) }
+}
+
+/// `BlockQ4K::pack` with 32-byte vectors: per 64-element chunk, byte i is code i | code 32+i << 4
+/// (codes are <= 15, so the 16-bit shift never carries into the neighbouring byte).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in crate::simd::x86_64) fn pack_q4_k(b: &MinBlock, y: &mut BlockQ4K) {
+    y.d = b.d.to_le_bytes();
+    y.dmin = b.dmin.to_le_bytes();
+    y.scales = b.scales;
+    for (chunk, q) in y.qs.chunks_exact_mut(32).enumerate() {
+        let lo = load_u8x32(&b.l[64 * chunk..]);
+        let hi = load_u8x32(&b.l[64 * chunk + 32..]);
+        store_u8x32(q, _mm256_or_si256(lo, _mm256_slli_epi16::<4>(hi)));
+    }
+}
+
+/// `BlockQ5K::pack` with 32-byte vectors: the low nibbles as Q4_K's, and bit 2c (2c + 1) of
+/// `qh[i]` the fifth bit of code i (32 + i) of chunk c. Codes are <= 31, and a fifth bit moved
+/// to bit 2c + 1 <= 7 of its byte stays inside it under the 16-bit shifts.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in crate::simd::x86_64) fn pack_q5_k(b: &MinBlock, y: &mut BlockQ5K) {
+    y.d = b.d.to_le_bytes();
+    y.dmin = b.dmin.to_le_bytes();
+    y.scales = b.scales;
+    let nib = _mm256_set1_epi8(0x0f);
+    let one = _mm256_set1_epi8(1);
+    let mut qh = _mm256_setzero_si256();
+    for (chunk, ql) in y.qs.chunks_exact_mut(32).enumerate() {
+        let l1 = load_u8x32(&b.l[64 * chunk..]);
+        let l2 = load_u8x32(&b.l[64 * chunk + 32..]);
+        store_u8x32(ql, _mm256_or_si256(_mm256_and_si256(l1, nib), _mm256_slli_epi16::<4>(_mm256_and_si256(l2, nib))));
+        let h1 = _mm256_and_si256(_mm256_srli_epi16::<4>(l1), one);
+        let h2 = _mm256_and_si256(_mm256_srli_epi16::<4>(l2), one);
+        let bits = _mm256_or_si256(h1, _mm256_slli_epi16::<1>(h2));
+        qh = _mm256_or_si256(qh, _mm256_sll_epi16(bits, _mm_cvtsi32_si128(2 * chunk as i32)));
+    }
+    store_u8x32(&mut y.qh, qh);
+}
+
 /// The quantize loop of both formats.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn quantize_min_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8], p: Qkx2, pack: fn(&MinBlock, &mut B)) {
+fn quantize_min_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8], p: Qkx2, pack: impl Fn(&MinBlock, &mut B)) {
     let blocks: &mut [B] = bytemuck::cast_slice_mut(dst);
     let (xs, x_rest) = src.as_chunks::<32>();
     let (xs, _) = xs.as_chunks::<8>();
@@ -291,12 +350,12 @@ fn quantize_min_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8], p: Qkx2, pac
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn quantize_q4_k_avx2(src: &[f32], dst: &mut [u8]) {
-    quantize_min_blocks::<BlockQ4K>(src, dst, Q4_K, BlockQ4K::pack);
+    quantize_min_blocks::<BlockQ4K>(src, dst, Q4_K, |b, y| pack_q4_k(b, y));
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn quantize_q5_k_avx2(src: &[f32], dst: &mut [u8]) {
-    quantize_min_blocks::<BlockQ5K>(src, dst, Q5_K, BlockQ5K::pack);
+    quantize_min_blocks::<BlockQ5K>(src, dst, Q5_K, |b, y| pack_q5_k(b, y));
 }
 
 // ---- Q6_K ---------------------------------------------------------------------------------------

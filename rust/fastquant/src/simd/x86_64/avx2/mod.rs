@@ -12,7 +12,7 @@
 //! of a fixed-size array.
 
 mod float;
-mod kquants;
+pub(super) mod kquants;
 mod legacy;
 
 use std::arch::x86_64::*;

@@ -19,7 +19,7 @@
 //!
 //! The per-super-block epilogue (6- or 8-bit scales against the largest scale, fp16 super-scales)
 //! is the scalar code's, then the codes are recomputed against the stored scales 16 at a time and
-//! packed (Q4_K/Q5_K by the scalar formats' own `pack`, Q6_K with 32-byte vectors).
+//! packed with 32-byte vectors (Q4_K/Q5_K by the AVX2 kernels' packers).
 //!
 //! Blocks (pairs for Q4_K/Q5_K) with a NaN or an infinity anywhere go to the scalar reference, as
 //! does an odd last Q4_K/Q5_K block: not because the lanes would differ (they compute the same IEEE operations), but so
@@ -35,6 +35,7 @@ use crate::formats::kquants::q4_k::MinBlock;
 use crate::formats::kquants::search::{get_scale_min_k4, nearest_int, pack_scale_min_k4, GROUP_MAX_EPS};
 use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::BlockFormat;
+use crate::simd::x86_64::avx2::kquants::{pack_q4_k, pack_q5_k};
 
 entry_points! {
     quantize_q4_k => quantize_q4_k_avx512(&[f32], &mut [u8]);
@@ -334,7 +335,7 @@ fn finish_block(
 /// through the scalar reference.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn quantize_min_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8], p: Qkx2, pack: fn(&MinBlock, &mut B)) {
+fn quantize_min_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8], p: Qkx2, pack: impl Fn(&MinBlock, &mut B)) {
     let blocks: &mut [B] = bytemuck::cast_slice_mut(dst);
     let (xs, x_rest) = src.as_chunks::<32>();
     assert!(x_rest.is_empty() && xs.len() == SUBS * blocks.len(), "partial blocks");
@@ -385,12 +386,12 @@ fn quantize_min_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8], p: Qkx2, pac
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 fn quantize_q4_k_avx512(src: &[f32], dst: &mut [u8]) {
-    quantize_min_blocks::<BlockQ4K>(src, dst, Q4_K, BlockQ4K::pack);
+    quantize_min_blocks::<BlockQ4K>(src, dst, Q4_K, |b, y| pack_q4_k(b, y));
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 fn quantize_q5_k_avx512(src: &[f32], dst: &mut [u8]) {
-    quantize_min_blocks::<BlockQ5K>(src, dst, Q5_K, BlockQ5K::pack);
+    quantize_min_blocks::<BlockQ5K>(src, dst, Q5_K, |b, y| pack_q5_k(b, y));
 }
 
 // ---- Q6_K ---------------------------------------------------------------------------------------
