@@ -7,8 +7,9 @@
 //! lane-wise accumulations, multiply and add kept separate (no FMA, although this level enables
 //! it: every product and sum below is an explicit `mul`/`add` intrinsic, which Rust never fuses),
 //! branches as blends under the scalar code's own (ordered) comparisons, `vminps`/`vmaxps` with
-//! the operand order of `if (x < min)`, and ggml's `nearest_int` bit trick on integer lanes.
-//! Blocks with a NaN or an infinity go to the scalar reference.
+//! the operand order of `if (x < min)`, and ggml's `nearest_int` bit trick on integer lanes (or
+//! its float equivalent where the values are proven well inside its exact range). Blocks with a
+//! NaN or an infinity go to the scalar reference.
 
 use std::arch::x86_64::*;
 

@@ -14,16 +14,18 @@
 //!   product keeps the scalar grouping (`w * l * x` is `(w * l) * x`);
 //! * branches are masked selects with the comparison the scalar code makes (ordered compares:
 //!   false on NaN, as in C), and `vminps`/`vmaxps` with the operand order of `if x < min`;
-//! * `nearest_int` is the same magic-number bit trick on integer lanes; divisions and square
-//!   roots are correctly rounded in both.
+//! * `nearest_int` is the same magic-number bit trick on integer lanes, or, where the values are
+//!   proven to lie well inside its exact range, the equivalent float round trip
+//!   `(v + 1.5*2^23) - 1.5*2^23` with the clamp in floats; divisions and square roots are
+//!   correctly rounded in both.
 //!
 //! The per-super-block epilogue (6- or 8-bit scales against the largest scale, fp16 super-scales)
 //! is the scalar code's, then the codes are recomputed against the stored scales 16 at a time and
 //! packed with 32-byte vectors (Q4_K/Q5_K by the AVX2 kernels' packers).
 //!
 //! Blocks (pairs for Q4_K/Q5_K) with a NaN or an infinity anywhere go to the scalar reference, as
-//! does an odd last Q4_K/Q5_K block: not because the lanes would differ (they compute the same IEEE operations), but so
-//! that nothing here has to argue about them.
+//! does an odd last Q4_K/Q5_K block: not because the lanes would differ (they compute the same
+//! IEEE operations), but so that nothing here has to argue about them.
 
 use std::arch::x86_64::*;
 
