@@ -1,5 +1,6 @@
 //! AVX2 kernels (with FMA and F16C). Same file stems as `formats/`: `legacy.rs` for Q4_0..Q8_1,
-//! `float.rs` for F16/BF16, `kquants.rs` for Q4_K/Q5_K/Q6_K quantizing (F32 has no kernel here: the scalar copy already runs at memcpy speed).
+//! `float.rs` for F16/BF16, `kquants.rs` for quantizing Q4_K/Q5_K/Q6_K (F32 has no kernel here:
+//! the scalar copy already runs at memcpy speed).
 //!
 //! Every kernel gives the scalar reference's bytes (quantize) and bits (dequantize) for every input,
 //! NaN, infinities and subnormals included; `tests/formats.rs` checks this level against scalar.

@@ -1,5 +1,6 @@
 //! AVX-512 kernels (F, BW, VL, DQ; Skylake-X, Zen 4). Same file stems as `formats/`: `legacy.rs`
-//! for Q4_0..Q8_1, `float.rs` for F16/BF16, `kquants.rs` for Q4_K/Q5_K quantizing. F32 keeps the scalar copy, which is already a memcpy.
+//! for Q4_0..Q8_1, `float.rs` for F16/BF16, `kquants.rs` for quantizing Q4_K/Q5_K/Q6_K. F32 keeps
+//! the scalar copy, which is already a memcpy.
 //!
 //! Every kernel is a safe `#[target_feature]` function: the only thing that makes calling one
 //! unsafe is the CPU features, and the safe wrappers in the table below are only handed out in
