@@ -32,7 +32,7 @@ pub struct BlockQ4K {
 const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
 
 /// The header and the per-element codes (0..=nmax) of a Q4_K or Q5_K block, before bit packing.
-pub(super) struct MinBlock {
+pub(crate) struct MinBlock {
     pub d: u16,
     pub dmin: u16,
     pub scales: [u8; K_SCALE_SIZE],

@@ -1,5 +1,6 @@
 //! AVX2 kernels (with FMA and F16C). Same file stems as `formats/`: `legacy.rs` for Q4_0..Q8_1,
-//! `float.rs` for F16/BF16 (F32 has no kernel here: the scalar copy already runs at memcpy speed).
+//! `float.rs` for F16/BF16, `kquants.rs` for quantizing Q4_K/Q5_K/Q6_K (F32 has no kernel here:
+//! the scalar copy already runs at memcpy speed).
 //!
 //! Every kernel gives the scalar reference's bytes (quantize) and bits (dequantize) for every input,
 //! NaN, infinities and subnormals included; `tests/formats.rs` checks this level against scalar.
@@ -13,6 +14,7 @@
 
 mod float;
 mod iquants_dequantize;
+pub(super) mod kquants;
 mod kquants_dequantize;
 mod legacy;
 
@@ -35,6 +37,16 @@ pub fn kernels(_token: Avx2, qtype: QuantType) -> IsaKernels {
         QuantType::Q5_1 => (legacy::quantize_q5_1, legacy::dequantize_q5_1),
         QuantType::Q8_0 => (legacy::quantize_q8_0, legacy::dequantize_q8_0),
         QuantType::Q8_1 => (legacy::quantize_q8_1, legacy::dequantize_q8_1),
+        // K-quants with a quantize kernel at this level; dequantize as dequantize_only says.
+        QuantType::Q4_K => {
+            return IsaKernels { quantize: Some(kquants::quantize_q4_k), dequantize: dequantize_only(qtype) }
+        }
+        QuantType::Q5_K => {
+            return IsaKernels { quantize: Some(kquants::quantize_q5_k), dequantize: dequantize_only(qtype) }
+        }
+        QuantType::Q6_K => {
+            return IsaKernels { quantize: Some(kquants::quantize_q6_k), dequantize: dequantize_only(qtype) }
+        }
         // Types with only a dequantize kernel at this level.
         _ => return IsaKernels { quantize: None, dequantize: dequantize_only(qtype) },
     };

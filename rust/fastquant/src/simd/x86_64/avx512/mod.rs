@@ -1,5 +1,6 @@
 //! AVX-512 kernels (F, BW, VL, DQ; Skylake-X, Zen 4). Same file stems as `formats/`: `legacy.rs`
-//! for Q4_0..Q8_1, `float.rs` for F16/BF16. F32 keeps the scalar copy, which is already a memcpy.
+//! for Q4_0..Q8_1, `float.rs` for F16/BF16, `kquants.rs` for quantizing Q4_K/Q5_K/Q6_K. F32 keeps
+//! the scalar copy, which is already a memcpy.
 //!
 //! Every kernel is a safe `#[target_feature]` function: the only thing that makes calling one
 //! unsafe is the CPU features, and the safe wrappers in the table below are only handed out in
@@ -14,6 +15,7 @@
 
 mod float;
 mod iquants_dequantize;
+mod kquants;
 pub(super) mod kquants_dequantize; // its scale unpacking is shared with AVX2
 mod legacy;
 mod ternary_dequantize;
@@ -39,6 +41,16 @@ pub fn kernels(_token: Avx512, qtype: QuantType) -> IsaKernels {
         QuantType::Q8_1 => (legacy::quantize_q8_1, legacy::dequantize_q8_1),
         QuantType::F16 => (float::quantize_f16, float::dequantize_f16),
         QuantType::BF16 => (float::quantize_bf16, float::dequantize_bf16),
+        // K-quants with a quantize kernel at this level; dequantize as dequantize_only says.
+        QuantType::Q4_K => {
+            return IsaKernels { quantize: Some(kquants::quantize_q4_k), dequantize: dequantize_only(qtype) }
+        }
+        QuantType::Q5_K => {
+            return IsaKernels { quantize: Some(kquants::quantize_q5_k), dequantize: dequantize_only(qtype) }
+        }
+        QuantType::Q6_K => {
+            return IsaKernels { quantize: Some(kquants::quantize_q6_k), dequantize: dequantize_only(qtype) }
+        }
         // Types with only a dequantize kernel at this level.
         _ => return IsaKernels { quantize: None, dequantize: dequantize_only(qtype) },
     };

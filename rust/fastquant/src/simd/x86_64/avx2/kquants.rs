@@ -1,0 +1,559 @@
+//! AVX2 quantize kernels for Q4_K, Q5_K and Q6_K (plain path, no imatrix): the AVX-512 kernels'
+//! method (see `avx512/kquants.rs`) with 8 lanes: one Q4_K/Q5_K super-block's 8 sub-blocks per
+//! search, half a Q6_K super-block's 16.
+//!
+//! Lane s of every vector runs sub-block s's `make_qkx2_quants` (or `make_qx_quants`) with exactly the scalar code's
+//! float operations in exactly its order: inputs transposed so the scalar sums over elements are
+//! lane-wise accumulations, multiply and add kept separate (no FMA, although this level enables
+//! it: every product and sum below is an explicit `mul`/`add` intrinsic, which Rust never fuses),
+//! branches as blends under the scalar code's own (ordered) comparisons, `vminps`/`vmaxps` with
+//! the operand order of `if (x < min)`, and ggml's `nearest_int` bit trick on integer lanes (or
+//! its float equivalent where the values are proven well inside its exact range). Blocks with a
+//! NaN or an infinity go to the scalar reference.
+
+use std::arch::x86_64::*;
+
+use bytemuck::Zeroable;
+
+use super::safe_wrappers;
+use crate::formats::float::{fp16_to_fp32, fp32_to_fp16};
+use crate::formats::kquants::q4_k::MinBlock;
+use crate::formats::kquants::search::{get_scale_min_k4, nearest_int, pack_scale_min_k4, GROUP_MAX_EPS};
+use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+use crate::formats::BlockFormat;
+
+safe_wrappers! {
+    quantize_q4_k(src: &[f32], dst: &mut [u8]) => quantize_q4_k_avx2;
+    quantize_q5_k(src: &[f32], dst: &mut [u8]) => quantize_q5_k_avx2;
+    quantize_q6_k(src: &[f32], dst: &mut [u8]) => quantize_q6_k_avx2;
+}
+
+/// The parameters of one format's `make_qkx2_quants` call.
+#[derive(Clone, Copy)]
+struct Qkx2 {
+    nmax: i32,
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+}
+
+const Q4_K: Qkx2 = Qkx2 { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20 };
+const Q5_K: Qkx2 = Qkx2 { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15 };
+
+/// ggml's `nearest_int` on each lane: add 1.5 * 2^23, read the low mantissa bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn nearest_int_x8(v: __m256) -> __m256i {
+    let bits = _mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(12_582_912.0)));
+    _mm256_sub_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(0x007f_ffff)), _mm256_set1_epi32(0x0040_0000))
+}
+
+/// `0.max(l.min(nmax))` on each lane.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn clamp_x8(l: __m256i, nmax: __m256i) -> __m256i {
+    _mm256_max_epi32(_mm256_setzero_si256(), _mm256_min_epi32(l, nmax))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn abs_x8(v: __m256) -> __m256 {
+    _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)))
+}
+
+/// `mask ? b : a` per lane.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn select(a: __m256, mask: __m256, b: __m256) -> __m256 {
+    _mm256_blendv_ps(a, b, mask)
+}
+
+/// One candidate: codes into `laux` and the sums `sum_l += w*l`, `sum_l2 += (w*l)*l`, `sum_xl +=
+/// (w*l)*x`. `IN_RANGE` promises |iscale * (x - min)| < 2^21 for every element and lane, where
+/// nearest_int is exactly `(v + 1.5*2^23) - 1.5*2^23` and the clamp can stay in floats.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn candidate_sums<const IN_RANGE: bool>(
+    xt: &[__m256; 32],
+    w: &[__m256; 32],
+    iscale: __m256,
+    min: __m256,
+    nmax: i32,
+    laux: &mut [__m256; 32],
+) -> (__m256, __m256, __m256) {
+    let zero = _mm256_setzero_ps();
+    let magic = _mm256_set1_ps(12_582_912.0);
+    let nmaxf = _mm256_set1_ps(nmax as f32);
+    let nmaxi = _mm256_set1_epi32(nmax);
+    let mut sum_l = zero;
+    let mut sum_l2 = zero;
+    let mut sum_xl = zero;
+    for i in 0..32 {
+        let v = _mm256_mul_ps(iscale, _mm256_sub_ps(xt[i], min));
+        let l = if IN_RANGE {
+            _mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(_mm256_add_ps(v, magic), magic), zero), nmaxf)
+        } else {
+            _mm256_cvtepi32_ps(clamp_x8(nearest_int_x8(v), nmaxi))
+        };
+        laux[i] = l;
+        let wl = _mm256_mul_ps(w[i], l);
+        sum_l = _mm256_add_ps(sum_l, wl);
+        sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, l));
+        sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, xt[i]));
+    }
+    (sum_l, sum_l2, sum_xl)
+}
+
+/// `make_qkx2_quants(nmax, x, av_x + |x|, L, rmin, rdelta, nstep, false)` for the 8 sub-blocks
+/// whose element i is lane s of `xt[i]`: (scale, the_min, codes as floats).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn search_x8(xt: &[__m256; 32], p: Qkx2) -> (__m256, __m256, [__m256; 32]) {
+    let zero = _mm256_setzero_ps();
+    let mut sum_x2 = zero;
+    for &x in xt {
+        sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(x, x));
+    }
+    let av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0)));
+    let mut w = [zero; 32];
+    for (w, &x) in w.iter_mut().zip(xt) {
+        *w = _mm256_add_ps(av_x, abs_x8(x));
+    }
+    let mut min = xt[0];
+    let mut max = xt[0];
+    let mut sum_w = w[0];
+    let mut sum_x = _mm256_mul_ps(sum_w, xt[0]);
+    for i in 1..32 {
+        min = _mm256_min_ps(xt[i], min);
+        max = _mm256_max_ps(xt[i], max);
+        sum_w = _mm256_add_ps(sum_w, w[i]);
+        sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(w[i], xt[i]));
+    }
+    let x_lo = min;
+    min = select(min, _mm256_cmp_ps::<_CMP_GT_OQ>(min, zero), zero);
+    let empty = _mm256_cmp_ps::<_CMP_EQ_OQ>(max, min);
+    let nmax = _mm256_set1_epi32(p.nmax);
+    let iscale = _mm256_div_ps(_mm256_set1_ps(p.nmax as f32), _mm256_sub_ps(max, min));
+    let mut scale = _mm256_div_ps(_mm256_set1_ps(1.0), iscale);
+    let mut best_error = zero;
+    let mut best = [zero; 32];
+    for i in 0..32 {
+        let l = _mm256_cvtepi32_ps(clamp_x8(nearest_int_x8(_mm256_mul_ps(iscale, _mm256_sub_ps(xt[i], min))), nmax));
+        best[i] = l;
+        let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, l), min), xt[i]);
+        best_error = _mm256_add_ps(best_error, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
+    }
+    let nmaxf = p.nmax as f32;
+    let limit = _mm256_set1_ps(2_097_152.0);
+    let mut laux = [zero; 32];
+    for is in 0..=p.nstep {
+        let iscale = _mm256_div_ps(_mm256_set1_ps(p.rmin + p.rdelta * is as f32 + nmaxf), _mm256_sub_ps(max, min));
+        // Monotonic in x: the extreme elements bound every lane's values (see the AVX-512 kernel).
+        let v_lo = abs_x8(_mm256_mul_ps(iscale, _mm256_sub_ps(x_lo, min)));
+        let v_hi = abs_x8(_mm256_mul_ps(iscale, _mm256_sub_ps(max, min)));
+        let in_range =
+            _mm256_and_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(v_lo, limit), _mm256_cmp_ps::<_CMP_LT_OQ>(v_hi, limit));
+        let (sum_l, sum_l2, sum_xl) = if _mm256_movemask_ps(in_range) == 0xff {
+            candidate_sums::<true>(xt, &w, iscale, min, p.nmax, &mut laux)
+        } else {
+            candidate_sums::<false>(xt, &w, iscale, min, p.nmax, &mut laux)
+        };
+        let d = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
+        let fit = _mm256_cmp_ps::<_CMP_GT_OQ>(d, zero);
+        if _mm256_movemask_ps(fit) == 0 {
+            continue;
+        }
+        let mut this_scale = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), d);
+        let mut this_min = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), d);
+        let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(this_min, zero);
+        this_min = select(this_min, positive, zero);
+        this_scale = select(this_scale, positive, _mm256_div_ps(sum_xl, sum_l2));
+        let mut cur_error = zero;
+        for i in 0..32 {
+            let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale, laux[i]), this_min), xt[i]);
+            cur_error = _mm256_add_ps(cur_error, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
+        }
+        let better = _mm256_and_ps(fit, _mm256_cmp_ps::<_CMP_LT_OQ>(cur_error, best_error));
+        if _mm256_movemask_ps(better) == 0 {
+            continue;
+        }
+        for i in 0..32 {
+            best[i] = select(best[i], better, laux[i]);
+        }
+        best_error = select(best_error, better, cur_error);
+        scale = select(scale, better, this_scale);
+        min = select(min, better, this_min);
+    }
+    for b in &mut best {
+        *b = select(*b, empty, zero);
+    }
+    let the_min = _mm256_xor_ps(min, _mm256_set1_ps(-0.0));
+    (select(scale, empty, zero), the_min, best)
+}
+
+/// `min_block_ref` of `formats::kquants::q4_k` for one NaN- and infinity-free super-block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn min_block(x: &[[f32; 32]; 8], p: Qkx2) -> MinBlock {
+    let idx = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
+    let base = x.as_flattened().as_ptr();
+    let mut xt = [_mm256_setzero_ps(); 32];
+    for (i, v) in xt.iter_mut().enumerate() {
+        // SAFETY: lane s reads x[s][i], s < 8 and i < 32, inside the 256 floats of `x`.
+        *v = unsafe { _mm256_i32gather_ps::<4>(base.add(i), idx) };
+    }
+    let (scale, the_min, l) = search_x8(&xt, p);
+    let mut scales = [0f32; 8];
+    let mut mins = [0f32; 8];
+    let mut codes = [[0f32; 8]; 32];
+    // SAFETY: each destination is 8 writable floats.
+    unsafe {
+        _mm256_storeu_ps(scales.as_mut_ptr(), scale);
+        _mm256_storeu_ps(mins.as_mut_ptr(), the_min);
+        for (c, &l) in codes.iter_mut().zip(&l) {
+            _mm256_storeu_ps(c.as_mut_ptr(), l);
+        }
+    }
+    let mut max_scale = 0.0f32;
+    let mut max_min = 0.0f32;
+    for j in 0..8 {
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let ls: [u8; 8] = std::array::from_fn(|j| 63.min(nearest_int(inv_scale * scales[j]) as u8));
+    let lm: [u8; 8] = std::array::from_fn(|j| 63.min(nearest_int(inv_min * mins[j]) as u8));
+    let mut b = MinBlock {
+        d: fp32_to_fp16(max_scale / 63.0),
+        dmin: fp32_to_fp16(max_min / 63.0),
+        scales: pack_scale_min_k4(&ls, &lm),
+        l: [0; QK_K],
+    };
+    // `requantize`: x -> clamp(nearest_int((x + dm) / d)); a zero d keeps the search's codes.
+    let d_all = fp16_to_fp32(b.d);
+    let dmin_all = fp16_to_fp32(b.dmin);
+    let nmax = _mm256_set1_epi32(p.nmax);
+    for j in 0..8 {
+        let (sc, m) = get_scale_min_k4(j, &b.scales);
+        let d = d_all * sc as f32;
+        let l = &mut b.l[32 * j..32 * j + 32];
+        if d == 0.0 {
+            for (i, l) in l.iter_mut().enumerate() {
+                *l = codes[i][j] as u8;
+            }
+            continue;
+        }
+        let dm = _mm256_set1_ps(dmin_all * m as f32);
+        let dv = _mm256_set1_ps(d);
+        for k in 0..4 {
+            // SAFETY: x[j][8k..8k + 8] is in bounds for k < 4.
+            let v = unsafe { _mm256_loadu_ps(x[j].as_ptr().add(8 * k)) };
+            let q = clamp_x8(nearest_int_x8(_mm256_div_ps(_mm256_add_ps(v, dm), dv)), nmax);
+            let mut out = [0i32; 8];
+            // SAFETY: `out` is 8 writable ints.
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), q) };
+            for (l, &q) in l[8 * k..8 * k + 8].iter_mut().zip(&out) {
+                *l = q as u8;
+            }
+        }
+    }
+    b
+}
+
+// ---- bit packing of Q4_K / Q5_K codes (shared with the AVX-512 kernels) -------------------------
+
+/// Loads 32 bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load_u8x32(b: &[u8]) -> __m256i {
+    let b: &[u8; 32] = b[..32].try_into().expect("32 bytes");
+    // SAFETY: `b` is 32 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+}
+
+/// Stores 32 bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn store_u8x32(b: &mut [u8], v: __m256i) {
+    let b: &mut [u8; 32] = (&mut b[..32]).try_into().expect("32 bytes");
+    // SAFETY: `b` is 32 writable bytes; `storeu` has no alignment requirement.
+    unsafe { _mm256_storeu_si256(b.as_mut_ptr().cast(), v) }
+}
+
+/// `BlockQ4K::pack` with 32-byte vectors: per 64-element chunk, byte i is code i | code 32+i << 4
+/// (codes are <= 15, so the 16-bit shift never carries into the neighbouring byte).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in crate::simd::x86_64) fn pack_q4_k(b: &MinBlock, y: &mut BlockQ4K) {
+    y.d = b.d.to_le_bytes();
+    y.dmin = b.dmin.to_le_bytes();
+    y.scales = b.scales;
+    for (chunk, q) in y.qs.chunks_exact_mut(32).enumerate() {
+        let lo = load_u8x32(&b.l[64 * chunk..]);
+        let hi = load_u8x32(&b.l[64 * chunk + 32..]);
+        store_u8x32(q, _mm256_or_si256(lo, _mm256_slli_epi16::<4>(hi)));
+    }
+}
+
+/// `BlockQ5K::pack` with 32-byte vectors: the low nibbles as Q4_K's, and bit 2c (2c + 1) of
+/// `qh[i]` the fifth bit of code i (32 + i) of chunk c. Codes are <= 31, and a fifth bit moved
+/// to bit 2c + 1 <= 7 of its byte stays inside it under the 16-bit shifts.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in crate::simd::x86_64) fn pack_q5_k(b: &MinBlock, y: &mut BlockQ5K) {
+    y.d = b.d.to_le_bytes();
+    y.dmin = b.dmin.to_le_bytes();
+    y.scales = b.scales;
+    let nib = _mm256_set1_epi8(0x0f);
+    let one = _mm256_set1_epi8(1);
+    let mut qh = _mm256_setzero_si256();
+    for (chunk, ql) in y.qs.chunks_exact_mut(32).enumerate() {
+        let l1 = load_u8x32(&b.l[64 * chunk..]);
+        let l2 = load_u8x32(&b.l[64 * chunk + 32..]);
+        store_u8x32(ql, _mm256_or_si256(_mm256_and_si256(l1, nib), _mm256_slli_epi16::<4>(_mm256_and_si256(l2, nib))));
+        let h1 = _mm256_and_si256(_mm256_srli_epi16::<4>(l1), one);
+        let h2 = _mm256_and_si256(_mm256_srli_epi16::<4>(l2), one);
+        let bits = _mm256_or_si256(h1, _mm256_slli_epi16::<1>(h2));
+        qh = _mm256_or_si256(qh, _mm256_sll_epi16(bits, _mm_cvtsi32_si128(2 * chunk as i32)));
+    }
+    store_u8x32(&mut y.qh, qh);
+}
+
+/// The quantize loop of both formats.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn quantize_min_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8], p: Qkx2, pack: impl Fn(&MinBlock, &mut B)) {
+    let blocks: &mut [B] = bytemuck::cast_slice_mut(dst);
+    let (xs, x_rest) = src.as_chunks::<32>();
+    let (xs, _) = xs.as_chunks::<8>();
+    assert!(x_rest.is_empty() && xs.len() * QK_K == src.len() && xs.len() == blocks.len(), "partial blocks");
+    let exp = _mm256_set1_epi32(0x7f80_0000);
+    for (x, y) in xs.iter().zip(blocks) {
+        // A NaN or infinity has all exponent bits set.
+        let mut non_finite = _mm256_setzero_si256();
+        for c in x.as_flattened().chunks_exact(8) {
+            // SAFETY: `c` is 8 readable floats.
+            let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
+            non_finite = _mm256_or_si256(non_finite, _mm256_cmpeq_epi32(_mm256_and_si256(v, exp), exp));
+        }
+        if _mm256_testz_si256(non_finite, non_finite) == 0 {
+            B::quantize_block(x.as_flattened(), y);
+        } else {
+            pack(&min_block(x, p), y);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_q4_k_avx2(src: &[f32], dst: &mut [u8]) {
+    quantize_min_blocks::<BlockQ4K>(src, dst, Q4_K, |b, y| pack_q4_k(b, y));
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_q5_k_avx2(src: &[f32], dst: &mut [u8]) {
+    quantize_min_blocks::<BlockQ5K>(src, dst, Q5_K, |b, y| pack_q5_k(b, y));
+}
+
+// ---- Q6_K ---------------------------------------------------------------------------------------
+
+/// `make_qx_quants(32, x, L, 1, NULL)` of ggml for the 8 sub-blocks of 16 whose element i is
+/// lane s of `xt[i]`: the scale and the codes `l` (-32..32, as floats; `L = l + 32`). Empty lanes
+/// (amax < GROUP_MAX_EPS) get scale 0 and codes -32 (`L = 0`). As in the AVX-512 kernel, the
+/// codes of a non-empty lane are within 33 of zero, where nearest_int is a float round trip.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn search_qx_x8(xt: &[__m256; 16]) -> (__m256, [__m256; 16]) {
+    const NMAX: i32 = 32;
+    let zero = _mm256_setzero_ps();
+    let mut max = zero;
+    let mut amax = zero;
+    for &x in xt {
+        let ax = abs_x8(x);
+        let larger = _mm256_cmp_ps::<_CMP_GT_OQ>(ax, amax);
+        amax = select(amax, larger, ax);
+        max = select(max, larger, x);
+    }
+    let empty = _mm256_cmp_ps::<_CMP_LT_OQ>(amax, _mm256_set1_ps(GROUP_MAX_EPS));
+    let magic = _mm256_set1_ps(12_582_912.0);
+    let (lo, hi) = (_mm256_set1_ps(-(NMAX as f32)), _mm256_set1_ps((NMAX - 1) as f32));
+    let mut w = [zero; 16];
+    let mut wx = [zero; 16];
+    for i in 0..16 {
+        w[i] = _mm256_mul_ps(xt[i], xt[i]);
+        wx[i] = _mm256_mul_ps(w[i], xt[i]);
+    }
+    let sums = |iscale: __m256, laux: &mut [__m256; 16]| -> (__m256, __m256) {
+        let mut sumlx = _mm256_setzero_ps();
+        let mut suml2 = _mm256_setzero_ps();
+        for i in 0..16 {
+            let r = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(iscale, xt[i]), magic), magic);
+            let lf = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+            laux[i] = lf;
+            sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[i], lf));
+            suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf), lf));
+        }
+        (sumlx, suml2)
+    };
+    let mut best_l = [zero; 16];
+    let (sumlx, suml2) = sums(_mm256_div_ps(_mm256_set1_ps(-(NMAX as f32)), max), &mut best_l);
+    // `suml2 ? sumlx / suml2 : 0`: NaN counts as true, hence the unordered compare.
+    let mut scale = _mm256_and_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(suml2, zero), _mm256_div_ps(sumlx, suml2));
+    let mut best = _mm256_mul_ps(scale, sumlx);
+    let mut laux = [zero; 16];
+    for is in -9..=9 {
+        if is == 0 {
+            continue;
+        }
+        let iscale = _mm256_div_ps(_mm256_set1_ps(-(NMAX as f32 + 0.1 * is as f32)), max);
+        let (sumlx, suml2) = sums(iscale, &mut laux);
+        let better = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GT_OQ>(suml2, zero),
+            _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2)),
+        );
+        if _mm256_movemask_ps(better) == 0 {
+            continue;
+        }
+        for (b, &l) in best_l.iter_mut().zip(&laux) {
+            *b = select(*b, better, l);
+        }
+        scale = select(scale, better, _mm256_div_ps(sumlx, suml2));
+        best = select(best, better, _mm256_mul_ps(scale, sumlx));
+    }
+    for b in &mut best_l {
+        *b = select(*b, empty, lo);
+    }
+    (select(scale, empty, zero), best_l)
+}
+
+/// `quantize_row_q6_K_ref` for one NaN- and infinity-free block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn quantize_q6_k_block(x: &[[f32; 16]; 16], y: &mut BlockQ6K) {
+    let idx = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
+    let mut scales = [0f32; 16];
+    let mut search = [[0f32; 16]; 16];
+    for half in 0..2 {
+        let base = x[8 * half..].as_flattened().as_ptr();
+        let mut xt = [_mm256_setzero_ps(); 16];
+        for (i, v) in xt.iter_mut().enumerate() {
+            // SAFETY: lane s reads x[8 * half + s][i], s < 8 and i < 16: inside `x`.
+            *v = unsafe { _mm256_i32gather_ps::<4>(base.add(i), idx) };
+        }
+        let (scale, l) = search_qx_x8(&xt);
+        // SAFETY: each destination is 8 writable floats.
+        unsafe {
+            _mm256_storeu_ps(scales.as_mut_ptr().add(8 * half), scale);
+            for (s, &l) in search.iter_mut().zip(&l) {
+                _mm256_storeu_ps(s.as_mut_ptr().add(8 * half), l);
+            }
+        }
+    }
+    let mut max_scale = 0.0f32;
+    let mut max_abs_scale = 0.0f32;
+    for &s in &scales {
+        if s.abs() > max_abs_scale {
+            max_abs_scale = s.abs();
+            max_scale = s;
+        }
+    }
+    if max_abs_scale < GROUP_MAX_EPS {
+        *y = BlockQ6K::zeroed();
+        y.d = fp32_to_fp16(0.0).to_le_bytes();
+        return;
+    }
+    let iscale = -128.0 / max_scale;
+    y.d = fp32_to_fp16(1.0 / iscale).to_le_bytes();
+    for (sc, &s) in y.scales.iter_mut().zip(&scales) {
+        // MIN(127, nearest_int(..)) stored in an int8_t: the int's low byte.
+        *sc = 127.min(nearest_int(iscale * s)) as i8;
+    }
+    let d_all = fp16_to_fp32(u16::from_le_bytes(y.d));
+    let mut l = [0u8; QK_K];
+    for j in 0..16 {
+        let d = d_all * y.scales[j] as f32;
+        let lj = &mut l[16 * j..16 * j + 16];
+        if d == 0.0 {
+            // the search's codes stay
+            for (i, l) in lj.iter_mut().enumerate() {
+                *l = (search[i][j] as i32 + 32) as u8;
+            }
+            continue;
+        }
+        for k in 0..2 {
+            // SAFETY: x[j][8k..8k + 8] is in bounds for k < 2.
+            let v = unsafe { _mm256_loadu_ps(x[j].as_ptr().add(8 * k)) };
+            let q = nearest_int_x8(_mm256_div_ps(v, _mm256_set1_ps(d)));
+            let q = _mm256_max_epi32(_mm256_set1_epi32(-32), _mm256_min_epi32(q, _mm256_set1_epi32(31)));
+            let mut out = [0i32; 8];
+            // SAFETY: `out` is 8 writable ints.
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), q) };
+            for (l, &q) in lj[8 * k..8 * k + 8].iter_mut().zip(&out) {
+                *l = (q + 32) as u8;
+            }
+        }
+    }
+    // ggml's layout, as in the AVX-512 kernel: codes are < 64, so the 16-bit shifts never carry
+    // a bit into the neighbouring byte's field.
+    let load = |b: &[u8]| -> __m256i {
+        let b: &[u8; 32] = b[..32].try_into().expect("32 bytes");
+        // SAFETY: `b` is 32 readable bytes; `loadu` has no alignment requirement.
+        unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+    };
+    let store = |b: &mut [u8], v: __m256i| {
+        let b: &mut [u8; 32] = (&mut b[..32]).try_into().expect("32 bytes");
+        // SAFETY: `b` is 32 writable bytes; `storeu` has no alignment requirement.
+        unsafe { _mm256_storeu_si256(b.as_mut_ptr().cast(), v) }
+    };
+    let nib = _mm256_set1_epi8(0x0f);
+    for half in 0..2 {
+        let j = 128 * half;
+        let (a, b, c, e) = (load(&l[j..]), load(&l[j + 32..]), load(&l[j + 64..]), load(&l[j + 96..]));
+        let ql = &mut y.ql[64 * half..64 * half + 64];
+        store(
+            &mut ql[..32],
+            _mm256_or_si256(_mm256_and_si256(a, nib), _mm256_slli_epi16::<4>(_mm256_and_si256(c, nib))),
+        );
+        store(
+            &mut ql[32..],
+            _mm256_or_si256(_mm256_and_si256(b, nib), _mm256_slli_epi16::<4>(_mm256_and_si256(e, nib))),
+        );
+        let qh = _mm256_or_si256(
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(a), _mm256_set1_epi8(0x03)),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(b), _mm256_set1_epi8(0x0c)),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(c, _mm256_set1_epi8(0x30)),
+                _mm256_and_si256(_mm256_slli_epi16::<2>(e), _mm256_set1_epi8(-64)),
+            ),
+        );
+        store(&mut y.qh[32 * half..32 * half + 32], qh);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_q6_k_avx2(src: &[f32], dst: &mut [u8]) {
+    let blocks: &mut [BlockQ6K] = bytemuck::cast_slice_mut(dst);
+    let (xs, x_rest) = src.as_chunks::<16>();
+    let (xs, _) = xs.as_chunks::<16>();
+    assert!(x_rest.is_empty() && xs.len() * QK_K == src.len() && xs.len() == blocks.len(), "partial blocks");
+    let exp = _mm256_set1_epi32(0x7f80_0000);
+    for (x, y) in xs.iter().zip(blocks) {
+        let mut non_finite = _mm256_setzero_si256();
+        for c in x.as_flattened().chunks_exact(8) {
+            // SAFETY: `c` is 8 readable floats.
+            let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
+            non_finite = _mm256_or_si256(non_finite, _mm256_cmpeq_epi32(_mm256_and_si256(v, exp), exp));
+        }
+        if _mm256_testz_si256(non_finite, non_finite) == 0 {
+            BlockQ6K::quantize_block(x.as_flattened(), y);
+        } else {
+            quantize_q6_k_block(x, y);
+        }
+    }
+}

@@ -1,0 +1,595 @@
+//! AVX-512 quantize kernels for Q4_K, Q5_K and Q6_K (plain path, no imatrix).
+//!
+//! Almost all of their time is ggml's scale search, run once per sub-block: `make_qkx2_quants`
+//! per 32 elements for Q4_K/Q5_K (21 or 16 candidate scales, each a least-squares fit and an
+//! error sum), `make_qx_quants` per 16 elements for Q6_K (19 candidates).
+//! Vectorising one search would reorder its sums and change the bytes, so the kernels vectorise
+//! ACROSS sub-blocks instead: lane s of every vector is sub-block s of two super-blocks (Q4_K,
+//! Q5_K) or of one (Q6_K), and each lane performs exactly the scalar search's float operations in
+//! exactly its order (`formats::kquants::search`), so each lane's result equals the scalar one bit
+//! for bit:
+//! * the inputs are transposed (vector `xt[i]` holds element i of every sub-block), so the
+//!   scalar code's left-to-right sums over i are plain lane-wise accumulations;
+//! * multiply and add stay separate instructions (no FMA: ggml's x86 build has none), and every
+//!   product keeps the scalar grouping (`w * l * x` is `(w * l) * x`);
+//! * branches are masked selects with the comparison the scalar code makes (ordered compares:
+//!   false on NaN, as in C), and `vminps`/`vmaxps` with the operand order of `if x < min`;
+//! * `nearest_int` is the same magic-number bit trick on integer lanes, or, where the values are
+//!   proven to lie well inside its exact range, the equivalent float round trip
+//!   `(v + 1.5*2^23) - 1.5*2^23` with the clamp in floats; divisions and square roots are
+//!   correctly rounded in both.
+//!
+//! The per-super-block epilogue (6- or 8-bit scales against the largest scale, fp16 super-scales)
+//! is the scalar code's, then the codes are recomputed against the stored scales 16 at a time and
+//! packed with 32-byte vectors (Q4_K/Q5_K by the AVX2 kernels' packers).
+//!
+//! Blocks (pairs for Q4_K/Q5_K) with a NaN or an infinity anywhere go to the scalar reference, as
+//! does an odd last Q4_K/Q5_K block: not because the lanes would differ (they compute the same
+//! IEEE operations), but so that nothing here has to argue about them.
+
+use std::arch::x86_64::*;
+
+use bytemuck::Zeroable;
+
+use super::{entry_points, load_f32x32, store_u8x16};
+use crate::formats::float::{fp16_to_fp32, fp32_to_fp16};
+use crate::formats::kquants::q4_k::MinBlock;
+use crate::formats::kquants::search::{get_scale_min_k4, nearest_int, pack_scale_min_k4, GROUP_MAX_EPS};
+use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+use crate::formats::BlockFormat;
+use crate::simd::x86_64::avx2::kquants::{pack_q4_k, pack_q5_k};
+
+entry_points! {
+    quantize_q4_k => quantize_q4_k_avx512(&[f32], &mut [u8]);
+    quantize_q5_k => quantize_q5_k_avx512(&[f32], &mut [u8]);
+    quantize_q6_k => quantize_q6_k_avx512(&[f32], &mut [u8]);
+}
+
+/// Sub-blocks of 32 in a super-block.
+const SUBS: usize = QK_K / 32;
+
+/// The parameters of one format's `make_qkx2_quants` call.
+#[derive(Clone, Copy)]
+struct Qkx2 {
+    nmax: i32,
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+}
+
+const Q4_K: Qkx2 = Qkx2 { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20 };
+const Q5_K: Qkx2 = Qkx2 { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15 };
+
+/// ggml's `nearest_int` on each lane: add 1.5 * 2^23, read the low mantissa bits.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn nearest_int_x16(v: __m512) -> __m512i {
+    let bits = _mm512_castps_si512(_mm512_add_ps(v, _mm512_set1_ps(12_582_912.0)));
+    _mm512_sub_epi32(_mm512_and_si512(bits, _mm512_set1_epi32(0x007f_ffff)), _mm512_set1_epi32(0x0040_0000))
+}
+
+/// `0.max(l.min(nmax))` on each lane.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn clamp_x16(l: __m512i, nmax: __m512i) -> __m512i {
+    _mm512_max_epi32(_mm512_setzero_si512(), _mm512_min_epi32(l, nmax))
+}
+
+/// `vpermt2ps` indices of the transpose stage that swaps `d`-wide blocks: output row i (bit d of
+/// i clear) takes lane c of row i where bit d of c is clear, else lane c - d of row i + d; output
+/// row i + d takes lane c + d of row i, else lane c of row i + d (16 + c addresses the second
+/// source).
+const fn swap_blocks_index(d: usize, upper: bool) -> [i32; 16] {
+    let mut idx = [0i32; 16];
+    let mut c = 0;
+    while c < 16 {
+        idx[c] = match (c & d == 0, upper) {
+            (true, false) => c as i32,
+            (false, false) => (16 + c - d) as i32,
+            (true, true) => (c + d) as i32,
+            (false, true) => (16 + c) as i32,
+        };
+        c += 1;
+    }
+    idx
+}
+
+const SWAP_INDEX: [[[i32; 16]; 2]; 4] = [
+    [swap_blocks_index(8, false), swap_blocks_index(8, true)],
+    [swap_blocks_index(4, false), swap_blocks_index(4, true)],
+    [swap_blocks_index(2, false), swap_blocks_index(2, true)],
+    [swap_blocks_index(1, false), swap_blocks_index(1, true)],
+];
+
+/// The transpose of a 16x16 matrix of floats (`rows[r]` lane c becomes `out[c]` lane r): for each
+/// block width 8, 4, 2, 1, the off-diagonal blocks swap, which moves element (r, c) to (c, r).
+/// 64 two-source permutes, where 16 gathers (one per column) cost several times as much.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn transpose16(rows: [__m512; 16]) -> [__m512; 16] {
+    let mut m = rows;
+    for (stage, d) in [8usize, 4, 2, 1].into_iter().enumerate() {
+        // SAFETY: each index table is 16 readable ints.
+        let (lo, hi) = unsafe {
+            (
+                _mm512_loadu_si512(SWAP_INDEX[stage][0].as_ptr().cast()),
+                _mm512_loadu_si512(SWAP_INDEX[stage][1].as_ptr().cast()),
+            )
+        };
+        for i in 0..16 {
+            if i & d == 0 {
+                let (a, b) = (m[i], m[i + d]);
+                m[i] = _mm512_permutex2var_ps(a, lo, b);
+                m[i + d] = _mm512_permutex2var_ps(a, hi, b);
+            }
+        }
+    }
+    m
+}
+
+/// The result of 16 searches: lane s is sub-block s.
+struct Searched {
+    scale: __m512,
+    the_min: __m512,
+    /// Element i's code (as a float) of every sub-block.
+    l: [__m512; 32],
+}
+
+/// One candidate of the search: the codes `clamp(nearest_int(iscale * (x - min)), 0, nmax)` of
+/// every element into `laux`, and the sums `sum_l += w*l`, `sum_l2 += (w*l)*l`, `sum_xl +=
+/// (w*l)*x`. `IN_RANGE` promises |iscale * (x - min)| < 2^21 for every element and lane.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn candidate_sums<const IN_RANGE: bool>(
+    xt: &[__m512; 32],
+    w: &[__m512; 32],
+    iscale: __m512,
+    min: __m512,
+    nmax: i32,
+    laux: &mut [__m512; 32],
+) -> (__m512, __m512, __m512) {
+    let zero = _mm512_setzero_ps();
+    let magic = _mm512_set1_ps(12_582_912.0);
+    let nmaxf = _mm512_set1_ps(nmax as f32);
+    let nmaxi = _mm512_set1_epi32(nmax);
+    let mut sum_l = zero;
+    let mut sum_l2 = zero;
+    let mut sum_xl = zero;
+    for i in 0..32 {
+        let v = _mm512_mul_ps(iscale, _mm512_sub_ps(xt[i], min));
+        let l = if IN_RANGE {
+            // `vmaxps` and `vminps` never see a NaN here; the difference is +0.0 for code 0.
+            _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_add_ps(v, magic), magic), zero), nmaxf)
+        } else {
+            _mm512_cvtepi32_ps(clamp_x16(nearest_int_x16(v), nmaxi))
+        };
+        laux[i] = l;
+        let wl = _mm512_mul_ps(w[i], l);
+        sum_l = _mm512_add_ps(sum_l, wl);
+        sum_l2 = _mm512_add_ps(sum_l2, _mm512_mul_ps(wl, l));
+        sum_xl = _mm512_add_ps(sum_xl, _mm512_mul_ps(wl, xt[i]));
+    }
+    (sum_l, sum_l2, sum_xl)
+}
+
+/// `make_qkx2_quants(nmax, x, weights, L, rmin, rdelta, nstep, false)` of ggml for the 16
+/// sub-blocks whose element i is lane s of `xt[i]`, with `quantize_row_q{4,5}_K_ref`'s weights
+/// `av_x + |x|`. Every line mirrors a line of the scalar search (see the module comment).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn search_x16(xt: &[__m512; 32], p: Qkx2) -> Searched {
+    let zero = _mm512_setzero_ps();
+    // sum_x2 += x * x; av_x = sqrtf(sum_x2 / 32); weights[i] = av_x + fabsf(x[i]).
+    let mut sum_x2 = zero;
+    for &x in xt {
+        sum_x2 = _mm512_add_ps(sum_x2, _mm512_mul_ps(x, x));
+    }
+    let av_x = _mm512_sqrt_ps(_mm512_div_ps(sum_x2, _mm512_set1_ps(32.0)));
+    let mut w = [zero; 32];
+    for (w, &x) in w.iter_mut().zip(xt) {
+        *w = _mm512_add_ps(av_x, _mm512_abs_ps(x));
+    }
+    // min, max, sum_w, sum_x; `vminps a, b` is `a < b ? a : b`, the scalar `if (x < min)`.
+    let mut min = xt[0];
+    let mut max = xt[0];
+    let mut sum_w = w[0];
+    let mut sum_x = _mm512_mul_ps(sum_w, xt[0]);
+    for i in 1..32 {
+        min = _mm512_min_ps(xt[i], min);
+        max = _mm512_max_ps(xt[i], max);
+        sum_w = _mm512_add_ps(sum_w, w[i]);
+        sum_x = _mm512_add_ps(sum_x, _mm512_mul_ps(w[i], xt[i]));
+    }
+    // The smallest element, for the range check of the candidates below.
+    let x_lo = min;
+    // if (min > 0) min = 0; (a select, so that -0.0 stays -0.0)
+    min = _mm512_mask_mov_ps(min, _mm512_cmp_ps_mask::<_CMP_GT_OQ>(min, zero), zero);
+    // if (max == min): all codes 0, scale 0; the lanes compute on and are overwritten at the end.
+    let empty = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(max, min);
+    let nmax = _mm512_set1_epi32(p.nmax);
+    let iscale = _mm512_div_ps(_mm512_set1_ps(p.nmax as f32), _mm512_sub_ps(max, min));
+    let mut scale = _mm512_div_ps(_mm512_set1_ps(1.0), iscale);
+    let mut best_error = zero;
+    let mut best = [zero; 32];
+    for i in 0..32 {
+        let l = _mm512_cvtepi32_ps(clamp_x16(nearest_int_x16(_mm512_mul_ps(iscale, _mm512_sub_ps(xt[i], min))), nmax));
+        best[i] = l;
+        let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale, l), min), xt[i]);
+        best_error = _mm512_add_ps(best_error, _mm512_mul_ps(w[i], _mm512_mul_ps(diff, diff)));
+    }
+    let nmaxf = p.nmax as f32;
+    let mut laux = [zero; 32];
+    for is in 0..=p.nstep {
+        // The scalar `(rmin + rdelta*is + nmax) / (max - min)`: the numerator is the same f32
+        // expression, evaluated once for all lanes; `min` is the best fit's so far, as in ggml.
+        let iscale = _mm512_div_ps(_mm512_set1_ps(p.rmin + p.rdelta * is as f32 + nmaxf), _mm512_sub_ps(max, min));
+        // `iscale * (x - min)` is monotonic in x (each rounding is), so its values lie between
+        // those of the smallest and the largest element. When both are within 2^21 in every lane,
+        // nearest_int is exactly `(v + 1.5*2^23) - 1.5*2^23` (the rounded sum is an integer
+        // strictly inside (2^23, 2^24), whose mantissa bits are the result; 2^22 would not do:
+        // a v just below it rounds up to 2^24, where the exponent changes) and the clamp can stay
+        // in floats: 3 vector operations instead of 5. Otherwise (huge ranges, a fitted min above
+        // the data, NaN) the integer bit trick gives ggml's out-of-range values.
+        let v_lo = _mm512_abs_ps(_mm512_mul_ps(iscale, _mm512_sub_ps(x_lo, min)));
+        let v_hi = _mm512_abs_ps(_mm512_mul_ps(iscale, _mm512_sub_ps(max, min)));
+        let limit = _mm512_set1_ps(2_097_152.0);
+        let in_range = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v_lo, limit) & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v_hi, limit);
+        let (sum_l, sum_l2, sum_xl) = if in_range == 0xffff {
+            candidate_sums::<true>(xt, &w, iscale, min, p.nmax, &mut laux)
+        } else {
+            candidate_sums::<false>(xt, &w, iscale, min, p.nmax, &mut laux)
+        };
+        let d = _mm512_sub_ps(_mm512_mul_ps(sum_w, sum_l2), _mm512_mul_ps(sum_l, sum_l));
+        let fit = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(d, zero);
+        if fit == 0 {
+            continue;
+        }
+        let mut this_scale = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sum_w, sum_xl), _mm512_mul_ps(sum_x, sum_l)), d);
+        let mut this_min = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sum_l2, sum_x), _mm512_mul_ps(sum_l, sum_xl)), d);
+        // if (this_min > 0) { this_min = 0; this_scale = sum_xl / sum_l2; }
+        let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(this_min, zero);
+        this_min = _mm512_mask_mov_ps(this_min, positive, zero);
+        this_scale = _mm512_mask_mov_ps(this_scale, positive, _mm512_div_ps(sum_xl, sum_l2));
+        let mut cur_error = zero;
+        for i in 0..32 {
+            let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(this_scale, laux[i]), this_min), xt[i]);
+            cur_error = _mm512_add_ps(cur_error, _mm512_mul_ps(w[i], _mm512_mul_ps(diff, diff)));
+        }
+        let better = fit & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(cur_error, best_error);
+        if better == 0 {
+            continue;
+        }
+        for i in 0..32 {
+            best[i] = _mm512_mask_mov_ps(best[i], better, laux[i]);
+        }
+        best_error = _mm512_mask_mov_ps(best_error, better, cur_error);
+        scale = _mm512_mask_mov_ps(scale, better, this_scale);
+        min = _mm512_mask_mov_ps(min, better, this_min);
+    }
+    // Empty lanes return (0, -min) with all codes 0, as the scalar early exit does.
+    for b in &mut best {
+        *b = _mm512_mask_mov_ps(*b, empty, zero);
+    }
+    let the_min = _mm512_xor_ps(min, _mm512_set1_ps(-0.0));
+    Searched { scale: _mm512_mask_mov_ps(scale, empty, zero), the_min, l: best }
+}
+
+/// `min_block_ref` of `formats::kquants::q4_k` for block `b` (0 or 1) of a searched pair: the
+/// 6-bit scales and fp16 super-scales exactly as the scalar code computes them, then the codes
+/// recomputed against the stored scales 16 at a time.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn finish_block(
+    x: &[[f32; 32]],
+    scales: &[f32],
+    mins: &[f32],
+    codes: &[[f32; 16]; 32],
+    lane0: usize,
+    p: Qkx2,
+) -> MinBlock {
+    let mut max_scale = 0.0f32;
+    let mut max_min = 0.0f32;
+    for j in 0..SUBS {
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let ls: [u8; 8] = std::array::from_fn(|j| 63.min(nearest_int(inv_scale * scales[j]) as u8));
+    let lm: [u8; 8] = std::array::from_fn(|j| 63.min(nearest_int(inv_min * mins[j]) as u8));
+    let mut b = MinBlock {
+        d: fp32_to_fp16(max_scale / 63.0),
+        dmin: fp32_to_fp16(max_min / 63.0),
+        scales: pack_scale_min_k4(&ls, &lm),
+        l: [0; QK_K],
+    };
+    // `requantize`: x -> clamp(nearest_int((x + dm) / d)); a zero d keeps the search's codes.
+    let d_all = fp16_to_fp32(b.d);
+    let dmin_all = fp16_to_fp32(b.dmin);
+    let nmax = _mm512_set1_epi32(p.nmax);
+    for j in 0..SUBS {
+        let (sc, m) = get_scale_min_k4(j, &b.scales);
+        let d = d_all * sc as f32;
+        let l = &mut b.l[32 * j..32 * j + 32];
+        if d == 0.0 {
+            for (i, l) in l.iter_mut().enumerate() {
+                *l = codes[i][lane0 + j] as u8;
+            }
+            continue;
+        }
+        let dm = _mm512_set1_ps(dmin_all * m as f32);
+        let dv = _mm512_set1_ps(d);
+        let (lo, hi) = load_f32x32(&x[j]);
+        let code = |v: __m512| -> __m128i {
+            _mm512_cvtepi32_epi8(clamp_x16(nearest_int_x16(_mm512_div_ps(_mm512_add_ps(v, dm), dv)), nmax))
+        };
+        store_u8x16(&mut l[..16], code(lo));
+        store_u8x16(&mut l[16..], code(hi));
+    }
+    b
+}
+
+/// The quantize loop of both formats: pairs of super-blocks through [`search_x16`], the rest
+/// through the scalar reference.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn quantize_min_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8], p: Qkx2, pack: impl Fn(&MinBlock, &mut B)) {
+    let blocks: &mut [B] = bytemuck::cast_slice_mut(dst);
+    let (xs, x_rest) = src.as_chunks::<32>();
+    assert!(x_rest.is_empty() && xs.len() == SUBS * blocks.len(), "partial blocks");
+    let (pairs, _) = xs.as_chunks::<{ 2 * SUBS }>();
+    let n_pairs = pairs.len();
+    for (pair, ys) in pairs.iter().zip(blocks.chunks_exact_mut(2)) {
+        let mut lo = [_mm512_setzero_ps(); 16];
+        let mut hi = [_mm512_setzero_ps(); 16];
+        for ((lo, hi), x) in lo.iter_mut().zip(&mut hi).zip(pair) {
+            (*lo, *hi) = load_f32x32(x);
+        }
+        let mut xt = [_mm512_setzero_ps(); 32];
+        xt[..16].copy_from_slice(&transpose16(lo));
+        xt[16..].copy_from_slice(&transpose16(hi));
+        let mut non_finite: __mmask16 = 0;
+        for &v in &xt {
+            // fpclass categories: 0x01 QNaN, 0x08 +Inf, 0x10 -Inf, 0x80 SNaN.
+            non_finite |= _mm512_fpclass_ps_mask::<0x99>(v);
+        }
+        if non_finite != 0 {
+            for (x, y) in pair.as_flattened().chunks_exact(QK_K).zip(ys) {
+                B::quantize_block(x, y);
+            }
+            continue;
+        }
+        let s = search_x16(&xt, p);
+        let mut scales = [0f32; 16];
+        let mut mins = [0f32; 16];
+        let mut codes = [[0f32; 16]; 32];
+        // SAFETY: each destination is 16 writable floats.
+        unsafe {
+            _mm512_storeu_ps(scales.as_mut_ptr(), s.scale);
+            _mm512_storeu_ps(mins.as_mut_ptr(), s.the_min);
+            for (c, &l) in codes.iter_mut().zip(&s.l) {
+                _mm512_storeu_ps(c.as_mut_ptr(), l);
+            }
+        }
+        for (k, y) in ys.iter_mut().enumerate() {
+            let r = SUBS * k..SUBS * k + SUBS;
+            let b = finish_block(&pair[r.clone()], &scales[r.clone()], &mins[r], &codes, SUBS * k, p);
+            pack(&b, y);
+        }
+    }
+    for (x, y) in src[n_pairs * 2 * QK_K..].chunks_exact(QK_K).zip(&mut blocks[2 * n_pairs..]) {
+        B::quantize_block(x, y);
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_q4_k_avx512(src: &[f32], dst: &mut [u8]) {
+    quantize_min_blocks::<BlockQ4K>(src, dst, Q4_K, |b, y| pack_q4_k(b, y));
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_q5_k_avx512(src: &[f32], dst: &mut [u8]) {
+    quantize_min_blocks::<BlockQ5K>(src, dst, Q5_K, |b, y| pack_q5_k(b, y));
+}
+
+// ---- Q6_K ---------------------------------------------------------------------------------------
+
+/// `make_qx_quants(32, x, L, 1, NULL)` of ggml (Q6_K's plain search, weights x^2) for the 16
+/// sub-blocks of 16 whose element i is lane s of `xt[i]`: the scale and the codes `L = l + 32`.
+/// Every line mirrors a line of `formats::kquants::search::make_qx_quants`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn search_qx_x16(xt: &[__m512; 16]) -> (__m512, [__m512i; 16]) {
+    const NMAX: i32 = 32;
+    let zero = _mm512_setzero_ps();
+    // The first element of largest magnitude: `if (ax > amax) { amax = ax; max = x; }`.
+    let mut max = zero;
+    let mut amax = zero;
+    for &x in xt {
+        let ax = _mm512_abs_ps(x);
+        let larger = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(ax, amax);
+        amax = _mm512_mask_mov_ps(amax, larger, ax);
+        max = _mm512_mask_mov_ps(max, larger, x);
+    }
+    // amax < GROUP_MAX_EPS: all codes 0, scale 0 (applied at the end).
+    let empty = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(amax, _mm512_set1_ps(GROUP_MAX_EPS));
+    // The codes `clamp(nearest_int(iscale * x), -32, 31)`, as floats. In a lane that is not
+    // empty, |x| <= |max| = amax >= GROUP_MAX_EPS, so |iscale * x| <= 32.9 * (1 + 2^-23) (iscale is
+    // at most 32.9 / max): well inside the range where nearest_int is exactly `(v + 1.5*2^23) -
+    // 1.5*2^23`, and the clamp can stay in floats. Empty lanes compute garbage that is dropped.
+    let magic = _mm512_set1_ps(12_582_912.0);
+    let (lo, hi) = (_mm512_set1_ps(-(NMAX as f32)), _mm512_set1_ps((NMAX - 1) as f32));
+    let codes = |iscale: __m512, x: __m512| -> __m512 {
+        let r = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(iscale, x), magic), magic);
+        _mm512_min_ps(_mm512_max_ps(r, lo), hi)
+    };
+    // The weights x^2, and w * x, the same in every candidate.
+    let mut w = [zero; 16];
+    let mut wx = [zero; 16];
+    for i in 0..16 {
+        w[i] = _mm512_mul_ps(xt[i], xt[i]);
+        wx[i] = _mm512_mul_ps(w[i], xt[i]);
+    }
+    // The sums of one candidate: sumlx += (w * x) * l, suml2 += (w * l) * l.
+    let sums = |iscale: __m512, laux: &mut [__m512; 16]| -> (__m512, __m512) {
+        let mut sumlx = _mm512_setzero_ps();
+        let mut suml2 = _mm512_setzero_ps();
+        for i in 0..16 {
+            let lf = codes(iscale, xt[i]);
+            laux[i] = lf;
+            sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(wx[i], lf));
+            suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(w[i], lf), lf));
+        }
+        (sumlx, suml2)
+    };
+    let mut best_l = [zero; 16];
+    let (sumlx, suml2) = sums(_mm512_div_ps(_mm512_set1_ps(-(NMAX as f32)), max), &mut best_l);
+    // `suml2 ? sumlx / suml2 : 0`: NaN counts as true, hence the unordered compare.
+    let mut scale = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(suml2, zero), _mm512_div_ps(sumlx, suml2));
+    let mut best = _mm512_mul_ps(scale, sumlx);
+    let mut laux = [zero; 16];
+    for is in -9..=9 {
+        if is == 0 {
+            continue;
+        }
+        // The scalar `-(nmax + 0.1*is) / max`, its numerator evaluated once for all lanes.
+        let iscale = _mm512_div_ps(_mm512_set1_ps(-(NMAX as f32 + 0.1 * is as f32)), max);
+        let (sumlx, suml2) = sums(iscale, &mut laux);
+        let better = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(suml2, zero)
+            & _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_mul_ps(sumlx, sumlx), _mm512_mul_ps(best, suml2));
+        if better == 0 {
+            continue;
+        }
+        // ggml recomputes L with the same iscale: the codes of the sums.
+        for (b, &l) in best_l.iter_mut().zip(&laux) {
+            *b = _mm512_mask_mov_ps(*b, better, l);
+        }
+        scale = _mm512_mask_mov_ps(scale, better, _mm512_div_ps(sumlx, suml2));
+        best = _mm512_mask_mov_ps(best, better, _mm512_mul_ps(scale, sumlx));
+    }
+    let best_l = best_l.map(|l| _mm512_maskz_add_epi32(!empty, _mm512_cvtps_epi32(l), _mm512_set1_epi32(NMAX)));
+    (_mm512_mask_mov_ps(scale, empty, zero), best_l)
+}
+
+/// `quantize_row_q6_K_ref` for one NaN- and infinity-free block: [`search_qx_x16`], the 8-bit
+/// scales and fp16 d as the scalar code computes them, the codes recomputed against the stored
+/// scales 16 at a time, and ggml's bit layout.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn quantize_q6_k_block(x: &[[f32; 16]; 16], xt: &[__m512; 16], y: &mut BlockQ6K) {
+    let (scale, search_l) = search_qx_x16(xt);
+    let mut scales = [0f32; 16];
+    let mut search = [[0i32; 16]; 16];
+    // SAFETY: each destination is 16 writable floats or ints.
+    unsafe {
+        _mm512_storeu_ps(scales.as_mut_ptr(), scale);
+        for (s, &l) in search.iter_mut().zip(&search_l) {
+            _mm512_storeu_si512(s.as_mut_ptr().cast(), l);
+        }
+    }
+    let mut max_scale = 0.0f32;
+    let mut max_abs_scale = 0.0f32;
+    for &s in &scales {
+        if s.abs() > max_abs_scale {
+            max_abs_scale = s.abs();
+            max_scale = s;
+        }
+    }
+    if max_abs_scale < GROUP_MAX_EPS {
+        *y = BlockQ6K::zeroed();
+        y.d = fp32_to_fp16(0.0).to_le_bytes();
+        return;
+    }
+    let iscale = -128.0 / max_scale;
+    y.d = fp32_to_fp16(1.0 / iscale).to_le_bytes();
+    for (sc, &s) in y.scales.iter_mut().zip(&scales) {
+        // MIN(127, nearest_int(..)) stored in an int8_t: the int's low byte.
+        *sc = 127.min(nearest_int(iscale * s)) as i8;
+    }
+    let d_all = fp16_to_fp32(u16::from_le_bytes(y.d));
+    let mut l = [0u8; QK_K];
+    for j in 0..16 {
+        let d = d_all * y.scales[j] as f32;
+        let lj = &mut l[16 * j..16 * j + 16];
+        if d == 0.0 {
+            // the search's codes stay
+            for (i, l) in lj.iter_mut().enumerate() {
+                *l = search[i][j] as u8;
+            }
+            continue;
+        }
+        // SAFETY: x[j] is 16 readable floats.
+        let v = unsafe { _mm512_loadu_ps(x[j].as_ptr()) };
+        let q = nearest_int_x16(_mm512_div_ps(v, _mm512_set1_ps(d)));
+        let q = _mm512_max_epi32(_mm512_set1_epi32(-32), _mm512_min_epi32(q, _mm512_set1_epi32(31)));
+        store_u8x16(lj, _mm512_cvtepi32_epi8(_mm512_add_epi32(q, _mm512_set1_epi32(32))));
+    }
+    // Per 128-element half: ql[i] = l[i] | l[i+64] << 4 (low nibbles), ql[i+32] = l[i+32] |
+    // l[i+96] << 4, qh[i] = the top two bits of l[i], l[i+32], l[i+64], l[i+96]. Codes are < 64,
+    // so the 16-bit shifts below never carry a bit into the neighbouring byte's field.
+    let load = |b: &[u8]| -> __m256i {
+        let b: &[u8; 32] = b[..32].try_into().expect("32 bytes");
+        // SAFETY: `b` is 32 readable bytes; `loadu` has no alignment requirement.
+        unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+    };
+    let store = |b: &mut [u8], v: __m256i| {
+        let b: &mut [u8; 32] = (&mut b[..32]).try_into().expect("32 bytes");
+        // SAFETY: `b` is 32 writable bytes; `storeu` has no alignment requirement.
+        unsafe { _mm256_storeu_si256(b.as_mut_ptr().cast(), v) }
+    };
+    let nib = _mm256_set1_epi8(0x0f);
+    for half in 0..2 {
+        let j = 128 * half;
+        let (a, b, c, e) = (load(&l[j..]), load(&l[j + 32..]), load(&l[j + 64..]), load(&l[j + 96..]));
+        let ql = &mut y.ql[64 * half..64 * half + 64];
+        store(
+            &mut ql[..32],
+            _mm256_or_si256(_mm256_and_si256(a, nib), _mm256_slli_epi16::<4>(_mm256_and_si256(c, nib))),
+        );
+        store(
+            &mut ql[32..],
+            _mm256_or_si256(_mm256_and_si256(b, nib), _mm256_slli_epi16::<4>(_mm256_and_si256(e, nib))),
+        );
+        let qh = _mm256_or_si256(
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(a), _mm256_set1_epi8(0x03)),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(b), _mm256_set1_epi8(0x0c)),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(c, _mm256_set1_epi8(0x30)),
+                _mm256_and_si256(_mm256_slli_epi16::<2>(e), _mm256_set1_epi8(-64)),
+            ),
+        );
+        store(&mut y.qh[32 * half..32 * half + 32], qh);
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_q6_k_avx512(src: &[f32], dst: &mut [u8]) {
+    let blocks: &mut [BlockQ6K] = bytemuck::cast_slice_mut(dst);
+    let (xs, x_rest) = src.as_chunks::<16>();
+    let (xs, _) = xs.as_chunks::<16>();
+    assert!(x_rest.is_empty() && xs.len() * 256 == src.len() && xs.len() == blocks.len(), "partial blocks");
+    for (x, y) in xs.iter().zip(blocks) {
+        let mut rows = [_mm512_setzero_ps(); 16];
+        for (r, x) in rows.iter_mut().zip(x) {
+            // SAFETY: `x` is 16 readable floats; `loadu` has no alignment requirement.
+            *r = unsafe { _mm512_loadu_ps(x.as_ptr()) };
+        }
+        let xt = transpose16(rows);
+        let mut non_finite: __mmask16 = 0;
+        for &v in &xt {
+            // fpclass categories: 0x01 QNaN, 0x08 +Inf, 0x10 -Inf, 0x80 SNaN.
+            non_finite |= _mm512_fpclass_ps_mask::<0x99>(v);
+        }
+        if non_finite != 0 {
+            BlockQ6K::quantize_block(x.as_flattened(), y);
+        } else {
+            quantize_q6_k_block(x, &xt, y);
+        }
+    }
+}
