@@ -272,13 +272,19 @@ def quantize_q4_1(x: np.ndarray) -> np.ndarray:
     return np.concatenate([_fp16_bytes(d), _fp16_bytes(vmin), _pack_nibbles(q)], axis=1).reshape(-1)
 
 
+def _scale_add(product: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``q*d + m`` as ggml's x86 build computes it: when both are NaN, SSE's addss returns the first
+    operand (the product). numpy's vectorised add may pick either NaN, so the rule is explicit."""
+    return np.where(np.isnan(product), product, product + m)
+
+
 def dequantize_q4_1(data: np.ndarray) -> np.ndarray:
     blocks = as_block_bytes(data, "Q4_1")
     d = fp16_field(blocks, 0)
     m = fp16_field(blocks, 2)
     q = unpack_nibbles(blocks[:, 4:])
     with np.errstate(invalid="ignore", over="ignore"):
-        return (q.astype(np.float32) * d[:, None] + m[:, None]).reshape(-1)
+        return _scale_add(q.astype(np.float32) * d[:, None], m[:, None]).reshape(-1)
 
 
 # ================================================================================================
@@ -328,7 +334,7 @@ def dequantize_q5_1(data: np.ndarray) -> np.ndarray:
     m = fp16_field(blocks, 2)
     q = unpack_nibbles(blocks[:, 8:]) | unpack_fifth_bits(blocks[:, 4:8])
     with np.errstate(invalid="ignore", over="ignore"):
-        return (q.astype(np.float32) * d[:, None] + m[:, None]).reshape(-1)
+        return _scale_add(q.astype(np.float32) * d[:, None], m[:, None]).reshape(-1)
 
 
 # ================================================================================================
