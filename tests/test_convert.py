@@ -15,6 +15,7 @@ import pytest
 from reference import ggml_oracle
 
 import fastquant
+import fastquant.presets
 from fastquant.cli import main
 from fastquant.convert import SafetensorsError, read_safetensors
 from fastquant.gguf import GGUFFile
@@ -108,6 +109,13 @@ def test_real_minilm_weights_convert_quantize_and_keep_the_error_order(tmp_path)
     fastquant.convert.convert_safetensors(model, f16, "F16")
     src = GGUFFile(f16)
     assert src.metadata["general.architecture"] == "bert"
+    # Every preset fastquant can write runs on the real weights and gives a readable file.
+    for preset in fastquant.presets.PRESETS:
+        if preset in ("F32", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"):
+            continue  # the ranked ones run below
+        dst = tmp_path / f"minilm-{preset}.gguf"
+        fastquant.quantize_model(f16, dst, preset, progress=False)
+        assert GGUFFile(dst).metadata["general.file_type"] == fastquant.presets.PRESETS[preset].ftype
     errors = {}
     for preset in ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]:
         dst = tmp_path / f"minilm-{preset}.gguf"
