@@ -497,8 +497,16 @@ fn quantize_q6_k_block(x: &[[f32; 16]; 16], y: &mut BlockQ6K) {
             }
         }
     }
-    // ggml's layout, as in the AVX-512 kernel: codes are < 64, so the 16-bit shifts never carry
-    // a bit into the neighbouring byte's field.
+    pack_q6_k(&l, y);
+}
+
+/// Packs 256 Q6_K codes (each < 64, offset by 32 already) into `y.ql` / `y.qh` in ggml's layout.
+/// Shared by the AVX2 and AVX-512 kernels (it needs only AVX2).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::simd::x86_64) fn pack_q6_k(l: &[u8; QK_K], y: &mut BlockQ6K) {
+    // Per 128-element half: ql[i] = l[i] | l[i+64] << 4 (low nibbles), ql[i+32] = l[i+32] |
+    // l[i+96] << 4, qh[i] = the top two bits of l[i], l[i+32], l[i+64], l[i+96]. Codes are < 64,
+    // so the 16-bit shifts never carry a bit into the neighbouring byte's field.
     let load = |b: &[u8]| -> __m256i {
         let b: &[u8; 32] = b[..32].try_into().expect("32 bytes");
         // SAFETY: `b` is 32 readable bytes; `loadu` has no alignment requirement.

@@ -37,7 +37,7 @@ use crate::formats::kquants::q4_k::MinBlock;
 use crate::formats::kquants::search::{get_scale_min_k4, nearest_int, pack_scale_min_k4, GROUP_MAX_EPS};
 use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::BlockFormat;
-use crate::simd::x86_64::avx2::kquants::{pack_q4_k, pack_q5_k};
+use crate::simd::x86_64::avx2::kquants::{pack_q4_k, pack_q5_k, pack_q6_k};
 
 entry_points! {
     quantize_q4_k => quantize_q4_k_avx512(&[f32], &mut [u8]);
@@ -528,44 +528,7 @@ fn quantize_q6_k_block(x: &[[f32; 16]; 16], xt: &[__m512; 16], y: &mut BlockQ6K)
         let q = _mm512_max_epi32(_mm512_set1_epi32(-32), _mm512_min_epi32(q, _mm512_set1_epi32(31)));
         store_u8x16(lj, _mm512_cvtepi32_epi8(_mm512_add_epi32(q, _mm512_set1_epi32(32))));
     }
-    // Per 128-element half: ql[i] = l[i] | l[i+64] << 4 (low nibbles), ql[i+32] = l[i+32] |
-    // l[i+96] << 4, qh[i] = the top two bits of l[i], l[i+32], l[i+64], l[i+96]. Codes are < 64,
-    // so the 16-bit shifts below never carry a bit into the neighbouring byte's field.
-    let load = |b: &[u8]| -> __m256i {
-        let b: &[u8; 32] = b[..32].try_into().expect("32 bytes");
-        // SAFETY: `b` is 32 readable bytes; `loadu` has no alignment requirement.
-        unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
-    };
-    let store = |b: &mut [u8], v: __m256i| {
-        let b: &mut [u8; 32] = (&mut b[..32]).try_into().expect("32 bytes");
-        // SAFETY: `b` is 32 writable bytes; `storeu` has no alignment requirement.
-        unsafe { _mm256_storeu_si256(b.as_mut_ptr().cast(), v) }
-    };
-    let nib = _mm256_set1_epi8(0x0f);
-    for half in 0..2 {
-        let j = 128 * half;
-        let (a, b, c, e) = (load(&l[j..]), load(&l[j + 32..]), load(&l[j + 64..]), load(&l[j + 96..]));
-        let ql = &mut y.ql[64 * half..64 * half + 64];
-        store(
-            &mut ql[..32],
-            _mm256_or_si256(_mm256_and_si256(a, nib), _mm256_slli_epi16::<4>(_mm256_and_si256(c, nib))),
-        );
-        store(
-            &mut ql[32..],
-            _mm256_or_si256(_mm256_and_si256(b, nib), _mm256_slli_epi16::<4>(_mm256_and_si256(e, nib))),
-        );
-        let qh = _mm256_or_si256(
-            _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(a), _mm256_set1_epi8(0x03)),
-                _mm256_and_si256(_mm256_srli_epi16::<2>(b), _mm256_set1_epi8(0x0c)),
-            ),
-            _mm256_or_si256(
-                _mm256_and_si256(c, _mm256_set1_epi8(0x30)),
-                _mm256_and_si256(_mm256_slli_epi16::<2>(e), _mm256_set1_epi8(-64)),
-            ),
-        );
-        store(&mut y.qh[32 * half..32 * half + 32], qh);
-    }
+    pack_q6_k(&l, y);
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
