@@ -21,6 +21,7 @@ use crate::formats::kquants::q4_k::MinBlock;
 use crate::formats::kquants::search::{get_scale_min_k4, nearest_int, pack_scale_min_k4, GROUP_MAX_EPS};
 use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::BlockFormat;
+use crate::simd::x86_64::any_non_finite_avx2;
 
 safe_wrappers! {
     quantize_q4_k(src: &[f32], dst: &mut [u8]) => quantize_q4_k_avx2;
@@ -332,16 +333,9 @@ fn quantize_min_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8], p: Qkx2, pac
     let (xs, x_rest) = src.as_chunks::<32>();
     let (xs, _) = xs.as_chunks::<8>();
     assert!(x_rest.is_empty() && xs.len() * QK_K == src.len() && xs.len() == blocks.len(), "partial blocks");
-    let exp = _mm256_set1_epi32(0x7f80_0000);
     for (x, y) in xs.iter().zip(blocks) {
-        // A NaN or infinity has all exponent bits set.
-        let mut non_finite = _mm256_setzero_si256();
-        for c in x.as_flattened().chunks_exact(8) {
-            // SAFETY: `c` is 8 readable floats.
-            let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
-            non_finite = _mm256_or_si256(non_finite, _mm256_cmpeq_epi32(_mm256_and_si256(v, exp), exp));
-        }
-        if _mm256_testz_si256(non_finite, non_finite) == 0 {
+        // Blocks with NaN or infinity take the scalar reference (ggml's C semantics there).
+        if any_non_finite_avx2(x.as_flattened()) {
             B::quantize_block(x.as_flattened(), y);
         } else {
             pack(&min_block(x, p), y);
@@ -550,15 +544,9 @@ fn quantize_q6_k_avx2(src: &[f32], dst: &mut [u8]) {
     let (xs, x_rest) = src.as_chunks::<16>();
     let (xs, _) = xs.as_chunks::<16>();
     assert!(x_rest.is_empty() && xs.len() * QK_K == src.len() && xs.len() == blocks.len(), "partial blocks");
-    let exp = _mm256_set1_epi32(0x7f80_0000);
     for (x, y) in xs.iter().zip(blocks) {
-        let mut non_finite = _mm256_setzero_si256();
-        for c in x.as_flattened().chunks_exact(8) {
-            // SAFETY: `c` is 8 readable floats.
-            let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
-            non_finite = _mm256_or_si256(non_finite, _mm256_cmpeq_epi32(_mm256_and_si256(v, exp), exp));
-        }
-        if _mm256_testz_si256(non_finite, non_finite) == 0 {
+        // Blocks with NaN or infinity take the scalar reference (ggml's C semantics there).
+        if any_non_finite_avx2(x.as_flattened()) {
             BlockQ6K::quantize_block(x.as_flattened(), y);
         } else {
             quantize_q6_k_block(x, y);

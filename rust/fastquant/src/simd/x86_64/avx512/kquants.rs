@@ -60,6 +60,15 @@ struct Qkx2 {
 const Q4_K: Qkx2 = Qkx2 { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20 };
 const Q5_K: Qkx2 = Qkx2 { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15 };
 
+/// Whether any lane of the (transposed) vectors is NaN or ±Inf; such blocks take the scalar
+/// reference.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn any_non_finite_x16(vs: &[__m512]) -> bool {
+    // fpclass categories: 0x01 QNaN, 0x08 +Inf, 0x10 -Inf, 0x80 SNaN.
+    vs.iter().fold(0u16, |acc, &v| acc | _mm512_fpclass_ps_mask::<0x99>(v)) != 0
+}
+
 /// ggml's `nearest_int` on each lane: add 1.5 * 2^23, read the low mantissa bits.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
@@ -352,12 +361,7 @@ fn quantize_min_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8], p: Qkx2, pac
         let mut xt = [_mm512_setzero_ps(); 32];
         xt[..16].copy_from_slice(&transpose16(lo));
         xt[16..].copy_from_slice(&transpose16(hi));
-        let mut non_finite: __mmask16 = 0;
-        for &v in &xt {
-            // fpclass categories: 0x01 QNaN, 0x08 +Inf, 0x10 -Inf, 0x80 SNaN.
-            non_finite |= _mm512_fpclass_ps_mask::<0x99>(v);
-        }
-        if non_finite != 0 {
+        if any_non_finite_x16(&xt) {
             for (x, y) in pair.as_flattened().chunks_exact(QK_K).zip(ys) {
                 B::quantize_block(x, y);
             }
@@ -544,12 +548,7 @@ fn quantize_q6_k_avx512(src: &[f32], dst: &mut [u8]) {
             *r = unsafe { _mm512_loadu_ps(x.as_ptr()) };
         }
         let xt = transpose16(rows);
-        let mut non_finite: __mmask16 = 0;
-        for &v in &xt {
-            // fpclass categories: 0x01 QNaN, 0x08 +Inf, 0x10 -Inf, 0x80 SNaN.
-            non_finite |= _mm512_fpclass_ps_mask::<0x99>(v);
-        }
-        if non_finite != 0 {
+        if any_non_finite_x16(&xt) {
             BlockQ6K::quantize_block(x.as_flattened(), y);
         } else {
             quantize_q6_k_block(x, &xt, y);
