@@ -2,7 +2,7 @@
 //! check, and the split over threads. The per-block work is the dispatched kernels' (`simd`).
 
 use crate::error::{Error, Result};
-use crate::formats::{ggml_uses_imatrix, scalar_imatrix_quantizer, QuantizeImatrixFn};
+use crate::formats::{ggml_uses_imatrix, QuantizeImatrixFn};
 use crate::parallel::split_work;
 use crate::simd::{self, Codec, Level};
 use crate::types::QuantType;
@@ -172,7 +172,7 @@ pub fn quantize(
         if w.len() != n_per_row {
             return Err(Error::Size { what: "imatrix length (row length)", expected: n_per_row, got: w.len() });
         }
-        if let Some(weighted) = scalar_imatrix_quantizer(qtype) {
+        if let Some(weighted) = codec_at(qtype, options.level)?.quantize_imatrix {
             return quantize_imatrix(qtype, weighted, src, n_per_row, dst, w, options);
         }
         if ggml_uses_imatrix(qtype) {

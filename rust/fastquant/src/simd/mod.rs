@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
-use crate::formats::{scalar_codec, scalar_dequantizer, DequantizeFn, QuantizeFn};
+use crate::formats::{
+    scalar_codec, scalar_dequantizer, scalar_imatrix_quantizer, DequantizeFn, QuantizeFn, QuantizeImatrixFn,
+};
 use crate::types::QuantType;
 
 #[cfg(target_arch = "x86_64")]
@@ -146,6 +148,9 @@ pub struct Codec {
     /// The level whose code these kernels are (lower than asked when a type has no faster kernel).
     pub quantize_level: Level,
     pub dequantize_level: Level,
+    /// The importance-weighted quantizer; `None` when ggml ignores importance weights for the type.
+    pub quantize_imatrix: Option<QuantizeImatrixFn>,
+    pub quantize_imatrix_level: Level,
 }
 
 /// The kernels for `qtype` at `level`; `None` when the CPU lacks `level`. Errors for a type with no
@@ -161,8 +166,15 @@ pub fn codec_for(qtype: QuantType, level: Level) -> Result<Option<Codec>> {
     if level > detected_level() {
         return Ok(None);
     }
-    let mut codec =
-        Codec { quantize: q_ref, dequantize: dq_ref, quantize_level: Level::Scalar, dequantize_level: Level::Scalar };
+    let imatrix_ref = scalar_imatrix_quantizer(qtype);
+    let mut codec = Codec {
+        quantize: q_ref,
+        dequantize: dq_ref,
+        quantize_level: Level::Scalar,
+        dequantize_level: Level::Scalar,
+        quantize_imatrix: imatrix_ref,
+        quantize_imatrix_level: Level::Scalar,
+    };
     #[cfg(target_arch = "x86_64")]
     {
         // Lowest level first, so a higher level's kernel, where there is one, wins.
@@ -177,6 +189,10 @@ pub fn codec_for(qtype: QuantType, level: Level) -> Result<Option<Codec>> {
                     codec.dequantize = dq;
                     codec.dequantize_level = Level::Avx2;
                 }
+                if let (Some(q), Some(_)) = (k.quantize_imatrix, codec.quantize_imatrix) {
+                    codec.quantize_imatrix = Some(q);
+                    codec.quantize_imatrix_level = Level::Avx2;
+                }
             }
         }
         if level >= Level::Avx512 {
@@ -189,6 +205,10 @@ pub fn codec_for(qtype: QuantType, level: Level) -> Result<Option<Codec>> {
                 if let Some(dq) = k.dequantize {
                     codec.dequantize = dq;
                     codec.dequantize_level = Level::Avx512;
+                }
+                if let (Some(q), Some(_)) = (k.quantize_imatrix, codec.quantize_imatrix) {
+                    codec.quantize_imatrix = Some(q);
+                    codec.quantize_imatrix_level = Level::Avx512;
                 }
             }
         }
@@ -226,4 +246,6 @@ pub fn has_non_finite(level: Level, x: &[f32]) -> bool {
 pub struct IsaKernels {
     pub quantize: Option<QuantizeFn>,
     pub dequantize: Option<DequantizeFn>,
+    /// The importance-weighted quantizer (whole rows plus the imatrix), for types that use one.
+    pub quantize_imatrix: Option<QuantizeImatrixFn>,
 }

@@ -24,7 +24,7 @@ mod tests;
 
 use std::arch::x86_64::*;
 
-use crate::formats::{DequantizeFn, QuantizeFn};
+use crate::formats::{DequantizeFn, QuantizeFn, QuantizeImatrixFn};
 use crate::simd::IsaKernels;
 use crate::types::QuantType;
 
@@ -32,6 +32,20 @@ use super::Avx512;
 
 /// The AVX-512 kernels for `qtype`; fields left `None` fall back to the next lower level.
 pub fn kernels(_token: Avx512, qtype: QuantType) -> IsaKernels {
+    let (quantize, dequantize) = plain_kernels(qtype);
+    IsaKernels { quantize, dequantize, quantize_imatrix: imatrix_kernel(qtype) }
+}
+
+/// The importance-weighted quantizers at this level (whole rows plus the imatrix).
+#[allow(clippy::match_single_binding)] // one arm per type as its kernel lands
+fn imatrix_kernel(qtype: QuantType) -> Option<QuantizeImatrixFn> {
+    match qtype {
+        _ => None,
+    }
+}
+
+/// The plain quantize and dequantize kernels at this level.
+fn plain_kernels(qtype: QuantType) -> (Option<QuantizeFn>, Option<DequantizeFn>) {
     let (quantize, dequantize): (QuantizeFn, DequantizeFn) = match qtype {
         QuantType::Q4_0 => (legacy::quantize_q4_0, legacy::dequantize_q4_0),
         QuantType::Q4_1 => (legacy::quantize_q4_1, legacy::dequantize_q4_1),
@@ -42,19 +56,13 @@ pub fn kernels(_token: Avx512, qtype: QuantType) -> IsaKernels {
         QuantType::F16 => (float::quantize_f16, float::dequantize_f16),
         QuantType::BF16 => (float::quantize_bf16, float::dequantize_bf16),
         // K-quants with a quantize kernel at this level; dequantize as dequantize_only says.
-        QuantType::Q4_K => {
-            return IsaKernels { quantize: Some(kquants::quantize_q4_k), dequantize: dequantize_only(qtype) }
-        }
-        QuantType::Q5_K => {
-            return IsaKernels { quantize: Some(kquants::quantize_q5_k), dequantize: dequantize_only(qtype) }
-        }
-        QuantType::Q6_K => {
-            return IsaKernels { quantize: Some(kquants::quantize_q6_k), dequantize: dequantize_only(qtype) }
-        }
+        QuantType::Q4_K => return (Some(kquants::quantize_q4_k), dequantize_only(qtype)),
+        QuantType::Q5_K => return (Some(kquants::quantize_q5_k), dequantize_only(qtype)),
+        QuantType::Q6_K => return (Some(kquants::quantize_q6_k), dequantize_only(qtype)),
         // Types with only a dequantize kernel at this level.
-        _ => return IsaKernels { quantize: None, dequantize: dequantize_only(qtype) },
+        _ => return (None, dequantize_only(qtype)),
     };
-    IsaKernels { quantize: Some(quantize), dequantize: Some(dequantize) }
+    (Some(quantize), Some(dequantize))
 }
 
 /// The dequantize kernels of types that have no quantize kernel at this level.
