@@ -7,6 +7,10 @@ use fastquant::formats::scalar_codec;
 use fastquant::simd::{codec_for, Level};
 use fastquant::QuantType;
 
+/// The K-quants with SIMD quantize kernels.
+const QUANTIZE_KERNELS: [QuantType; 5] =
+    [QuantType::Q2_K, QuantType::Q3_K, QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K];
+
 /// xorshift64*: reproducible without a dependency.
 struct Rng(u64);
 
@@ -90,7 +94,7 @@ fn check(qtype: QuantType, x: &[f32]) {
 #[test]
 fn random_super_blocks_match_the_scalar_reference() {
     let mut rng = Rng(0x1234_5678_9abc_def1);
-    for qtype in [QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K] {
+    for qtype in QUANTIZE_KERNELS {
         for round in 0..150 {
             // odd counts leave a last block to the scalar path
             check(qtype, &blocks(&mut rng, 50 + round % 3));
@@ -101,7 +105,7 @@ fn random_super_blocks_match_the_scalar_reference() {
 #[test]
 fn non_finite_pairs_take_the_scalar_path() {
     let mut rng = Rng(7);
-    for qtype in [QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K] {
+    for qtype in QUANTIZE_KERNELS {
         for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, -f32::MAX] {
             let mut x = blocks(&mut rng, 6);
             let at = rng.below(x.len());

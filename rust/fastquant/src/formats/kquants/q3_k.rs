@@ -43,7 +43,7 @@ fn stored_scale(scales: &[u8; 12], j: usize) -> i8 {
 }
 
 /// Stores the biased 6-bit scales `ls` (each 0..64) into the 12 scale bytes.
-fn pack_scales(ls: &[i8; QK_K / 16], scales: &mut [u8; 12]) {
+pub(crate) fn pack_scales(ls: &[i8; QK_K / 16], scales: &mut [u8; 12]) {
     *scales = [0; 12];
     for j in 0..QK_K / 16 {
         let l = ls[j] as u8;

@@ -17,6 +17,7 @@ mod float;
 mod iquants_dequantize;
 mod kquants;
 pub(super) mod kquants_dequantize; // its scale unpacking is shared with AVX2
+mod kquants_low;
 mod legacy;
 mod ternary_dequantize;
 #[cfg(test)]
@@ -56,6 +57,8 @@ fn plain_kernels(qtype: QuantType) -> (Option<QuantizeFn>, Option<DequantizeFn>)
         QuantType::F16 => (float::quantize_f16, float::dequantize_f16),
         QuantType::BF16 => (float::quantize_bf16, float::dequantize_bf16),
         // K-quants with a quantize kernel at this level; dequantize as dequantize_only says.
+        QuantType::Q2_K => return (Some(kquants_low::quantize_q2_k), dequantize_only(qtype)),
+        QuantType::Q3_K => return (Some(kquants_low::quantize_q3_k), dequantize_only(qtype)),
         QuantType::Q4_K => return (Some(kquants::quantize_q4_k), dequantize_only(qtype)),
         QuantType::Q5_K => return (Some(kquants::quantize_q5_k), dequantize_only(qtype)),
         QuantType::Q6_K => return (Some(kquants::quantize_q6_k), dequantize_only(qtype)),
