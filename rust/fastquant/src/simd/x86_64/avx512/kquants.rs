@@ -119,6 +119,14 @@ const SWAP_INDEX: [[[i32; 16]; 2]; 4] = [
 #[inline]
 pub(super) fn transpose16(rows: [__m512; 16]) -> [__m512; 16] {
     let mut m = rows;
+    transpose16_in_place(&mut m);
+    m
+}
+
+/// [`transpose16`] in place (large callers keep their matrices where they are).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+pub(super) fn transpose16_in_place(m: &mut [__m512; 16]) {
     for (stage, d) in [8usize, 4, 2, 1].into_iter().enumerate() {
         // SAFETY: each index table is 16 readable ints.
         let (lo, hi) = unsafe {
@@ -135,7 +143,6 @@ pub(super) fn transpose16(rows: [__m512; 16]) -> [__m512; 16] {
             }
         }
     }
-    m
 }
 
 /// The result of 16 searches over sub-blocks of `N`: lane s is sub-block s.

@@ -24,7 +24,9 @@
 
 use std::arch::x86_64::*;
 
-use super::kquants::{any_non_finite_x16, clamp_x16, nearest_int_x16, search_qkx2_x16, transpose16, Qkx2};
+use super::kquants::{
+    any_non_finite_x16, clamp_x16, nearest_int_x16, search_qkx2_x16, transpose16, transpose16_in_place, Qkx2,
+};
 use super::{entry_points, store_u8x16};
 use crate::formats::float::{fp16_to_fp32, fp32_to_fp16};
 use crate::formats::kquants::q3_k::pack_scales;
@@ -44,14 +46,14 @@ const Q2_K: Qkx2 = Qkx2 { nmax: 3, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: 
 type Rows = [[f32; 16]; 16];
 
 /// Super-blocks processed together by the Q3_K coordinate descent (independent dependency chains).
-const Q3_GROUP: usize = 4;
+const Q3_GROUP: usize = 8;
 
 /// The 16 sub-blocks of `x` as vectors (untransposed: vector j is sub-block j).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
 fn load_rows(x: &Rows) -> [__m512; 16] {
     // SAFETY: each row is 16 readable floats; `loadu` has no alignment requirement.
-    x.map(|r| unsafe { _mm512_loadu_ps(r.as_ptr()) })
+    std::array::from_fn(|j| unsafe { _mm512_loadu_ps(x[j].as_ptr()) })
 }
 
 /// Stores 16 vectors of 16 lanes; `out[i][s]` is lane s of `v[i]`.
@@ -181,87 +183,123 @@ fn quantize_q2_k_avx512(src: &[f32], dst: &mut [u8]) {
 
 // ---- Q3_K ---------------------------------------------------------------------------------------
 
-/// `make_q3_quants(4, x, L, true)` of ggml for the 16 sub-blocks of each of `K` super-blocks
-/// (`xt[k][i]` lane s is element i of sub-block s of super-block k): each super-block's 16
-/// scales and its codes `L = l + 4` (transposed; 0 in every code of an empty sub-block). Every
-/// line mirrors a line of `formats::kquants::search::make_q3_quants`.
+/// `make_q3_quants(4, x, L, true)` of ggml in progress for the 16 sub-blocks of one super-block
+/// (lane s is sub-block s): the weights, the codes `l` (-4..4, as floats) and the running sums.
+/// Every line of [`Q3Lanes::start`], [`Q3Lanes::sweep_element`] and [`Q3Lanes::result`] mirrors
+/// a line of `formats::kquants::search::make_q3_quants`.
+struct Q3Lanes {
+    /// `w = x*x` and `w*x` of element i (lane s: sub-block s).
+    w: [__m512; 16],
+    wx: [__m512; 16],
+    l: [__m512; 16],
+    sumlx: __m512,
+    suml2: __m512,
+    /// Lanes with amax < GROUP_MAX_EPS: all codes 0 and scale 0 in the end; meanwhile they compute
+    /// garbage, whose changes do not keep the sweeps going.
+    empty: __mmask16,
+}
+
+/// `(-nmax).max(nearest_int(v).min(nmax - 1))` for nmax 4, as a float (exact: a small integer).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn search_q3_x16<const K: usize>(xt: &[[__m512; 16]; K]) -> ([__m512; K], [[__m512i; 16]; K]) {
-    const NMAX: i32 = 4;
-    let zero = _mm512_setzero_ps();
-    let (lo, hi) = (_mm512_set1_epi32(-NMAX), _mm512_set1_epi32(NMAX - 1));
-    // `(-nmax).max(nearest_int(v).min(nmax - 1))` as a float (exact: a small integer).
-    let code = |v: __m512| _mm512_cvtepi32_ps(_mm512_max_epi32(lo, _mm512_min_epi32(nearest_int_x16(v), hi)));
-    let mut empty = [0 as __mmask16; K];
-    let mut w = [[zero; 16]; K];
-    let mut wx = [[zero; 16]; K];
-    let mut l = [[zero; 16]; K];
-    let mut sumlx = [zero; K];
-    let mut suml2 = [zero; K];
-    for k in 0..K {
+fn q3_code(v: __m512) -> __m512 {
+    let l = _mm512_min_epi32(nearest_int_x16(v), _mm512_set1_epi32(3));
+    _mm512_cvtepi32_ps(_mm512_max_epi32(_mm512_set1_epi32(-4), l))
+}
+
+impl Q3Lanes {
+    /// The rounding against `-nmax / max` and its sums (`xt[i]` is element i of every sub-block).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+    #[inline]
+    fn start(xt: &[__m512; 16]) -> Self {
+        let zero = _mm512_setzero_ps();
         // The first element of largest magnitude: `if (ax > amax) { amax = ax; max = x; }`.
         let mut max = zero;
         let mut amax = zero;
-        for &x in &xt[k] {
+        for &x in xt {
             let ax = _mm512_abs_ps(x);
             let larger = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(ax, amax);
             amax = _mm512_mask_mov_ps(amax, larger, ax);
             max = _mm512_mask_mov_ps(max, larger, x);
         }
-        // amax < GROUP_MAX_EPS: all codes 0, scale 0 (applied at the end; such lanes compute
-        // garbage meanwhile, and their changes do not keep the sweeps going).
-        empty[k] = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(amax, _mm512_set1_ps(GROUP_MAX_EPS));
-        let iscale = _mm512_div_ps(_mm512_set1_ps(-(NMAX as f32)), max);
+        let empty = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(amax, _mm512_set1_ps(GROUP_MAX_EPS));
+        let iscale = _mm512_div_ps(_mm512_set1_ps(-4.0), max);
+        // w = x*x; sumlx += w*x*l; suml2 += w*l*l.
+        let w = xt.map(|x| _mm512_mul_ps(x, x));
+        let wx: [__m512; 16] = std::array::from_fn(|i| _mm512_mul_ps(w[i], xt[i]));
+        let l = xt.map(|x| q3_code(_mm512_mul_ps(iscale, x)));
+        let mut sumlx = zero;
+        let mut suml2 = zero;
         for i in 0..16 {
-            let x = xt[k][i];
-            // w = x*x; sumlx += w*x*l; suml2 += w*l*l.
-            w[k][i] = _mm512_mul_ps(x, x);
-            wx[k][i] = _mm512_mul_ps(w[k][i], x);
-            let li = code(_mm512_mul_ps(iscale, x));
-            l[k][i] = li;
-            sumlx[k] = _mm512_add_ps(sumlx[k], _mm512_mul_ps(wx[k][i], li));
-            suml2[k] = _mm512_add_ps(suml2[k], _mm512_mul_ps(_mm512_mul_ps(w[k][i], li), li));
+            sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(wx[i], l[i]));
+            suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(w[i], l[i]), l[i]));
         }
+        Self { w, wx, l, sumlx, suml2, empty }
     }
+
+    /// Element i (value `x` in every lane) of one coordinate-descent sweep; returns the lanes
+    /// whose code changed.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+    #[inline]
+    fn sweep_element(&mut self, i: usize, x: __m512) -> __mmask16 {
+        let zero = _mm512_setzero_ps();
+        let (w, wx, li) = (self.w[i], self.wx[i], self.l[i]);
+        // slx = sumlx - w*x*l; if (slx > 0) { sl2 = suml2 - w*l*l; new_l = ... }
+        let slx = _mm512_sub_ps(self.sumlx, _mm512_mul_ps(wx, li));
+        let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(slx, zero);
+        let sl2 = _mm512_sub_ps(self.suml2, _mm512_mul_ps(_mm512_mul_ps(w, li), li));
+        let new_l = q3_code(_mm512_div_ps(_mm512_mul_ps(x, sl2), slx));
+        // if (new_l != L[i]) { slx += w*x*new_l; sl2 += w*new_l*new_l; ... }
+        let differs = positive & _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(new_l, li);
+        let slx = _mm512_add_ps(slx, _mm512_mul_ps(wx, new_l));
+        let sl2 = _mm512_add_ps(sl2, _mm512_mul_ps(_mm512_mul_ps(w, new_l), new_l));
+        // if (sl2 > 0 && slx*slx*suml2 > sumlx*sumlx*sl2) { take it }
+        let gain = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(
+            _mm512_mul_ps(_mm512_mul_ps(slx, slx), self.suml2),
+            _mm512_mul_ps(_mm512_mul_ps(self.sumlx, self.sumlx), sl2),
+        );
+        let take = differs & _mm512_cmp_ps_mask::<_CMP_GT_OQ>(sl2, zero) & gain;
+        self.l[i] = _mm512_mask_mov_ps(li, take, new_l);
+        self.sumlx = _mm512_mask_mov_ps(self.sumlx, take, slx);
+        self.suml2 = _mm512_mask_mov_ps(self.suml2, take, sl2);
+        take
+    }
+
+    /// The scales `suml2 > 0 ? sumlx / suml2 : 0` and the codes `L = l + 4` (transposed), with
+    /// empty lanes' scale and codes 0.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+    #[inline]
+    fn result(&self) -> (__m512, [__m512i; 16]) {
+        let fitted = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.suml2, _mm512_setzero_ps()) & !self.empty;
+        let scale = _mm512_maskz_div_ps(fitted, self.sumlx, self.suml2);
+        let four = _mm512_set1_epi32(4);
+        (scale, self.l.map(|v| _mm512_maskz_add_epi32(!self.empty, _mm512_cvtps_epi32(v), four)))
+    }
+}
+
+/// The coordinate descent of `make_q3_quants` (up to 5 sweeps) on `K` super-blocks at once, their
+/// independent dependency chains interleaved; a super-block none of whose lanes changed in a sweep
+/// skips the rest (its lanes would not change again).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn q3_sweeps<const K: usize>(lanes: &mut [Q3Lanes; K], xt: &[[__m512; 16]; K]) {
+    let mut active = [true; K];
     for _itry in 0..5 {
         let mut changed = [0 as __mmask16; K];
         for i in 0..16 {
             for k in 0..K {
-                let (x, li) = (xt[k][i], l[k][i]);
-                // slx = sumlx - w*x*l; if (slx > 0) { sl2 = suml2 - w*l*l; new_l = ... }
-                let slx = _mm512_sub_ps(sumlx[k], _mm512_mul_ps(wx[k][i], li));
-                let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(slx, zero);
-                let sl2 = _mm512_sub_ps(suml2[k], _mm512_mul_ps(_mm512_mul_ps(w[k][i], li), li));
-                let new_l = code(_mm512_div_ps(_mm512_mul_ps(x, sl2), slx));
-                // if (new_l != L[i]) { slx += w*x*new_l; sl2 += w*new_l*new_l; ... }
-                let differs = positive & _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(new_l, li);
-                let slx = _mm512_add_ps(slx, _mm512_mul_ps(wx[k][i], new_l));
-                let sl2 = _mm512_add_ps(sl2, _mm512_mul_ps(_mm512_mul_ps(w[k][i], new_l), new_l));
-                // if (sl2 > 0 && slx*slx*suml2 > sumlx*sumlx*sl2) { take it }
-                let gain = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(
-                    _mm512_mul_ps(_mm512_mul_ps(slx, slx), suml2[k]),
-                    _mm512_mul_ps(_mm512_mul_ps(sumlx[k], sumlx[k]), sl2),
-                );
-                let take = differs & _mm512_cmp_ps_mask::<_CMP_GT_OQ>(sl2, zero) & gain;
-                l[k][i] = _mm512_mask_mov_ps(li, take, new_l);
-                sumlx[k] = _mm512_mask_mov_ps(sumlx[k], take, slx);
-                suml2[k] = _mm512_mask_mov_ps(suml2[k], take, sl2);
-                changed[k] |= take;
+                if active[k] {
+                    changed[k] |= lanes[k].sweep_element(i, xt[k][i]);
+                }
             }
         }
-        if (0..K).all(|k| changed[k] & !empty[k] == 0) {
+        for k in 0..K {
+            active[k] = changed[k] & !lanes[k].empty != 0;
+        }
+        if !active.contains(&true) {
             break;
         }
     }
-    let four = _mm512_set1_epi32(NMAX);
-    let scales: [__m512; K] = std::array::from_fn(|k| {
-        // `suml2 > 0 ? sumlx / suml2 : 0`, and 0 for an empty sub-block.
-        let fitted = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(suml2[k], zero) & !empty[k];
-        _mm512_maskz_div_ps(fitted, sumlx[k], suml2[k])
-    });
-    let codes = std::array::from_fn(|k| l[k].map(|v| _mm512_maskz_add_epi32(!empty[k], _mm512_cvtps_epi32(v), four)));
-    (scales, codes)
 }
 
 /// The rest of `quantize_row_q3_K_ref` for one super-block after its search: the 6-bit scales and
@@ -269,7 +307,8 @@ fn search_q3_x16<const K: usize>(xt: &[[__m512; 16]; K]) -> ([__m512; K], [[__m5
 /// their high bits into `hmask` and their low two bits into `qs`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn finish_q3_k_block(rows: &[__m512; 16], scale: __m512, search_l: &[__m512i; 16], y: &mut BlockQ3K) {
+fn finish_q3_k_block(rows: &[__m512; 16], lanes: &Q3Lanes, y: &mut BlockQ3K) {
+    let (scale, search_l) = lanes.result();
     let mut scales = [0f32; 16];
     // SAFETY: `scales` is 16 writable floats.
     unsafe { _mm512_storeu_ps(scales.as_mut_ptr(), scale) };
@@ -305,7 +344,7 @@ fn finish_q3_k_block(rows: &[__m512; 16], scale: __m512, search_l: &[__m512i; 16
     for j in 0..16 {
         let d = d_all * (ls[j] as i32 - 32) as f32;
         if d == 0.0 {
-            let lanes = search.get_or_insert_with(|| store_lanes(search_l));
+            let lanes = search.get_or_insert_with(|| store_lanes(&search_l));
             l[j] = lane_as_row(lanes, j);
             continue;
         }
@@ -331,8 +370,11 @@ fn finish_q3_k_block(rows: &[__m512; 16], scale: __m512, search_l: &[__m512i; 16
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
 fn quantize_q3_k_group<const K: usize>(x: &[Rows; K], y: &mut [BlockQ3K; K]) {
-    let rows = x.map(|x| load_rows(&x));
-    let xt = rows.map(|r| transpose16(r));
+    let rows: [[__m512; 16]; K] = std::array::from_fn(|k| load_rows(&x[k]));
+    let mut xt = rows;
+    for xt in &mut xt {
+        transpose16_in_place(xt);
+    }
     if xt.iter().any(|xt| any_non_finite_x16(xt)) {
         for (x, y) in x.iter().zip(y) {
             if K > 1 {
@@ -343,9 +385,10 @@ fn quantize_q3_k_group<const K: usize>(x: &[Rows; K], y: &mut [BlockQ3K; K]) {
         }
         return;
     }
-    let (scales, codes) = search_q3_x16(&xt);
+    let mut lanes: [Q3Lanes; K] = std::array::from_fn(|k| Q3Lanes::start(&xt[k]));
+    q3_sweeps(&mut lanes, &xt);
     for k in 0..K {
-        finish_q3_k_block(&rows[k], scales[k], &codes[k], &mut y[k]);
+        finish_q3_k_block(&rows[k], &lanes[k], &mut y[k]);
     }
 }
 
