@@ -31,20 +31,22 @@ safe_wrappers! {
 
 /// The parameters of one format's `make_qkx2_quants` call.
 #[derive(Clone, Copy)]
-struct Qkx2 {
-    nmax: i32,
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
+pub(super) struct Qkx2 {
+    pub(super) nmax: i32,
+    pub(super) rmin: f32,
+    pub(super) rdelta: f32,
+    pub(super) nstep: i32,
+    /// Absolute instead of squared errors (ggml's `use_mad`).
+    pub(super) use_mad: bool,
 }
 
-const Q4_K: Qkx2 = Qkx2 { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20 };
-const Q5_K: Qkx2 = Qkx2 { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15 };
+const Q4_K: Qkx2 = Qkx2 { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20, use_mad: false };
+const Q5_K: Qkx2 = Qkx2 { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: false };
 
 /// ggml's `nearest_int` on each lane: add 1.5 * 2^23, read the low mantissa bits.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn nearest_int_x8(v: __m256) -> __m256i {
+pub(super) fn nearest_int_x8(v: __m256) -> __m256i {
     let bits = _mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(12_582_912.0)));
     _mm256_sub_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(0x007f_ffff)), _mm256_set1_epi32(0x0040_0000))
 }
@@ -52,20 +54,20 @@ fn nearest_int_x8(v: __m256) -> __m256i {
 /// `0.max(l.min(nmax))` on each lane.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn clamp_x8(l: __m256i, nmax: __m256i) -> __m256i {
+pub(super) fn clamp_x8(l: __m256i, nmax: __m256i) -> __m256i {
     _mm256_max_epi32(_mm256_setzero_si256(), _mm256_min_epi32(l, nmax))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn abs_x8(v: __m256) -> __m256 {
+pub(super) fn abs_x8(v: __m256) -> __m256 {
     _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)))
 }
 
 /// `mask ? b : a` per lane.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn select(a: __m256, mask: __m256, b: __m256) -> __m256 {
+pub(super) fn select(a: __m256, mask: __m256, b: __m256) -> __m256 {
     _mm256_blendv_ps(a, b, mask)
 }
 
@@ -74,13 +76,13 @@ fn select(a: __m256, mask: __m256, b: __m256) -> __m256 {
 /// nearest_int is exactly `(v + 1.5*2^23) - 1.5*2^23` and the clamp can stay in floats.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn candidate_sums<const IN_RANGE: bool>(
-    xt: &[__m256; 32],
-    w: &[__m256; 32],
+fn candidate_sums<const N: usize, const IN_RANGE: bool>(
+    xt: &[__m256; N],
+    w: &[__m256; N],
     iscale: __m256,
     min: __m256,
     nmax: i32,
-    laux: &mut [__m256; 32],
+    laux: &mut [__m256; N],
 ) -> (__m256, __m256, __m256) {
     let zero = _mm256_setzero_ps();
     let magic = _mm256_set1_ps(12_582_912.0);
@@ -89,7 +91,7 @@ fn candidate_sums<const IN_RANGE: bool>(
     let mut sum_l = zero;
     let mut sum_l2 = zero;
     let mut sum_xl = zero;
-    for i in 0..32 {
+    for i in 0..N {
         let v = _mm256_mul_ps(iscale, _mm256_sub_ps(xt[i], min));
         let l = if IN_RANGE {
             _mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(_mm256_add_ps(v, magic), magic), zero), nmaxf)
@@ -105,26 +107,46 @@ fn candidate_sums<const IN_RANGE: bool>(
     (sum_l, sum_l2, sum_xl)
 }
 
-/// `make_qkx2_quants(nmax, x, av_x + |x|, L, rmin, rdelta, nstep, false)` for the 8 sub-blocks
-/// whose element i is lane s of `xt[i]`: (scale, the_min, codes as floats).
+/// `quantize_row_q{4,5}_K_ref`'s weights `av_x + |x|` (`av_x` the rms of the sub-block) of the
+/// 8 sub-blocks of 32 whose element i is lane s of `xt[i]`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn search_x8(xt: &[__m256; 32], p: Qkx2) -> (__m256, __m256, [__m256; 32]) {
-    let zero = _mm256_setzero_ps();
-    let mut sum_x2 = zero;
+fn rms_plus_abs_weights(xt: &[__m256; 32]) -> [__m256; 32] {
+    let mut sum_x2 = _mm256_setzero_ps();
     for &x in xt {
         sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(x, x));
     }
     let av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0)));
-    let mut w = [zero; 32];
-    for (w, &x) in w.iter_mut().zip(xt) {
-        *w = _mm256_add_ps(av_x, abs_x8(x));
+    xt.map(|x| _mm256_add_ps(av_x, abs_x8(x)))
+}
+
+/// The error term of one element: `diff * diff`, or `fabsf(diff)` with `use_mad`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn error_term(diff: __m256, use_mad: bool) -> __m256 {
+    if use_mad {
+        abs_x8(diff)
+    } else {
+        _mm256_mul_ps(diff, diff)
     }
+}
+
+/// `make_qkx2_quants(nmax, x, weights, L, rmin, rdelta, nstep, use_mad)` for the 8 sub-blocks of
+/// `N` whose element i is lane s of `xt[i]`, weights `w` transposed the same way: (scale, the_min,
+/// codes as floats).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn search_qkx2_x8<const N: usize>(
+    xt: &[__m256; N],
+    w: &[__m256; N],
+    p: Qkx2,
+) -> (__m256, __m256, [__m256; N]) {
+    let zero = _mm256_setzero_ps();
     let mut min = xt[0];
     let mut max = xt[0];
     let mut sum_w = w[0];
     let mut sum_x = _mm256_mul_ps(sum_w, xt[0]);
-    for i in 1..32 {
+    for i in 1..N {
         min = _mm256_min_ps(xt[i], min);
         max = _mm256_max_ps(xt[i], max);
         sum_w = _mm256_add_ps(sum_w, w[i]);
@@ -137,16 +159,16 @@ fn search_x8(xt: &[__m256; 32], p: Qkx2) -> (__m256, __m256, [__m256; 32]) {
     let iscale = _mm256_div_ps(_mm256_set1_ps(p.nmax as f32), _mm256_sub_ps(max, min));
     let mut scale = _mm256_div_ps(_mm256_set1_ps(1.0), iscale);
     let mut best_error = zero;
-    let mut best = [zero; 32];
-    for i in 0..32 {
+    let mut best = [zero; N];
+    for i in 0..N {
         let l = _mm256_cvtepi32_ps(clamp_x8(nearest_int_x8(_mm256_mul_ps(iscale, _mm256_sub_ps(xt[i], min))), nmax));
         best[i] = l;
         let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, l), min), xt[i]);
-        best_error = _mm256_add_ps(best_error, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
+        best_error = _mm256_add_ps(best_error, _mm256_mul_ps(w[i], error_term(diff, p.use_mad)));
     }
     let nmaxf = p.nmax as f32;
     let limit = _mm256_set1_ps(2_097_152.0);
-    let mut laux = [zero; 32];
+    let mut laux = [zero; N];
     for is in 0..=p.nstep {
         let iscale = _mm256_div_ps(_mm256_set1_ps(p.rmin + p.rdelta * is as f32 + nmaxf), _mm256_sub_ps(max, min));
         // Monotonic in x: the extreme elements bound every lane's values (see the AVX-512 kernel).
@@ -155,9 +177,9 @@ fn search_x8(xt: &[__m256; 32], p: Qkx2) -> (__m256, __m256, [__m256; 32]) {
         let in_range =
             _mm256_and_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(v_lo, limit), _mm256_cmp_ps::<_CMP_LT_OQ>(v_hi, limit));
         let (sum_l, sum_l2, sum_xl) = if _mm256_movemask_ps(in_range) == 0xff {
-            candidate_sums::<true>(xt, &w, iscale, min, p.nmax, &mut laux)
+            candidate_sums::<N, true>(xt, w, iscale, min, p.nmax, &mut laux)
         } else {
-            candidate_sums::<false>(xt, &w, iscale, min, p.nmax, &mut laux)
+            candidate_sums::<N, false>(xt, w, iscale, min, p.nmax, &mut laux)
         };
         let d = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
         let fit = _mm256_cmp_ps::<_CMP_GT_OQ>(d, zero);
@@ -170,15 +192,15 @@ fn search_x8(xt: &[__m256; 32], p: Qkx2) -> (__m256, __m256, [__m256; 32]) {
         this_min = select(this_min, positive, zero);
         this_scale = select(this_scale, positive, _mm256_div_ps(sum_xl, sum_l2));
         let mut cur_error = zero;
-        for i in 0..32 {
+        for i in 0..N {
             let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale, laux[i]), this_min), xt[i]);
-            cur_error = _mm256_add_ps(cur_error, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
+            cur_error = _mm256_add_ps(cur_error, _mm256_mul_ps(w[i], error_term(diff, p.use_mad)));
         }
         let better = _mm256_and_ps(fit, _mm256_cmp_ps::<_CMP_LT_OQ>(cur_error, best_error));
         if _mm256_movemask_ps(better) == 0 {
             continue;
         }
-        for i in 0..32 {
+        for i in 0..N {
             best[i] = select(best[i], better, laux[i]);
         }
         best_error = select(best_error, better, cur_error);
@@ -203,7 +225,7 @@ fn min_block(x: &[[f32; 32]; 8], p: Qkx2) -> MinBlock {
         // SAFETY: lane s reads x[s][i], s < 8 and i < 32, inside the 256 floats of `x`.
         *v = unsafe { _mm256_i32gather_ps::<4>(base.add(i), idx) };
     }
-    let (scale, the_min, l) = search_x8(&xt, p);
+    let (scale, the_min, l) = search_qkx2_x8(&xt, &rms_plus_abs_weights(&xt), p);
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
     let mut codes = [[0f32; 8]; 32];

@@ -50,21 +50,23 @@ const SUBS: usize = QK_K / 32;
 
 /// The parameters of one format's `make_qkx2_quants` call.
 #[derive(Clone, Copy)]
-struct Qkx2 {
-    nmax: i32,
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
+pub(super) struct Qkx2 {
+    pub(super) nmax: i32,
+    pub(super) rmin: f32,
+    pub(super) rdelta: f32,
+    pub(super) nstep: i32,
+    /// Absolute instead of squared errors (ggml's `use_mad`).
+    pub(super) use_mad: bool,
 }
 
-const Q4_K: Qkx2 = Qkx2 { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20 };
-const Q5_K: Qkx2 = Qkx2 { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15 };
+const Q4_K: Qkx2 = Qkx2 { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20, use_mad: false };
+const Q5_K: Qkx2 = Qkx2 { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: false };
 
 /// Whether any lane of the (transposed) vectors is NaN or ±Inf; such blocks take the scalar
 /// reference.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn any_non_finite_x16(vs: &[__m512]) -> bool {
+pub(super) fn any_non_finite_x16(vs: &[__m512]) -> bool {
     // fpclass categories: 0x01 QNaN, 0x08 +Inf, 0x10 -Inf, 0x80 SNaN.
     vs.iter().fold(0u16, |acc, &v| acc | _mm512_fpclass_ps_mask::<0x99>(v)) != 0
 }
@@ -72,7 +74,7 @@ fn any_non_finite_x16(vs: &[__m512]) -> bool {
 /// ggml's `nearest_int` on each lane: add 1.5 * 2^23, read the low mantissa bits.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn nearest_int_x16(v: __m512) -> __m512i {
+pub(super) fn nearest_int_x16(v: __m512) -> __m512i {
     let bits = _mm512_castps_si512(_mm512_add_ps(v, _mm512_set1_ps(12_582_912.0)));
     _mm512_sub_epi32(_mm512_and_si512(bits, _mm512_set1_epi32(0x007f_ffff)), _mm512_set1_epi32(0x0040_0000))
 }
@@ -80,7 +82,7 @@ fn nearest_int_x16(v: __m512) -> __m512i {
 /// `0.max(l.min(nmax))` on each lane.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn clamp_x16(l: __m512i, nmax: __m512i) -> __m512i {
+pub(super) fn clamp_x16(l: __m512i, nmax: __m512i) -> __m512i {
     _mm512_max_epi32(_mm512_setzero_si512(), _mm512_min_epi32(l, nmax))
 }
 
@@ -115,7 +117,7 @@ const SWAP_INDEX: [[[i32; 16]; 2]; 4] = [
 /// 64 two-source permutes, where 16 gathers (one per column) cost several times as much.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn transpose16(rows: [__m512; 16]) -> [__m512; 16] {
+pub(super) fn transpose16(rows: [__m512; 16]) -> [__m512; 16] {
     let mut m = rows;
     for (stage, d) in [8usize, 4, 2, 1].into_iter().enumerate() {
         // SAFETY: each index table is 16 readable ints.
@@ -136,12 +138,12 @@ fn transpose16(rows: [__m512; 16]) -> [__m512; 16] {
     m
 }
 
-/// The result of 16 searches: lane s is sub-block s.
-struct Searched {
-    scale: __m512,
-    the_min: __m512,
+/// The result of 16 searches over sub-blocks of `N`: lane s is sub-block s.
+pub(super) struct Searched<const N: usize> {
+    pub(super) scale: __m512,
+    pub(super) the_min: __m512,
     /// Element i's code (as a float) of every sub-block.
-    l: [__m512; 32],
+    pub(super) l: [__m512; N],
 }
 
 /// One candidate of the search: the codes `clamp(nearest_int(iscale * (x - min)), 0, nmax)` of
@@ -149,13 +151,13 @@ struct Searched {
 /// (w*l)*x`. `IN_RANGE` promises |iscale * (x - min)| < 2^21 for every element and lane.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn candidate_sums<const IN_RANGE: bool>(
-    xt: &[__m512; 32],
-    w: &[__m512; 32],
+fn candidate_sums<const N: usize, const IN_RANGE: bool>(
+    xt: &[__m512; N],
+    w: &[__m512; N],
     iscale: __m512,
     min: __m512,
     nmax: i32,
-    laux: &mut [__m512; 32],
+    laux: &mut [__m512; N],
 ) -> (__m512, __m512, __m512) {
     let zero = _mm512_setzero_ps();
     let magic = _mm512_set1_ps(12_582_912.0);
@@ -164,7 +166,7 @@ fn candidate_sums<const IN_RANGE: bool>(
     let mut sum_l = zero;
     let mut sum_l2 = zero;
     let mut sum_xl = zero;
-    for i in 0..32 {
+    for i in 0..N {
         let v = _mm512_mul_ps(iscale, _mm512_sub_ps(xt[i], min));
         let l = if IN_RANGE {
             // `vmaxps` and `vminps` never see a NaN here; the difference is +0.0 for code 0.
@@ -181,29 +183,44 @@ fn candidate_sums<const IN_RANGE: bool>(
     (sum_l, sum_l2, sum_xl)
 }
 
-/// `make_qkx2_quants(nmax, x, weights, L, rmin, rdelta, nstep, false)` of ggml for the 16
-/// sub-blocks whose element i is lane s of `xt[i]`, with `quantize_row_q{4,5}_K_ref`'s weights
-/// `av_x + |x|`. Every line mirrors a line of the scalar search (see the module comment).
+/// `quantize_row_q{4,5}_K_ref`'s weights `av_x + |x|` (`av_x` the rms of the sub-block) of the
+/// 16 sub-blocks of 32 whose element i is lane s of `xt[i]`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn search_x16(xt: &[__m512; 32], p: Qkx2) -> Searched {
-    let zero = _mm512_setzero_ps();
+fn rms_plus_abs_weights(xt: &[__m512; 32]) -> [__m512; 32] {
     // sum_x2 += x * x; av_x = sqrtf(sum_x2 / 32); weights[i] = av_x + fabsf(x[i]).
-    let mut sum_x2 = zero;
+    let mut sum_x2 = _mm512_setzero_ps();
     for &x in xt {
         sum_x2 = _mm512_add_ps(sum_x2, _mm512_mul_ps(x, x));
     }
     let av_x = _mm512_sqrt_ps(_mm512_div_ps(sum_x2, _mm512_set1_ps(32.0)));
-    let mut w = [zero; 32];
-    for (w, &x) in w.iter_mut().zip(xt) {
-        *w = _mm512_add_ps(av_x, _mm512_abs_ps(x));
+    xt.map(|x| _mm512_add_ps(av_x, _mm512_abs_ps(x)))
+}
+
+/// The error term of one element: `diff * diff`, or `fabsf(diff)` with `use_mad`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn error_term(diff: __m512, use_mad: bool) -> __m512 {
+    if use_mad {
+        _mm512_abs_ps(diff)
+    } else {
+        _mm512_mul_ps(diff, diff)
     }
+}
+
+/// `make_qkx2_quants(nmax, x, weights, L, rmin, rdelta, nstep, use_mad)` of ggml for the 16
+/// sub-blocks of `N` whose element i is lane s of `xt[i]`, with weights `w` (transposed the same
+/// way). Every line mirrors a line of the scalar search (see the module comment).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+pub(super) fn search_qkx2_x16<const N: usize>(xt: &[__m512; N], w: &[__m512; N], p: Qkx2) -> Searched<N> {
+    let zero = _mm512_setzero_ps();
     // min, max, sum_w, sum_x; `vminps a, b` is `a < b ? a : b`, the scalar `if (x < min)`.
     let mut min = xt[0];
     let mut max = xt[0];
     let mut sum_w = w[0];
     let mut sum_x = _mm512_mul_ps(sum_w, xt[0]);
-    for i in 1..32 {
+    for i in 1..N {
         min = _mm512_min_ps(xt[i], min);
         max = _mm512_max_ps(xt[i], max);
         sum_w = _mm512_add_ps(sum_w, w[i]);
@@ -219,15 +236,15 @@ fn search_x16(xt: &[__m512; 32], p: Qkx2) -> Searched {
     let iscale = _mm512_div_ps(_mm512_set1_ps(p.nmax as f32), _mm512_sub_ps(max, min));
     let mut scale = _mm512_div_ps(_mm512_set1_ps(1.0), iscale);
     let mut best_error = zero;
-    let mut best = [zero; 32];
-    for i in 0..32 {
+    let mut best = [zero; N];
+    for i in 0..N {
         let l = _mm512_cvtepi32_ps(clamp_x16(nearest_int_x16(_mm512_mul_ps(iscale, _mm512_sub_ps(xt[i], min))), nmax));
         best[i] = l;
         let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale, l), min), xt[i]);
-        best_error = _mm512_add_ps(best_error, _mm512_mul_ps(w[i], _mm512_mul_ps(diff, diff)));
+        best_error = _mm512_add_ps(best_error, _mm512_mul_ps(w[i], error_term(diff, p.use_mad)));
     }
     let nmaxf = p.nmax as f32;
-    let mut laux = [zero; 32];
+    let mut laux = [zero; N];
     for is in 0..=p.nstep {
         // The scalar `(rmin + rdelta*is + nmax) / (max - min)`: the numerator is the same f32
         // expression, evaluated once for all lanes; `min` is the best fit's so far, as in ggml.
@@ -244,9 +261,9 @@ fn search_x16(xt: &[__m512; 32], p: Qkx2) -> Searched {
         let limit = _mm512_set1_ps(2_097_152.0);
         let in_range = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v_lo, limit) & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v_hi, limit);
         let (sum_l, sum_l2, sum_xl) = if in_range == 0xffff {
-            candidate_sums::<true>(xt, &w, iscale, min, p.nmax, &mut laux)
+            candidate_sums::<N, true>(xt, w, iscale, min, p.nmax, &mut laux)
         } else {
-            candidate_sums::<false>(xt, &w, iscale, min, p.nmax, &mut laux)
+            candidate_sums::<N, false>(xt, w, iscale, min, p.nmax, &mut laux)
         };
         let d = _mm512_sub_ps(_mm512_mul_ps(sum_w, sum_l2), _mm512_mul_ps(sum_l, sum_l));
         let fit = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(d, zero);
@@ -260,15 +277,15 @@ fn search_x16(xt: &[__m512; 32], p: Qkx2) -> Searched {
         this_min = _mm512_mask_mov_ps(this_min, positive, zero);
         this_scale = _mm512_mask_mov_ps(this_scale, positive, _mm512_div_ps(sum_xl, sum_l2));
         let mut cur_error = zero;
-        for i in 0..32 {
+        for i in 0..N {
             let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(this_scale, laux[i]), this_min), xt[i]);
-            cur_error = _mm512_add_ps(cur_error, _mm512_mul_ps(w[i], _mm512_mul_ps(diff, diff)));
+            cur_error = _mm512_add_ps(cur_error, _mm512_mul_ps(w[i], error_term(diff, p.use_mad)));
         }
         let better = fit & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(cur_error, best_error);
         if better == 0 {
             continue;
         }
-        for i in 0..32 {
+        for i in 0..N {
             best[i] = _mm512_mask_mov_ps(best[i], better, laux[i]);
         }
         best_error = _mm512_mask_mov_ps(best_error, better, cur_error);
@@ -342,7 +359,7 @@ fn finish_block(
     b
 }
 
-/// The quantize loop of both formats: pairs of super-blocks through [`search_x16`], the rest
+/// The quantize loop of both formats: pairs of super-blocks through [`search_qkx2_x16`], the rest
 /// through the scalar reference.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
@@ -367,7 +384,7 @@ fn quantize_min_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8], p: Qkx2, pac
             }
             continue;
         }
-        let s = search_x16(&xt, p);
+        let s = search_qkx2_x16(&xt, &rms_plus_abs_weights(&xt), p);
         let mut scales = [0f32; 16];
         let mut mins = [0f32; 16];
         let mut codes = [[0f32; 16]; 32];
