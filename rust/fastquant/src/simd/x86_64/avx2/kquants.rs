@@ -214,10 +214,10 @@ pub(super) fn search_qkx2_x8<const N: usize>(
     (select(scale, empty, zero), the_min, best)
 }
 
-/// `min_block_ref` of `formats::kquants::q4_k` for one NaN- and infinity-free super-block.
+/// The 32 vectors whose lane s holds element i of sub-block s of a Q4_K/Q5_K super-block.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn min_block(x: &[[f32; 32]; 8], p: Qkx2) -> MinBlock {
+pub(super) fn transpose_sub_blocks(x: &[[f32; 32]; 8]) -> [__m256; 32] {
     let idx = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
     let base = x.as_flattened().as_ptr();
     let mut xt = [_mm256_setzero_ps(); 32];
@@ -225,6 +225,14 @@ fn min_block(x: &[[f32; 32]; 8], p: Qkx2) -> MinBlock {
         // SAFETY: lane s reads x[s][i], s < 8 and i < 32, inside the 256 floats of `x`.
         *v = unsafe { _mm256_i32gather_ps::<4>(base.add(i), idx) };
     }
+    xt
+}
+
+/// `min_block_ref` of `formats::kquants::q4_k` for one NaN- and infinity-free super-block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn min_block(x: &[[f32; 32]; 8], p: Qkx2) -> MinBlock {
+    let xt = transpose_sub_blocks(x);
     let (scale, the_min, l) = search_qkx2_x8(&xt, &rms_plus_abs_weights(&xt), p);
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
@@ -257,10 +265,19 @@ fn min_block(x: &[[f32; 32]; 8], p: Qkx2) -> MinBlock {
         scales: pack_scale_min_k4(&ls, &lm),
         l: [0; QK_K],
     };
-    // `requantize`: x -> clamp(nearest_int((x + dm) / d)); a zero d keeps the search's codes.
+    requantize(x, &mut b, &codes, p.nmax);
+    b
+}
+
+/// `requantize` of `formats::kquants::q4_k`: each sub-block's codes recomputed against the scales
+/// as stored in `b`, x -> clamp(nearest_int((x + dm) / d)), 8 at a time; a sub-block j whose `d`
+/// is zero keeps the search's codes, lane j of `codes`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn requantize(x: &[[f32; 32]; 8], b: &mut MinBlock, codes: &[[f32; 8]; 32], nmax: i32) {
     let d_all = fp16_to_fp32(b.d);
     let dmin_all = fp16_to_fp32(b.dmin);
-    let nmax = _mm256_set1_epi32(p.nmax);
+    let nmax = _mm256_set1_epi32(nmax);
     for j in 0..8 {
         let (sc, m) = get_scale_min_k4(j, &b.scales);
         let d = d_all * sc as f32;
@@ -285,7 +302,6 @@ fn min_block(x: &[[f32; 32]; 8], p: Qkx2) -> MinBlock {
             }
         }
     }
-    b
 }
 
 // ---- bit packing of Q4_K / Q5_K codes (shared with the AVX-512 kernels) -------------------------
@@ -377,13 +393,14 @@ fn quantize_q5_k_avx2(src: &[f32], dst: &mut [u8]) {
 
 // ---- Q6_K ---------------------------------------------------------------------------------------
 
-/// `make_qx_quants(32, x, L, 1, NULL)` of ggml for the 8 sub-blocks of 16 whose element i is
-/// lane s of `xt[i]`: the scale and the codes `l` (-32..32, as floats; `L = l + 32`). Empty lanes
+/// `make_qx_quants(32, x, L, 1, qw)` of ggml for the 8 sub-blocks of 16 whose element i is lane s
+/// of `xt[i]`, with weights `w` transposed the same way (x^2 for the plain path, the imatrix for
+/// the weighted one): the scale and the codes `l` (-32..32, as floats; `L = l + 32`). Empty lanes
 /// (amax < GROUP_MAX_EPS) get scale 0 and codes -32 (`L = 0`). As in the AVX-512 kernel, the
 /// codes of a non-empty lane are within 33 of zero, where nearest_int is a float round trip.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn search_qx_x8(xt: &[__m256; 16]) -> (__m256, [__m256; 16]) {
+fn search_qx_x8(xt: &[__m256; 16], w: &[__m256; 16]) -> (__m256, [__m256; 16]) {
     const NMAX: i32 = 32;
     let zero = _mm256_setzero_ps();
     let mut max = zero;
@@ -397,10 +414,8 @@ fn search_qx_x8(xt: &[__m256; 16]) -> (__m256, [__m256; 16]) {
     let empty = _mm256_cmp_ps::<_CMP_LT_OQ>(amax, _mm256_set1_ps(GROUP_MAX_EPS));
     let magic = _mm256_set1_ps(12_582_912.0);
     let (lo, hi) = (_mm256_set1_ps(-(NMAX as f32)), _mm256_set1_ps((NMAX - 1) as f32));
-    let mut w = [zero; 16];
     let mut wx = [zero; 16];
     for i in 0..16 {
-        w[i] = _mm256_mul_ps(xt[i], xt[i]);
         wx[i] = _mm256_mul_ps(w[i], xt[i]);
     }
     let sums = |iscale: __m256, laux: &mut [__m256; 16]| -> (__m256, __m256) {
@@ -446,10 +461,11 @@ fn search_qx_x8(xt: &[__m256; 16]) -> (__m256, [__m256; 16]) {
     (select(scale, empty, zero), best_l)
 }
 
-/// `quantize_row_q6_K_ref` for one NaN- and infinity-free block.
+/// `quantize_row_q6_K_ref` (`qw` None: weights x^2) or `quantize_row_q6_K_impl` (weights `qw`)
+/// for one NaN- and infinity-free block.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn quantize_q6_k_block(x: &[[f32; 16]; 16], y: &mut BlockQ6K) {
+pub(super) fn quantize_q6_k_block(x: &[[f32; 16]; 16], qw: Option<&[[f32; 16]; 16]>, y: &mut BlockQ6K) {
     let idx = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
     let mut scales = [0f32; 16];
     let mut search = [[0f32; 16]; 16];
@@ -460,7 +476,15 @@ fn quantize_q6_k_block(x: &[[f32; 16]; 16], y: &mut BlockQ6K) {
             // SAFETY: lane s reads x[8 * half + s][i], s < 8 and i < 16: inside `x`.
             *v = unsafe { _mm256_i32gather_ps::<4>(base.add(i), idx) };
         }
-        let (scale, l) = search_qx_x8(&xt);
+        let w = match qw {
+            None => xt.map(|x| _mm256_mul_ps(x, x)),
+            Some(qw) => {
+                let base = qw[8 * half..].as_flattened().as_ptr();
+                // SAFETY: as for `x`: lane s reads qw[8 * half + s][i], inside `qw`.
+                std::array::from_fn(|i| unsafe { _mm256_i32gather_ps::<4>(base.add(i), idx) })
+            }
+        };
+        let (scale, l) = search_qx_x8(&xt, &w);
         // SAFETY: each destination is 8 writable floats.
         unsafe {
             _mm256_storeu_ps(scales.as_mut_ptr().add(8 * half), scale);
@@ -571,7 +595,7 @@ fn quantize_q6_k_avx2(src: &[f32], dst: &mut [u8]) {
         if any_non_finite_avx2(x.as_flattened()) {
             BlockQ6K::quantize_block(x.as_flattened(), y);
         } else {
-            quantize_q6_k_block(x, y);
+            quantize_q6_k_block(x, None, y);
         }
     }
 }

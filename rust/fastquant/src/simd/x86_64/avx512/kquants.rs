@@ -340,10 +340,19 @@ fn finish_block(
         scales: pack_scale_min_k4(&ls, &lm),
         l: [0; QK_K],
     };
-    // `requantize`: x -> clamp(nearest_int((x + dm) / d)); a zero d keeps the search's codes.
+    requantize(x, &mut b, codes, lane0, p.nmax);
+    b
+}
+
+/// `requantize` of `formats::kquants::q4_k`: each sub-block's codes recomputed against the scales
+/// as stored in `b`, x -> clamp(nearest_int((x + dm) / d)), 16 at a time; a sub-block whose `d` is
+/// zero keeps the search's codes, lane `lane0 + j` of `codes` for sub-block j.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+pub(super) fn requantize(x: &[[f32; 32]], b: &mut MinBlock, codes: &[[f32; 16]; 32], lane0: usize, nmax: i32) {
     let d_all = fp16_to_fp32(b.d);
     let dmin_all = fp16_to_fp32(b.dmin);
-    let nmax = _mm512_set1_epi32(p.nmax);
+    let nmax = _mm512_set1_epi32(nmax);
     for j in 0..SUBS {
         let (sc, m) = get_scale_min_k4(j, &b.scales);
         let d = d_all * sc as f32;
@@ -363,7 +372,6 @@ fn finish_block(
         store_u8x16(&mut l[..16], code(lo));
         store_u8x16(&mut l[16..], code(hi));
     }
-    b
 }
 
 /// The quantize loop of both formats: pairs of super-blocks through [`search_qkx2_x16`], the rest
@@ -426,12 +434,13 @@ fn quantize_q5_k_avx512(src: &[f32], dst: &mut [u8]) {
 
 // ---- Q6_K ---------------------------------------------------------------------------------------
 
-/// `make_qx_quants(32, x, L, 1, NULL)` of ggml (Q6_K's plain search, weights x^2) for the 16
-/// sub-blocks of 16 whose element i is lane s of `xt[i]`: the scale and the codes `L = l + 32`.
-/// Every line mirrors a line of `formats::kquants::search::make_qx_quants`.
+/// `make_qx_quants(32, x, L, 1, qw)` of ggml for the 16 sub-blocks of 16 whose element i is lane
+/// s of `xt[i]`, with the weights `w` transposed the same way (x^2 for Q6_K's plain search, the
+/// imatrix for its weighted one): the scale and the codes `L = l + 32`. Every line mirrors a line
+/// of `formats::kquants::search::make_qx_quants`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn search_qx_x16(xt: &[__m512; 16]) -> (__m512, [__m512i; 16]) {
+fn search_qx_x16(xt: &[__m512; 16], w: &[__m512; 16]) -> (__m512, [__m512i; 16]) {
     const NMAX: i32 = 32;
     let zero = _mm512_setzero_ps();
     // The first element of largest magnitude: `if (ax > amax) { amax = ax; max = x; }`.
@@ -455,11 +464,9 @@ fn search_qx_x16(xt: &[__m512; 16]) -> (__m512, [__m512i; 16]) {
         let r = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(iscale, x), magic), magic);
         _mm512_min_ps(_mm512_max_ps(r, lo), hi)
     };
-    // The weights x^2, and w * x, the same in every candidate.
-    let mut w = [zero; 16];
+    // w * x, the same in every candidate.
     let mut wx = [zero; 16];
     for i in 0..16 {
-        w[i] = _mm512_mul_ps(xt[i], xt[i]);
         wx[i] = _mm512_mul_ps(w[i], xt[i]);
     }
     // The sums of one candidate: sumlx += (w * x) * l, suml2 += (w * l) * l.
@@ -503,13 +510,14 @@ fn search_qx_x16(xt: &[__m512; 16]) -> (__m512, [__m512i; 16]) {
     (_mm512_mask_mov_ps(scale, empty, zero), best_l)
 }
 
-/// `quantize_row_q6_K_ref` for one NaN- and infinity-free block: [`search_qx_x16`], the 8-bit
-/// scales and fp16 d as the scalar code computes them, the codes recomputed against the stored
-/// scales 16 at a time, and ggml's bit layout.
+/// `quantize_row_q6_K_ref` (weights `w` = x^2) or `quantize_row_q6_K_impl` (`w` = the imatrix)
+/// for one NaN- and infinity-free block: [`search_qx_x16`], the 8-bit scales and fp16 d as the
+/// scalar code computes them, the codes recomputed against the stored scales 16 at a time, and
+/// ggml's bit layout.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn quantize_q6_k_block(x: &[[f32; 16]; 16], xt: &[__m512; 16], y: &mut BlockQ6K) {
-    let (scale, search_l) = search_qx_x16(xt);
+pub(super) fn quantize_q6_k_block(x: &[[f32; 16]; 16], xt: &[__m512; 16], w: &[__m512; 16], y: &mut BlockQ6K) {
+    let (scale, search_l) = search_qx_x16(xt, w);
     let mut scales = [0f32; 16];
     let mut search = [[0i32; 16]; 16];
     // SAFETY: each destination is 16 writable floats or ints.
@@ -575,7 +583,7 @@ fn quantize_q6_k_avx512(src: &[f32], dst: &mut [u8]) {
         if any_non_finite_x16(&xt) {
             BlockQ6K::quantize_block(x.as_flattened(), y);
         } else {
-            quantize_q6_k_block(x, &xt, y);
+            quantize_q6_k_block(x, &xt, &xt.map(|x| _mm512_mul_ps(x, x)), y);
         }
     }
 }

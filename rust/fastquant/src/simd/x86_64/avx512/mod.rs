@@ -18,6 +18,7 @@ mod iquants_dequantize;
 mod kquants;
 pub(super) mod kquants_dequantize; // its scale unpacking is shared with AVX2
 mod kquants_low;
+mod kquants_imatrix;
 mod legacy;
 mod ternary_dequantize;
 #[cfg(test)]
@@ -38,9 +39,11 @@ pub fn kernels(_token: Avx512, qtype: QuantType) -> IsaKernels {
 }
 
 /// The importance-weighted quantizers at this level (whole rows plus the imatrix).
-#[allow(clippy::match_single_binding)] // one arm per type as its kernel lands
 fn imatrix_kernel(qtype: QuantType) -> Option<QuantizeImatrixFn> {
     match qtype {
+        QuantType::Q4_K => Some(kquants_imatrix::quantize_q4_k_imatrix),
+        QuantType::Q5_K => Some(kquants_imatrix::quantize_q5_k_imatrix),
+        QuantType::Q6_K => Some(kquants_imatrix::quantize_q6_k_imatrix),
         _ => None,
     }
 }

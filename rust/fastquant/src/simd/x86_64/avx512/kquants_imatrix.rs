@@ -1,0 +1,255 @@
+//! AVX-512 importance-weighted quantize kernels for Q4_K, Q5_K and Q6_K: ggml's
+//! `quantize_row_q{4,5,6}_K_impl` with quant weights, byte for byte.
+//!
+//! The method is the plain kernels' (`kquants.rs`): lane s of every vector is sub-block s, the
+//! inputs (and the imatrix, with them) are transposed, and each lane runs exactly the scalar
+//! search's float operations in its order, so every lane's result equals the scalar one bit for
+//! bit. What the weighted path adds:
+//! * Q4_K/Q5_K weights are `qw * sqrtf(sigma2 + x*x)` with `sigma2 = 2 * mean(x^2)` over the
+//!   256-block. That mean is one left-to-right sum over the block, which no lane layout turns
+//!   into lane-wise sums, so it is a scalar loop (the two blocks of a pair interleaved);
+//!   everything per element after it is lane-wise.
+//! * The search is `make_qkx3_quants(nmax, .., -0.9, 0.05, 36, false)`, run by the plain kernels'
+//!   weighted `make_qkx2_quants` lanes: the two differ only in the empty-range test (`max <= min`
+//!   against `max == min`), and after `if (min > 0) min = 0` the range of a NaN-free sub-block is
+//!   never negative, so both tests agree.
+//! * The 8 sub-block scales and mins are quantized by `make_qp_quants` with the sub-blocks' total
+//!   weights, once per super-block: the scalar function itself (two of them cost about a tenth
+//!   of the search; its coordinate descent changes one code at a time).
+//! * Q6_K is the plain kernel's `make_qx_quants` lanes with the raw imatrix as weights (ggml
+//!   passes no sigma2 term there).
+//!
+//! A row whose imatrix holds a NaN or an infinity goes to the scalar reference whole, and so
+//! does a block (Q4_K/Q5_K: a pair) with a NaN or an infinity in its data. An odd last Q4_K/Q5_K
+//! block of a row runs as a pair with itself.
+
+use std::arch::x86_64::*;
+
+use super::kquants::{any_non_finite_x16, quantize_q6_k_block, requantize, search_qkx2_x16, transpose16, Qkx2};
+use super::load_f32x32;
+use crate::formats::float::fp32_to_fp16;
+use crate::formats::kquants::q4_k::MinBlock;
+use crate::formats::kquants::search::{make_qp_quants, pack_scale_min_k4};
+use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+use crate::formats::{quantize_rows_imatrix_ref, BlockFormat};
+use crate::simd::x86_64::any_non_finite_avx512;
+use crate::simd::x86_64::avx2::kquants::{pack_q4_k, pack_q5_k};
+
+/// Defines the safe entry points of the table (`QuantizeImatrixFn`): each calls the
+/// `#[target_feature]` kernel of the same name with `_avx512` appended.
+macro_rules! imatrix_entry_points {
+    ($($name:ident => $kernel:ident;)*) => {$(
+        pub(super) fn $name(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
+            // SAFETY: the kernel only needs the CPU features that `Avx512::try_new` checked, and
+            // this function is only reachable through `avx512::kernels`, which takes that token.
+            unsafe { $kernel(src, dst, n_per_row, imatrix) }
+        }
+    )*};
+}
+
+imatrix_entry_points! {
+    quantize_q4_k_imatrix => quantize_q4_k_imatrix_avx512;
+    quantize_q5_k_imatrix => quantize_q5_k_imatrix_avx512;
+    quantize_q6_k_imatrix => quantize_q6_k_imatrix_avx512;
+}
+
+/// `make_qkx3_quants(15, .., -0.9, 0.05, 36, false)` of `quantize_row_q4_K_impl`.
+const Q4_K: Qkx2 = Qkx2 { nmax: 15, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
+/// `make_qkx3_quants(31, .., -0.9, 0.05, 36, false)` of `quantize_row_q5_K_impl`.
+const Q5_K: Qkx2 = Qkx2 { nmax: 31, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
+
+/// Sub-blocks of 32 in a super-block.
+const SUBS: usize = QK_K / 32;
+
+/// Checks the shapes every kernel here relies on (the codec guarantees them; a violation is a
+/// bug, not bad input) and returns the number of blocks per row.
+fn blocks_per_row(src: &[f32], dst_len: usize, block_bytes: usize, n_per_row: usize, imatrix: &[f32]) -> usize {
+    assert!(
+        n_per_row > 0
+            && n_per_row.is_multiple_of(QK_K)
+            && imatrix.len() == n_per_row
+            && src.len().is_multiple_of(n_per_row)
+            && dst_len == src.len() / QK_K * block_bytes,
+        "partial blocks or rows"
+    );
+    n_per_row / QK_K
+}
+
+/// The 32 vectors of 16 floats whose lane 8k + j holds element i of sub-block j of `blocks[k]`
+/// (vector i for i < 16 is the first half of the sub-blocks, vector 16 + i the second).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn transpose_pair(blocks: [&[[f32; 32]; SUBS]; 2]) -> [__m512; 32] {
+    let mut lo = [_mm512_setzero_ps(); 16];
+    let mut hi = [_mm512_setzero_ps(); 16];
+    for (k, b) in blocks.iter().enumerate() {
+        for (j, x) in b.iter().enumerate() {
+            (lo[SUBS * k + j], hi[SUBS * k + j]) = load_f32x32(x);
+        }
+    }
+    let mut xt = [_mm512_setzero_ps(); 32];
+    xt[..16].copy_from_slice(&transpose16(lo));
+    xt[16..].copy_from_slice(&transpose16(hi));
+    xt
+}
+
+/// `quantize_row_q{4,5}_K_impl` up to the bit packing for two NaN- and infinity-free blocks
+/// (`min_block_imatrix` of `formats::kquants::q4_k`); `None` when the data is not finite.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn min_block_pair(
+    x: [&[[f32; 32]; SUBS]; 2],
+    qw: [&[[f32; 32]; SUBS]; 2],
+    p: Qkx2,
+    clamp63: bool,
+) -> Option<[MinBlock; 2]> {
+    let xt = transpose_pair(x);
+    if any_non_finite_x16(&xt) {
+        return None;
+    }
+    let qt = transpose_pair(qw);
+    // sigma2 = 2 * sum_x2 / QK_K per block: the scalar left-to-right sums, the two interleaved.
+    let (a, b) = (x[0].as_flattened(), x[1].as_flattened());
+    let (mut sum_a, mut sum_b) = (0.0f32, 0.0f32);
+    for i in 0..QK_K {
+        sum_a += a[i] * a[i];
+        sum_b += b[i] * b[i];
+    }
+    let sigma2 = _mm512_mask_blend_ps(
+        0xff00,
+        _mm512_set1_ps(2.0 * sum_a / QK_K as f32),
+        _mm512_set1_ps(2.0 * sum_b / QK_K as f32),
+    );
+    // weights[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sumw = the left-to-right sum of a sub-block's.
+    let mut w = [_mm512_setzero_ps(); 32];
+    let mut sum_w = _mm512_setzero_ps();
+    for i in 0..32 {
+        w[i] = _mm512_mul_ps(qt[i], _mm512_sqrt_ps(_mm512_add_ps(sigma2, _mm512_mul_ps(xt[i], xt[i]))));
+        sum_w = _mm512_add_ps(sum_w, w[i]);
+    }
+    let s = search_qkx2_x16(&xt, &w, p);
+    let mut scales = [0f32; 16];
+    let mut mins = [0f32; 16];
+    let mut sw = [0f32; 16];
+    let mut codes = [[0f32; 16]; 32];
+    // SAFETY: each destination is 16 writable floats.
+    unsafe {
+        _mm512_storeu_ps(scales.as_mut_ptr(), s.scale);
+        _mm512_storeu_ps(mins.as_mut_ptr(), s.the_min);
+        _mm512_storeu_ps(sw.as_mut_ptr(), sum_w);
+        for (c, &l) in codes.iter_mut().zip(&s.l) {
+            _mm512_storeu_ps(c.as_mut_ptr(), l);
+        }
+    }
+    Some(std::array::from_fn(|k| {
+        let r = SUBS * k..SUBS * k + SUBS;
+        let mut ls = [0u8; SUBS];
+        let mut lm = [0u8; SUBS];
+        let d_block = make_qp_quants(63, &scales[r.clone()], &mut ls, &sw[r.clone()]);
+        let m_block = make_qp_quants(63, &mins[r.clone()], &mut lm, &sw[r]);
+        if clamp63 {
+            ls = ls.map(|v| v.min(63));
+            lm = lm.map(|v| v.min(63));
+        }
+        let mut b = MinBlock {
+            d: fp32_to_fp16(d_block),
+            dmin: fp32_to_fp16(m_block),
+            scales: pack_scale_min_k4(&ls, &lm),
+            l: [0; QK_K],
+        };
+        requantize(x[k], &mut b, &codes, SUBS * k, p.nmax);
+        b
+    }))
+}
+
+/// The row loop of both formats: pairs of blocks through [`min_block_pair`] (an odd last block
+/// paired with itself), blocks with non-finite data and rows with a non-finite imatrix through
+/// the scalar reference.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn quantize_min_rows<B: BlockFormat>(
+    src: &[f32],
+    dst: &mut [u8],
+    n_per_row: usize,
+    imatrix: &[f32],
+    p: Qkx2,
+    clamp63: bool,
+    pack: impl Fn(&MinBlock, &mut B),
+) {
+    let per_row = blocks_per_row(src, dst.len(), size_of::<B>(), n_per_row, imatrix);
+    if any_non_finite_avx512(imatrix) {
+        return quantize_rows_imatrix_ref::<B>(src, dst, n_per_row, imatrix);
+    }
+    let blocks: &mut [B] = bytemuck::cast_slice_mut(dst);
+    let (qw, _) = imatrix.as_chunks::<32>();
+    let (qw, _) = qw.as_chunks::<SUBS>();
+    for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
+        let (x, _) = x.as_chunks::<32>();
+        let (x, _) = x.as_chunks::<SUBS>();
+        for k in (0..per_row).step_by(2) {
+            let k2 = (k + 1).min(per_row - 1);
+            let n = k2 + 1 - k;
+            match min_block_pair([&x[k], &x[k2]], [&qw[k], &qw[k2]], p, clamp63) {
+                Some(pair) => {
+                    for (b, y) in pair.iter().zip(&mut y[k..k + n]) {
+                        pack(b, y);
+                    }
+                }
+                None => B::quantize_row_imatrix(
+                    x[k..k + n].as_flattened().as_flattened(),
+                    &mut y[k..k + n],
+                    qw[k..k + n].as_flattened().as_flattened(),
+                ),
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_q4_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
+    quantize_min_rows::<BlockQ4K>(src, dst, n_per_row, imatrix, Q4_K, false, |b, y| pack_q4_k(b, y));
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_q5_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
+    quantize_min_rows::<BlockQ5K>(src, dst, n_per_row, imatrix, Q5_K, true, |b, y| pack_q5_k(b, y));
+}
+
+/// The 16 vectors whose lane s holds element i of sub-block s of a Q6_K block.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn transpose_q6_k(x: &[[f32; 16]; 16]) -> [__m512; 16] {
+    let mut rows = [_mm512_setzero_ps(); 16];
+    for (r, x) in rows.iter_mut().zip(x) {
+        // SAFETY: `x` is 16 readable floats; `loadu` has no alignment requirement.
+        *r = unsafe { _mm512_loadu_ps(x.as_ptr()) };
+    }
+    transpose16(rows)
+}
+
+/// `quantize_row_q6_K_impl` with quant weights: `make_qx_quants(32, .., 1, qw)` per sub-block of
+/// 16, lane-wise, with the imatrix itself as the weights.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_q6_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
+    let per_row = blocks_per_row(src, dst.len(), size_of::<BlockQ6K>(), n_per_row, imatrix);
+    if any_non_finite_avx512(imatrix) {
+        return quantize_rows_imatrix_ref::<BlockQ6K>(src, dst, n_per_row, imatrix);
+    }
+    let blocks: &mut [BlockQ6K] = bytemuck::cast_slice_mut(dst);
+    let (qw, _) = imatrix.as_chunks::<16>();
+    let (qw, _) = qw.as_chunks::<16>();
+    // The imatrix is the same for every row: transposed once.
+    let qt: Vec<[__m512; 16]> = qw.iter().map(|q| transpose_q6_k(q)).collect();
+    for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
+        let (x, _) = x.as_chunks::<16>();
+        let (x, _) = x.as_chunks::<16>();
+        for (((x, y), qt), qw) in x.iter().zip(y).zip(&qt).zip(qw) {
+            let xt = transpose_q6_k(x);
+            if any_non_finite_x16(&xt) {
+                BlockQ6K::quantize_row_imatrix(x.as_flattened(), std::slice::from_mut(y), qw.as_flattened());
+            } else {
+                quantize_q6_k_block(x, &xt, qt, y);
+            }
+        }
+    }
+}
