@@ -115,7 +115,7 @@ const SWAP_INDEX: [[[i32; 16]; 2]; 4] = [
 /// 64 two-source permutes, where 16 gathers (one per column) cost several times as much.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn transpose16(rows: [__m512; 16]) -> [__m512; 16] {
+pub(super) fn transpose16(rows: [__m512; 16]) -> [__m512; 16] {
     let mut m = rows;
     for (stage, d) in [8usize, 4, 2, 1].into_iter().enumerate() {
         // SAFETY: each index table is 16 readable ints.
