@@ -66,6 +66,63 @@ fn best_index_int8(values: &[i8; 16], x: f32) -> u8 {
     }
 }
 
+/// IQ4_XS's super-block epilogue (the `nblocks > 1` branch of `quantize_row_iq4_nl_impl`): from
+/// the eight sub-block scales of the search, the fp16 super-scale `d = -max_scale/32` (max_scale
+/// the first scale of largest magnitude), the 6-bit sub-scales `l = clamp(nearest_int(s/d), -32,
+/// 31)` stored as `l + 32` (high 2 bits in `scales_h`, low 4 in `scales_l`), and for each
+/// sub-block the inverse scale `1/(d*l)` (0 when `d*l` is 0) its codes are re-picked with.
+/// Shared with the SIMD kernels, whose searches produce the same `scales`.
+pub(crate) fn iq4_xs_sub_scales(
+    scales: &[f32; QK_K / QK4_NL],
+    dh: &mut [u8; 2],
+    scales_h: &mut [u8; 2],
+    scales_l: &mut [u8],
+) -> [f32; QK_K / QK4_NL] {
+    // `if (fabsf(d) > amax_scale)` as the search loop of ggml runs it, block by block.
+    let (mut max_scale, mut amax_scale) = (0.0f32, 0.0f32);
+    for &d in scales {
+        if d.abs() > amax_scale {
+            amax_scale = d.abs();
+            max_scale = d;
+        }
+    }
+    let d = -max_scale / 32.0;
+    *dh = fp32_to_fp16(d).to_le_bytes();
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut packed_h = 0u16;
+    let mut idl = [0.0f32; QK_K / QK4_NL];
+    for (ib, &s) in scales.iter().enumerate() {
+        let l = nearest_int(id * s).clamp(-32, 31);
+        let dl = d * l as f32;
+        idl[ib] = if dl != 0.0 { 1.0 / dl } else { 0.0 };
+        let l = (l + 32) as u8;
+        if ib % 2 == 0 {
+            scales_l[ib / 2] = l & 0xf;
+        } else {
+            scales_l[ib / 2] |= (l & 0xf) << 4;
+        }
+        packed_h |= ((l >> 4) as u16) << (2 * (ib % 8));
+    }
+    *scales_h = packed_h.to_le_bytes();
+    idl
+}
+
+/// The 15 midpoints between neighbouring `KVALUES_IQ4NL` entries (all halves of integers), for
+/// the SIMD kernels: [`best_index_int8`] of `x` is the number of midpoints `m` with `!(x < m)`.
+/// Inside the table's range `x - lo < hi - x` (two rounded differences) is `x < (lo + hi)/2`
+/// exactly: near a midpoint both differences are exact (|x| >= 4 and they are below 2^(e+1),
+/// e = x's exponent), away from it rounding cannot make them equal; an exact midpoint goes up;
+/// NaN passes every `!(x < m)` and ends at 15, as in the binary search.
+pub(crate) const IQ4NL_MIDPOINTS: [f32; 15] = {
+    let mut m = [0.0f32; 15];
+    let mut k = 0;
+    while k < 15 {
+        m[k] = (KVALUES_IQ4NL[k] as f32 + KVALUES_IQ4NL[k + 1] as f32) * 0.5;
+        k += 1;
+    }
+    m
+};
+
 /// The outputs of [`quantize_iq4_nl_impl`] for one super-block: the fp16 scale, the packed codes,
 /// and (IQ4_XS only) the 6-bit sub-block scales split into high and low bits.
 struct Iq4Out<'a> {
@@ -96,7 +153,6 @@ fn quantize_iq4_nl_impl(x: &[f32], qw: Option<&[f32]>, out: Iq4Out<'_>) {
     let mut scales = [0.0f32; QK_K / QK4_NL];
     let mut weight = [0.0f32; QK4_NL];
 
-    let (mut max_scale, mut amax_scale) = (0.0f32, 0.0f32);
     for ib in 0..nblocks {
         let xb = &x[ib * QK4_NL..(ib + 1) * QK4_NL];
         let lb = &mut l_codes[ib * QK4_NL..(ib + 1) * QK4_NL];
@@ -161,42 +217,19 @@ fn quantize_iq4_nl_impl(x: &[f32], qw: Option<&[f32]>, out: Iq4Out<'_>) {
             }
         }
         scales[ib] = d;
-        let abs_d = d.abs();
-        if abs_d > amax_scale {
-            amax_scale = abs_d;
-            max_scale = d;
-        }
     }
 
     if nblocks > 1 {
-        // IQ4_XS: 6-bit signed sub-scales l in [-32, 31] of d = -max_scale/32 (stored as l + 32),
-        // and every code re-picked with the rounded sub-scale d*l.
-        *out.scales_h = [0, 0];
-        let d = -max_scale / 32.0;
-        *out.dh = fp32_to_fp16(d).to_le_bytes();
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut scales_h = 0u16;
+        // IQ4_XS: every code re-picked with its sub-block's rounded 6-bit scale.
+        let scales: &[f32; QK_K / QK4_NL] = &scales;
+        let idl = iq4_xs_sub_scales(scales, out.dh, out.scales_h, out.scales_l);
         for ib in 0..nblocks {
-            let mut l = nearest_int(id * scales[ib]);
-            l = l.clamp(-32, 31);
-            let dl = d * l as f32;
-            let idl = if dl != 0.0 { 1.0 / dl } else { 0.0 };
             let xb = &x[ib * QK4_NL..(ib + 1) * QK4_NL];
             let lb = &mut l_codes[ib * QK4_NL..(ib + 1) * QK4_NL];
             for j in 0..QK4_NL {
-                lb[j] = best_index_int8(values, idl * xb[j]);
+                lb[j] = best_index_int8(values, idl[ib] * xb[j]);
             }
-            let l = (l + 32) as u8;
-            let l_l = l & 0xf;
-            let l_h = l >> 4;
-            if ib % 2 == 0 {
-                out.scales_l[ib / 2] = l_l;
-            } else {
-                out.scales_l[ib / 2] |= l_l << 4;
-            }
-            scales_h |= (l_h as u16) << (2 * (ib % 8));
         }
-        *out.scales_h = scales_h.to_le_bytes();
     } else {
         // IQ4_NL: the block scale as is, codes re-picked with it (ntry > 0). A block below
         // GROUP_MAX_EPS has scale 0 and id 0: every code is the one for 0.0 (index 8).
@@ -333,6 +366,42 @@ mod tests {
         assert_eq!(best_index_int8(v, f32::NAN), 15);
         for (i, &q) in v.iter().enumerate() {
             assert_eq!(best_index_int8(v, q as f32) as usize, i);
+        }
+    }
+
+    /// The SIMD kernels' form of the search: how many midpoints `x` is not below.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // `!(x < m)` is the point: true for NaN
+    fn midpoint_count(x: f32) -> u8 {
+        IQ4NL_MIDPOINTS.iter().filter(|&&m| !(x < m)).count() as u8
+    }
+
+    #[test]
+    fn counting_midpoints_is_the_binary_search_near_every_midpoint() {
+        let v = &KVALUES_IQ4NL;
+        for x in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, f32::MIN_POSITIVE, 1e30, -1e30] {
+            assert_eq!(midpoint_count(x), best_index_int8(v, x), "{x}");
+        }
+        // Every float within 2^16 ulps of each midpoint and of each table entry.
+        let centres = IQ4NL_MIDPOINTS.iter().copied().chain(v.iter().map(|&q| q as f32));
+        for c in centres {
+            for d in -(1i32 << 16)..=(1 << 16) {
+                let x = f32::from_bits((c.to_bits() as i32 + d) as u32);
+                assert_eq!(midpoint_count(x), best_index_int8(v, x), "{x}");
+            }
+        }
+    }
+
+    /// Every float of the table's range (2 * 10^9 of them): run with `--ignored` after changing
+    /// the table or the search.
+    #[test]
+    #[ignore]
+    fn counting_midpoints_is_the_binary_search_for_every_float_in_range() {
+        let v = &KVALUES_IQ4NL;
+        for sign in [0u32, 0x8000_0000] {
+            for bits in 0..0x4300_0000u32 {
+                let x = f32::from_bits(bits | sign);
+                assert_eq!(midpoint_count(x), best_index_int8(v, x), "{x}");
+            }
         }
     }
 

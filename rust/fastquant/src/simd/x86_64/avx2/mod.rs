@@ -13,6 +13,7 @@
 //! of a fixed-size array.
 
 mod float;
+mod iquants;
 mod iquants_dequantize;
 pub(super) mod kquants;
 mod kquants_dequantize;
@@ -33,9 +34,10 @@ pub fn kernels(_token: Avx2, qtype: QuantType) -> IsaKernels {
 }
 
 /// The importance-weighted quantizers at this level (whole rows plus the imatrix).
-#[allow(clippy::match_single_binding)] // one arm per type as its kernel lands
 fn imatrix_kernel(qtype: QuantType) -> Option<QuantizeImatrixFn> {
     match qtype {
+        QuantType::IQ4_NL => Some(iquants::quantize_iq4_nl_imatrix),
+        QuantType::IQ4_XS => Some(iquants::quantize_iq4_xs_imatrix),
         _ => None,
     }
 }
@@ -55,6 +57,8 @@ fn plain_kernels(qtype: QuantType) -> (Option<QuantizeFn>, Option<DequantizeFn>)
         QuantType::Q4_K => return (Some(kquants::quantize_q4_k), dequantize_only(qtype)),
         QuantType::Q5_K => return (Some(kquants::quantize_q5_k), dequantize_only(qtype)),
         QuantType::Q6_K => return (Some(kquants::quantize_q6_k), dequantize_only(qtype)),
+        QuantType::IQ4_NL => return (Some(iquants::quantize_iq4_nl), dequantize_only(qtype)),
+        QuantType::IQ4_XS => return (Some(iquants::quantize_iq4_xs), dequantize_only(qtype)),
         // Types with only a dequantize kernel at this level.
         _ => return (None, dequantize_only(qtype)),
     };

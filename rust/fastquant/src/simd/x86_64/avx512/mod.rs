@@ -14,6 +14,7 @@
 //! outputs of f32 or 16-bit values go out with non-temporal stores (`STREAM_MIN_BYTES`).
 
 mod float;
+mod iquants;
 mod iquants_dequantize;
 mod kquants;
 pub(super) mod kquants_dequantize; // its scale unpacking is shared with AVX2
@@ -44,6 +45,8 @@ fn imatrix_kernel(qtype: QuantType) -> Option<QuantizeImatrixFn> {
         QuantType::Q4_K => Some(kquants_imatrix::quantize_q4_k_imatrix),
         QuantType::Q5_K => Some(kquants_imatrix::quantize_q5_k_imatrix),
         QuantType::Q6_K => Some(kquants_imatrix::quantize_q6_k_imatrix),
+        QuantType::IQ4_NL => Some(iquants::quantize_iq4_nl_imatrix),
+        QuantType::IQ4_XS => Some(iquants::quantize_iq4_xs_imatrix),
         _ => None,
     }
 }
@@ -65,6 +68,8 @@ fn plain_kernels(qtype: QuantType) -> (Option<QuantizeFn>, Option<DequantizeFn>)
         QuantType::Q4_K => return (Some(kquants::quantize_q4_k), dequantize_only(qtype)),
         QuantType::Q5_K => return (Some(kquants::quantize_q5_k), dequantize_only(qtype)),
         QuantType::Q6_K => return (Some(kquants::quantize_q6_k), dequantize_only(qtype)),
+        QuantType::IQ4_NL => return (Some(iquants::quantize_iq4_nl), dequantize_only(qtype)),
+        QuantType::IQ4_XS => return (Some(iquants::quantize_iq4_xs), dequantize_only(qtype)),
         // Types with only a dequantize kernel at this level.
         _ => return (None, dequantize_only(qtype)),
     };

@@ -1,0 +1,315 @@
+//! AVX2 quantize kernels for IQ4_NL and IQ4_XS, plain and importance-weighted: the AVX-512
+//! kernels' method (see `avx512/iquants.rs`) with 8 lanes, one 32-element sub-block each, so a
+//! search covers 8 IQ4_NL blocks or one IQ4_XS super-block.
+//!
+//! Lane s runs sub-block s's scale search of `quantize_row_iq4_nl_impl` with exactly the scalar
+//! code's float operations in its order (transposed inputs, no FMA, blends under the scalar
+//! comparisons). The nearest-entry search is the same count of midpoints not above `x`, as a
+//! 4-step binary search whose 8-entry `vpermps` tables are indexed by `idx / 2`, and the table
+//! value is one of two 8-entry lookups chosen by bit 3 of the index. Groups with a NaN or an
+//! infinity (or any, when the imatrix has one) take the scalar reference.
+
+use std::arch::x86_64::*;
+
+use super::safe_wrappers;
+use crate::formats::float::fp32_to_fp16;
+use crate::formats::iquants::iq4::{iq4_xs_sub_scales, IQ4NL_MIDPOINTS, KVALUES_IQ4NL, QK4_NL, QK_K};
+use crate::formats::iquants::{BlockIq4Nl, BlockIq4Xs};
+use crate::formats::BlockFormat;
+use crate::simd::x86_64::any_non_finite_avx2;
+
+safe_wrappers! {
+    quantize_iq4_nl(src: &[f32], dst: &mut [u8]) => quantize_iq4_nl_avx2;
+    quantize_iq4_xs(src: &[f32], dst: &mut [u8]) => quantize_iq4_xs_avx2;
+}
+
+pub(super) fn quantize_iq4_nl_imatrix(src: &[f32], dst: &mut [u8], n_per_row: usize, qw: &[f32]) {
+    // SAFETY: only reachable through the table `avx2::kernels` returns for an `Avx2` token, which
+    // exists only after run-time detection found AVX2, FMA and F16C, all the kernel enables.
+    unsafe { quantize_iq4_avx2::<BlockIq4Nl>(src, dst, Some((n_per_row, qw))) }
+}
+
+pub(super) fn quantize_iq4_xs_imatrix(src: &[f32], dst: &mut [u8], n_per_row: usize, qw: &[f32]) {
+    // SAFETY: as in `quantize_iq4_nl_imatrix`.
+    unsafe { quantize_iq4_avx2::<BlockIq4Xs>(src, dst, Some((n_per_row, qw))) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_iq4_nl_avx2(src: &[f32], dst: &mut [u8]) {
+    quantize_iq4_avx2::<BlockIq4Nl>(src, dst, None);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_iq4_xs_avx2(src: &[f32], dst: &mut [u8]) {
+    quantize_iq4_avx2::<BlockIq4Xs>(src, dst, None);
+}
+
+/// Sub-blocks per search: one per lane.
+const LANES: usize = 8;
+/// ggml's `GROUP_MAX_EPS` of the IQ4 quantizer: a sub-block whose largest |x| is below gets 0.
+const GROUP_MAX_EPS: f32 = 1e-15;
+/// The `ntry` of `quantize_iq4_nl` / `quantize_iq4_xs`.
+const NTRY: i32 = 7;
+
+/// `T[s][k] = midpoint[min(2k + s - 1, 14)]`: at the binary search's step of width `s` (4, 2, 1),
+/// an index `i` so far (a multiple of 2s) compares against the midpoint `i + s - 1`, looked up at
+/// `k = i / 2`.
+const fn step_table(s: usize) -> [f32; 8] {
+    let mut t = [0.0f32; 8];
+    let mut k = 0;
+    while k < 8 {
+        let m = if 2 * k + s - 1 < 14 { 2 * k + s - 1 } else { 14 };
+        t[k] = IQ4NL_MIDPOINTS[m];
+        k += 1;
+    }
+    t
+}
+const STEP_TABLES: [[f32; 8]; 3] = [step_table(4), step_table(2), step_table(1)];
+
+const KVALUES_F32: [f32; 16] = {
+    let mut t = [0.0f32; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = KVALUES_IQ4NL[i] as f32;
+        i += 1;
+    }
+    t
+};
+
+/// The lookup tables of [`nearest_x8`], loaded once per kernel call.
+#[derive(Clone, Copy)]
+struct Tables {
+    mid7: __m256,
+    steps: [__m256; 3],
+    values_lo: __m256,
+    values_hi: __m256,
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn tables() -> Tables {
+    // SAFETY: each table is 8 (or 16) readable floats.
+    unsafe {
+        Tables {
+            mid7: _mm256_set1_ps(IQ4NL_MIDPOINTS[7]),
+            steps: STEP_TABLES.map(|t| _mm256_loadu_ps(t.as_ptr())),
+            values_lo: _mm256_loadu_ps(KVALUES_F32.as_ptr()),
+            values_hi: _mm256_loadu_ps(KVALUES_F32.as_ptr().add(8)),
+        }
+    }
+}
+
+/// `best_index_int8(kvalues_iq4nl, x)` of each lane: the number of midpoints `x` is not below,
+/// by binary search (`!(x < m)` is the unordered `NLT` compare: NaN goes up every time).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn nearest_x8(t: &Tables, x: __m256) -> __m256i {
+    let up = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_NLT_UQ>(x, t.mid7));
+    let mut idx = _mm256_and_si256(up, _mm256_set1_epi32(8));
+    for (table, s) in t.steps.iter().zip([4, 2, 1]) {
+        let m = _mm256_permutevar8x32_ps(*table, _mm256_srli_epi32::<1>(idx));
+        let up = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_NLT_UQ>(x, m));
+        idx = _mm256_add_epi32(idx, _mm256_and_si256(up, _mm256_set1_epi32(s)));
+    }
+    idx
+}
+
+/// `kvalues_iq4nl[idx]` of each lane: the low or high half of the table by bit 3 of the index
+/// (moved to the sign bit, which `vblendvps` reads); `vpermps` reads the low 3 bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn value_x8(t: &Tables, idx: __m256i) -> __m256 {
+    let lo = _mm256_permutevar8x32_ps(t.values_lo, idx);
+    let hi = _mm256_permutevar8x32_ps(t.values_hi, idx);
+    _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx)))
+}
+
+/// The search of `quantize_row_iq4_nl_impl` for the 8 sub-blocks whose element j is lane s of
+/// `xt[j]`, with weights `w`: each lane's scale (0 for a sub-block below `GROUP_MAX_EPS`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn search_x8(t: &Tables, xt: &[__m256; 32], w: &[__m256; 32]) -> __m256 {
+    let zero = _mm256_setzero_ps();
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    // The first element of largest magnitude: `if (ax > amax) { amax = ax; max = x; }`.
+    let (mut amax, mut max) = (zero, zero);
+    for &x in xt {
+        let ax = _mm256_and_ps(x, abs_mask);
+        let larger = _mm256_cmp_ps::<_CMP_GT_OQ>(ax, amax);
+        amax = _mm256_blendv_ps(amax, ax, larger);
+        max = _mm256_blendv_ps(max, x, larger);
+    }
+    // Empty lanes compute on (with infinities and NaN) and are zeroed at the end.
+    let empty = _mm256_cmp_ps::<_CMP_LT_OQ>(amax, _mm256_set1_ps(GROUP_MAX_EPS));
+    // sumqx += (w*q)*x, sumq2 += (w*q)*q for the codes of `id * x`.
+    let sums = |id: __m256| -> (__m256, __m256) {
+        let (mut sumqx, mut sumq2) = (zero, zero);
+        for j in 0..32 {
+            let q = value_x8(t, nearest_x8(t, _mm256_mul_ps(id, xt[j])));
+            let wq = _mm256_mul_ps(w[j], q);
+            sumqx = _mm256_add_ps(sumqx, _mm256_mul_ps(wq, xt[j]));
+            sumq2 = _mm256_add_ps(sumq2, _mm256_mul_ps(wq, q));
+        }
+        (sumqx, sumq2)
+    };
+    // d = -max / values[0]; the first codes use id = 1/d.
+    let d0 = _mm256_div_ps(_mm256_xor_ps(max, _mm256_set1_ps(-0.0)), _mm256_set1_ps(KVALUES_F32[0]));
+    let (sumqx, sumq2) = sums(_mm256_div_ps(_mm256_set1_ps(1.0), d0));
+    // d = sumq2 > 0 ? sumqx/sumq2 : 0; best = d*sumqx.
+    let mut d = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(sumq2, zero), _mm256_div_ps(sumqx, sumq2));
+    let mut best = _mm256_mul_ps(d, sumqx);
+    for itry in -NTRY..=NTRY {
+        // id = (itry + values[0]) / max, the numerator the same for every lane.
+        let id = _mm256_div_ps(_mm256_set1_ps((itry + KVALUES_IQ4NL[0] as i32) as f32), max);
+        let (sumqx, sumq2) = sums(id);
+        // if (sumq2 > 0 && sumqx*sumqx > best*sumq2) { d = sumqx/sumq2; best = d*sumqx; }
+        let better = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GT_OQ>(sumq2, zero),
+            _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(sumqx, sumqx), _mm256_mul_ps(best, sumq2)),
+        );
+        d = _mm256_blendv_ps(d, _mm256_div_ps(sumqx, sumq2), better);
+        best = _mm256_blendv_ps(best, _mm256_mul_ps(d, sumqx), better);
+    }
+    _mm256_andnot_ps(empty, d)
+}
+
+/// The codes of `id * x` for one 32-element sub-block, packed as ggml lays them out: element j in
+/// the low nibble of byte j, element j + 16 in its high nibble.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn pack_codes(t: &Tables, id: f32, x: &[f32; 32], q4: &mut [u8; 16]) {
+    let id = _mm256_set1_ps(id);
+    // SAFETY: `x` is 32 readable floats, read 8 at offsets 0, 8, 16, 24.
+    let code = |k: usize| nearest_x8(t, _mm256_mul_ps(id, unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * k)) }));
+    // Codes are below 16: element j | element j + 16 << 4, as 32-bit lanes.
+    let a = _mm256_or_si256(code(0), _mm256_slli_epi32::<4>(code(2)));
+    let b = _mm256_or_si256(code(1), _mm256_slli_epi32::<4>(code(3)));
+    // 16 bytes in order: pack to 16 bits (per 128-bit half), restore the order, pack to 8 bits.
+    let h = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(a, b));
+    let bytes = _mm_packus_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+    // SAFETY: `q4` is 16 writable bytes.
+    unsafe { _mm_storeu_si128(q4.as_mut_ptr().cast(), bytes) }
+}
+
+/// What differs between the two formats: how a block is finished from its sub-blocks' scales.
+trait Iq4Block: BlockFormat {
+    /// Writes the block of sub-blocks `x` (1 or 8) whose searched scales are `scales`.
+    fn finish(t: &Tables, x: &[[f32; 32]], scales: &[f32], y: &mut Self);
+}
+
+impl Iq4Block for BlockIq4Nl {
+    /// The scale as is (fp16), codes re-picked with `1/scale` (0 for a zero scale).
+    #[inline(always)]
+    fn finish(t: &Tables, x: &[[f32; 32]], scales: &[f32], y: &mut Self) {
+        y.d = fp32_to_fp16(scales[0]).to_le_bytes();
+        let id = if scales[0] != 0.0 { 1.0 / scales[0] } else { 0.0 };
+        // SAFETY: `finish` is only called from the kernel below, which runs with its features
+        // (the trait is private to this file).
+        unsafe { pack_codes(t, id, &x[0], &mut y.qs) }
+    }
+}
+
+impl Iq4Block for BlockIq4Xs {
+    /// The scalar epilogue's sub-scales, codes re-picked with each sub-block's `1/(d*l)`.
+    #[inline(always)]
+    fn finish(t: &Tables, x: &[[f32; 32]], scales: &[f32], y: &mut Self) {
+        let scales: &[f32; 8] = scales.try_into().expect("8 sub-blocks");
+        let idl = iq4_xs_sub_scales(scales, &mut y.d, &mut y.scales_h, &mut y.scales_l);
+        let (q4, _) = y.qs.as_chunks_mut::<16>();
+        for ((q4, &idl), x) in q4.iter_mut().zip(&idl).zip(x) {
+            // SAFETY: as for IQ4_NL.
+            unsafe { pack_codes(t, idl, x, q4) }
+        }
+    }
+}
+
+/// Element j of each of 8 sub-blocks into lane s of vector j.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn transpose_x32(x: &[[f32; 32]; LANES]) -> [__m256; 32] {
+    let idx = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
+    let base = x.as_flattened().as_ptr();
+    // SAFETY: lane s reads x[s][j], s < 8 and j < 32, inside the 256 floats of `x`.
+    std::array::from_fn(|j| unsafe { _mm256_i32gather_ps::<4>(base.add(j), idx) })
+}
+
+/// Both formats, with (`imatrix = Some((n_per_row, qw))`) or without importance weights: groups of
+/// 8 sub-blocks through [`search_x8`], NaN/Inf groups through the scalar reference.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn quantize_iq4_avx2<B: Iq4Block>(src: &[f32], dst: &mut [u8], imatrix: Option<(usize, &[f32])>) {
+    let blocks: &mut [B] = bytemuck::cast_slice_mut(dst);
+    let (subs, rest) = src.as_chunks::<QK4_NL>();
+    assert!(rest.is_empty() && subs.len() * QK4_NL == blocks.len() * B::ELEMS, "partial blocks");
+    if let Some((n_per_row, qw)) = imatrix {
+        assert!(
+            qw.len() == n_per_row && n_per_row.is_multiple_of(B::ELEMS) && src.len().is_multiple_of(n_per_row),
+            "partial rows"
+        );
+        if any_non_finite_avx2(qw) {
+            // Weights with NaN or infinities: the scalar reference, which defines what they do.
+            for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(n_per_row / B::ELEMS)) {
+                B::quantize_row_imatrix(x, y, qw);
+            }
+            return;
+        }
+    }
+    let subs_per_block = B::ELEMS / QK4_NL;
+    let t = tables();
+    for (g, (xs, ys)) in subs.chunks(LANES).zip(blocks.chunks_mut(LANES / subs_per_block)).enumerate() {
+        // The column of sub-block k of this group within its row, for the imatrix.
+        let col = |k: usize, n_per_row: usize| (g * LANES + k) * QK4_NL % n_per_row;
+        if any_non_finite_avx2(xs.as_flattened()) {
+            for (k, (x, y)) in xs.chunks_exact(subs_per_block).zip(ys.iter_mut()).enumerate() {
+                let x = x.as_flattened();
+                match imatrix {
+                    Some((n, qw)) => {
+                        let c = col(k * subs_per_block, n);
+                        B::quantize_row_imatrix(x, std::slice::from_mut(y), &qw[c..c + B::ELEMS]);
+                    }
+                    None => B::quantize_block(x, y),
+                }
+            }
+            continue;
+        }
+        // Rows of 8 sub-blocks, zero-padded at the end of the input.
+        let mut x = [[0f32; 32]; LANES];
+        x[..xs.len()].copy_from_slice(xs);
+        let xt = transpose_x32(&x);
+        let w: [__m256; 32] = match imatrix {
+            // weight = qw * sqrt(sigma2 + x²), sigma2 = 2*mean(x²) over the super-block.
+            Some((n, qw)) => {
+                let mut q = [[0f32; 32]; LANES];
+                for (k, q) in q.iter_mut().enumerate().take(xs.len()) {
+                    let c = col(k, n);
+                    q.copy_from_slice(&qw[c..c + QK4_NL]);
+                }
+                let qt = transpose_x32(&q);
+                let sigma2 = if subs_per_block == 1 {
+                    let mut s = _mm256_setzero_ps();
+                    for &x in &xt {
+                        s = _mm256_add_ps(s, _mm256_mul_ps(x, x));
+                    }
+                    _mm256_mul_ps(s, _mm256_set1_ps(2.0 / QK4_NL as f32))
+                } else {
+                    // A sum over the super-block's 256 elements in order.
+                    let mut sum = 0.0f32;
+                    for &v in x.as_flattened() {
+                        sum += v * v;
+                    }
+                    _mm256_set1_ps(sum * (2.0 / QK_K as f32))
+                };
+                std::array::from_fn(|j| {
+                    _mm256_mul_ps(qt[j], _mm256_sqrt_ps(_mm256_add_ps(sigma2, _mm256_mul_ps(xt[j], xt[j]))))
+                })
+            }
+            None => xt.map(|x| _mm256_mul_ps(x, x)),
+        };
+        let mut scales = [0f32; LANES];
+        // SAFETY: `scales` is 8 writable floats.
+        unsafe { _mm256_storeu_ps(scales.as_mut_ptr(), search_x8(&t, &xt, &w)) };
+        for ((x, s), y) in xs.chunks_exact(subs_per_block).zip(scales.chunks_exact(subs_per_block)).zip(ys) {
+            B::finish(&t, x, s, y);
+        }
+    }
+}
