@@ -133,6 +133,39 @@ macro_rules! legacy_dot_kernels {
                 _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
             }
 
+            /// The fp16 values at byte `at` of each block of `group` (up to eight) as floats, zero in
+            /// the lanes past its end. A whole group is one gather.
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn fp16_lanes<const B: usize>(group: &[[u8; B]], at: usize) -> __m256 {
+                if group.len() == BLOCK_LANES && at + 4 <= B {
+                    let stride = B as i32;
+                    let idx = _mm256_setr_epi32(
+                        0,
+                        stride,
+                        2 * stride,
+                        3 * stride,
+                        4 * stride,
+                        5 * stride,
+                        6 * stride,
+                        7 * stride,
+                    );
+                    // SAFETY: lane k reads bytes at..at + 4 of block k, inside the block (at + 4 <= B,
+                    // checked above), and the group has eight blocks.
+                    let g = unsafe { _mm256_i32gather_epi32::<1>(group.as_ptr().cast::<u8>().add(at).cast(), idx) };
+                    let halves =
+                        _mm256_packus_epi32(_mm256_and_si256(g, _mm256_set1_epi32(0xffff)), _mm256_setzero_si256());
+                    let halves = _mm256_permute4x64_epi64::<0b1000>(halves);
+                    return _mm256_cvtph_ps(_mm256_castsi256_si128(halves));
+                }
+                let mut v = [0f32; BLOCK_LANES];
+                for (v, b) in v.iter_mut().zip(group) {
+                    *v = fp16(b, at);
+                }
+                // SAFETY: `v` holds eight floats.
+                unsafe { _mm256_loadu_ps(v.as_ptr()) }
+            }
+
             /// Lane j = the sum of the eight lanes of `p[j]`.
             #[target_feature(enable = $features)]
             #[inline]
@@ -170,39 +203,27 @@ macro_rules! legacy_dot_kernels {
                     // Decode the group's weight blocks once; every activation row reuses them.
                     let mut w_abs = [_mm256_setzero_si256(); BLOCK_LANES];
                     let mut w_sign = [_mm256_setzero_si256(); BLOCK_LANES];
-                    let (mut dw, mut mw) = ([0f32; BLOCK_LANES], [0f32; BLOCK_LANES]);
                     for (j, b) in wg.iter().enumerate() {
                         let q = codes(kind, b);
                         // Signed codes: |w| * (a with w's sign) = w * a as unsigned x signed bytes.
                         w_abs[j] = if signed { _mm256_sign_epi8(q, q) } else { q };
                         w_sign[j] = q;
-                        dw[j] = fp16(b, 0);
-                        if !signed {
-                            mw[j] = fp16(b, 2);
-                        }
                     }
-                    // SAFETY: both arrays hold eight floats.
-                    let (dw, mw) = unsafe { (_mm256_loadu_ps(dw.as_ptr()), _mm256_loadu_ps(mw.as_ptr())) };
+                    let dw = fp16_lanes(wg, 0);
+                    let mw = if signed { _mm256_setzero_ps() } else { fp16_lanes(wg, 2) };
                     for (row, acc) in rows.iter().zip(acc.iter_mut()) {
                         let group = &row[g * BLOCK_LANES..g * BLOCK_LANES + wg.len()];
                         let mut p = [_mm256_setzero_si256(); BLOCK_LANES];
-                        let (mut da, mut sa) = ([0f32; BLOCK_LANES], [0f32; BLOCK_LANES]);
                         for (j, a) in group.iter().enumerate() {
                             // SAFETY: the last 32 bytes of an activation block are its codes.
                             let av = unsafe { _mm256_loadu_si256(a.as_ptr().add(AB - 32).cast()) };
                             let av = if signed { _mm256_sign_epi8(av, w_sign[j]) } else { av };
                             p[j] = $dot_u8_i8(w_abs[j], av);
-                            da[j] = fp16(a, 0);
-                            if !signed {
-                                sa[j] = fp16(a, 2);
-                            }
                         }
                         let isum = _mm256_cvtepi32_ps(sums_of_8(&p));
-                        // SAFETY: both arrays hold eight floats.
-                        let (da, sa) = unsafe { (_mm256_loadu_ps(da.as_ptr()), _mm256_loadu_ps(sa.as_ptr())) };
-                        *acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, da), isum, *acc);
+                        *acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, fp16_lanes(group, 0)), isum, *acc);
                         if !signed {
-                            *acc = _mm256_fmadd_ps(mw, sa, *acc);
+                            *acc = _mm256_fmadd_ps(mw, fp16_lanes(group, 2), *acc);
                         }
                     }
                 }
