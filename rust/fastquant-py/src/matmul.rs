@@ -30,7 +30,7 @@ fn matmul<'py>(
     if !x.is_c_contiguous() || !weight.is_c_contiguous() {
         return Err(PyValueError::new_err("matmul: x and the weight must be C-contiguous"));
     }
-    let rows = if k == 0 { 0 } else { x.len() / k };
+    let rows = x.len().checked_div(k).unwrap_or(0);
     let out = match out {
         Some(o) => o,
         // SAFETY: f32 has no invalid bit patterns; on success the kernels write every element,
