@@ -32,6 +32,7 @@ from .errors import (
     UnsupportedError,
 )
 from .imatrix import read_imatrix
+from .matmul import Linear, matmul, matmul_q4, matmul_q8
 from .model import QuantizeReport, quantize_model
 from .quant import QuantizedTensor, dequantize, quantize
 from .types import QuantType
@@ -42,6 +43,10 @@ __all__ = [
     "QuantizedTensor",
     "quantize",
     "dequantize",
+    "matmul",
+    "matmul_q4",
+    "matmul_q8",
+    "Linear",
     "read_imatrix",
     "quantize_model",
     "QuantizeReport",

@@ -15,6 +15,7 @@ __all__ = [
     "available_simd_levels",
     "dequantize",
     "gguf_read_header",
+    "matmul",
     "detected_simd_level",
     "num_threads",
     "quantize",
@@ -47,6 +48,17 @@ def dequantize(
     simd: Optional[str] = None,
 ) -> None:
     """Dequantizes flat blocks into ``out`` (f32, or uint16 bits of f16/bf16 as ``kind`` says)."""
+
+def matmul(
+    x: npt.NDArray[np.float32],
+    weight: npt.NDArray[np.uint8],
+    qtype_id: int,
+    n_out: int,
+    k: int,
+    out: Optional[npt.NDArray[np.float32]] = None,
+    simd: Optional[str] = None,
+) -> npt.NDArray[np.float32]:
+    """``x @ dequantize(weight).T`` for flat f32 rows of ``k`` and ``n_out`` weight rows; into ``out``."""
 
 def gguf_read_header(path: str | os.PathLike[str]) -> Dict[str, Any]:
     """Parses and validates a GGUF header: version, alignment, data_offset, file_size, metadata

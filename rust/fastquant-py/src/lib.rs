@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 mod config;
 mod errors;
 mod gguf;
+mod matmul;
 mod quant;
 
 #[pymodule(gil_used = false)]
@@ -17,5 +18,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     config::register(m)?;
     quant::register(m)?;
     gguf::register(m)?;
+    matmul::register(m)?;
     Ok(())
 }

@@ -13,7 +13,7 @@ fn type_table() -> Vec<(u32, &'static str, usize, usize, bool, bool)> {
     TYPE_TABLE.iter().map(|t| (t.id, t.name, t.block_elems, t.block_bytes, t.can_quantize, t.can_dequantize)).collect()
 }
 
-fn parse_level(simd: Option<&str>) -> PyResult<Option<Level>> {
+pub(crate) fn parse_level(simd: Option<&str>) -> PyResult<Option<Level>> {
     simd.map(Level::from_name).transpose().map_err(to_py)
 }
 

@@ -9,6 +9,7 @@
 //!   which must produce the same bytes as the scalar references.
 //! * [`parallel`]: the crate's own rayon pool (`FASTQUANT_NUM_THREADS`) and work splitting.
 //! * [`gguf`]: a strict, memory-mapped GGUF reader.
+//! * [`matmul`]: quantized GEMV / GEMM on integer dot products.
 //! * [`codec`]: whole-tensor [`quantize`] / [`dequantize`] on top of all of the above.
 //!
 //! ```
@@ -25,6 +26,7 @@ pub mod codec;
 pub mod error;
 pub mod formats;
 pub mod gguf;
+pub mod matmul;
 pub mod parallel;
 pub mod simd;
 pub mod types;

@@ -12,6 +12,7 @@
 //! `unsafe` inside the kernels is for unaligned loads and stores through pointers, each in bounds
 //! of a fixed-size array.
 
+pub(super) mod dot;
 mod float;
 mod iquants;
 mod iquants_dequantize;
@@ -31,6 +32,11 @@ use super::Avx2;
 pub fn kernels(_token: Avx2, qtype: QuantType) -> IsaKernels {
     let (quantize, dequantize) = plain_kernels(qtype);
     IsaKernels { quantize, dequantize, quantize_imatrix: imatrix_kernel(qtype) }
+}
+
+/// The matmul dot kernel for `weight` at this level (`matmul::dot` has the contract).
+pub fn dot_kernel(_token: Avx2, weight: QuantType) -> Option<crate::matmul::VecDotFn> {
+    dot::kernel(weight)
 }
 
 /// The importance-weighted quantizers at this level (whole rows plus the imatrix).

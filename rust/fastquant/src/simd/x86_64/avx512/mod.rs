@@ -13,6 +13,7 @@
 //! Large inputs are about memory: the quantize kernels prefetch (`PREFETCH_BYTES`) and large
 //! outputs of f32 or 16-bit values go out with non-temporal stores (`STREAM_MIN_BYTES`).
 
+mod dot;
 mod float;
 mod iquants;
 mod iquants_dequantize;
@@ -37,6 +38,12 @@ use super::Avx512;
 pub fn kernels(_token: Avx512, qtype: QuantType) -> IsaKernels {
     let (quantize, dequantize) = plain_kernels(qtype);
     IsaKernels { quantize, dequantize, quantize_imatrix: imatrix_kernel(qtype) }
+}
+
+/// The matmul dot kernel for `weight` with AVX-512 VNNI (`vpdpbusd`); the caller has checked that
+/// the CPU has VNNI (`Level::Avx512Vnni` detected). `matmul::dot` has the contract.
+pub fn dot_kernel_vnni(_token: Avx512, weight: QuantType) -> Option<crate::matmul::VecDotFn> {
+    dot::kernel_vnni(weight)
 }
 
 /// The importance-weighted quantizers at this level (whole rows plus the imatrix).

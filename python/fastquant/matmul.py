@@ -1,0 +1,175 @@
+"""Quantized matrix multiplication: :func:`matmul`, :func:`matmul_q4`, :func:`matmul_q8`, :class:`Linear`.
+
+The weight stays in its block format; activations are quantized per row to the 8-bit type ggml
+pairs with the weight (Q8_0, Q8_1 or Q8_K) and the dot products run in integers. The result
+therefore differs from ``x @ dequantize(w).T`` by the activations' 8-bit rounding: per block of
+32 (256 for the K-quants) elements, each activation moves by at most ``amax(block) / 254``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple, Union
+
+import numpy as np
+
+from . import _core
+from .errors import QuantTypeError, ShapeError
+from .quant import QuantizedTensor, _float_kind, quantize
+from .types import QuantType
+
+__all__ = ["matmul", "matmul_q4", "matmul_q8", "Linear"]
+
+# numpy dtype of a plain float weight -> its ggml type.
+_FLOAT_WEIGHT_TYPES = {"f32": QuantType.F32, "f16": QuantType.F16, "bf16": QuantType.BF16}
+
+_FOUR_BIT = frozenset({QuantType.Q4_0, QuantType.Q4_1, QuantType.IQ4_NL, QuantType.IQ4_XS, QuantType.Q4_K})
+_EIGHT_BIT = frozenset({QuantType.Q8_0})
+
+WeightLike = Union[QuantizedTensor, np.ndarray]
+
+
+def _as_weight(w: Any) -> QuantizedTensor:
+    """A 2-D weight [N, K] as a QuantizedTensor: quantized ones as they are, float arrays wrapped
+    (F32/F16/BF16) without quantizing."""
+    if isinstance(w, QuantizedTensor):
+        qt = w
+    elif isinstance(w, np.ndarray):
+        _, kind = _float_kind(w.dtype, "a float weight")
+        if w.ndim != 2:
+            raise ShapeError(f"the weight must be 2-D [N, K] (out_features x in_features), not shape {w.shape}")
+        w = np.ascontiguousarray(w)
+        qt = QuantizedTensor(w.reshape(-1).view(np.uint8), _FLOAT_WEIGHT_TYPES[kind], w.shape)
+    else:
+        raise TypeError(f"the weight must be a QuantizedTensor or a float numpy array, not {type(w).__name__}")
+    if qt.ndim != 2:
+        raise ShapeError(f"the weight must be 2-D [N, K] (out_features x in_features), not shape {qt.shape}")
+    return qt
+
+
+def _as_activations(x: Any, k: int) -> Tuple[np.ndarray, Tuple[int, ...]]:
+    """``x`` [..., K] as contiguous float32 rows, and the leading shape."""
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x, dtype=np.float32)
+    _float_kind(x.dtype, "x")
+    if x.ndim == 0:
+        raise ShapeError("x must have at least one dimension [..., K]")
+    if x.shape[-1] != k:
+        raise ShapeError(f"x has {x.shape[-1]} columns (last axis of shape {x.shape}) but the weight has K = {k}")
+    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    return x32.reshape(-1), tuple(x.shape[:-1])
+
+
+def _run(x: Any, qt: QuantizedTensor, out: Optional[np.ndarray], simd: Optional[str]) -> np.ndarray:
+    n, k = qt.shape
+    flat, lead = _as_activations(x, k)
+    rows = flat.size // k if k else int(np.prod(lead, dtype=np.int64))
+    shape = lead + (n,)
+    if out is not None:
+        if out.dtype != np.float32 or out.shape != shape or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ShapeError(f"out must be a writeable C-contiguous float32 array of shape {shape}")
+        target = out.reshape(-1)
+    else:
+        target = np.empty(rows * n, dtype=np.float32)
+    if rows * n == 0 or k == 0:
+        target.fill(0.0)  # an empty inner dimension sums nothing
+        return target.reshape(shape)
+    _core.matmul(flat, qt.data, qt.qtype.id, n, k, target, simd)
+    return target.reshape(shape)
+
+
+def matmul(x: Any, w: WeightLike, *, out: Optional[np.ndarray] = None, simd: Optional[str] = None) -> np.ndarray:
+    """``x @ dequantize(w).T`` without dequantizing ``w``.
+
+    Parameters
+    ----------
+    x
+        float32, float16 or bfloat16 activations of shape ``[..., K]``.
+    w
+        The weight ``[N, K]`` (out_features x in_features, as GGUF stores it): a
+        :class:`QuantizedTensor` of any type with a dot kernel (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL,
+        the K-quants and IQ4_XS where built, F32 F16 BF16), or a plain float array.
+    out
+        Optional float32 array of shape ``[..., N]`` to write into (reused by :class:`Linear`).
+    simd
+        Run at this SIMD level (``"scalar"``, ``"avx2"``, ...) instead of the active one.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 of shape ``[..., N]``. Activations are quantized to 8 bits per row first, so the
+        result is within the activation rounding bound of the module docs of the float product.
+    """
+    return _run(x, _as_weight(w), out, simd)
+
+
+def _typed_weight(w: Any, allowed: frozenset, target: QuantType, what: str) -> QuantizedTensor:
+    if isinstance(w, QuantizedTensor):
+        if w.qtype not in allowed:
+            names = ", ".join(sorted(t.value for t in allowed))
+            raise QuantTypeError(
+                f"{what} needs a weight of type {names} (or a float array to quantize to {target.value}), "
+                f"got {w.qtype.value}; use fastquant.matmul for other types"
+            )
+        return _as_weight(w)
+    if isinstance(w, np.ndarray):
+        _float_kind(w.dtype, "a float weight")
+        if w.ndim != 2:
+            raise ShapeError(f"the weight must be 2-D [N, K] (out_features x in_features), not shape {w.shape}")
+        return quantize(w, target)
+    raise TypeError(f"the weight must be a QuantizedTensor or a float numpy array, not {type(w).__name__}")
+
+
+def matmul_q4(x: Any, w: WeightLike, *, simd: Optional[str] = None) -> np.ndarray:
+    """:func:`matmul` with a 4-bit weight (Q4_0, Q4_1, IQ4_NL, IQ4_XS, Q4_K). A float array is
+    quantized to Q4_0 first; keep the :class:`QuantizedTensor` (or a :class:`Linear`) to do that
+    only once."""
+    return _run(x, _typed_weight(w, _FOUR_BIT, QuantType.Q4_0, "matmul_q4"), None, simd)
+
+
+def matmul_q8(x: Any, w: WeightLike, *, simd: Optional[str] = None) -> np.ndarray:
+    """:func:`matmul` with an 8-bit weight (Q8_0). A float array is quantized to Q8_0 first."""
+    return _run(x, _typed_weight(w, _EIGHT_BIT, QuantType.Q8_0, "matmul_q8"), None, simd)
+
+
+class Linear:
+    """A linear layer ``y = x @ W.T (+ bias)`` that keeps its weight quantized.
+
+    ``Linear(w)`` takes a :class:`QuantizedTensor` [N, K] or a float array with ``qtype`` to
+    quantize it to once. Calls with the same number of rows reuse the output buffer, so an engine
+    calling it per token does not allocate (``copy=False`` returns that buffer itself, which the
+    next call overwrites).
+    """
+
+    def __init__(self, w: WeightLike, qtype: Optional[Union[QuantType, str]] = None, bias: Any = None) -> None:
+        if qtype is not None:
+            if not isinstance(w, np.ndarray):
+                raise TypeError("qtype is for quantizing a float weight array; this weight is already quantized")
+            w = quantize(w, qtype)
+        self.weight = _as_weight(w)
+        n = self.weight.shape[0]
+        self.bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+        if self.bias is not None and self.bias.shape != (n,):
+            raise ShapeError(f"bias must have shape ({n},), not {self.bias.shape}")
+        self._out: Optional[np.ndarray] = None
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    def __call__(self, x: Any, *, copy: bool = True, simd: Optional[str] = None) -> np.ndarray:
+        x = np.asarray(x)
+        shape = tuple(x.shape[:-1]) + (self.out_features,)
+        if self._out is None or self._out.shape != shape:
+            self._out = np.empty(shape, dtype=np.float32)
+        _run(x, self.weight, self._out, simd)
+        y = self._out
+        if self.bias is not None:
+            y += self.bias
+        return y.copy() if copy else y
+
+    def __repr__(self) -> str:
+        return f"Linear(in_features={self.in_features}, out_features={self.out_features}, qtype={self.weight.qtype.value})"

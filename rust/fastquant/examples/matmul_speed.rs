@@ -1,0 +1,41 @@
+//! Quick timing of the matmul drivers on W [4096 x 14336] (the shape), for kernel work:
+//! `cargo run --release --example matmul_speed -- q4_0 1,8,64 [level]`. The benchmark that counts,
+//! with ggml side by side, is `benches/bench_matmul.py`.
+
+use std::time::Instant;
+
+use fastquant::matmul::{matmul, MatmulWeight};
+use fastquant::{quantize, FloatSlice, Level, QuantType, QuantizeOptions};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let qtype = QuantType::from_name(args.get(1).map(String::as_str).unwrap_or("q4_0")).unwrap();
+    let rows: Vec<usize> =
+        args.get(2).map(String::as_str).unwrap_or("1,8").split(',').map(|s| s.parse().unwrap()).collect();
+    let level = args.get(3).map(|s| Level::from_name(s).unwrap());
+    let (n, k) = (4096, 14336);
+    let wf: Vec<f32> = (0..n * k).map(|i| ((i as f32) * 0.618).sin()).collect();
+    let mut w = vec![0u8; n * qtype.row_bytes(k).unwrap()];
+    quantize(qtype, FloatSlice::F32(&wf), k, &mut w, &QuantizeOptions::default()).unwrap();
+    drop(wf);
+    let weight = MatmulWeight { data: &w, qtype, rows: n, k };
+    for m in rows {
+        let x: Vec<f32> = (0..m * k).map(|i| ((i as f32) * 0.37).cos()).collect();
+        let mut out = vec![0f32; m * n];
+        matmul(&weight, &x, &mut out, level).unwrap();
+        let reps = if m > 64 { 2 } else { 10 };
+        let mut best = f64::MAX;
+        for _ in 0..reps {
+            let t = Instant::now();
+            matmul(&weight, &x, &mut out, level).unwrap();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let flops = 2.0 * (m * n * k) as f64;
+        println!(
+            "{qtype} rows {m:4}: {:7.3} ms  {:6.1} GFLOP/s  {:5.1} GB/s of weights",
+            best * 1e3,
+            flops / best / 1e9,
+            w.len() as f64 / best / 1e9
+        );
+    }
+}

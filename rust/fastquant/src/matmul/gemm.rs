@@ -1,0 +1,132 @@
+//! The matmul drivers: shape checks, activation preparation, and the split of the work over
+//! threads and cache tiles. The arithmetic is the dot kernels'; the drivers only decide which
+//! weight row meets which activation rows when, and this order is the same at every level.
+
+use crate::error::{Error, Result};
+use crate::parallel::split_work;
+use crate::simd::{self, Level};
+use crate::types::QuantType;
+
+use super::activation::prepare_activations;
+use super::dot::{dot_kernel_for, VecDotFn, MAX_ROWS};
+
+/// A weight matrix as GGUF stores it: `rows` output rows (N) of `k` elements (K) of `qtype`, each
+/// row its blocks, rows one after another.
+#[derive(Clone, Copy, Debug)]
+pub struct MatmulWeight<'a> {
+    pub data: &'a [u8],
+    pub qtype: QuantType,
+    pub rows: usize,
+    pub k: usize,
+}
+
+/// Each GEMV task streams at least this many weight bytes, so a hand-off to another thread pays.
+const GEMV_MIN_TASK_BYTES: usize = 256 << 10;
+
+/// Weight bytes of one GEMM tile: the tile stays in a core's L2 (1 MiB on this machine's Zen 4;
+/// 512 KiB or more on every AVX2 CPU) beside the 8 activation rows it meets, and is reused by every
+/// group of 8 activation rows of the task before the next tile is read.
+const GEMM_TILE_BYTES: usize = 384 << 10;
+
+/// `out = x @ dequantize(w).T`: `x` is `m` rows of `w.k` floats, `out` is `m` rows of `w.rows`.
+/// `level` forces a SIMD level (else the active one). Activations are quantized per row to the
+/// weight's paired type first (see [`super::dot`]).
+pub fn matmul(w: &MatmulWeight<'_>, x: &[f32], out: &mut [f32], level: Option<Level>) -> Result<()> {
+    let (n, k) = (w.rows, w.k);
+    let weight_row_bytes = w.qtype.row_bytes(k)?;
+    let expected = n.checked_mul(weight_row_bytes).ok_or(Error::TooLarge(n))?;
+    if w.data.len() != expected {
+        return Err(Error::Size { what: "weight bytes", expected, got: w.data.len() });
+    }
+    if k == 0 {
+        return Err(Error::Invalid("matmul: the inner dimension K is 0".into()));
+    }
+    if !x.len().is_multiple_of(k) {
+        return Err(Error::Size {
+            what: "activation elements (a whole number of rows of K)",
+            expected: k,
+            got: x.len(),
+        });
+    }
+    let m = x.len() / k;
+    let expected = m.checked_mul(n).ok_or(Error::TooLarge(m))?;
+    if out.len() != expected {
+        return Err(Error::Size { what: "output elements (rows x N)", expected, got: out.len() });
+    }
+    let level = match level {
+        Some(l) => l,
+        None => simd::active_level()?,
+    };
+    let kernel = dot_kernel_for(w.qtype, level)?
+        .ok_or(Error::SimdUnavailable { requested: level.name(), best: simd::detected_level().name() })?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let (acts, act_row_bytes) = prepare_activations(kernel.act_type, x, k, level)?;
+    let job = Job { vec_dot: kernel.vec_dot, k, weight_row_bytes, act_row_bytes };
+    if m <= MAX_ROWS {
+        job.gemv(w.data, &acts, m, out)
+    } else {
+        job.gemm(w.data, &acts, out)
+    }
+}
+
+struct Job {
+    vec_dot: VecDotFn,
+    k: usize,
+    weight_row_bytes: usize,
+    act_row_bytes: usize,
+}
+
+impl Job {
+    /// Up to 8 activation rows: weight rows are split over threads; each weight row is read once
+    /// and meets all activation rows in one kernel call. The kernel writes the `m` results of a
+    /// weight row next to each other, so with more than one row they go to a transposed buffer
+    /// first (the size of the output).
+    fn gemv(&self, weight: &[u8], acts: &[u8], m: usize, out: &mut [f32]) -> Result<()> {
+        let min_rows = GEMV_MIN_TASK_BYTES.div_ceil(self.weight_row_bytes);
+        let run = |_first: usize, w: &[u8], o: &mut [f32]| {
+            for (row, o) in w.chunks_exact(self.weight_row_bytes).zip(o.chunks_exact_mut(m)) {
+                (self.vec_dot)(self.k, row, acts, self.act_row_bytes, o);
+            }
+        };
+        if m == 1 {
+            split_work(weight, out, self.weight_row_bytes, 1, min_rows, run)?;
+            return Ok(());
+        }
+        let n = out.len() / m;
+        let mut transposed = vec![0f32; out.len()];
+        split_work(weight, &mut transposed, self.weight_row_bytes, m, min_rows, run)?;
+        for (j, t) in transposed.chunks_exact(m).enumerate() {
+            for (r, v) in t.iter().enumerate() {
+                out[r * n + j] = *v;
+            }
+        }
+        Ok(())
+    }
+
+    /// More than 8 activation rows: the activation rows are split over threads (each task writes
+    /// whole output rows); each task walks the weight in L2-sized tiles and runs every group of 8
+    /// of its activation rows against a tile before moving on, so weight bytes come from memory
+    /// once per task and from L2 for every further group.
+    fn gemm(&self, weight: &[u8], acts: &[u8], out: &mut [f32]) -> Result<()> {
+        let n = weight.len() / self.weight_row_bytes;
+        let tile_rows = (GEMM_TILE_BYTES / self.weight_row_bytes).max(1);
+        split_work(acts, out, self.act_row_bytes, n, MAX_ROWS, |_first, acts, out| {
+            let mut results = [0f32; MAX_ROWS];
+            for (t, tile) in weight.chunks(tile_rows * self.weight_row_bytes).enumerate() {
+                let first_col = t * tile_rows;
+                for (group, out_rows) in acts.chunks(MAX_ROWS * self.act_row_bytes).zip(out.chunks_mut(MAX_ROWS * n)) {
+                    let g = group.len() / self.act_row_bytes;
+                    for (j, row) in tile.chunks_exact(self.weight_row_bytes).enumerate() {
+                        (self.vec_dot)(self.k, row, group, self.act_row_bytes, &mut results[..g]);
+                        for (r, v) in results[..g].iter().enumerate() {
+                            out_rows[r * n + first_col + j] = *v;
+                        }
+                    }
+                }
+            }
+        })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! Quantized matrix multiplication: `out = x @ dequantize(w).T` without dequantizing `w`.
+//!
+//! * [`dot`]: the kernel table; per weight type a dot product of one weight row with 1..=8
+//!   activation rows (scalar reference, AVX2, AVX-512 VNNI), and the accumulation order that makes
+//!   every level give the same bits.
+//! * [`activation`]: activations quantized per row into the 8-bit type the weight pairs with.
+//! * [`gemm`]: the drivers: GEMV for up to 8 rows (memory-bound: weight rows split over threads,
+//!   each streamed once against every activation row) and GEMM for more (compute-bound: weight
+//!   tiles kept in L2 and reused across groups of 8 activation rows).
+
+pub mod activation;
+pub mod dot;
+pub mod gemm;
+
+pub use dot::{activation_type, dot_kernel_for, DotKernel, VecDotFn};
+pub use gemm::{matmul, MatmulWeight};

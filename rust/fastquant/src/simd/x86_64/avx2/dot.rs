@@ -1,0 +1,397 @@
+//! AVX2 matmul dot kernels: the legacy types and IQ4_NL against Q8_0/Q8_1 (`maddubs` + `madd`), and
+//! F32/F16/BF16 weights against f32 activations (FMA, F16C).
+//!
+//! The quantized kernels are written once, as [`legacy_dot_kernels`], and instantiated here with
+//! AVX2's byte dot product and in `avx512/dot.rs` with VNNI's `vpdpbusd`. They follow the order
+//! `matmul::dot` specifies: eight blocks at a time, each block's exact integer sum in one lane, one
+//! FMA of the scales into eight lane accumulators, the halving reduction at the end.
+
+use std::arch::x86_64::*;
+
+use crate::matmul::dot::{act_rows, VecDotFn, FLOAT_LANES};
+use crate::types::QuantType;
+
+/// The kernel for `weight`, or `None` where this level has none.
+pub(super) fn kernel(weight: QuantType) -> Option<VecDotFn> {
+    Some(match weight {
+        QuantType::F32 => vec_dot_f32,
+        QuantType::F16 => vec_dot_f16,
+        QuantType::BF16 => vec_dot_bf16,
+        _ => return legacy_kernel(weight),
+    })
+}
+
+/// Sums of adjacent byte products `x[2i] * y[2i] + x[2i+1] * y[2i+1]` (x unsigned, y signed) summed
+/// again in fours: eight i32 lanes. `maddubs` saturates at ±32767, which codes in ggml's ranges
+/// (|x| <= 127 or x <= 31, |y| <= 127) never reach.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+}
+
+/// Defines the legacy-type kernels (module `legacy`, with `kernel(QuantType) -> Option<VecDotFn>`)
+/// for the target features `$features`, with `$dot_u8_i8(x: __m256i, y: __m256i) -> __m256i`
+/// giving the eight i32 sums of four adjacent u8 x i8 products.
+macro_rules! legacy_dot_kernels {
+    ($features:literal, $dot_u8_i8:path) => {
+        mod legacy {
+            use std::arch::x86_64::*;
+
+            use crate::formats::iquants::iq4::KVALUES_IQ4NL;
+            use crate::matmul::dot::{act_rows, VecDotFn, BLOCK_LANES};
+            use crate::types::QuantType;
+
+            pub(crate) fn kernel(weight: QuantType) -> Option<VecDotFn> {
+                Some(match weight {
+                    QuantType::Q4_0 => vec_dot_q4_0,
+                    QuantType::Q5_0 => vec_dot_q5_0,
+                    QuantType::Q8_0 => vec_dot_q8_0,
+                    QuantType::IQ4_NL => vec_dot_iq4_nl,
+                    QuantType::Q4_1 => vec_dot_q4_1,
+                    QuantType::Q5_1 => vec_dot_q5_1,
+                    _ => return None,
+                })
+            }
+
+            /// How a block's codes come out of its bytes (a constant in each kernel).
+            #[derive(Clone, Copy, PartialEq, Eq)]
+            enum Kind {
+                Q4_0,
+                Q5_0,
+                Q8_0,
+                Iq4Nl,
+                Q4_1,
+                Q5_1,
+            }
+
+            impl Kind {
+                /// Signed codes meet Q8_0 activations; the unsigned ones (Q4_1, Q5_1) meet Q8_1
+                /// and add `m_w * s_a`.
+                fn signed(self) -> bool {
+                    !matches!(self, Kind::Q4_1 | Kind::Q5_1)
+                }
+            }
+
+            /// 16 bytes at `b[at..at + 16]` as their low nibbles (bytes 0..16) and high nibbles
+            /// (bytes 16..32).
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn nibbles<const B: usize>(b: &[u8; B], at: usize) -> __m256i {
+                assert!(at + 16 <= B);
+                // SAFETY: bytes at..at+16 lie inside `b` (checked above).
+                let x = unsafe { _mm_loadu_si128(b.as_ptr().add(at).cast()) };
+                let low = _mm_set1_epi8(0x0f);
+                _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16::<4>(x), low), _mm_and_si128(x, low))
+            }
+
+            /// Byte j is 0xFF where bit j of the little-endian u32 at `b[at..at + 4]` is set, else 0.
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn bytes_from_bits<const B: usize>(b: &[u8; B], at: usize) -> __m256i {
+                let bits = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+                let spread = _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303);
+                // Byte j now holds byte j/8 of `bits`; OR-ing every bit but bit j%8 in makes it
+                // all ones exactly when bit j was set.
+                let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), spread);
+                let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+                _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi8(-1))
+            }
+
+            /// The 32 codes of a block: signed `q` for the Q8_0 pairs, unsigned for Q4_1/Q5_1.
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn codes<const WB: usize>(kind: Kind, b: &[u8; WB]) -> __m256i {
+                match kind {
+                    Kind::Q4_0 => _mm256_sub_epi8(nibbles(b, 2), _mm256_set1_epi8(8)),
+                    Kind::Iq4Nl => {
+                        // SAFETY: the table is 16 bytes; `loadu` needs no alignment.
+                        let table = unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()) };
+                        _mm256_shuffle_epi8(_mm256_set_m128i(table, table), nibbles(b, 2))
+                    }
+                    Kind::Q4_1 => nibbles(b, 4),
+                    // q - 16: a nibble whose fifth bit is clear becomes nibble - 16 = nibble | 0xF0.
+                    Kind::Q5_0 => _mm256_or_si256(
+                        nibbles(b, 6),
+                        _mm256_andnot_si256(bytes_from_bits(b, 2), _mm256_set1_epi8(0xf0u8 as i8)),
+                    ),
+                    Kind::Q5_1 => {
+                        _mm256_or_si256(nibbles(b, 8), _mm256_and_si256(bytes_from_bits(b, 4), _mm256_set1_epi8(0x10)))
+                    }
+                    Kind::Q8_0 => {
+                        assert!(WB >= 34);
+                        // SAFETY: bytes 2..34 lie inside `b` (checked above).
+                        unsafe { _mm256_loadu_si256(b.as_ptr().add(2).cast()) }
+                    }
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn fp16<const B: usize>(b: &[u8; B], at: usize) -> f32 {
+                let bits = u16::from_le_bytes([b[at], b[at + 1]]);
+                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+            }
+
+            /// The fp16 values at byte `at` of each block of `group` (up to eight) as floats, zero in
+            /// the lanes past its end. A whole group is one gather.
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn fp16_lanes<const B: usize>(group: &[[u8; B]], at: usize) -> __m256 {
+                if group.len() == BLOCK_LANES && at + 4 <= B {
+                    let stride = B as i32;
+                    let idx = _mm256_setr_epi32(
+                        0,
+                        stride,
+                        2 * stride,
+                        3 * stride,
+                        4 * stride,
+                        5 * stride,
+                        6 * stride,
+                        7 * stride,
+                    );
+                    // SAFETY: lane k reads bytes at..at + 4 of block k, inside the block (at + 4 <= B,
+                    // checked above), and the group has eight blocks.
+                    let g = unsafe { _mm256_i32gather_epi32::<1>(group.as_ptr().cast::<u8>().add(at).cast(), idx) };
+                    let halves =
+                        _mm256_packus_epi32(_mm256_and_si256(g, _mm256_set1_epi32(0xffff)), _mm256_setzero_si256());
+                    let halves = _mm256_permute4x64_epi64::<0b1000>(halves);
+                    return _mm256_cvtph_ps(_mm256_castsi256_si128(halves));
+                }
+                let mut v = [0f32; BLOCK_LANES];
+                for (v, b) in v.iter_mut().zip(group) {
+                    *v = fp16(b, at);
+                }
+                // SAFETY: `v` holds eight floats.
+                unsafe { _mm256_loadu_ps(v.as_ptr()) }
+            }
+
+            /// Lane j = the sum of the eight lanes of `p[j]`.
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn sums_of_8(p: &[__m256i; 8]) -> __m256i {
+                let t0 = _mm256_hadd_epi32(p[0], p[1]);
+                let t1 = _mm256_hadd_epi32(p[2], p[3]);
+                let t2 = _mm256_hadd_epi32(p[4], p[5]);
+                let t3 = _mm256_hadd_epi32(p[6], p[7]);
+                // Low 128 bits: sums of lanes 0..4 of p[0..4]; high: of lanes 4..8.
+                let u0 = _mm256_hadd_epi32(t0, t1);
+                let u1 = _mm256_hadd_epi32(t2, t3);
+                _mm256_add_epi32(_mm256_permute2x128_si256::<0x20>(u0, u1), _mm256_permute2x128_si256::<0x31>(u0, u1))
+            }
+
+            /// Dot of one weight row with `R` activation rows of `AB`-byte blocks.
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn dot_rows<const WB: usize, const AB: usize, const R: usize>(
+                kind: Kind,
+                n: usize,
+                weight: &[u8],
+                acts: &[u8],
+                act_row_bytes: usize,
+                out: &mut [f32],
+            ) {
+                let nb = n / 32;
+                let (wblocks, _) = weight[..nb * WB].as_chunks::<WB>();
+                let mut rows: [&[[u8; AB]]; R] = [&[]; R];
+                for (slot, row) in rows.iter_mut().zip(act_rows(acts, act_row_bytes, nb * AB, R)) {
+                    *slot = row.as_chunks::<AB>().0;
+                }
+                let signed = kind.signed();
+                let mut acc = [_mm256_setzero_ps(); R];
+                for (g, wg) in wblocks.chunks(BLOCK_LANES).enumerate() {
+                    // Decode the group's weight blocks once; every activation row reuses them.
+                    let mut w_abs = [_mm256_setzero_si256(); BLOCK_LANES];
+                    let mut w_sign = [_mm256_setzero_si256(); BLOCK_LANES];
+                    for (j, b) in wg.iter().enumerate() {
+                        let q = codes(kind, b);
+                        // Signed codes: |w| * (a with w's sign) = w * a as unsigned x signed bytes.
+                        w_abs[j] = if signed { _mm256_sign_epi8(q, q) } else { q };
+                        w_sign[j] = q;
+                    }
+                    let dw = fp16_lanes(wg, 0);
+                    let mw = if signed { _mm256_setzero_ps() } else { fp16_lanes(wg, 2) };
+                    for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                        let group = &row[g * BLOCK_LANES..g * BLOCK_LANES + wg.len()];
+                        let mut p = [_mm256_setzero_si256(); BLOCK_LANES];
+                        for (j, a) in group.iter().enumerate() {
+                            // SAFETY: the last 32 bytes of an activation block are its codes.
+                            let av = unsafe { _mm256_loadu_si256(a.as_ptr().add(AB - 32).cast()) };
+                            let av = if signed { _mm256_sign_epi8(av, w_sign[j]) } else { av };
+                            p[j] = $dot_u8_i8(w_abs[j], av);
+                        }
+                        let isum = _mm256_cvtepi32_ps(sums_of_8(&p));
+                        *acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, fp16_lanes(group, 0)), isum, *acc);
+                        if !signed {
+                            *acc = _mm256_fmadd_ps(mw, fp16_lanes(group, 2), *acc);
+                        }
+                    }
+                }
+                for (o, acc) in out.iter_mut().zip(acc) {
+                    *o = crate::simd::x86_64::avx2::dot::reduce_halving_8(acc);
+                }
+            }
+
+            /// Runs [`dot_rows`] with the number of activation rows as a constant.
+            fn run<const WB: usize, const AB: usize>(
+                kind: Kind,
+                n: usize,
+                weight: &[u8],
+                acts: &[u8],
+                act_row_bytes: usize,
+                out: &mut [f32],
+            ) {
+                // SAFETY: the entry points below are only reachable through `kernel`, which the ISA
+                // module hands out only with a proof token of the features `dot_rows` enables (and
+                // for VNNI only after detecting it).
+                unsafe {
+                    match out.len() {
+                        1 => dot_rows::<WB, AB, 1>(kind, n, weight, acts, act_row_bytes, out),
+                        2 => dot_rows::<WB, AB, 2>(kind, n, weight, acts, act_row_bytes, out),
+                        3 => dot_rows::<WB, AB, 3>(kind, n, weight, acts, act_row_bytes, out),
+                        4 => dot_rows::<WB, AB, 4>(kind, n, weight, acts, act_row_bytes, out),
+                        5 => dot_rows::<WB, AB, 5>(kind, n, weight, acts, act_row_bytes, out),
+                        6 => dot_rows::<WB, AB, 6>(kind, n, weight, acts, act_row_bytes, out),
+                        7 => dot_rows::<WB, AB, 7>(kind, n, weight, acts, act_row_bytes, out),
+                        8 => dot_rows::<WB, AB, 8>(kind, n, weight, acts, act_row_bytes, out),
+                        r => panic!("{r} activation rows: a kernel call takes 1..=8"),
+                    }
+                }
+            }
+
+            fn vec_dot_q4_0(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
+                run::<18, 34>(Kind::Q4_0, n, w, a, arb, out)
+            }
+            fn vec_dot_q5_0(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
+                run::<22, 34>(Kind::Q5_0, n, w, a, arb, out)
+            }
+            fn vec_dot_q8_0(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
+                run::<34, 34>(Kind::Q8_0, n, w, a, arb, out)
+            }
+            fn vec_dot_iq4_nl(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
+                run::<18, 34>(Kind::Iq4Nl, n, w, a, arb, out)
+            }
+            fn vec_dot_q4_1(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
+                run::<20, 36>(Kind::Q4_1, n, w, a, arb, out)
+            }
+            fn vec_dot_q5_1(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
+                run::<24, 36>(Kind::Q5_1, n, w, a, arb, out)
+            }
+        }
+    };
+}
+pub(crate) use legacy_dot_kernels;
+
+legacy_dot_kernels!("avx2,fma,f16c", super::dot_u8_i8);
+use legacy::kernel as legacy_kernel;
+
+/// `matmul::dot`'s halving sum of eight lanes: (high half + low half), then again, then again.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn reduce_halving_8(v: __m256) -> f32 {
+    let v4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
+    _mm_cvtss_f32(_mm_add_ss(v2, _mm_shuffle_ps::<1>(v2, v2)))
+}
+
+// ---- float weights ------------------------------------------------------------------------------
+
+/// Dot of one float weight row with `R` f32 rows: element j in lane j % 16 (two registers). `CB`
+/// is the bytes of 16 weights; `load16` turns them into floats.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn float_rows<const CB: usize, const R: usize>(
+    n: usize,
+    weight: &[u8],
+    acts: &[u8],
+    act_row_bytes: usize,
+    out: &mut [f32],
+    load16: impl Fn(&[u8; CB]) -> [__m256; 2],
+) {
+    let elem_bytes = CB / FLOAT_LANES;
+    let (chunks, tail) = weight[..n * elem_bytes].as_chunks::<CB>();
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let rows = act_rows(acts, act_row_bytes, n * 4, R);
+    for (row, acc) in rows.zip(acc.iter_mut()) {
+        let (xs, x_tail) = row.as_chunks::<64>();
+        for (w, x) in chunks.iter().zip(xs) {
+            let w = load16(w);
+            // SAFETY: `x` is 64 bytes: two loads of eight floats.
+            let x = unsafe { [_mm256_loadu_ps(x.as_ptr().cast()), _mm256_loadu_ps(x.as_ptr().add(32).cast())] };
+            acc[0] = _mm256_fmadd_ps(w[0], x[0], acc[0]);
+            acc[1] = _mm256_fmadd_ps(w[1], x[1], acc[1]);
+        }
+        if !tail.is_empty() {
+            // Zero padding adds +0.0 products, which leave every lane as it is.
+            let mut wbuf = [0u8; CB];
+            wbuf[..tail.len()].copy_from_slice(tail);
+            let mut xbuf = [0u8; 64];
+            xbuf[..x_tail.len()].copy_from_slice(x_tail);
+            let w = load16(&wbuf);
+            // SAFETY: `xbuf` is 64 bytes: two loads of eight floats.
+            let x = unsafe { [_mm256_loadu_ps(xbuf.as_ptr().cast()), _mm256_loadu_ps(xbuf.as_ptr().add(32).cast())] };
+            acc[0] = _mm256_fmadd_ps(w[0], x[0], acc[0]);
+            acc[1] = _mm256_fmadd_ps(w[1], x[1], acc[1]);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(acc) {
+        // Halving: lane i + lane i + 8 is the sum of the two registers, then eight lanes.
+        *o = reduce_halving_8(_mm256_add_ps(acc[0], acc[1]));
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load_f32x16(w: &[u8; 64]) -> [__m256; 2] {
+    // SAFETY: 64 bytes are sixteen floats.
+    unsafe { [_mm256_loadu_ps(w.as_ptr().cast()), _mm256_loadu_ps(w.as_ptr().add(32).cast())] }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load_f16x16(w: &[u8; 32]) -> [__m256; 2] {
+    // SAFETY: 32 bytes are sixteen fp16 values; `vcvtph2ps` is exact.
+    unsafe {
+        [
+            _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().cast())),
+            _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(16).cast())),
+        ]
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load_bf16x16(w: &[u8; 32]) -> [__m256; 2] {
+    // SAFETY: 32 bytes are sixteen bf16 values; a bf16 is the high half of its f32.
+    let (lo, hi) = unsafe { (_mm_loadu_si128(w.as_ptr().cast()), _mm_loadu_si128(w.as_ptr().add(16).cast())) };
+    let widen = |h: __m128i| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)));
+    [widen(lo), widen(hi)]
+}
+
+macro_rules! float_entry {
+    ($($name:ident: $cb:literal, $load:ident;)*) => {$(
+        fn $name(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
+            // SAFETY: only reachable through `kernel`, which `avx2::dot_kernel` hands out for an
+            // `Avx2` token: the CPU has AVX2, FMA and F16C.
+            unsafe {
+                match out.len() {
+                    1 => float_rows::<$cb, 1>(n, weight, acts, act_row_bytes, out, |w| $load(w)),
+                    2 => float_rows::<$cb, 2>(n, weight, acts, act_row_bytes, out, |w| $load(w)),
+                    3 => float_rows::<$cb, 3>(n, weight, acts, act_row_bytes, out, |w| $load(w)),
+                    4 => float_rows::<$cb, 4>(n, weight, acts, act_row_bytes, out, |w| $load(w)),
+                    5 => float_rows::<$cb, 5>(n, weight, acts, act_row_bytes, out, |w| $load(w)),
+                    6 => float_rows::<$cb, 6>(n, weight, acts, act_row_bytes, out, |w| $load(w)),
+                    7 => float_rows::<$cb, 7>(n, weight, acts, act_row_bytes, out, |w| $load(w)),
+                    8 => float_rows::<$cb, 8>(n, weight, acts, act_row_bytes, out, |w| $load(w)),
+                    r => panic!("{r} activation rows: a kernel call takes 1..=8"),
+                }
+            }
+        }
+    )*};
+}
+
+float_entry! {
+    vec_dot_f32: 64, load_f32x16;
+    vec_dot_f16: 32, load_f16x16;
+    vec_dot_bf16: 32, load_bf16x16;
+}
