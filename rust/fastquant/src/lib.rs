@@ -25,6 +25,7 @@ pub mod codec;
 pub mod error;
 pub mod formats;
 pub mod gguf;
+pub mod matmul;
 pub mod parallel;
 pub mod simd;
 pub mod types;

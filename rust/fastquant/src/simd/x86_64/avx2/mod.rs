@@ -12,6 +12,7 @@
 //! `unsafe` inside the kernels is for unaligned loads and stores through pointers, each in bounds
 //! of a fixed-size array.
 
+pub(super) mod dot_kquants; // its unpacking and driver are shared with AVX-512
 mod float;
 mod iquants_dequantize;
 pub(super) mod kquants;
@@ -30,6 +31,11 @@ use super::Avx2;
 pub fn kernels(_token: Avx2, qtype: QuantType) -> IsaKernels {
     let (quantize, dequantize) = plain_kernels(qtype);
     IsaKernels { quantize, dequantize, quantize_imatrix: imatrix_kernel(qtype) }
+}
+
+/// The dot kernel of a K-quant / IQ4_XS weight row with Q8_K activation rows at this level.
+pub(crate) fn dot_kquant_kernel(_token: Avx2, qtype: QuantType) -> Option<crate::matmul::dot_kquants::VecDotFn> {
+    dot_kquants::kernel(qtype)
 }
 
 /// The importance-weighted quantizers at this level (whole rows plus the imatrix).

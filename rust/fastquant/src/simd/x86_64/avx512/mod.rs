@@ -13,6 +13,7 @@
 //! Large inputs are about memory: the quantize kernels prefetch (`PREFETCH_BYTES`) and large
 //! outputs of f32 or 16-bit values go out with non-temporal stores (`STREAM_MIN_BYTES`).
 
+mod dot_kquants;
 mod float;
 mod iquants_dequantize;
 mod kquants;
@@ -34,6 +35,16 @@ use super::Avx512;
 pub fn kernels(_token: Avx512, qtype: QuantType) -> IsaKernels {
     let (quantize, dequantize) = plain_kernels(qtype);
     IsaKernels { quantize, dequantize, quantize_imatrix: imatrix_kernel(qtype) }
+}
+
+/// The dot kernel of a K-quant / IQ4_XS weight row with Q8_K activation rows at this level; the
+/// AVX-512 VNNI one when `vnni` is asked for and the CPU has it.
+pub(crate) fn dot_kquant_kernel(
+    _token: Avx512,
+    qtype: QuantType,
+    vnni: bool,
+) -> Option<crate::matmul::dot_kquants::VecDotFn> {
+    dot_kquants::kernel(qtype, vnni)
 }
 
 /// The importance-weighted quantizers at this level (whole rows plus the imatrix).

@@ -1,0 +1,3 @@
+//! Quantized matrix multiplication.
+
+pub mod dot_kquants;
