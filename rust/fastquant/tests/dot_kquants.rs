@@ -221,3 +221,103 @@ fn partial_super_blocks_are_refused() {
     let kernel = dot_kquant_kernel(QuantType::Q4_K, Level::Avx512Vnni).unwrap();
     kernel(300, &[0u8; 144], &[0u8; Q8K_BYTES], Q8K_BYTES, &mut [0f32]);
 }
+
+/// Runs ggml's `vec_dot` (ggml-python, `ggml_get_type_traits_cpu`) for one weight row against
+/// activation rows that ggml's own Q8_K `from_float` makes: args `type_id n rows dir`; reads
+/// `dir/weight`, `dir/x` (rows x n f32), writes `dir/q8k` (the activation blocks) and `dir/dots`.
+const GGML_VEC_DOT: &str = r#"
+import ctypes, sys
+import numpy as np
+import ggml
+ggml.ggml_cpu_init()
+type_id, n, rows, d = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+w = np.fromfile(d + "/weight", dtype=np.uint8)
+x = np.fromfile(d + "/x", dtype=np.float32).reshape(rows, n)
+traits = ggml.ggml_get_type_traits_cpu(type_id).contents
+assert traits.vec_dot_type == ggml.GGML_TYPE_Q8_K
+q8k = ggml.ggml_get_type_traits_cpu(ggml.GGML_TYPE_Q8_K).contents
+row_bytes = ggml.ggml_row_size(ggml.GGML_TYPE_Q8_K, n)
+acts = np.zeros((rows, row_bytes), dtype=np.uint8)
+dots = np.zeros(rows, dtype=np.float32)
+for r in range(rows):
+    xr = np.ascontiguousarray(x[r])
+    q8k.from_float(xr.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), acts[r].ctypes.data_as(ctypes.c_void_p), n)
+    s = (ctypes.c_float * 1)()
+    traits.vec_dot(n, s, 0, w.ctypes.data_as(ctypes.c_void_p), 0,
+                   acts[r].ctypes.data_as(ctypes.c_void_p), 0, 1)
+    dots[r] = s[0]
+acts.tofile(d + "/q8k")
+dots.tofile(d + "/dots")
+"#;
+
+/// A Python that has ggml-python: `FASTQUANT_TEST_PYTHON`, else the repository's `.venv`, else
+/// `python3`; `None` if none of them can import ggml.
+fn python_with_ggml() -> Option<String> {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python");
+    let candidates = [std::env::var("FASTQUANT_TEST_PYTHON").ok(), Some(venv.to_owned()), Some("python3".to_owned())];
+    candidates.into_iter().flatten().find(|py| {
+        std::process::Command::new(py).args(["-c", "import ggml"]).output().is_ok_and(|o| o.status.success())
+    })
+}
+
+#[test]
+fn matches_ggml_vec_dot() {
+    let Some(python) = python_with_ggml() else {
+        eprintln!("SKIPPED: no Python with ggml-python (set FASTQUANT_TEST_PYTHON)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("fastquant-dot-kquants-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = Rng(0x5eed_0004);
+    for qtype in TYPES {
+        for &(n, rows) in &[(256, 3), (4096, 2), (256 * 13, 5)] {
+            let w = weight_row(&mut rng, qtype, n, false);
+            // Activations with an outlier now and then (the -127 / 127 ends of Q8_K).
+            let x: Vec<f32> =
+                (0..rows * n).map(|_| (rng.uniform() - 0.5) * if rng.below(50) == 0 { 40.0 } else { 1.0 }).collect();
+            std::fs::write(dir.join("weight"), &w).unwrap();
+            std::fs::write(dir.join("x"), x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+            let status = std::process::Command::new(&python)
+                .args(["-c", GGML_VEC_DOT, &qtype.id().to_string(), &n.to_string(), &rows.to_string()])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "ggml-python vec_dot failed");
+            let acts = std::fs::read(dir.join("q8k")).unwrap();
+            let ggml_dots: Vec<f32> = std::fs::read(dir.join("dots"))
+                .unwrap()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            let row_bytes = n / 256 * Q8K_BYTES;
+            assert_eq!(acts.len(), rows * row_bytes);
+            let layout = kquant_layout(qtype).unwrap();
+            for level in available_levels() {
+                let mut ours = vec![0f32; rows];
+                dot_kquant_kernel(qtype, level).unwrap()(n, &w, &acts, row_bytes, &mut ours);
+                for r in 0..rows {
+                    // Both sum exact integers; they differ only in the float steps after them.
+                    let mut magnitude = 0f64;
+                    for (i, block) in w.chunks_exact(layout.block_bytes).enumerate() {
+                        let act = &acts[r * row_bytes + i * Q8K_BYTES..][..Q8K_BYTES];
+                        let d_a = f32::from_le_bytes(act[..4].try_into().unwrap()) as f64;
+                        let sb = (layout.unpack)(block);
+                        let (isum, msum) = superblock_sums(&sb, act);
+                        magnitude += (sb.d as f64 * d_a * isum as f64).abs()
+                            + (if layout.separate_min { sb.dmin } else { sb.d } as f64 * d_a * msum as f64).abs();
+                    }
+                    let bound = 8.0 * f32::EPSILON as f64 * magnitude + 1e-30;
+                    let diff = (ours[r] as f64 - ggml_dots[r] as f64).abs();
+                    assert!(
+                        diff <= bound,
+                        "{} at {level}, n {n} row {r}: ours {} ggml {} (bound {bound})",
+                        qtype.name(),
+                        ours[r],
+                        ggml_dots[r]
+                    );
+                }
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
