@@ -2,8 +2,9 @@
 //! of K = 14336): every weight row against 1 or 8 activation rows, the weight streamed from memory
 //! once per pass, on 1 and 2 threads (each thread a contiguous half of the weight rows).
 //!
-//! `cargo run --release -p fastquant --example bench_dot_kquants [reps] [type,...]`
-//! prints GFLOP/s (2 * rows * N * K / time, the median of `reps` passes) and the weight GB/s.
+//! `cargo run --release -p fastquant --example bench_dot_kquants [reps] [type,...] [level,...] [rows,...]`
+//! prints GFLOP/s (2 * rows * N * K / time) and the weight GB/s of the median pass, and GFLOP/s of
+//! the fastest pass (on a machine shared with other work the fastest is the least disturbed).
 
 use std::time::Instant;
 
@@ -55,15 +56,6 @@ fn acts(rows: usize, seed: &mut u64) -> Vec<u8> {
     a
 }
 
-/// This thread's time on a CPU so far, in seconds (Linux), to tell a kernel's own speed from the
-/// time other processes took from it on a busy machine.
-fn thread_cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(f64::NAN, |ns| ns / 1e9)
-}
-
 /// One pass: every weight row against the `rows` activation rows, the output rows split over
 /// `threads` threads.
 fn pass(kernel: VecDotFn, w: &[u8], a: &[u8], rows: usize, threads: usize, out: &mut [f32]) {
@@ -97,37 +89,42 @@ fn main() {
             vec![QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K, QuantType::IQ4_XS, QuantType::Q2_K, QuantType::Q3_K]
         }
     };
+    let levels: Vec<_> = match args.next() {
+        Some(list) => list.split(',').map(|l| fastquant::Level::from_name(l).expect("a level name")).collect(),
+        None => available_levels(),
+    };
+    let row_counts: Vec<usize> = match args.next() {
+        Some(list) => list.split(',').map(|r| r.parse().expect("a row count")).collect(),
+        None => vec![1, 8],
+    };
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    println!("| weight | level | rows | threads | ms | GFLOP/s | weight GB/s | GFLOP/s on-CPU |");
+    println!("| weight | level | rows | threads | ms | GFLOP/s | weight GB/s | GFLOP/s best |");
     println!("|---|---|---|---|---|---|---|---|");
     for qtype in types {
         let w = weight(qtype, &mut seed);
-        for rows in [1usize, 8] {
+        for &rows in &row_counts {
             let a = acts(rows, &mut seed);
             let mut out = vec![0f32; N * rows];
-            for level in available_levels() {
+            for &level in &levels {
                 let kernel = dot_kquant_kernel(qtype, level).unwrap();
                 for threads in [1usize, 2] {
-                    let (mut times, mut cpu_times): (Vec<f64>, Vec<f64>) = (0..reps.max(1) + 1)
+                    let mut times: Vec<f64> = (0..reps.max(1) + 1)
                         .map(|_| {
-                            let (t, c) = (Instant::now(), thread_cpu_seconds());
+                            let t = Instant::now();
                             pass(kernel, &w, &a, rows, threads, &mut out);
-                            (t.elapsed().as_secs_f64(), thread_cpu_seconds() - c)
+                            t.elapsed().as_secs_f64()
                         })
                         .skip(1) // warm-up
-                        .unzip();
+                        .collect();
                     times.sort_by(f64::total_cmp);
-                    cpu_times.sort_by(f64::total_cmp);
                     let t = times[times.len() / 2];
-                    // Only the calling thread's time: meaningful for 1 thread.
-                    let cpu = if threads == 1 { cpu_times[cpu_times.len() / 2] } else { f64::NAN };
                     let gflops = 2.0 * (rows * N * K) as f64 / t / 1e9;
                     let gbs = w.len() as f64 / t / 1e9;
                     println!(
                         "| {} | {level} | {rows} | {threads} | {:.2} | {gflops:.1} | {gbs:.1} | {:.1} |",
                         qtype.name(),
                         t * 1e3,
-                        2.0 * (rows * N * K) as f64 / cpu / 1e9
+                        2.0 * (rows * N * K) as f64 / times[0] / 1e9
                     );
                 }
             }

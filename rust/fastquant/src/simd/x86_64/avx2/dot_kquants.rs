@@ -293,9 +293,15 @@ macro_rules! superblock_driver {
             check_shapes(n, weight.len(), B, acts.len(), act_row_bytes, out.len());
             let rows = out.len();
             let blocks = weight.as_chunks::<B>().0;
-            let act_block = |r: usize, i: usize| -> &[u8; Q8K_BYTES] {
-                acts[r * act_row_bytes + i * Q8K_BYTES..][..Q8K_BYTES].try_into().expect("a Q8_K block")
-            };
+            // Each activation row as its blocks, sliced once.
+            let act_rows: [&[[u8; Q8K_BYTES]]; MAX_ROWS] = std::array::from_fn(|r| {
+                if r < rows {
+                    &acts[r * act_row_bytes..].as_chunks::<Q8K_BYTES>().0[..blocks.len()]
+                } else {
+                    &[]
+                }
+            });
+            let act_block = |r: usize, i: usize| -> &[u8; Q8K_BYTES] { &act_rows[r][i] };
             let mut partials = [_mm256_setzero_ps(); MAX_ROWS];
             // Lane vectors of the last 8 super-blocks per row; slots past the end of a short last
             // group keep stale integers, which meet d_w = d_a = 0 and add +0.0.

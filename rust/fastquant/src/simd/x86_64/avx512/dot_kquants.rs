@@ -78,12 +78,12 @@ fn pair_sums<const SIGNED: bool>(codes: __m512i, a: __m512i) -> __m512i {
 /// The 16 i32 lanes of `acc` folded to 8, and the bias lanes; the driver's `row_sums` result.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn finish(acc: __m512i, p: &Prepared, act: &[u8; Q8K_BYTES]) -> (__m256i, __m256i) {
+fn finish(acc: __m512i, biases: __m256i, act: &[u8; Q8K_BYTES]) -> (__m256i, __m256i) {
     let isum = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64::<1>(acc));
     let bsums: &[u8; 32] = act[Q8K_BSUMS..].try_into().expect("16 bsums");
     // SAFETY: `bsums` is 32 readable bytes; `loadu` has no alignment requirement.
     let bsums = unsafe { _mm256_loadu_si256(bsums.as_ptr().cast()) };
-    (isum, _mm256_madd_epi16(bsums, p.biases))
+    (isum, _mm256_madd_epi16(bsums, biases))
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
@@ -94,7 +94,7 @@ fn row_sums<const SIGNED: bool>(p: &Prepared, act: &[u8; Q8K_BYTES]) -> (__m256i
         let pairs = pair_sums::<SIGNED>(p.codes[k], load_u8x64(act, Q8K_QS + 64 * k));
         acc = _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, p.scales[k]));
     }
-    finish(acc, p, act)
+    finish(acc, p.biases, act)
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
@@ -105,13 +105,54 @@ fn row_sums_vnni<const SIGNED: bool>(p: &Prepared, act: &[u8; Q8K_BYTES]) -> (__
         let pairs = pair_sums::<SIGNED>(p.codes[k], load_u8x64(act, Q8K_QS + 64 * k));
         acc = _mm512_dpwssd_epi32(acc, pairs, p.scales[k]);
     }
-    finish(acc, p, act)
+    finish(acc, p.biases, act)
+}
+
+/// IQ4_XS's signed codes for VNNI, offset to unsigned bytes (`code + 128`, 1..=241) so that
+/// `vpdpbusd` multiplies them with the activation codes exactly (four products summed straight into
+/// an i32, no i16 step to saturate, no sign trick); each i32 lane then takes its sub-block's scale
+/// (`vpmulld`), and the offset goes back out through the bsums: bias `128 * scale`, which the
+/// driver subtracts like Q6_K's.
+#[derive(Clone, Copy)]
+struct PreparedOffset {
+    codes: [__m512i; 4],
+    /// Vector k's i32 lane t (elements 64k + 4t..64k + 4t + 4) holds the scale of 16-block 4k + t/4.
+    scales: [__m512i; 4],
+    biases: __m256i,
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
+#[inline]
+fn prepare_offset(u: &Unpacked) -> PreparedOffset {
+    let first = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    let scales32 = _mm512_cvtepi8_epi32(u.scales);
+    let offset = _mm512_set1_epi8(i8::MIN);
+    let mut codes = [_mm512_setzero_si512(); 4];
+    let mut scales = [_mm512_setzero_si512(); 4];
+    for k in 0..4 {
+        let signed = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(u.codes[2 * k]), u.codes[2 * k + 1]);
+        codes[k] = _mm512_xor_si512(signed, offset);
+        scales[k] = _mm512_permutexvar_epi32(_mm512_add_epi32(first, _mm512_set1_epi32(4 * k as i32)), scales32);
+    }
+    PreparedOffset { codes, scales, biases: _mm256_slli_epi16::<7>(_mm256_cvtepi8_epi16(u.scales)) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
+#[inline]
+fn row_sums_offset(p: &PreparedOffset, act: &[u8; Q8K_BYTES]) -> (__m256i, __m256i) {
+    let mut acc = _mm512_setzero_si512();
+    for k in 0..4 {
+        let dots = _mm512_dpbusd_epi32(_mm512_setzero_si512(), p.codes[k], load_u8x64(act, Q8K_QS + 64 * k));
+        acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(dots, p.scales[k]));
+    }
+    finish(acc, p.biases, act)
 }
 
 /// Defines the AVX-512 and AVX-512 VNNI kernels and their safe entry points for each type.
 macro_rules! kernels {
     ($($entry:ident, $entry_vnni:ident => $kernel:ident, $kernel_vnni:ident
-        ($bytes:literal, $unpack:ident, separate_min: $sep:literal, signed: $signed:literal);)*) => {$(
+        ($bytes:literal, $unpack:ident, separate_min: $sep:literal, signed: $signed:literal,
+         vnni: $prepared_vnni:ident, $prepare_vnni:ident, $row_sums_vnni:expr);)*) => {$(
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
         fn $kernel(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
             dot_superblocks::<$bytes, Prepared>(
@@ -121,9 +162,8 @@ macro_rules! kernels {
 
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
         fn $kernel_vnni(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
-            dot_superblocks_vnni::<$bytes, Prepared>(
-                n, weight, acts, act_row_bytes, out, $sep, |b| $unpack(b), |u| prepare(u),
-                |p, a| row_sums_vnni::<$signed>(p, a),
+            dot_superblocks_vnni::<$bytes, $prepared_vnni>(
+                n, weight, acts, act_row_bytes, out, $sep, |b| $unpack(b), |u| $prepare_vnni(u), $row_sums_vnni,
             )
         }
 
@@ -142,12 +182,18 @@ macro_rules! kernels {
 }
 
 kernels! {
-    dot_q2_k, dot_q2_k_vnni => dot_q2_k_avx512, dot_q2_k_avx512vnni(84, unpack_q2_k, separate_min: true, signed: false);
-    dot_q3_k, dot_q3_k_vnni => dot_q3_k_avx512, dot_q3_k_avx512vnni(110, unpack_q3_k, separate_min: false, signed: false);
-    dot_q4_k, dot_q4_k_vnni => dot_q4_k_avx512, dot_q4_k_avx512vnni(144, unpack_q4_k, separate_min: true, signed: false);
-    dot_q5_k, dot_q5_k_vnni => dot_q5_k_avx512, dot_q5_k_avx512vnni(176, unpack_q5_k, separate_min: true, signed: false);
-    dot_q6_k, dot_q6_k_vnni => dot_q6_k_avx512, dot_q6_k_avx512vnni(210, unpack_q6_k, separate_min: false, signed: false);
-    dot_iq4_xs, dot_iq4_xs_vnni => dot_iq4_xs_avx512, dot_iq4_xs_avx512vnni(136, unpack_iq4_xs, separate_min: false, signed: true);
+    dot_q2_k, dot_q2_k_vnni => dot_q2_k_avx512, dot_q2_k_avx512vnni(84, unpack_q2_k, separate_min: true, signed: false,
+        vnni: Prepared, prepare, |p, a| row_sums_vnni::<false>(p, a));
+    dot_q3_k, dot_q3_k_vnni => dot_q3_k_avx512, dot_q3_k_avx512vnni(110, unpack_q3_k, separate_min: false, signed: false,
+        vnni: Prepared, prepare, |p, a| row_sums_vnni::<false>(p, a));
+    dot_q4_k, dot_q4_k_vnni => dot_q4_k_avx512, dot_q4_k_avx512vnni(144, unpack_q4_k, separate_min: true, signed: false,
+        vnni: Prepared, prepare, |p, a| row_sums_vnni::<false>(p, a));
+    dot_q5_k, dot_q5_k_vnni => dot_q5_k_avx512, dot_q5_k_avx512vnni(176, unpack_q5_k, separate_min: true, signed: false,
+        vnni: Prepared, prepare, |p, a| row_sums_vnni::<false>(p, a));
+    dot_q6_k, dot_q6_k_vnni => dot_q6_k_avx512, dot_q6_k_avx512vnni(210, unpack_q6_k, separate_min: false, signed: false,
+        vnni: Prepared, prepare, |p, a| row_sums_vnni::<false>(p, a));
+    dot_iq4_xs, dot_iq4_xs_vnni => dot_iq4_xs_avx512, dot_iq4_xs_avx512vnni(136, unpack_iq4_xs, separate_min: false,
+        signed: true, vnni: PreparedOffset, prepare_offset, |p, a| row_sums_offset(p, a));
 }
 
 /// The AVX-512 dot kernel for `qtype` against Q8_K, the VNNI one if `vnni` is asked for and this
