@@ -58,7 +58,7 @@ pub(in crate::simd::x86_64) fn load_f32x8(x: &[f32; 8]) -> __m256 {
 /// The fp16 at `b[at..at + 2]` as f32 (`vcvtph2ps` is exact).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn fp16_at(b: &[u8], at: usize) -> f32 {
+pub(in crate::simd::x86_64) fn fp16_at(b: &[u8], at: usize) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([b[at], b[at + 1]]) as i32)))
 }
 
@@ -201,22 +201,28 @@ pub(in crate::simd::x86_64) fn unpack_q6_k(b: &[u8; 210]) -> Unpacked {
     }
 }
 
+/// IQ4_XS's per-16 scales `ls - 32` (each 6-bit `ls` twice): the low nibbles of `scales_l` and
+/// the 2-bit fields of `scales_h` spread to one byte per sub-block with shifts and masks.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in crate::simd::x86_64) fn iq4_xs_scales(b: &[u8; 136]) -> __m128i {
+    let mut low = u32::from_le_bytes([b[4], b[5], b[6], b[7]]) as u64;
+    low = (low | (low << 16)) & 0x0000_ffff_0000_ffff;
+    low = (low | (low << 8)) & 0x00ff_00ff_00ff_00ff;
+    low = (low | (low << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    let mut high = u16::from_le_bytes([b[2], b[3]]) as u64;
+    high = (high | (high << 24)) & 0x0000_00ff_0000_00ff;
+    high = (high | (high << 12)) & 0x000f_000f_000f_000f;
+    high = (high | (high << 6)) & 0x0303_0303_0303_0303;
+    let ls = _mm_sub_epi8(_mm_cvtsi64_si128((low | (high << 4)) as i64), _mm_set1_epi8(32));
+    _mm_unpacklo_epi8(ls, ls)
+}
+
 /// IQ4_XS (136 bytes): d, scales_h (u16), scales_l[4], qs[128]. Codes are the signed table
 /// values; the sub-block scale is `ls - 32`; no bias.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(in crate::simd::x86_64) fn unpack_iq4_xs(b: &[u8; 136]) -> Unpacked {
-    let scales_h = u16::from_le_bytes([b[2], b[3]]) as u64;
-    let scales_l = u32::from_le_bytes([b[4], b[5], b[6], b[7]]) as u64;
-    // Sub-block ib's 6-bit scale into byte ib: low nibble from scales_l, top two bits from
-    // scales_h.
-    let mut ls = 0u64;
-    for ib in 0..8 {
-        let low = (scales_l >> (4 * ib)) & 0xf;
-        let high = (scales_h >> (2 * ib)) & 3;
-        ls |= (low | (high << 4)) << (8 * ib);
-    }
-    let ls = _mm_sub_epi8(_mm_cvtsi64_si128(ls as i64), _mm_set1_epi8(32));
     let table = _mm256_broadcastsi128_si256(load_u8x16(&KVALUES_IQ4NL.map(|v| v as u8), 0));
     let mut codes = [_mm256_setzero_si256(); 8];
     for p in 0..4 {
@@ -226,7 +232,7 @@ pub(in crate::simd::x86_64) fn unpack_iq4_xs(b: &[u8; 136]) -> Unpacked {
         codes[2 * p] = _mm256_permute2x128_si256::<0x20>(low, high);
         codes[2 * p + 1] = _mm256_permute2x128_si256::<0x31>(low, high);
     }
-    Unpacked { codes, scales: _mm_unpacklo_epi8(ls, ls), biases: _mm256_setzero_si256(), d: fp16_at(b, 0), dmin: 0.0 }
+    Unpacked { codes, scales: iq4_xs_scales(b), biases: _mm256_setzero_si256(), d: fp16_at(b, 0), dmin: 0.0 }
 }
 
 /// Lane `s` of the result = the sum of the 8 lanes of `v[s]` (exact, wrapping i32 adds).
@@ -270,7 +276,7 @@ pub(in crate::simd::x86_64) fn check_shapes(
 
 /// Defines `$name`, the loop every dot kernel of one ISA runs, with `$features` enabled (a macro
 /// so each ISA's closures inline into a driver with their own features):
-/// `unpack` + `prepare` turn a weight super-block into registers once, `row_sums` gives its two
+/// `load` turns a weight super-block into registers once (and gives its `d`, `dmin`), `row_sums` gives its two
 /// i32 vectors (`isum`, `msum` lanes) against one activation block, and the float part follows
 /// `matmul::dot_kquants`'s order, 8 super-blocks per step.
 macro_rules! superblock_driver {
@@ -285,8 +291,7 @@ macro_rules! superblock_driver {
             act_row_bytes: usize,
             out: &mut [f32],
             separate_min: bool,
-            unpack: impl Fn(&[u8; B]) -> $crate::simd::x86_64::avx2::dot_kquants::Unpacked,
-            prepare: impl Fn(&$crate::simd::x86_64::avx2::dot_kquants::Unpacked) -> P,
+            load: impl Fn(&[u8; B]) -> (P, f32, f32),
             row_sums: impl Fn(&P, &[u8; Q8K_BYTES]) -> (__m256i, __m256i),
         ) {
             use $crate::simd::x86_64::avx2::dot_kquants::{check_shapes, lane_sums, load_f32x8, reduce_partials};
@@ -312,9 +317,8 @@ macro_rules! superblock_driver {
                 let mut dmin_w = [0f32; PARTIALS];
                 for (s, block) in group.iter().enumerate() {
                     let i = g * PARTIALS + s;
-                    let u = unpack(block);
-                    (d_w[s], dmin_w[s]) = (u.d, u.dmin);
-                    let p = prepare(&u);
+                    let p;
+                    (p, d_w[s], dmin_w[s]) = load(block);
                     for r in 0..rows {
                         let (isum, msum) = row_sums(&p, act_block(r, i));
                         if separate_min {
@@ -397,7 +401,12 @@ macro_rules! kernels {
         #[target_feature(enable = "avx2,fma,f16c")]
         fn $kernel(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
             dot_superblocks::<$bytes, Prepared>(
-                n, weight, acts, act_row_bytes, out, $sep, |b| $unpack(b), |u| prepare(u), |p, a| row_sums::<$signed>(p, a),
+                n, weight, acts, act_row_bytes, out, $sep,
+                |b| {
+                    let u = $unpack(b);
+                    (prepare(&u), u.d, u.dmin)
+                },
+                |p, a| row_sums::<$signed>(p, a),
             )
         }
 

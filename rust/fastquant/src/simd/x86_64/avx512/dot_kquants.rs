@@ -11,8 +11,11 @@
 use std::arch::x86_64::*;
 
 use super::super::avx2::dot_kquants::{
-    superblock_driver, unpack_iq4_xs, unpack_q2_k, unpack_q3_k, unpack_q4_k, unpack_q5_k, unpack_q6_k, Unpacked,
+    fp16_at, iq4_xs_scales, superblock_driver, unpack_q2_k, unpack_q3_k, unpack_q4_k, unpack_q5_k, unpack_q6_k,
+    Unpacked,
 };
+use super::load_u8x16;
+use crate::formats::iquants::iq4::KVALUES_IQ4NL;
 use crate::matmul::dot_kquants::{VecDotFn, MAX_ROWS, PARTIALS, Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
 use crate::types::QuantType;
 
@@ -28,9 +31,10 @@ struct Prepared {
     biases: __m256i,
 }
 
+/// The per-16 scales (i8) spread as `Prepared::scales`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn prepare(u: &Unpacked) -> Prepared {
+fn spread_scales_i16(scales: __m128i) -> [__m512i; 4] {
     const SUB_BLOCK_OF_LANE: [i16; 32] = {
         let mut t = [0i16; 32];
         let mut i = 0;
@@ -42,15 +46,48 @@ fn prepare(u: &Unpacked) -> Prepared {
     };
     // SAFETY: the table is 32 readable i16; `loadu` has no alignment requirement.
     let first = unsafe { _mm512_loadu_si512(SUB_BLOCK_OF_LANE.as_ptr().cast()) };
-    let scales16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(u.scales));
+    let scales16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(scales));
+    std::array::from_fn(|k| _mm512_permutexvar_epi16(_mm512_add_epi16(first, _mm512_set1_epi16(4 * k as i16)), scales16))
+}
+
+/// An AVX2-unpacked super-block as 4 zmm, with its `d` and `dmin`: the driver's `load`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn prepare(u: Unpacked) -> (Prepared, f32, f32) {
+    let codes = std::array::from_fn(|k| {
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(u.codes[2 * k]), u.codes[2 * k + 1])
+    });
+    (Prepared { codes, scales: spread_scales_i16(u.scales), biases: u.biases }, u.d, u.dmin)
+}
+
+/// IQ4_XS's codes straight into zmm through `table` (the 16 values in each 128-bit lane): each
+/// 64 bytes of `qs` are sub-blocks 4p..4p + 4, one per 128-bit lane, low nibbles its first 16
+/// elements and high nibbles its last 16; a two-source permute puts them in element order.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn iq4_xs_codes(b: &[u8; 136], table: __m512i) -> [__m512i; 4] {
+    let low4 = _mm512_set1_epi8(0x0f);
+    let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+    let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
     let mut codes = [_mm512_setzero_si512(); 4];
-    let mut scales = [_mm512_setzero_si512(); 4];
-    for k in 0..4 {
-        codes[k] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(u.codes[2 * k]), u.codes[2 * k + 1]);
-        let index = _mm512_add_epi16(first, _mm512_set1_epi16(4 * k as i16));
-        scales[k] = _mm512_permutexvar_epi16(index, scales16);
+    for p in 0..2 {
+        let q = load_u8x64(b, 8 + 64 * p);
+        let low = _mm512_shuffle_epi8(table, _mm512_and_si512(q, low4));
+        let high = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16::<4>(q), low4));
+        codes[2 * p] = _mm512_permutex2var_epi64(low, first, high);
+        codes[2 * p + 1] = _mm512_permutex2var_epi64(low, second, high);
     }
-    Prepared { codes, scales, biases: u.biases }
+    codes
+}
+
+/// IQ4_XS for the signed-code kernels (no AVX2 round trip).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn load_iq4_xs(b: &[u8; 136]) -> (Prepared, f32, f32) {
+    let table = _mm512_broadcast_i32x4(load_u8x16(&KVALUES_IQ4NL.map(|v| v as u8)));
+    let scales = iq4_xs_scales(b);
+    let prepared = Prepared { codes: iq4_xs_codes(b, table), scales: spread_scales_i16(scales), biases: _mm256_setzero_si256() };
+    (prepared, fp16_at(b, 0), 0.0)
 }
 
 /// Loads 64 bytes from `b[at..at + 64]`.
@@ -121,20 +158,19 @@ struct PreparedOffset {
     biases: __m256i,
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
+/// IQ4_XS for the VNNI kernel: the table holds `value + 128`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn prepare_offset(u: &Unpacked) -> PreparedOffset {
+fn load_iq4_xs_offset(b: &[u8; 136]) -> (PreparedOffset, f32, f32) {
+    let table = _mm512_broadcast_i32x4(load_u8x16(&KVALUES_IQ4NL.map(|v| (v as u8) ^ 0x80)));
+    let scales = iq4_xs_scales(b);
     let first = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    let scales32 = _mm512_cvtepi8_epi32(u.scales);
-    let offset = _mm512_set1_epi8(i8::MIN);
-    let mut codes = [_mm512_setzero_si512(); 4];
-    let mut scales = [_mm512_setzero_si512(); 4];
-    for k in 0..4 {
-        let signed = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(u.codes[2 * k]), u.codes[2 * k + 1]);
-        codes[k] = _mm512_xor_si512(signed, offset);
-        scales[k] = _mm512_permutexvar_epi32(_mm512_add_epi32(first, _mm512_set1_epi32(4 * k as i32)), scales32);
-    }
-    PreparedOffset { codes, scales, biases: _mm256_slli_epi16::<7>(_mm256_cvtepi8_epi16(u.scales)) }
+    let scales32 = _mm512_cvtepi8_epi32(scales);
+    let spread = std::array::from_fn(|k| {
+        _mm512_permutexvar_epi32(_mm512_add_epi32(first, _mm512_set1_epi32(4 * k as i32)), scales32)
+    });
+    let biases = _mm256_slli_epi16::<7>(_mm256_cvtepi8_epi16(scales));
+    (PreparedOffset { codes: iq4_xs_codes(b, table), scales: spread, biases }, fp16_at(b, 0), 0.0)
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
@@ -148,53 +184,49 @@ fn row_sums_offset(p: &PreparedOffset, act: &[u8; Q8K_BYTES]) -> (__m256i, __m25
     finish(acc, p.biases, act)
 }
 
-/// Defines the AVX-512 and AVX-512 VNNI kernels and their safe entry points for each type.
-macro_rules! kernels {
-    ($($entry:ident, $entry_vnni:ident => $kernel:ident, $kernel_vnni:ident
-        ($bytes:literal, $unpack:ident, separate_min: $sep:literal, signed: $signed:literal,
-         vnni: $prepared_vnni:ident, $prepare_vnni:ident, $row_sums_vnni:expr);)*) => {$(
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+/// Defines a kernel (the driver of `$driver`'s feature set with a `load`, bytes -> registers, and
+/// a `row_sums`) and its safe entry point `$entry`.
+macro_rules! kernel {
+    ($entry:ident => $kernel:ident, $driver:ident, $features:literal,
+     $bytes:literal, separate_min: $sep:literal, $prepared:ident, $load:expr, $row_sums:expr) => {
+        #[target_feature(enable = $features)]
         fn $kernel(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
-            dot_superblocks::<$bytes, Prepared>(
-                n, weight, acts, act_row_bytes, out, $sep, |b| $unpack(b), |u| prepare(u), |p, a| row_sums::<$signed>(p, a),
-            )
-        }
-
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
-        fn $kernel_vnni(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
-            dot_superblocks_vnni::<$bytes, $prepared_vnni>(
-                n, weight, acts, act_row_bytes, out, $sep, |b| $unpack(b), |u| $prepare_vnni(u), $row_sums_vnni,
-            )
+            $driver::<$bytes, $prepared>(n, weight, acts, act_row_bytes, out, $sep, $load, $row_sums)
         }
 
         fn $entry(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
-            // SAFETY: only reachable through `dot_kquant_kernel`, which takes an `Avx512` token: the
-            // CPU has every feature the kernel enables.
+            // SAFETY: only reachable through `dot_kquant_kernel`, which takes an `Avx512` token and
+            // hands out the VNNI kernels only after detecting AVX-512 VNNI: the CPU has every
+            // feature the kernel enables.
             unsafe { $kernel(n, weight, acts, act_row_bytes, out) }
         }
+    };
+}
 
-        fn $entry_vnni(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
-            // SAFETY: only reachable through `dot_kquant_kernel` with an `Avx512` token and after it
-            // detected AVX-512 VNNI: the CPU has every feature the kernel enables.
-            unsafe { $kernel_vnni(n, weight, acts, act_row_bytes, out) }
-        }
+/// The plain AVX-512 and the VNNI kernel of a type whose codes are unsigned, through the AVX2
+/// unpacking.
+macro_rules! unsigned_kernels {
+    ($($entry:ident, $entry_vnni:ident => $kernel:ident, $kernel_vnni:ident($bytes:literal, $unpack:ident, separate_min: $sep:literal);)*) => {$(
+        kernel!($entry => $kernel, dot_superblocks, "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c",
+            $bytes, separate_min: $sep, Prepared, |b| prepare($unpack(b)), |p, a| row_sums::<false>(p, a));
+        kernel!($entry_vnni => $kernel_vnni, dot_superblocks_vnni, "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni",
+            $bytes, separate_min: $sep, Prepared, |b| prepare($unpack(b)), |p, a| row_sums_vnni::<false>(p, a));
     )*};
 }
 
-kernels! {
-    dot_q2_k, dot_q2_k_vnni => dot_q2_k_avx512, dot_q2_k_avx512vnni(84, unpack_q2_k, separate_min: true, signed: false,
-        vnni: Prepared, prepare, |p, a| row_sums_vnni::<false>(p, a));
-    dot_q3_k, dot_q3_k_vnni => dot_q3_k_avx512, dot_q3_k_avx512vnni(110, unpack_q3_k, separate_min: false, signed: false,
-        vnni: Prepared, prepare, |p, a| row_sums_vnni::<false>(p, a));
-    dot_q4_k, dot_q4_k_vnni => dot_q4_k_avx512, dot_q4_k_avx512vnni(144, unpack_q4_k, separate_min: true, signed: false,
-        vnni: Prepared, prepare, |p, a| row_sums_vnni::<false>(p, a));
-    dot_q5_k, dot_q5_k_vnni => dot_q5_k_avx512, dot_q5_k_avx512vnni(176, unpack_q5_k, separate_min: true, signed: false,
-        vnni: Prepared, prepare, |p, a| row_sums_vnni::<false>(p, a));
-    dot_q6_k, dot_q6_k_vnni => dot_q6_k_avx512, dot_q6_k_avx512vnni(210, unpack_q6_k, separate_min: false, signed: false,
-        vnni: Prepared, prepare, |p, a| row_sums_vnni::<false>(p, a));
-    dot_iq4_xs, dot_iq4_xs_vnni => dot_iq4_xs_avx512, dot_iq4_xs_avx512vnni(136, unpack_iq4_xs, separate_min: false,
-        signed: true, vnni: PreparedOffset, prepare_offset, |p, a| row_sums_offset(p, a));
+unsigned_kernels! {
+    dot_q2_k, dot_q2_k_vnni => dot_q2_k_avx512, dot_q2_k_avx512vnni(84, unpack_q2_k, separate_min: true);
+    dot_q3_k, dot_q3_k_vnni => dot_q3_k_avx512, dot_q3_k_avx512vnni(110, unpack_q3_k, separate_min: false);
+    dot_q4_k, dot_q4_k_vnni => dot_q4_k_avx512, dot_q4_k_avx512vnni(144, unpack_q4_k, separate_min: true);
+    dot_q5_k, dot_q5_k_vnni => dot_q5_k_avx512, dot_q5_k_avx512vnni(176, unpack_q5_k, separate_min: true);
+    dot_q6_k, dot_q6_k_vnni => dot_q6_k_avx512, dot_q6_k_avx512vnni(210, unpack_q6_k, separate_min: false);
 }
+
+kernel!(dot_iq4_xs => dot_iq4_xs_avx512, dot_superblocks, "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c",
+    136, separate_min: false, Prepared, |b| load_iq4_xs(b), |p, a| row_sums::<true>(p, a));
+kernel!(dot_iq4_xs_vnni => dot_iq4_xs_avx512vnni, dot_superblocks_vnni,
+    "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni",
+    136, separate_min: false, PreparedOffset, |b| load_iq4_xs_offset(b), |p, a| row_sums_offset(p, a));
 
 /// The AVX-512 dot kernel for `qtype` against Q8_K, the VNNI one if `vnni` is asked for and this
 /// CPU has it.
