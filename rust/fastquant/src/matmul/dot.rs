@@ -29,6 +29,7 @@
 //! may saturate the AVX2 `maddubs` path, as it does in ggml.
 //! The K-quant kernels follow the same pattern with their own block size (see `dot_kquants.rs`).
 
+use super::dot_kquants;
 use crate::error::{Error, Result};
 use crate::formats::float::{bf16_to_fp32, fp16_to_fp32};
 use crate::formats::iquants::iq4::KVALUES_IQ4NL;
@@ -92,6 +93,13 @@ pub fn dot_kernel_for(weight: QuantType, level: Level) -> Result<Option<DotKerne
                 }
             }
         }
+        if level >= Level::Avx512 {
+            if let Some(token) = x86_64::Avx512::try_new() {
+                if let Some(f) = x86_64::avx512::dot_kernel(token, weight) {
+                    kernel = DotKernel { act_type, vec_dot: f, level: Level::Avx512 };
+                }
+            }
+        }
         if level >= Level::Avx512Vnni && crate::simd::detected_level() >= Level::Avx512Vnni {
             if let Some(token) = x86_64::Avx512::try_new() {
                 if let Some(f) = x86_64::avx512::dot_kernel_vnni(token, weight) {
@@ -117,6 +125,12 @@ pub fn scalar_vec_dot(weight: QuantType) -> Option<VecDotFn> {
         QuantType::F32 => vec_dot_f32,
         QuantType::F16 => vec_dot_f16,
         QuantType::BF16 => vec_dot_bf16,
+        QuantType::Q2_K => dot_kquants::dot_q2_k_q8_k,
+        QuantType::Q3_K => dot_kquants::dot_q3_k_q8_k,
+        QuantType::Q4_K => dot_kquants::dot_q4_k_q8_k,
+        QuantType::Q5_K => dot_kquants::dot_q5_k_q8_k,
+        QuantType::Q6_K => dot_kquants::dot_q6_k_q8_k,
+        QuantType::IQ4_XS => dot_kquants::dot_iq4_xs_q8_k,
         _ => return None,
     })
 }

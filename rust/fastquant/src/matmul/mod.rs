@@ -10,6 +10,7 @@
 
 pub mod activation;
 pub mod dot;
+pub mod dot_kquants;
 pub mod gemm;
 
 pub use dot::{activation_type, dot_kernel_for, DotKernel, VecDotFn};

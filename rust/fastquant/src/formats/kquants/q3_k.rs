@@ -37,7 +37,7 @@ const _: () = assert!(std::mem::size_of::<BlockQ3K>() == 110);
 
 /// Sub-block scale `j` as stored (0..64, the bias 32 not yet removed).
 #[inline(always)]
-fn stored_scale(scales: &[u8; 12], j: usize) -> i8 {
+pub(crate) fn stored_scale(scales: &[u8; 12], j: usize) -> i8 {
     let low = if j < 8 { scales[j] & 0xF } else { scales[j - 8] >> 4 };
     (low | (((scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i8
 }

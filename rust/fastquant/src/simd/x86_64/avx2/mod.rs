@@ -13,6 +13,7 @@
 //! of a fixed-size array.
 
 pub(super) mod dot;
+pub(super) mod dot_kquants; // its unpacking and driver are shared with AVX-512
 mod float;
 mod iquants;
 mod iquants_dequantize;
@@ -34,9 +35,10 @@ pub fn kernels(_token: Avx2, qtype: QuantType) -> IsaKernels {
     IsaKernels { quantize, dequantize, quantize_imatrix: imatrix_kernel(qtype) }
 }
 
-/// The matmul dot kernel for `weight` at this level (`matmul::dot` has the contract).
+/// The matmul dot kernel for `weight` at this level (`matmul::dot` has the contract): the legacy,
+/// IQ4_NL and float kernels of `dot.rs`, the K-quant and IQ4_XS ones of `dot_kquants.rs`.
 pub fn dot_kernel(_token: Avx2, weight: QuantType) -> Option<crate::matmul::VecDotFn> {
-    dot::kernel(weight)
+    dot::kernel(weight).or_else(|| dot_kquants::kernel(weight))
 }
 
 /// The importance-weighted quantizers at this level (whole rows plus the imatrix).

@@ -14,13 +14,14 @@
 //! outputs of f32 or 16-bit values go out with non-temporal stores (`STREAM_MIN_BYTES`).
 
 mod dot;
+mod dot_kquants;
 mod float;
 mod iquants;
 mod iquants_dequantize;
 mod kquants;
 pub(super) mod kquants_dequantize; // its scale unpacking is shared with AVX2
-mod kquants_low;
 mod kquants_imatrix;
+mod kquants_low;
 mod legacy;
 mod ternary_dequantize;
 #[cfg(test)]
@@ -40,10 +41,16 @@ pub fn kernels(_token: Avx512, qtype: QuantType) -> IsaKernels {
     IsaKernels { quantize, dequantize, quantize_imatrix: imatrix_kernel(qtype) }
 }
 
+/// The matmul dot kernel for `weight` with AVX-512 but without VNNI (only the K-quants and IQ4_XS
+/// have one; the others fall back to AVX2). `matmul::dot` has the contract.
+pub fn dot_kernel(_token: Avx512, weight: QuantType) -> Option<crate::matmul::VecDotFn> {
+    dot_kquants::kernel(weight, false)
+}
+
 /// The matmul dot kernel for `weight` with AVX-512 VNNI (`vpdpbusd`); the caller has checked that
-/// the CPU has VNNI (`Level::Avx512Vnni` detected). `matmul::dot` has the contract.
+/// the CPU has VNNI (`Level::Avx512Vnni` detected).
 pub fn dot_kernel_vnni(_token: Avx512, weight: QuantType) -> Option<crate::matmul::VecDotFn> {
-    dot::kernel_vnni(weight)
+    dot::kernel_vnni(weight).or_else(|| dot_kquants::kernel(weight, true))
 }
 
 /// The importance-weighted quantizers at this level (whole rows plus the imatrix).

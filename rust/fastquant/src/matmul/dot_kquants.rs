@@ -1,0 +1,294 @@
+//! Dot products of K-quant (Q2_K..Q6_K) and IQ4_XS weight rows with Q8_K activation rows: the
+//! scalar references, and [`dot_kquant_kernel`], which hands out the fastest kernel for a level.
+//!
+//! Semantics are ggml's `ggml_vec_dot_*_q8_K`: per super-block, the integer products of weight
+//! codes and activation codes are summed per sub-block, times the sub-block's integer scale, in
+//! exact int32; the weight's offset (the min of Q2_K/Q4_K/Q5_K, the fixed bias of Q3_K/Q6_K) goes
+//! through the activation's `bsums` and costs no per-element work. Only then come floats.
+//!
+//! Every kernel, at every level, sees a super-block the same way ([`Superblock`]): 256 small
+//! integer codes `q`, 16 signed scales `s` (one per 16 elements), 16 biases `b`, and the float
+//! scales `d`, `dmin`; the weight is `x_e = d * s[e/16] * q_e - dmin * b[e/16]`. With the
+//! activation's codes `a` and sums `bsums`, the two exact integers of a super-block are
+//! `isum = sum_e s[e/16] * q_e * a_e` and `msum = sum_j b_j * bsums_j`.
+//!
+//! **Float order (the same at every level, so all levels give the same bits).** Each activation row
+//! keeps 8 f32 partial sums `p[0..8]`, all +0.0 at the start. Super-block `i` adds to `p[i % 8]`:
+//! * types with a separate min scale (Q2_K, Q4_K, Q5_K):
+//!   `p = fma(d_w * d_a, isum as f32, p)` then `p = fma(-(dmin_w * d_a), msum as f32, p)`;
+//! * the others (Q3_K, Q6_K, IQ4_XS, whose bias has the scale `d` itself): the bias is taken off in
+//!   integers first, `p = fma(d_w * d_a, (isum - msum) as f32, p)`.
+//!
+//! `d_w * d_a` is a plain f32 product, rounded before the fma; `as f32` rounds to nearest even.
+//! The result is `((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7))`, the tree of an 8-lane vector
+//! halved twice. The SIMD kernels compute 8 consecutive super-blocks' integers, reduce them into
+//! the lanes of one vector and do the same operations lane-wise; a missing super-block at the end
+//! is a lane with `d_w = d_a = isum = 0`, which adds +0.0 (`p` is never -0.0).
+
+// Loops index by element and sub-block like ggml's C so each line can be checked against it.
+#![allow(clippy::needless_range_loop)]
+
+use crate::formats::float::fp16_to_fp32;
+use crate::formats::iquants::iq4::KVALUES_IQ4NL;
+use crate::formats::kquants::q3_k::stored_scale;
+use crate::formats::kquants::search::get_scale_min_k4;
+use crate::formats::kquants::QK_K;
+use crate::simd::Level;
+use crate::types::QuantType;
+
+pub use super::dot::VecDotFn;
+
+/// Bytes of one Q8_K activation block: f32 d, 256 i8 codes, 16 i16 sums of 16 codes.
+pub const Q8K_BYTES: usize = 292;
+/// Offset of the codes in a Q8_K block.
+pub const Q8K_QS: usize = 4;
+/// Offset of the 16 `bsums` in a Q8_K block.
+pub const Q8K_BSUMS: usize = 260;
+
+/// Most activation rows one kernel call takes.
+pub const MAX_ROWS: usize = 8;
+
+/// The f32 partial sums per activation row (see the module docs).
+pub const PARTIALS: usize = 8;
+
+/// One weight super-block as every kernel computes with it (module docs): `x_e = d * scales[e/16]
+/// * codes[e] - dmin * biases[e/16]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Superblock {
+    pub codes: [i8; QK_K],
+    pub scales: [i8; 16],
+    pub biases: [i16; 16],
+    pub d: f32,
+    pub dmin: f32,
+}
+
+/// How a weight type is read as [`Superblock`]s.
+#[derive(Clone, Copy)]
+pub struct KquantLayout {
+    pub qtype: QuantType,
+    /// Bytes per super-block.
+    pub block_bytes: usize,
+    /// Whether `dmin` is its own scale (Q2_K, Q4_K, Q5_K) rather than `d` (the bias folded into
+    /// the integer sum).
+    pub separate_min: bool,
+    pub unpack: UnpackFn,
+}
+
+/// Reads one super-block of a type's bytes.
+pub type UnpackFn = fn(&[u8]) -> Superblock;
+
+/// The layouts of the types with K-quant dot kernels.
+pub fn kquant_layout(qtype: QuantType) -> Option<KquantLayout> {
+    let (block_bytes, separate_min, unpack): (usize, bool, UnpackFn) = match qtype {
+        QuantType::Q2_K => (84, true, unpack_q2_k),
+        QuantType::Q3_K => (110, false, unpack_q3_k),
+        QuantType::Q4_K => (144, true, unpack_q4_k),
+        QuantType::Q5_K => (176, true, unpack_q5_k),
+        QuantType::Q6_K => (210, false, unpack_q6_k),
+        QuantType::IQ4_XS => (136, false, unpack_iq4_xs),
+        _ => return None,
+    };
+    Some(KquantLayout { qtype, block_bytes, separate_min, unpack })
+}
+
+fn fp16_at(b: &[u8], at: usize) -> f32 {
+    fp16_to_fp32(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+/// ggml `block_q2_K`: scales[16] (low nibble scale, high nibble min), qs[64], d, dmin; byte
+/// `32h + l` holds elements `128h + 32s + l` in bits `2s..2s + 2`.
+fn unpack_q2_k(b: &[u8]) -> Superblock {
+    let (scales, qs) = (&b[..16], &b[16..80]);
+    let mut w =
+        Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 80), dmin: fp16_at(b, 82) };
+    for e in 0..QK_K {
+        w.codes[e] = ((qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3) as i8;
+    }
+    for j in 0..16 {
+        w.scales[j] = (scales[j] & 0xF) as i8;
+        w.biases[j] = (scales[j] >> 4) as i16;
+    }
+    w
+}
+
+/// ggml `block_q3_K`: hmask[32], qs[64] (Q2_K's layout), 12 bytes of 6-bit scales, d. Element `e`
+/// is `d * (sc - 32) * (low2 - 4 * !hbit)`; here `q = low2 + 4 * hbit` (0..8) and the bias is
+/// `4 * (sc - 32)` with scale `d`.
+fn unpack_q3_k(b: &[u8]) -> Superblock {
+    let (hmask, qs) = (&b[..32], &b[32..96]);
+    let packed: &[u8; 12] = b[96..108].try_into().expect("12 scale bytes");
+    let mut w = Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 108), dmin: 0.0 };
+    for e in 0..QK_K {
+        let low = (qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3;
+        let high = (hmask[e % 32] >> (e / 32)) & 1;
+        w.codes[e] = (low | (high << 2)) as i8;
+    }
+    for j in 0..16 {
+        let s = stored_scale(packed, j) - 32;
+        w.scales[j] = s;
+        w.biases[j] = 4 * s as i16;
+    }
+    w
+}
+
+/// The 6-bit scales and mins of a Q4_K/Q5_K block, each repeated for both halves of its
+/// 32-element sub-block.
+fn min_block_scales(packed: &[u8], w: &mut Superblock) {
+    for j in 0..8 {
+        let (sc, m) = get_scale_min_k4(j, packed);
+        w.scales[2 * j..2 * j + 2].fill(sc as i8);
+        w.biases[2 * j..2 * j + 2].fill(m as i16);
+    }
+}
+
+/// ggml `block_q4_K`: d, dmin, 12 bytes of scales/mins, qs[128]: per 64-element chunk 32 bytes,
+/// low nibbles the first 32 elements, high nibbles the next 32.
+fn unpack_q4_k(b: &[u8]) -> Superblock {
+    let qs = &b[16..144];
+    let mut w =
+        Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 0), dmin: fp16_at(b, 2) };
+    for e in 0..QK_K {
+        w.codes[e] = ((qs[32 * (e / 64) + e % 32] >> (4 * (e % 64 / 32))) & 0xF) as i8;
+    }
+    min_block_scales(&b[4..16], &mut w);
+    w
+}
+
+/// ggml `block_q5_K`: Q4_K's header, qh[32] (bit `k` of `qh[l]` the fifth bit of element
+/// `32k + l`), then Q4_K's nibbles.
+fn unpack_q5_k(b: &[u8]) -> Superblock {
+    let (qh, qs) = (&b[16..48], &b[48..176]);
+    let mut w =
+        Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 0), dmin: fp16_at(b, 2) };
+    for e in 0..QK_K {
+        let low = (qs[32 * (e / 64) + e % 32] >> (4 * (e % 64 / 32))) & 0xF;
+        let high = (qh[e % 32] >> (e / 32)) & 1;
+        w.codes[e] = (low | (high << 4)) as i8;
+    }
+    min_block_scales(&b[4..16], &mut w);
+    w
+}
+
+/// ggml `block_q6_K`: ql[128], qh[64], 16 i8 scales, d. Per 128-element half `h`: `ql[64h + l]`
+/// holds elements l (low nibble) and l + 64 (high), `ql[64h + 32 + l]` elements l + 32 and l + 96,
+/// `qh[32h + l]` their top two bits at bits 0, 2, 4, 6 for l, l + 32, l + 64, l + 96. The value is
+/// `d * sc * (q - 32)`: bias `32 * sc` with scale `d`.
+fn unpack_q6_k(b: &[u8]) -> Superblock {
+    let (ql, qh) = (&b[..128], &b[128..192]);
+    let mut w = Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 208), dmin: 0.0 };
+    for e in 0..QK_K {
+        let (h, r) = (e / 128, e % 128);
+        let (quarter, l) = (r / 32, r % 32);
+        let low = (ql[64 * h + 32 * (quarter % 2) + l] >> (4 * (quarter / 2))) & 0xF;
+        let high = (qh[32 * h + l] >> (2 * quarter)) & 3;
+        w.codes[e] = (low | (high << 4)) as i8;
+    }
+    for j in 0..16 {
+        let s = b[192 + j] as i8;
+        w.scales[j] = s;
+        w.biases[j] = 32 * s as i16;
+    }
+    w
+}
+
+/// ggml `block_iq4_xs`: d, scales_h (u16), scales_l[4], qs[128]; sub-block `ib` (32 elements) has
+/// the 6-bit scale `ls` (low nibble from scales_l, high 2 bits from scales_h) and value
+/// `d * (ls - 32) * KVALUES_IQ4NL[q]`, the codes in `qs[16ib..16ib + 16]` (low nibbles the first 16
+/// elements). The codes here are the signed table values; no bias.
+fn unpack_iq4_xs(b: &[u8]) -> Superblock {
+    let scales_h = u16::from_le_bytes([b[2], b[3]]);
+    let (scales_l, qs) = (&b[4..8], &b[8..136]);
+    let mut w = Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 0), dmin: 0.0 };
+    for e in 0..QK_K {
+        let (ib, l) = (e / 32, e % 32);
+        let nibble = (qs[16 * ib + l % 16] >> (4 * (l / 16))) & 0xF;
+        w.codes[e] = KVALUES_IQ4NL[nibble as usize];
+    }
+    for ib in 0..8 {
+        let low = (scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF;
+        let high = ((scales_h >> (2 * ib)) & 3) as u8;
+        w.scales[2 * ib..2 * ib + 2].fill((low | (high << 4)) as i8 - 32);
+    }
+    w
+}
+
+/// The exact integers `(isum, msum)` of one weight super-block against one Q8_K block.
+pub fn superblock_sums(w: &Superblock, act: &[u8]) -> (i32, i32) {
+    let qs = &act[Q8K_QS..Q8K_QS + QK_K];
+    let mut isum = 0i32;
+    let mut msum = 0i32;
+    for j in 0..16 {
+        let dot: i32 = (0..16).map(|l| w.codes[16 * j + l] as i32 * qs[16 * j + l] as i8 as i32).sum();
+        isum += w.scales[j] as i32 * dot;
+        let bsum = i16::from_le_bytes([act[Q8K_BSUMS + 2 * j], act[Q8K_BSUMS + 2 * j + 1]]);
+        msum += w.biases[j] as i32 * bsum as i32;
+    }
+    (isum, msum)
+}
+
+/// The final sum of the 8 partials: an 8-lane vector halved twice, then the last two lanes.
+pub fn reduce_partials(p: &[f32; PARTIALS]) -> f32 {
+    let s = [p[0] + p[4], p[1] + p[5], p[2] + p[6], p[3] + p[7]];
+    (s[0] + s[2]) + (s[1] + s[3])
+}
+
+/// The scalar reference of every type in [`kquant_layout`], in the order the module docs give.
+fn dot_scalar(layout: KquantLayout, n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
+    assert!(n.is_multiple_of(QK_K), "n = {n} is not a multiple of {QK_K}");
+    let nb = n / QK_K;
+    assert_eq!(weight.len(), nb * layout.block_bytes, "weight row length");
+    assert!((1..=MAX_ROWS).contains(&out.len()), "1..=8 activation rows");
+    assert!(act_row_bytes >= nb * Q8K_BYTES && acts.len() >= (out.len() - 1) * act_row_bytes + nb * Q8K_BYTES);
+    let mut partials = vec![[0f32; PARTIALS]; out.len()];
+    for (i, block) in weight.chunks_exact(layout.block_bytes).enumerate() {
+        let w = (layout.unpack)(block);
+        for (r, p) in partials.iter_mut().enumerate() {
+            let act = &acts[r * act_row_bytes + i * Q8K_BYTES..][..Q8K_BYTES];
+            let d_a = f32::from_le_bytes(act[..4].try_into().expect("4 bytes"));
+            let (isum, msum) = superblock_sums(&w, act);
+            let p = &mut p[i % PARTIALS];
+            if layout.separate_min {
+                *p = (w.d * d_a).mul_add(isum as f32, *p);
+                *p = (-(w.dmin * d_a)).mul_add(msum as f32, *p);
+            } else {
+                *p = (w.d * d_a).mul_add((isum - msum) as f32, *p);
+            }
+        }
+    }
+    for (o, p) in out.iter_mut().zip(&partials) {
+        *o = reduce_partials(p);
+    }
+}
+
+macro_rules! scalar_kernels {
+    ($($name:ident => $qtype:ident;)*) => {$(
+        /// The scalar reference kernel (module docs).
+        pub fn $name(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
+            let layout = kquant_layout(QuantType::$qtype).expect("a K-quant layout");
+            dot_scalar(layout, n, weight, acts, act_row_bytes, out)
+        }
+    )*};
+}
+
+scalar_kernels! {
+    dot_q2_k_q8_k => Q2_K;
+    dot_q3_k_q8_k => Q3_K;
+    dot_q4_k_q8_k => Q4_K;
+    dot_q5_k_q8_k => Q5_K;
+    dot_q6_k_q8_k => Q6_K;
+    dot_iq4_xs_q8_k => IQ4_XS;
+}
+
+/// The best dot kernel for a K-quant or IQ4_XS `weight` (against Q8_K activations) at `level` or
+/// below, through the crate's one table (`dot::dot_kernel_for`); `None` for other types. A level
+/// above the detected one gets the best the CPU has.
+pub fn dot_kquant_kernel(weight: QuantType, level: Level) -> Option<VecDotFn> {
+    if !matches!(
+        weight,
+        QuantType::Q2_K | QuantType::Q3_K | QuantType::Q4_K | QuantType::Q5_K | QuantType::Q6_K | QuantType::IQ4_XS
+    ) {
+        return None;
+    }
+    let level = level.min(crate::simd::detected_level());
+    super::dot::dot_kernel_for(weight, level).ok().flatten().map(|k| k.vec_dot)
+}
