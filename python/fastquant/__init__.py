@@ -20,6 +20,7 @@ from ._config import (
     simd_override,
 )
 from . import gguf
+from .attention import KVCache, attention
 from ._core import __version__
 from .errors import (
     FastquantError,
@@ -42,6 +43,8 @@ __all__ = [
     "QuantizedTensor",
     "quantize",
     "dequantize",
+    "attention",
+    "KVCache",
     "read_imatrix",
     "quantize_model",
     "QuantizeReport",

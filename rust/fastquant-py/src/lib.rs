@@ -6,6 +6,7 @@
 
 use pyo3::prelude::*;
 
+mod attention;
 mod config;
 mod errors;
 mod gguf;
@@ -17,5 +18,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     config::register(m)?;
     quant::register(m)?;
     gguf::register(m)?;
+    attention::register(m)?;
     Ok(())
 }

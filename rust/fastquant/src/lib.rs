@@ -9,6 +9,7 @@
 //!   which must produce the same bytes as the scalar references.
 //! * [`parallel`]: the crate's own rayon pool (`FASTQUANT_NUM_THREADS`) and work splitting.
 //! * [`gguf`]: a strict, memory-mapped GGUF reader.
+//! * [`attention`]: tiled flash attention (causal, GQA, masks, quantized KV).
 //! * [`codec`]: whole-tensor [`quantize`] / [`dequantize`] on top of all of the above.
 //!
 //! ```
@@ -21,6 +22,7 @@
 //! assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 0.01));
 //! ```
 
+pub mod attention;
 pub mod codec;
 pub mod error;
 pub mod formats;
@@ -29,6 +31,7 @@ pub mod parallel;
 pub mod simd;
 pub mod types;
 
+pub use attention::{attention, AttentionOptions, AttentionShape, KvData, MaskView, QueryData};
 pub use codec::{dequantize, quantize, FloatSlice, FloatSliceMut, QuantizeOptions};
 pub use error::{Error, Result};
 pub use parallel::{num_threads, set_num_threads};

@@ -12,6 +12,7 @@
 //! `unsafe` inside the kernels is for unaligned loads and stores through pointers, each in bounds
 //! of a fixed-size array.
 
+mod attention;
 mod float;
 mod iquants_dequantize;
 pub(super) mod kquants;
@@ -25,6 +26,8 @@ use crate::simd::IsaKernels;
 use crate::types::QuantType;
 
 use super::Avx2;
+
+pub use attention::attention_kernels;
 
 /// The AVX2 kernels for `qtype`; fields left `None` fall back to the next lower level.
 pub fn kernels(_token: Avx2, qtype: QuantType) -> IsaKernels {
