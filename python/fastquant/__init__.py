@@ -20,6 +20,7 @@ from ._config import (
     simd_override,
 )
 from . import gguf
+from .attention import KVCache, attention
 from ._core import __version__
 from .errors import (
     FastquantError,
@@ -47,6 +48,8 @@ __all__ = [
     "matmul_q4",
     "matmul_q8",
     "Linear",
+    "attention",
+    "KVCache",
     "read_imatrix",
     "quantize_model",
     "QuantizeReport",

@@ -12,6 +12,7 @@ __version__: str
 __all__ = [
     "__version__",
     "GgufWriter",
+    "attention",
     "available_simd_levels",
     "dequantize",
     "gguf_read_header",
@@ -59,6 +60,29 @@ def matmul(
     simd: Optional[str] = None,
 ) -> npt.NDArray[np.float32]:
     """``x @ dequantize(weight).T`` for flat f32 rows of ``k`` and ``n_out`` weight rows; into ``out``."""
+def attention(
+    q: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    q_type: int,
+    k: npt.NDArray[np.float32] | npt.NDArray[np.uint16] | npt.NDArray[np.uint8],
+    k_type: int,
+    v: npt.NDArray[np.float32] | npt.NDArray[np.uint16] | npt.NDArray[np.uint8],
+    v_type: int,
+    shape: Tuple[int, int, int, int, int, int],
+    out: npt.NDArray[np.float32],
+    lse: Optional[npt.NDArray[np.float32]] = None,
+    *,
+    causal: bool = False,
+    scale: Optional[float] = None,
+    mask: Optional[npt.NDArray[np.float32]] = None,
+    mask_dims: Optional[List[int]] = None,
+    window: Optional[int] = None,
+    softcap: Optional[float] = None,
+    kv_head_stride: Optional[int] = None,
+    query_offset: Optional[int] = None,
+    simd: Optional[str] = None,
+) -> None:
+    """Flash attention into ``out``; shape is (B, Hq, Hkv, Nq, Nk, D), types are ggml type ids
+    (0 f32, 1 f16 bits, else blocks)."""
 
 def gguf_read_header(path: str | os.PathLike[str]) -> Dict[str, Any]:
     """Parses and validates a GGUF header: version, alignment, data_offset, file_size, metadata

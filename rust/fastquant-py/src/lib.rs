@@ -6,6 +6,7 @@
 
 use pyo3::prelude::*;
 
+mod attention;
 mod config;
 mod errors;
 mod gguf;
@@ -19,5 +20,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     quant::register(m)?;
     gguf::register(m)?;
     matmul::register(m)?;
+    attention::register(m)?;
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! * [`parallel`]: the crate's own rayon pool (`FASTQUANT_NUM_THREADS`) and work splitting.
 //! * [`gguf`]: a strict, memory-mapped GGUF reader.
 //! * [`matmul`]: quantized GEMV / GEMM on integer dot products.
+//! * [`attention`]: tiled flash attention (causal, GQA, masks, quantized KV).
 //! * [`codec`]: whole-tensor [`quantize`] / [`dequantize`] on top of all of the above.
 //!
 //! ```
@@ -22,6 +23,7 @@
 //! assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 0.01));
 //! ```
 
+pub mod attention;
 pub mod codec;
 pub mod error;
 pub mod formats;
@@ -31,6 +33,7 @@ pub mod parallel;
 pub mod simd;
 pub mod types;
 
+pub use attention::{attention, AttentionOptions, AttentionShape, KvData, MaskView, QueryData};
 pub use codec::{dequantize, quantize, FloatSlice, FloatSliceMut, QuantizeOptions};
 pub use error::{Error, Result};
 pub use parallel::{num_threads, set_num_threads};

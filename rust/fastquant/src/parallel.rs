@@ -111,3 +111,33 @@ where
         pieces.into_par_iter().map(|(first, inp, out)| task(first, inp, out)).collect()
     }))
 }
+
+/// Runs `task(state, i)` for every `i < n_tasks` on the crate's pool, in any order. Each worker
+/// makes its own `state` with `init` (scratch buffers), so memory grows with the number of
+/// threads, not of tasks. One thread, or one task, runs on the caller's thread.
+pub fn for_each_task<S, I, F>(n_tasks: usize, init: I, task: F) -> Result<()>
+where
+    I: Fn() -> S + Sync,
+    F: Fn(&mut S, usize) + Sync,
+{
+    let (threads, pool) = current()?;
+    if threads == 1 || n_tasks <= 1 {
+        let mut state = init();
+        (0..n_tasks).for_each(|i| task(&mut state, i));
+        return Ok(());
+    }
+    // Each worker pulls task indices from a shared counter: uneven tasks (causal attention's
+    // query tiles) balance themselves, and each worker's state is made once.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    pool.broadcast(|_| {
+        let mut state = None;
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= n_tasks {
+                break;
+            }
+            task(state.get_or_insert_with(&init), i);
+        }
+    });
+    Ok(())
+}

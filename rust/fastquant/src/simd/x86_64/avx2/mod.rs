@@ -12,6 +12,7 @@
 //! `unsafe` inside the kernels is for unaligned loads and stores through pointers, each in bounds
 //! of a fixed-size array.
 
+mod attention;
 pub(super) mod dot;
 pub(super) mod dot_kquants; // its unpacking and driver are shared with AVX-512
 mod float;
@@ -28,6 +29,8 @@ use crate::simd::IsaKernels;
 use crate::types::QuantType;
 
 use super::Avx2;
+
+pub use attention::attention_kernels;
 
 /// The AVX2 kernels for `qtype`; fields left `None` fall back to the next lower level.
 pub fn kernels(_token: Avx2, qtype: QuantType) -> IsaKernels {

@@ -13,6 +13,7 @@
 //! Large inputs are about memory: the quantize kernels prefetch (`PREFETCH_BYTES`) and large
 //! outputs of f32 or 16-bit values go out with non-temporal stores (`STREAM_MIN_BYTES`).
 
+mod attention;
 mod dot;
 mod dot_kquants;
 mod float;
@@ -34,6 +35,8 @@ use crate::simd::IsaKernels;
 use crate::types::QuantType;
 
 use super::Avx512;
+
+pub use attention::attention_kernels;
 
 /// The AVX-512 kernels for `qtype`; fields left `None` fall back to the next lower level.
 pub fn kernels(_token: Avx512, qtype: QuantType) -> IsaKernels {

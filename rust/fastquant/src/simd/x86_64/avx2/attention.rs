@@ -1,0 +1,330 @@
+//! AVX2 + FMA attention tile kernels (see `attention::TileKernels` for what each computes and
+//! `attention::kernels` for the scalar reference they must match up to reassociation).
+//!
+//! * `qk`: 6 query rows x 16 keys in 12 ymm accumulators (of 16 registers).
+//! * `pv`: 6 output rows x 16 columns in 12 accumulators.
+//! * `exp`: Cephes' degree-5 polynomial, the power of two built in the exponent bits; inputs
+//!   below -87.3 give exactly 0 (a normal power of two cannot go lower).
+//! * `transpose`: 8 x 8 blocks in registers.
+//!
+//! Soundness: every kernel is a `#[target_feature]` function called only from the safe wrappers
+//! in the table [`attention_kernels`] hands out for an [`Avx2`] token. Pointer reads and writes
+//! stay inside the bounds the `check_*` asserts establish, as each `SAFETY` comment says.
+
+use std::arch::x86_64::*;
+
+use crate::attention::kernels::{check_pv, check_qk};
+use crate::attention::TileKernels;
+use crate::simd::x86_64::Avx2;
+use crate::simd::Level;
+
+/// The AVX2 tile kernels.
+pub fn attention_kernels(_token: Avx2) -> TileKernels {
+    TileKernels { level: Level::Avx2, qk, pv, max, exp_sum, softcap, scale, transpose }
+}
+
+/// Safe entry points for the table: each calls the `#[target_feature]` kernel of the same shape.
+macro_rules! entry_points {
+    ($($name:ident => $kernel:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {$(
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            // SAFETY: only reachable through the table `attention_kernels` returns for an `Avx2`
+            // token, which proves the CPU has every feature the kernel enables.
+            unsafe { $kernel($($arg),*) }
+        }
+    )*};
+}
+
+entry_points! {
+    qk => qk_avx2(q: &[f32], rows: usize, d_len: usize, kt: &[f32], ld: usize, s: &mut [f32]);
+    pv => pv_avx2(p: &[f32], rows: usize, ld: usize, n: usize, v: &[f32], dp: usize, o: &mut [f32]);
+    max => max_avx2(x: &[f32]) -> f32;
+    exp_sum => exp_sum_avx2(x: &mut [f32], m: f32) -> f32;
+    softcap => softcap_avx2(x: &mut [f32], cap: f32);
+    scale => scale_avx2(x: &mut [f32], a: f32);
+    transpose => transpose_avx2(k: &[f32], n: usize, d_len: usize, kt: &mut [f32], ld: usize);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn qk_avx2(q: &[f32], rows: usize, d_len: usize, kt: &[f32], ld: usize, s: &mut [f32]) {
+    check_qk(q, rows, d_len, kt, ld, s);
+    let mut r = 0;
+    while r + 6 <= rows {
+        qk_rows::<6>(q, r, d_len, kt, ld, s);
+        r += 6;
+    }
+    match rows - r {
+        0 => {}
+        1 => qk_rows::<1>(q, r, d_len, kt, ld, s),
+        2 => qk_rows::<2>(q, r, d_len, kt, ld, s),
+        3 => qk_rows::<3>(q, r, d_len, kt, ld, s),
+        4 => qk_rows::<4>(q, r, d_len, kt, ld, s),
+        _ => qk_rows::<5>(q, r, d_len, kt, ld, s),
+    }
+}
+
+/// Rows `r0..r0 + MR` of `S = Q·Kᵀ`, 16 keys at a time (ld is a multiple of 16).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn qk_rows<const MR: usize>(q: &[f32], r0: usize, d_len: usize, kt: &[f32], ld: usize, s: &mut [f32]) {
+    let qp = q[r0 * d_len..(r0 + MR) * d_len].as_ptr();
+    let kp = kt.as_ptr();
+    let sp = s[r0 * ld..(r0 + MR) * ld].as_mut_ptr();
+    for j in (0..ld).step_by(16) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        for d in 0..d_len {
+            // SAFETY: d < d_len and j + 16 <= ld: kt[d*ld + j..+16] is in bounds (check_qk); q rows
+            // r0..r0 + MR are the slice `qp` points into.
+            unsafe {
+                let k0 = _mm256_loadu_ps(kp.add(d * ld + j));
+                let k1 = _mm256_loadu_ps(kp.add(d * ld + j + 8));
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let qv = _mm256_broadcast_ss(&*qp.add(i * d_len + d));
+                    a[0] = _mm256_fmadd_ps(qv, k0, a[0]);
+                    a[1] = _mm256_fmadd_ps(qv, k1, a[1]);
+                }
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            // SAFETY: row i of the MR rows `sp` points to has ld >= j + 16 floats.
+            unsafe {
+                _mm256_storeu_ps(sp.add(i * ld + j), a[0]);
+                _mm256_storeu_ps(sp.add(i * ld + j + 8), a[1]);
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pv_avx2(p: &[f32], rows: usize, ld: usize, n: usize, v: &[f32], dp: usize, o: &mut [f32]) {
+    check_pv(p, rows, ld, n, v, dp, o);
+    let mut r = 0;
+    while r + 6 <= rows {
+        pv_rows::<6>(p, r, ld, n, v, dp, o);
+        r += 6;
+    }
+    match rows - r {
+        0 => {}
+        1 => pv_rows::<1>(p, r, ld, n, v, dp, o),
+        2 => pv_rows::<2>(p, r, ld, n, v, dp, o),
+        3 => pv_rows::<3>(p, r, ld, n, v, dp, o),
+        4 => pv_rows::<4>(p, r, ld, n, v, dp, o),
+        _ => pv_rows::<5>(p, r, ld, n, v, dp, o),
+    }
+}
+
+/// Rows `r0..r0 + MR` of `O += P·V`, 16 columns at a time (dp is a multiple of 16).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn pv_rows<const MR: usize>(p: &[f32], r0: usize, ld: usize, n: usize, v: &[f32], dp: usize, o: &mut [f32]) {
+    let pp = p[r0 * ld..(r0 + MR) * ld].as_ptr();
+    let vp = v.as_ptr();
+    let op = o[r0 * dp..(r0 + MR) * dp].as_mut_ptr();
+    for c in (0..dp).step_by(16) {
+        // SAFETY (this loop): `pp` and `op` point to MR rows of ld and dp floats, v holds n rows of
+        // dp floats (check_pv), n <= ld and c + 16 <= dp.
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        for (i, a) in acc.iter_mut().enumerate() {
+            // SAFETY: within the bounds stated at the top of this function.
+            unsafe {
+                a[0] = _mm256_loadu_ps(op.add(i * dp + c));
+                a[1] = _mm256_loadu_ps(op.add(i * dp + c + 8));
+            }
+        }
+        for j in 0..n {
+            // SAFETY: within the bounds stated at the top of this function.
+            let (v0, v1) = unsafe { (_mm256_loadu_ps(vp.add(j * dp + c)), _mm256_loadu_ps(vp.add(j * dp + c + 8))) };
+            for (i, a) in acc.iter_mut().enumerate() {
+                // SAFETY: within the bounds stated at the top of this function.
+                let pj = unsafe { _mm256_broadcast_ss(&*pp.add(i * ld + j)) };
+                a[0] = _mm256_fmadd_ps(pj, v0, a[0]);
+                a[1] = _mm256_fmadd_ps(pj, v1, a[1]);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            // SAFETY: within the bounds stated at the top of this function.
+            unsafe {
+                _mm256_storeu_ps(op.add(i * dp + c), a[0]);
+                _mm256_storeu_ps(op.add(i * dp + c + 8), a[1]);
+            }
+        }
+    }
+}
+
+/// The largest lane of `v`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hmax(v: __m256) -> f32 {
+    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
+}
+
+/// The sum of the lanes of `v`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn max_avx2(x: &[f32]) -> f32 {
+    let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+    let (chunks, rest) = x.as_chunks::<8>();
+    for c in chunks {
+        // SAFETY: c is 8 readable floats.
+        m = _mm256_max_ps(m, unsafe { _mm256_loadu_ps(c.as_ptr()) });
+    }
+    rest.iter().copied().fold(hmax(m), f32::max)
+}
+
+/// `exp(x)` per lane, about 1 ulp; exactly 0 below -87.3 (including -inf).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn exp_ps(x: __m256) -> __m256 {
+    let underflow = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(-87.33));
+    let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33)), _mm256_set1_ps(88.37));
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let e = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0));
+    // n is in [-126, 127] after the clamp, so 2^n is a normal float built from its exponent bits.
+    let pow2 =
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127))));
+    _mm256_andnot_ps(underflow, _mm256_mul_ps(e, pow2))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn exp_sum_avx2(x: &mut [f32], m: f32) -> f32 {
+    let mv = _mm256_set1_ps(m);
+    let mut sum = _mm256_setzero_ps();
+    let (chunks, rest) = x.as_chunks_mut::<8>();
+    for c in chunks {
+        // SAFETY: c is 8 floats.
+        unsafe {
+            let e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), mv));
+            _mm256_storeu_ps(c.as_mut_ptr(), e);
+            sum = _mm256_add_ps(sum, e);
+        }
+    }
+    let mut total = hsum(sum);
+    if !rest.is_empty() {
+        let mut buf = [f32::NEG_INFINITY; 8];
+        buf[..rest.len()].copy_from_slice(rest);
+        // SAFETY: buf is 8 floats.
+        let e = unsafe { exp_ps(_mm256_sub_ps(_mm256_loadu_ps(buf.as_ptr()), mv)) };
+        // SAFETY: as above.
+        unsafe { _mm256_storeu_ps(buf.as_mut_ptr(), e) };
+        rest.copy_from_slice(&buf[..rest.len()]);
+        total += rest.iter().sum::<f32>();
+    }
+    total
+}
+
+/// `cap · tanh(x / cap)` per lane (see the AVX-512 version for the two formulas).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn softcap_ps(x: __m256, cap: __m256, inv_cap: __m256) -> __m256 {
+    let y = _mm256_mul_ps(x, inv_cap);
+    let sign_bit = _mm256_set1_ps(-0.0);
+    let ay = _mm256_andnot_ps(sign_bit, y);
+    let z = _mm256_mul_ps(y, y);
+    let mut p = _mm256_set1_ps(-5.704_988_7e-3);
+    for c in [2.063_908_8e-2, -5.373_971_6e-2, 1.333_144_2e-1, -3.333_328e-1] {
+        p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(c));
+    }
+    let small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), y, y);
+    let e = exp_ps(_mm256_min_ps(_mm256_add_ps(ay, ay), _mm256_set1_ps(40.0)));
+    let one = _mm256_set1_ps(1.0);
+    let big_abs = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0), _mm256_add_ps(e, one)));
+    let big = _mm256_or_ps(big_abs, _mm256_and_ps(sign_bit, y));
+    let is_small = _mm256_cmp_ps::<_CMP_LT_OQ>(ay, _mm256_set1_ps(0.625));
+    _mm256_mul_ps(_mm256_blendv_ps(big, small, is_small), cap)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn softcap_avx2(x: &mut [f32], cap: f32) {
+    let (c, ic) = (_mm256_set1_ps(cap), _mm256_set1_ps(1.0 / cap));
+    for ch in x.chunks_mut(8) {
+        let mut buf = [0f32; 8];
+        buf[..ch.len()].copy_from_slice(ch);
+        // SAFETY: buf is 8 floats.
+        unsafe { _mm256_storeu_ps(buf.as_mut_ptr(), softcap_ps(_mm256_loadu_ps(buf.as_ptr()), c, ic)) };
+        let n = ch.len();
+        ch.copy_from_slice(&buf[..n]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale_avx2(x: &mut [f32], a: f32) {
+    let av = _mm256_set1_ps(a);
+    let (chunks, rest) = x.as_chunks_mut::<8>();
+    for c in chunks {
+        // SAFETY: c is 8 floats.
+        unsafe { _mm256_storeu_ps(c.as_mut_ptr(), _mm256_mul_ps(_mm256_loadu_ps(c.as_ptr()), av)) };
+    }
+    rest.iter_mut().for_each(|v| *v *= a);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn transpose_avx2(k: &[f32], n: usize, d_len: usize, kt: &mut [f32], ld: usize) {
+    assert!(n <= ld && k.len() >= n * d_len && kt.len() >= d_len * ld, "transpose tile sizes");
+    let (n8, d8) = (n / 8 * 8, d_len / 8 * 8);
+    for j in (0..n8).step_by(8) {
+        for d in (0..d8).step_by(8) {
+            // SAFETY: rows j..j+8 <= n and columns d..d+8 <= d_len of k; rows d..d+8 <= d_len and
+            // columns j..j+8 <= n <= ld of kt: in bounds by the assert.
+            unsafe {
+                let r: [__m256; 8] = std::array::from_fn(|t| _mm256_loadu_ps(k.as_ptr().add((j + t) * d_len + d)));
+                let c = transpose8(r);
+                for (t, v) in c.iter().enumerate() {
+                    _mm256_storeu_ps(kt.as_mut_ptr().add((d + t) * ld + j), *v);
+                }
+            }
+        }
+    }
+    for j in 0..n {
+        let d_from = if j < n8 { d8 } else { 0 };
+        for d in d_from..d_len {
+            kt[d * ld + j] = k[j * d_len + d];
+        }
+    }
+}
+
+/// Transposes an 8 x 8 block held as 8 row vectors.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t: [__m256; 8] = std::array::from_fn(|i| {
+        let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_ps(a, b)
+        } else {
+            _mm256_unpackhi_ps(a, b)
+        }
+    });
+    // t[2i], t[2i+1]: rows 2i, 2i+1 interleaved (columns 0,1,4,5 and 2,3,6,7 per 128-bit lane).
+    let mut u = [_mm256_setzero_ps(); 8];
+    for i in 0..2 {
+        let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+        u[4 * i] = _mm256_shuffle_ps::<0b01_00_01_00>(a, c);
+        u[4 * i + 1] = _mm256_shuffle_ps::<0b11_10_11_10>(a, c);
+        u[4 * i + 2] = _mm256_shuffle_ps::<0b01_00_01_00>(b, d);
+        u[4 * i + 3] = _mm256_shuffle_ps::<0b11_10_11_10>(b, d);
+    }
+    // u[4i + m] lane L: column 4L + m of rows 4i..4i+4.
+    let mut w = [_mm256_setzero_ps(); 8];
+    for m in 0..4 {
+        w[m] = _mm256_permute2f128_ps::<0x20>(u[m], u[4 + m]);
+        w[4 + m] = _mm256_permute2f128_ps::<0x31>(u[m], u[4 + m]);
+    }
+    w
+}

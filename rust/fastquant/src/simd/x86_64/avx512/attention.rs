@@ -1,0 +1,372 @@
+//! AVX-512 attention tile kernels (see `attention::TileKernels` for what each computes and
+//! `attention::kernels` for the scalar reference they must match up to reassociation).
+//!
+//! * `qk`: register-blocked GEMM over the transposed key tile: 8 query rows x 32 keys in 16 zmm
+//!   accumulators; each step loads 2 key vectors and broadcasts 8 query values.
+//! * `pv`: 4 output rows x 64 columns in 16 accumulators, loaded once per key tile and stored back.
+//! * `exp`: Cephes' degree-5 polynomial on a range-reduced argument, `vscalefps` for the power of
+//!   two (which also underflows to exactly 0 for very negative inputs), about 1 ulp.
+//! * `transpose`: 16 x 16 blocks in registers.
+//!
+//! Soundness: every kernel is a `#[target_feature]` function called only from the safe wrappers
+//! in the table [`attention_kernels`] hands out for an [`Avx512`] token. Pointer reads and writes
+//! stay inside the bounds the `check_*` asserts establish, as each `SAFETY` comment says.
+
+use std::arch::x86_64::*;
+
+use crate::attention::kernels::{check_pv, check_qk};
+use crate::attention::TileKernels;
+use crate::simd::x86_64::Avx512;
+use crate::simd::Level;
+
+/// The AVX-512 tile kernels.
+pub fn attention_kernels(_token: Avx512) -> TileKernels {
+    TileKernels { level: Level::Avx512, qk, pv, max, exp_sum, softcap, scale, transpose }
+}
+
+/// Safe entry points for the table: each calls the `#[target_feature]` kernel of the same shape.
+macro_rules! entry_points {
+    ($($name:ident => $kernel:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {$(
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            // SAFETY: only reachable through the table `attention_kernels` returns for an `Avx512`
+            // token, which proves the CPU has every feature the kernel enables.
+            unsafe { $kernel($($arg),*) }
+        }
+    )*};
+}
+
+entry_points! {
+    qk => qk_avx512(q: &[f32], rows: usize, d_len: usize, kt: &[f32], ld: usize, s: &mut [f32]);
+    pv => pv_avx512(p: &[f32], rows: usize, ld: usize, n: usize, v: &[f32], dp: usize, o: &mut [f32]);
+    max => max_avx512(x: &[f32]) -> f32;
+    exp_sum => exp_sum_avx512(x: &mut [f32], m: f32) -> f32;
+    softcap => softcap_avx512(x: &mut [f32], cap: f32);
+    scale => scale_avx512(x: &mut [f32], a: f32);
+    transpose => transpose_avx512(k: &[f32], n: usize, d_len: usize, kt: &mut [f32], ld: usize);
+}
+
+/// Lanes `0..n` set (n <= 16).
+#[inline]
+fn tail_mask(n: usize) -> __mmask16 {
+    ((1u32 << n) - 1) as __mmask16
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn qk_avx512(q: &[f32], rows: usize, d_len: usize, kt: &[f32], ld: usize, s: &mut [f32]) {
+    check_qk(q, rows, d_len, kt, ld, s);
+    let mut r = 0;
+    while r + 8 <= rows {
+        qk_rows::<8>(q, r, d_len, kt, ld, s);
+        r += 8;
+    }
+    match rows - r {
+        0 => {}
+        1 => qk_rows::<1>(q, r, d_len, kt, ld, s),
+        2 => qk_rows::<2>(q, r, d_len, kt, ld, s),
+        3 => qk_rows::<3>(q, r, d_len, kt, ld, s),
+        4 => qk_rows::<4>(q, r, d_len, kt, ld, s),
+        5 => qk_rows::<5>(q, r, d_len, kt, ld, s),
+        6 => qk_rows::<6>(q, r, d_len, kt, ld, s),
+        _ => qk_rows::<7>(q, r, d_len, kt, ld, s),
+    }
+}
+
+/// Rows `r0..r0 + MR` of `S = Q·Kᵀ`, 32 (then 16) keys at a time.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn qk_rows<const MR: usize>(q: &[f32], r0: usize, d_len: usize, kt: &[f32], ld: usize, s: &mut [f32]) {
+    let qp = q[r0 * d_len..(r0 + MR) * d_len].as_ptr();
+    let kp = kt.as_ptr();
+    let sp = s[r0 * ld..(r0 + MR) * ld].as_mut_ptr();
+    let mut j = 0;
+    while j + 32 <= ld {
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        for d in 0..d_len {
+            // SAFETY: d < d_len and j + 32 <= ld, so kt[d*ld + j..+32] is in bounds (check_qk);
+            // q rows r0..r0 + MR are the slice `qp` points into.
+            unsafe {
+                let k0 = _mm512_loadu_ps(kp.add(d * ld + j));
+                let k1 = _mm512_loadu_ps(kp.add(d * ld + j + 16));
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let qv = _mm512_set1_ps(*qp.add(i * d_len + d));
+                    a[0] = _mm512_fmadd_ps(qv, k0, a[0]);
+                    a[1] = _mm512_fmadd_ps(qv, k1, a[1]);
+                }
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            // SAFETY: row i of the MR rows `sp` points to has ld >= j + 32 floats.
+            unsafe {
+                _mm512_storeu_ps(sp.add(i * ld + j), a[0]);
+                _mm512_storeu_ps(sp.add(i * ld + j + 16), a[1]);
+            }
+        }
+        j += 32;
+    }
+    if j < ld {
+        // ld is a multiple of 16: one vector of keys is left.
+        let mut acc = [_mm512_setzero_ps(); MR];
+        for d in 0..d_len {
+            // SAFETY: as above, with j + 16 == ld.
+            unsafe {
+                let k0 = _mm512_loadu_ps(kp.add(d * ld + j));
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(_mm512_set1_ps(*qp.add(i * d_len + d)), k0, *a);
+                }
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            // SAFETY: as above.
+            unsafe { _mm512_storeu_ps(sp.add(i * ld + j), *a) };
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn pv_avx512(p: &[f32], rows: usize, ld: usize, n: usize, v: &[f32], dp: usize, o: &mut [f32]) {
+    check_pv(p, rows, ld, n, v, dp, o);
+    let mut r = 0;
+    while r + 4 <= rows {
+        pv_rows::<4>(p, r, ld, n, v, dp, o);
+        r += 4;
+    }
+    match rows - r {
+        0 => {}
+        1 => pv_rows::<1>(p, r, ld, n, v, dp, o),
+        2 => pv_rows::<2>(p, r, ld, n, v, dp, o),
+        _ => pv_rows::<3>(p, r, ld, n, v, dp, o),
+    }
+}
+
+/// Rows `r0..r0 + MR` of `O += P·V`, 64 (then 16) columns at a time.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn pv_rows<const MR: usize>(p: &[f32], r0: usize, ld: usize, n: usize, v: &[f32], dp: usize, o: &mut [f32]) {
+    let pp = p[r0 * ld..(r0 + MR) * ld].as_ptr();
+    let vp = v.as_ptr();
+    let op = o[r0 * dp..(r0 + MR) * dp].as_mut_ptr();
+    let mut c = 0;
+    while c < dp {
+        let nv = ((dp - c) / 16).min(4);
+        if nv == 4 {
+            pv_block::<MR, 4>(pp, ld, n, vp, dp, op, c);
+        } else {
+            pv_block::<MR, 1>(pp, ld, n, vp, dp, op, c);
+        }
+        c += 16 * if nv == 4 { 4 } else { 1 };
+    }
+}
+
+/// Columns `c..c + 16·NV` of `MR` output rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn pv_block<const MR: usize, const NV: usize>(
+    pp: *const f32,
+    ld: usize,
+    n: usize,
+    vp: *const f32,
+    dp: usize,
+    op: *mut f32,
+    c: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    // SAFETY (all blocks here): the caller passes pointers to MR rows of p (ld floats each, n <= ld)
+    // and of o (dp floats each), and v with n rows of dp floats (check_pv); c + 16·NV <= dp.
+    for (i, a) in acc.iter_mut().enumerate() {
+        for (t, x) in a.iter_mut().enumerate() {
+            // SAFETY: within the bounds stated at the top of this function.
+            *x = unsafe { _mm512_loadu_ps(op.add(i * dp + c + 16 * t)) };
+        }
+    }
+    for j in 0..n {
+        // SAFETY: within the bounds stated at the top of this function.
+        let vr: [__m512; NV] = std::array::from_fn(|t| unsafe { _mm512_loadu_ps(vp.add(j * dp + c + 16 * t)) });
+        for (i, a) in acc.iter_mut().enumerate() {
+            // SAFETY: within the bounds stated at the top of this function.
+            let pj = _mm512_set1_ps(unsafe { *pp.add(i * ld + j) });
+            for (x, vv) in a.iter_mut().zip(&vr) {
+                *x = _mm512_fmadd_ps(pj, *vv, *x);
+            }
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        for (t, x) in a.iter().enumerate() {
+            // SAFETY: within the bounds stated at the top of this function.
+            unsafe { _mm512_storeu_ps(op.add(i * dp + c + 16 * t), *x) };
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn max_avx512(x: &[f32]) -> f32 {
+    let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+    let (chunks, rest) = x.as_chunks::<16>();
+    for c in chunks {
+        // SAFETY: c is 16 readable floats.
+        m = _mm512_max_ps(m, unsafe { _mm512_loadu_ps(c.as_ptr()) });
+    }
+    if !rest.is_empty() {
+        // SAFETY: the masked load reads only rest.len() floats.
+        let t = unsafe { _mm512_maskz_loadu_ps(tail_mask(rest.len()), rest.as_ptr()) };
+        m = _mm512_mask_max_ps(m, tail_mask(rest.len()), m, t);
+    }
+    _mm512_reduce_max_ps(m)
+}
+
+/// `exp(x)` per lane, about 1 ulp; exactly 0 below about -104 (including -inf).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn exp_ps(x: __m512) -> __m512 {
+    let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0)), _mm512_set1_ps(88.7));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+        x,
+        _mm512_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    // x - n·ln2 in two steps (Cody-Waite), exact for the n that occur here.
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm512_set1_ps(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let r2 = _mm512_mul_ps(r, r);
+    let e = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
+    _mm512_scalef_ps(e, n)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn exp_sum_avx512(x: &mut [f32], m: f32) -> f32 {
+    let mv = _mm512_set1_ps(m);
+    let mut sum = _mm512_setzero_ps();
+    let (chunks, rest) = x.as_chunks_mut::<16>();
+    for c in chunks {
+        // SAFETY: c is 16 floats.
+        unsafe {
+            let e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(c.as_ptr()), mv));
+            _mm512_storeu_ps(c.as_mut_ptr(), e);
+            sum = _mm512_add_ps(sum, e);
+        }
+    }
+    if !rest.is_empty() {
+        let k = tail_mask(rest.len());
+        // SAFETY: the masked load and store touch only rest.len() floats.
+        unsafe {
+            let e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, rest.as_ptr()), mv));
+            _mm512_mask_storeu_ps(rest.as_mut_ptr(), k, e);
+            sum = _mm512_mask_add_ps(sum, k, sum, e);
+        }
+    }
+    _mm512_reduce_add_ps(sum)
+}
+
+/// `cap · tanh(x / cap)` per lane: Cephes' odd polynomial below |y| = 0.625, where
+/// `1 - 2/(e^{2y} + 1)` would cancel, and that formula above.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn softcap_ps(x: __m512, cap: __m512, inv_cap: __m512) -> __m512 {
+    let y = _mm512_mul_ps(x, inv_cap);
+    let ay = _mm512_abs_ps(y);
+    let z = _mm512_mul_ps(y, y);
+    let mut p = _mm512_set1_ps(-5.704_988_7e-3);
+    for c in [2.063_908_8e-2, -5.373_971_6e-2, 1.333_144_2e-1, -3.333_328e-1] {
+        p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(c));
+    }
+    let small = _mm512_fmadd_ps(_mm512_mul_ps(p, z), y, y);
+    let e = exp_ps(_mm512_min_ps(_mm512_add_ps(ay, ay), _mm512_set1_ps(40.0)));
+    let big_abs =
+        _mm512_sub_ps(_mm512_set1_ps(1.0), _mm512_div_ps(_mm512_set1_ps(2.0), _mm512_add_ps(e, _mm512_set1_ps(1.0))));
+    // Copy the sign of y onto the large-|y| result.
+    let sign = _mm512_and_si512(_mm512_castps_si512(y), _mm512_set1_epi32(i32::MIN));
+    let big = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(big_abs), sign));
+    let is_small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(ay, _mm512_set1_ps(0.625));
+    _mm512_mul_ps(_mm512_mask_blend_ps(is_small, big, small), cap)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn softcap_avx512(x: &mut [f32], cap: f32) {
+    let (c, ic) = (_mm512_set1_ps(cap), _mm512_set1_ps(1.0 / cap));
+    let (chunks, rest) = x.as_chunks_mut::<16>();
+    for ch in chunks {
+        // SAFETY: ch is 16 floats.
+        unsafe { _mm512_storeu_ps(ch.as_mut_ptr(), softcap_ps(_mm512_loadu_ps(ch.as_ptr()), c, ic)) };
+    }
+    if !rest.is_empty() {
+        let k = tail_mask(rest.len());
+        // SAFETY: masked to rest.len() floats.
+        unsafe {
+            let y = softcap_ps(_mm512_maskz_loadu_ps(k, rest.as_ptr()), c, ic);
+            _mm512_mask_storeu_ps(rest.as_mut_ptr(), k, y);
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn scale_avx512(x: &mut [f32], a: f32) {
+    let av = _mm512_set1_ps(a);
+    let (chunks, rest) = x.as_chunks_mut::<16>();
+    for c in chunks {
+        // SAFETY: c is 16 floats.
+        unsafe { _mm512_storeu_ps(c.as_mut_ptr(), _mm512_mul_ps(_mm512_loadu_ps(c.as_ptr()), av)) };
+    }
+    rest.iter_mut().for_each(|v| *v *= a);
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn transpose_avx512(k: &[f32], n: usize, d_len: usize, kt: &mut [f32], ld: usize) {
+    assert!(n <= ld && k.len() >= n * d_len && kt.len() >= d_len * ld, "transpose tile sizes");
+    let (n16, d16) = (n / 16 * 16, d_len / 16 * 16);
+    for j in (0..n16).step_by(16) {
+        for d in (0..d16).step_by(16) {
+            // SAFETY: rows j..j+16 < n and columns d..d+16 <= d_len of k; rows d..d+16 < d_len and
+            // columns j..j+16 <= n <= ld of kt: all in bounds by the assert.
+            unsafe {
+                let rows: [__m512; 16] = std::array::from_fn(|t| _mm512_loadu_ps(k.as_ptr().add((j + t) * d_len + d)));
+                let cols = transpose16(rows);
+                for (t, c) in cols.iter().enumerate() {
+                    _mm512_storeu_ps(kt.as_mut_ptr().add((d + t) * ld + j), *c);
+                }
+            }
+        }
+    }
+    // Edges: keys past the last full 16 and head-dimension columns past the last full 16.
+    for j in 0..n {
+        let d_from = if j < n16 { d16 } else { 0 };
+        for d in d_from..d_len {
+            kt[d * ld + j] = k[j * d_len + d];
+        }
+    }
+}
+
+/// Transposes a 16 x 16 block held as 16 row vectors.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    // 2x2 blocks of 32-bit, then 4x4 blocks of 64-bit, then 128-bit lanes in two steps.
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    let mut u = [_mm512_setzero_ps(); 16];
+    for i in 0..4 {
+        let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+        u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(c)));
+        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(c)));
+        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(b), _mm512_castps_pd(d)));
+        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(b), _mm512_castps_pd(d)));
+    }
+    // u[4i + m] holds, in each 128-bit lane L, element m of rows 4i..4i+4 at column 4L + m.
+    let mut w = [_mm512_setzero_ps(); 16];
+    for m in 0..4 {
+        let (a, b, c, d) = (u[m], u[4 + m], u[8 + m], u[12 + m]);
+        let ab_lo = _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b); // a.L0 a.L1 b.L0 b.L1
+        let ab_hi = _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b); // a.L2 a.L3 b.L2 b.L3
+        let cd_lo = _mm512_shuffle_f32x4::<0b01_00_01_00>(c, d);
+        let cd_hi = _mm512_shuffle_f32x4::<0b11_10_11_10>(c, d);
+        w[m] = _mm512_shuffle_f32x4::<0b10_00_10_00>(ab_lo, cd_lo); // lane 0 of a b c d
+        w[4 + m] = _mm512_shuffle_f32x4::<0b11_01_11_01>(ab_lo, cd_lo); // lane 1
+        w[8 + m] = _mm512_shuffle_f32x4::<0b10_00_10_00>(ab_hi, cd_hi); // lane 2
+        w[12 + m] = _mm512_shuffle_f32x4::<0b11_01_11_01>(ab_hi, cd_hi); // lane 3
+    }
+    w
+}
