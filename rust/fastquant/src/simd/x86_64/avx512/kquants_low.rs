@@ -28,11 +28,11 @@ use super::kquants::{
     any_non_finite_x16, clamp_x16, nearest_int_x16, search_qkx2_x16, transpose16, transpose16_in_place, Qkx2,
 };
 use super::{entry_points, store_u8x16};
-use crate::formats::float::{fp16_to_fp32, fp32_to_fp16};
-use crate::formats::kquants::q3_k::pack_scales;
-use crate::formats::kquants::search::{nearest_int, GROUP_MAX_EPS};
+use crate::formats::float::fp16_to_fp32;
+use crate::formats::kquants::search::GROUP_MAX_EPS;
 use crate::formats::kquants::{BlockQ2K, BlockQ3K, QK_K};
 use crate::formats::BlockFormat;
+use crate::simd::x86_64::avx2::kquants_low::{q2_k_scales, q3_k_scales};
 
 entry_points! {
     quantize_q2_k => quantize_q2_k_avx512(&[f32], &mut [u8]);
@@ -102,7 +102,6 @@ fn pack_2bit(rows: &[__m512i; 16], qs: &mut [u8; QK_K / 4]) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
 fn quantize_q2_k_block(rows: &[__m512; 16], xt: &[__m512; 16], y: &mut BlockQ2K) {
-    const Q4SCALE: f32 = 15.0;
     let w = xt.map(|x| _mm512_abs_ps(x));
     let s = search_qkx2_x16(xt, &w, Q2_K);
     let mut scales = [0f32; 16];
@@ -112,37 +111,7 @@ fn quantize_q2_k_block(rows: &[__m512; 16], xt: &[__m512; 16], y: &mut BlockQ2K)
         _mm512_storeu_ps(scales.as_mut_ptr(), s.scale);
         _mm512_storeu_ps(mins.as_mut_ptr(), s.the_min);
     }
-    // The scalar epilogue: 4-bit scales and mins against the largest of each (NaN never wins).
-    let mut max_scale = 0f32;
-    let mut max_min = 0f32;
-    for j in 0..16 {
-        if scales[j] > max_scale {
-            max_scale = scales[j];
-        }
-        if mins[j] > max_min {
-            max_min = mins[j];
-        }
-    }
-    if max_scale > 0.0 {
-        let iscale = Q4SCALE / max_scale;
-        for (sc, &scale) in y.scales.iter_mut().zip(&scales) {
-            // `y->scales[j] = l`: the int's low byte.
-            *sc = nearest_int(iscale * scale) as u8;
-        }
-        y.d = fp32_to_fp16(max_scale / Q4SCALE).to_le_bytes();
-    } else {
-        y.scales = [0; 16];
-        y.d = fp32_to_fp16(0.0).to_le_bytes();
-    }
-    if max_min > 0.0 {
-        let iscale = Q4SCALE / max_min;
-        for (sc, &min) in y.scales.iter_mut().zip(&mins) {
-            *sc |= (nearest_int(iscale * min) << 4) as u8;
-        }
-        y.dmin = fp32_to_fp16(max_min / Q4SCALE).to_le_bytes();
-    } else {
-        y.dmin = fp32_to_fp16(0.0).to_le_bytes();
-    }
+    q2_k_scales(&scales, &mins, y);
     // `requantize`: clamp(nearest_int((x + m) / d), 0, 3) per sub-block; a zero d keeps the
     // search's codes.
     let dm = fp16_to_fp32(u16::from_le_bytes(y.d));
@@ -282,6 +251,7 @@ impl Q3Lanes {
 /// skips the rest (its lanes would not change again).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
+#[allow(clippy::needless_range_loop)] // element-major over the super-blocks, as the scalar sweep
 fn q3_sweeps<const K: usize>(lanes: &mut [Q3Lanes; K], xt: &[[__m512; 16]; K]) {
     let mut active = [true; K];
     for _itry in 0..5 {
@@ -312,31 +282,9 @@ fn finish_q3_k_block(rows: &[__m512; 16], lanes: &Q3Lanes, y: &mut BlockQ3K) {
     let mut scales = [0f32; 16];
     // SAFETY: `scales` is 16 writable floats.
     unsafe { _mm512_storeu_ps(scales.as_mut_ptr(), scale) };
-    // The sub-block scale of largest magnitude, signed; the first of equal ones wins.
-    let mut max_scale = 0f32;
-    let mut amax = 0f32;
-    for &s in &scales {
-        if s.abs() > amax {
-            amax = s.abs();
-            max_scale = s;
-        }
-    }
-    let mut ls = [0i8; 16];
-    // `if (max_scale)`: NaN counts as true.
-    if max_scale != 0.0 {
-        let iscale = -32.0 / max_scale;
-        for (l, &s) in ls.iter_mut().zip(&scales) {
-            // `int8_t l = nearest_int(...)` keeps the low byte before clamping.
-            *l = (nearest_int(iscale * s) as i8).clamp(-32, 31) + 32;
-        }
-        pack_scales(&ls, &mut y.scales);
-        y.d = fp32_to_fp16(1.0 / iscale).to_le_bytes();
-    } else {
-        y.scales = [0; 12];
-        y.d = fp32_to_fp16(0.0).to_le_bytes();
-    }
+    let ls = q3_k_scales(&scales, y);
     // Codes clamp(nearest_int(x / d), -4, 3) + 4 with d = d_all * (stored scale - 32); a zero d
-    // keeps the search's codes. `ls` is what `y.scales` stores (all 0 when it is zeroed).
+    // keeps the search's codes.
     let d_all = fp16_to_fp32(u16::from_le_bytes(y.d));
     let (lo, hi, four) = (_mm512_set1_epi32(-4), _mm512_set1_epi32(3), _mm512_set1_epi32(4));
     let mut search = None;
