@@ -25,7 +25,7 @@
 use std::arch::x86_64::*;
 
 use super::kquants::{
-    any_non_finite_x16, clamp_x16, nearest_int_x16, search_qkx2_x16, transpose16, transpose16_in_place, Qkx2,
+    any_non_finite_x16, clamp_x16, nearest_int_x16, search_qkx2_x16, transpose16_in_place, Qkx2, Searched,
 };
 use super::{entry_points, store_u8x16};
 use crate::formats::float::fp16_to_fp32;
@@ -44,6 +44,9 @@ const Q2_K: Qkx2 = Qkx2 { nmax: 3, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: 
 
 /// A super-block as 16 sub-blocks of 16.
 type Rows = [[f32; 16]; 16];
+
+/// Super-blocks searched together by the Q2_K kernel (independent dependency chains).
+const Q2_GROUP: usize = 4;
 
 /// Super-blocks processed together by the Q3_K coordinate descent (independent dependency chains).
 const Q3_GROUP: usize = 8;
@@ -97,13 +100,11 @@ fn pack_2bit(rows: &[__m512i; 16], qs: &mut [u8; QK_K / 4]) {
 
 // ---- Q2_K ---------------------------------------------------------------------------------------
 
-/// `quantize_row_q2_K_ref` for one NaN- and infinity-free super-block (`rows` its sub-blocks,
-/// `xt` their transpose).
+/// The rest of `quantize_row_q2_K_ref` for one super-block (`rows` its sub-blocks) after its
+/// search: the scales by `q2_k_scales`, the codes recomputed against them, and the packing.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn quantize_q2_k_block(rows: &[__m512; 16], xt: &[__m512; 16], y: &mut BlockQ2K) {
-    let w = xt.map(|x| _mm512_abs_ps(x));
-    let s = search_qkx2_x16(xt, &w, Q2_K);
+fn finish_q2_k_block(rows: &[__m512; 16], s: &Searched<16>, y: &mut BlockQ2K) {
     let mut scales = [0f32; 16];
     let mut mins = [0f32; 16];
     // SAFETY: each destination is 16 writable floats.
@@ -133,20 +134,46 @@ fn quantize_q2_k_block(rows: &[__m512; 16], xt: &[__m512; 16], y: &mut BlockQ2K)
     pack_2bit(&l, &mut y.qs);
 }
 
+/// `quantize_row_q2_K_ref` for `K` super-blocks searched together; any with a NaN or an
+/// infinity makes the whole group go one block at a time.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn quantize_q2_k_group<const K: usize>(x: &[Rows; K], y: &mut [BlockQ2K; K]) {
+    let rows: [[__m512; 16]; K] = std::array::from_fn(|k| load_rows(&x[k]));
+    let mut xt = rows;
+    for xt in &mut xt {
+        transpose16_in_place(xt);
+    }
+    if xt.iter().any(|xt| any_non_finite_x16(xt)) {
+        for (x, y) in x.iter().zip(y) {
+            if K > 1 {
+                quantize_q2_k_group::<1>(std::array::from_ref(x), std::array::from_mut(y));
+            } else {
+                BlockQ2K::quantize_block(x.as_flattened(), y);
+            }
+        }
+        return;
+    }
+    let w = xt.map(|xt| xt.map(|x| _mm512_abs_ps(x)));
+    let searched = search_qkx2_x16(&xt, &w, Q2_K);
+    for k in 0..K {
+        finish_q2_k_block(&rows[k], &searched[k], &mut y[k]);
+    }
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 fn quantize_q2_k_avx512(src: &[f32], dst: &mut [u8]) {
     let blocks: &mut [BlockQ2K] = bytemuck::cast_slice_mut(dst);
     let (xs, x_rest) = src.as_chunks::<16>();
     let (xs, _) = xs.as_chunks::<16>();
     assert!(x_rest.is_empty() && xs.len() * QK_K == src.len() && xs.len() == blocks.len(), "partial blocks");
-    for (x, y) in xs.iter().zip(blocks) {
-        let rows = load_rows(x);
-        let xt = transpose16(rows);
-        if any_non_finite_x16(&xt) {
-            BlockQ2K::quantize_block(x.as_flattened(), y);
-        } else {
-            quantize_q2_k_block(&rows, &xt, y);
-        }
+    let (groups, x_tail) = xs.as_chunks::<Q2_GROUP>();
+    let (y_groups, y_tail) = blocks.as_chunks_mut::<Q2_GROUP>();
+    for (x, y) in groups.iter().zip(y_groups) {
+        quantize_q2_k_group(x, y);
+    }
+    for (x, y) in x_tail.iter().zip(y_tail) {
+        quantize_q2_k_group::<1>(std::array::from_ref(x), std::array::from_mut(y));
     }
 }
 
