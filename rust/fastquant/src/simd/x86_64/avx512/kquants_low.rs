@@ -8,14 +8,19 @@
 //! bit trick on integer lanes), so every lane's result equals the scalar one bit for bit:
 //!
 //! * Q2_K: `make_qkx2_quants(3, x, |x|, L, -0.5, 0.1, 15, use_mad)`, the generic lane search of
-//!   `kquants.rs` with 16-element sub-blocks;
+//!   `kquants.rs` with 16-element sub-blocks. Each candidate scale starts from the best fit's
+//!   `min` so far, so one super-block's 16 candidates form a dependency chain: four super-blocks
+//!   are searched together, their chains interleaved;
 //! * Q3_K: `make_q3_quants(4, x, L, true)`: a rounding, then up to 5 sweeps of coordinate descent
 //!   that visit the elements in order and may change one code at a time, each change feeding the
 //!   running sums the next element sees. A lane's sweep is a pure function of its codes and sums,
 //!   so a sweep that changed nothing in a lane would change nothing again: running every lane
 //!   until no lane changed (at most 5 sweeps, as the scalar loop) gives each lane exactly the
 //!   sweeps the scalar code makes. The sweep is one long dependency chain per element (a
-//!   division on it), so four super-blocks go through it together to keep the units busy.
+//!   division on it), so eight super-blocks go through it together to keep the units busy, and a
+//!   super-block none of whose lanes changed in a sweep skips the rest. (Packing the few lanes
+//!   still moving after the first sweep into whole vectors was tried: no faster, as the packed
+//!   vectors are too few to hide the chain's latency.)
 //!
 //! The per-super-block epilogue (4- or 6-bit sub-block scales against the largest, fp16 `d`) is
 //! the scalar code's; the codes are then recomputed against the stored scales one sub-block (one
