@@ -185,9 +185,10 @@ fn quantize_q2_k_block(x: &Rows, y: &mut BlockQ2K) {
     let mut scales = [0f32; 16];
     let mut mins = [0f32; 16];
     let mut codes = [[0i32; 16]; 16];
-    for h in 0..2 {
-        let xt = transposed_half(x, h);
-        let (scale, the_min, l) = search_qkx2_x8(&xt, &xt.map(|x| abs_x8(x)), Q2_K);
+    // The two halves' searches interleaved (independent dependency chains).
+    let xt = [transposed_half(x, 0), transposed_half(x, 1)];
+    let w = xt.map(|xt| xt.map(|x| abs_x8(x)));
+    for (h, (scale, the_min, l)) in search_qkx2_x8(&xt, &w, Q2_K).into_iter().enumerate() {
         // SAFETY: `scales[8h..]` and `mins[8h..]` are 8 writable floats for h < 2.
         unsafe {
             _mm256_storeu_ps(scales.as_mut_ptr().add(8 * h), scale);
