@@ -1,4 +1,4 @@
-"""The Q4_K/Q5_K/Q6_K quantize kernels (AVX2, AVX-512: one sub-block's scale search per SIMD
+"""The Q2_K..Q6_K quantize kernels (AVX2, AVX-512: one sub-block's scale search per SIMD
 lane) against ggml's ``ggml_quantize_chunk`` at every SIMD level this CPU has, on every data set
 of ``reference/kquant_data.py`` and on rows whose sub-blocks each have their own scale."""
 
@@ -13,7 +13,7 @@ from reference import kquant_data as data
 pytest.importorskip("ggml", reason="the ggml oracle (ggml-python) is not installed")
 from test_kquants import ggml_quantize  # noqa: E402
 
-KQUANTS = ["Q4_K", "Q5_K", "Q6_K"]
+KQUANTS = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 
 
 @pytest.mark.parametrize("case", sorted(data.CASES))
@@ -36,5 +36,23 @@ def test_mixed_sub_block_scales_at_every_level_match_ggml(qtype, simd_level):
     groups[3::11] = scales[3::11]
     groups[5::13] = np.round(groups[5::13] * 2) / 2
     x = groups.reshape(8, 256)
+    got, want = quantize_at(x, qtype, simd_level), ggml_quantize(x, qtype)
+    assert np.array_equal(got, want), first_diff(got, want, qtype)
+
+
+@pytest.mark.parametrize("qtype", KQUANTS)
+def test_long_rows_of_special_sub_blocks_at_every_level_match_ggml(qtype, simd_level):
+    # Rows of 16 super-blocks (the Q3_K kernels search several super-blocks together, and leave
+    # a tail), whose sub-blocks are heavy-tailed, one-outlier, all-zero, subnormal or huge.
+    rng = np.random.default_rng(31)
+    groups = rng.standard_t(3, size=(6 * 4096 // 16, 16))
+    kind = rng.integers(0, 5, size=groups.shape[0])
+    groups[kind == 1] *= 1e-3
+    groups[kind == 1, rng.integers(0, 16)] = 50.0
+    groups[kind == 2] = 0.0
+    groups[kind == 3] *= 1e-42
+    groups[kind == 4] *= 1e25
+    x = groups.astype(np.float32).reshape(6, 4096)[:, : 4096 - 3 * 256]
+    x = np.ascontiguousarray(x)
     got, want = quantize_at(x, qtype, simd_level), ggml_quantize(x, qtype)
     assert np.array_equal(got, want), first_diff(got, want, qtype)

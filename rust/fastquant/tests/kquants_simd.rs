@@ -1,7 +1,10 @@
 //! The K-quant quantize kernels (whose scale searches run one sub-block per SIMD lane) against
 //! the scalar reference at every level, on many random super-blocks whose sub-blocks each take
 //! their own shape and scale, so that the lanes of one vector go down different branches of the
-//! search. `tests/formats.rs` covers the shared adversarial data sets.
+//! search, and on sub-blocks of the special kinds (all zero, subnormal, huge, constant, one
+//! outlier, heavy tails, on the code grid) whole and mixed, in counts that fill the Q3_K kernels'
+//! groups of super-blocks and leave tails. `tests/formats.rs` covers the shared adversarial data
+//! sets.
 
 use fastquant::formats::scalar_codec;
 use fastquant::simd::{codec_for, Level};
@@ -107,9 +110,67 @@ fn non_finite_pairs_take_the_scalar_path() {
     let mut rng = Rng(7);
     for qtype in QUANTIZE_KERNELS {
         for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, -f32::MAX] {
-            let mut x = blocks(&mut rng, 6);
+            // 19 blocks: whole groups of the Q3_K kernels (which search several super-blocks
+            // together) and a tail, with the special value in one of them
+            let mut x = blocks(&mut rng, 19);
             let at = rng.below(x.len());
             x[at] = special;
+            check(qtype, &x);
+        }
+    }
+}
+
+/// One 16-element sub-block of the named kind at scale `s`: the cases the brief of the Q2_K and
+/// Q3_K kernels names (all zero, tiny and subnormal, huge, constant, one outlier, heavy tails).
+fn special_group(rng: &mut Rng, kind: usize, s: f32) -> [f32; 16] {
+    let mut g = [0f32; 16];
+    match kind {
+        0 => {}
+        1 => g.iter_mut().for_each(|v| *v = 1e-42 * (rng.below(5) as f32 - 2.0)), // subnormal
+        2 => g.iter_mut().for_each(|v| *v = 1e-38 * rng.normal()),
+        3 => g.iter_mut().for_each(|v| *v = 3e38 * (rng.uniform() - 0.5)), // products overflow
+        4 => g.iter_mut().for_each(|v| *v = 1e19 * rng.normal()),
+        5 => g = [-s; 16],
+        6 => {
+            g.iter_mut().for_each(|v| *v = s * 0.001 * rng.normal());
+            g[rng.below(16)] = 1000.0 * s;
+        }
+        7 => {
+            // Student-t with 3 degrees of freedom
+            g.iter_mut().for_each(|v| {
+                let chi2 = (0..3).map(|_| rng.normal().powi(2)).sum::<f32>() / 3.0;
+                *v = s * rng.normal() / chi2.sqrt().max(1e-3);
+            })
+        }
+        8 => g.iter_mut().for_each(|v| *v = s * (rng.below(8) as f32 - 4.0)), // on a Q3_K grid
+        9 => g.iter_mut().for_each(|v| *v = s * rng.below(4) as f32),         // on a Q2_K grid
+        _ => g.iter_mut().for_each(|v| *v = s * rng.normal()),
+    }
+    g
+}
+
+#[test]
+fn special_sub_blocks_match_the_scalar_reference() {
+    const KINDS: usize = 11;
+    let mut rng = Rng(0x5eed);
+    for qtype in QUANTIZE_KERNELS {
+        // every sub-block of every block of one kind, then the kinds mixed within blocks
+        for kind in 0..KINDS {
+            let x: Vec<f32> = (0..16 * 19)
+                .flat_map(|_| {
+                    let s = 0.5 + rng.uniform();
+                    special_group(&mut rng, kind, s)
+                })
+                .collect();
+            check(qtype, &x);
+        }
+        for n_blocks in [1, 7, 8, 9, 33] {
+            let x: Vec<f32> = (0..16 * n_blocks)
+                .flat_map(|_| {
+                    let (kind, s) = (rng.below(KINDS), 10f32.powi(rng.below(13) as i32 - 6));
+                    special_group(&mut rng, kind, s)
+                })
+                .collect();
             check(qtype, &x);
         }
     }

@@ -71,40 +71,43 @@ pub(super) fn select(a: __m256, mask: __m256, b: __m256) -> __m256 {
     _mm256_blendv_ps(a, b, mask)
 }
 
-/// One candidate: codes into `laux` and the sums `sum_l += w*l`, `sum_l2 += (w*l)*l`, `sum_xl +=
-/// (w*l)*x`. `IN_RANGE` promises |iscale * (x - min)| < 2^21 for every element and lane, where
-/// nearest_int is exactly `(v + 1.5*2^23) - 1.5*2^23` and the clamp can stay in floats.
+/// One candidate for each of `K` sets of sub-blocks, interleaved element by element (independent
+/// dependency chains): codes into `laux` and the sums `sum_l += w*l`, `sum_l2 += (w*l)*l`, `sum_xl
+/// += (w*l)*x`. `IN_RANGE` promises |iscale * (x - min)| < 2^21 for every element, lane and set,
+/// where nearest_int is exactly `(v + 1.5*2^23) - 1.5*2^23` and the clamp can stay in floats.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn candidate_sums<const N: usize, const IN_RANGE: bool>(
-    xt: &[__m256; N],
-    w: &[__m256; N],
-    iscale: __m256,
-    min: __m256,
+#[allow(clippy::needless_range_loop)] // element-major over the sets
+fn candidate_sums<const N: usize, const K: usize, const IN_RANGE: bool>(
+    xt: &[[__m256; N]; K],
+    w: &[[__m256; N]; K],
+    iscale: &[__m256; K],
+    min: &[__m256; K],
     nmax: i32,
-    laux: &mut [__m256; N],
-) -> (__m256, __m256, __m256) {
+    laux: &mut [[__m256; N]; K],
+) -> [[__m256; 3]; K] {
     let zero = _mm256_setzero_ps();
     let magic = _mm256_set1_ps(12_582_912.0);
     let nmaxf = _mm256_set1_ps(nmax as f32);
     let nmaxi = _mm256_set1_epi32(nmax);
-    let mut sum_l = zero;
-    let mut sum_l2 = zero;
-    let mut sum_xl = zero;
+    let mut sums = [[zero; 3]; K];
     for i in 0..N {
-        let v = _mm256_mul_ps(iscale, _mm256_sub_ps(xt[i], min));
-        let l = if IN_RANGE {
-            _mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(_mm256_add_ps(v, magic), magic), zero), nmaxf)
-        } else {
-            _mm256_cvtepi32_ps(clamp_x8(nearest_int_x8(v), nmaxi))
-        };
-        laux[i] = l;
-        let wl = _mm256_mul_ps(w[i], l);
-        sum_l = _mm256_add_ps(sum_l, wl);
-        sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, l));
-        sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, xt[i]));
+        for k in 0..K {
+            let v = _mm256_mul_ps(iscale[k], _mm256_sub_ps(xt[k][i], min[k]));
+            let l = if IN_RANGE {
+                _mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(_mm256_add_ps(v, magic), magic), zero), nmaxf)
+            } else {
+                _mm256_cvtepi32_ps(clamp_x8(nearest_int_x8(v), nmaxi))
+            };
+            laux[k][i] = l;
+            let wl = _mm256_mul_ps(w[k][i], l);
+            let [sum_l, sum_l2, sum_xl] = &mut sums[k];
+            *sum_l = _mm256_add_ps(*sum_l, wl);
+            *sum_l2 = _mm256_add_ps(*sum_l2, _mm256_mul_ps(wl, l));
+            *sum_xl = _mm256_add_ps(*sum_xl, _mm256_mul_ps(wl, xt[k][i]));
+        }
     }
-    (sum_l, sum_l2, sum_xl)
+    sums
 }
 
 /// `quantize_row_q{4,5}_K_ref`'s weights `av_x + |x|` (`av_x` the rms of the sub-block) of the
@@ -131,87 +134,118 @@ fn error_term(diff: __m256, use_mad: bool) -> __m256 {
     }
 }
 
-/// `make_qkx2_quants(nmax, x, weights, L, rmin, rdelta, nstep, use_mad)` for the 8 sub-blocks of
-/// `N` whose element i is lane s of `xt[i]`, weights `w` transposed the same way: (scale, the_min,
-/// codes as floats).
+/// `make_qkx2_quants(nmax, x, weights, L, rmin, rdelta, nstep, use_mad)` for `K` sets of 8
+/// sub-blocks of `N` (in set k, element i of sub-block s is lane s of `xt[k][i]`, weights `w`
+/// transposed the same way): per set (scale, the_min, codes as floats). The sets only share the
+/// loop, so that their dependency chains (each candidate starts from the best fit's `min` so far)
+/// overlap.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(super) fn search_qkx2_x8<const N: usize>(
-    xt: &[__m256; N],
-    w: &[__m256; N],
+#[allow(clippy::needless_range_loop)] // element-major over the sets
+pub(super) fn search_qkx2_x8<const N: usize, const K: usize>(
+    xt: &[[__m256; N]; K],
+    w: &[[__m256; N]; K],
     p: Qkx2,
-) -> (__m256, __m256, [__m256; N]) {
+) -> [(__m256, __m256, [__m256; N]); K] {
     let zero = _mm256_setzero_ps();
-    let mut min = xt[0];
-    let mut max = xt[0];
-    let mut sum_w = w[0];
-    let mut sum_x = _mm256_mul_ps(sum_w, xt[0]);
-    for i in 1..N {
-        min = _mm256_min_ps(xt[i], min);
-        max = _mm256_max_ps(xt[i], max);
-        sum_w = _mm256_add_ps(sum_w, w[i]);
-        sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(w[i], xt[i]));
-    }
-    let x_lo = min;
-    min = select(min, _mm256_cmp_ps::<_CMP_GT_OQ>(min, zero), zero);
-    let empty = _mm256_cmp_ps::<_CMP_EQ_OQ>(max, min);
     let nmax = _mm256_set1_epi32(p.nmax);
-    let iscale = _mm256_div_ps(_mm256_set1_ps(p.nmax as f32), _mm256_sub_ps(max, min));
-    let mut scale = _mm256_div_ps(_mm256_set1_ps(1.0), iscale);
-    let mut best_error = zero;
-    let mut best = [zero; N];
-    for i in 0..N {
-        let l = _mm256_cvtepi32_ps(clamp_x8(nearest_int_x8(_mm256_mul_ps(iscale, _mm256_sub_ps(xt[i], min))), nmax));
-        best[i] = l;
-        let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, l), min), xt[i]);
-        best_error = _mm256_add_ps(best_error, _mm256_mul_ps(w[i], error_term(diff, p.use_mad)));
+    let mut min = [zero; K];
+    let mut max = [zero; K];
+    let mut sum_w = [zero; K];
+    let mut sum_x = [zero; K];
+    let mut x_lo = [zero; K];
+    let mut empty = [zero; K];
+    let mut scale = [zero; K];
+    let mut best_error = [zero; K];
+    let mut best = [[zero; N]; K];
+    for k in 0..K {
+        let (xt, w) = (&xt[k], &w[k]);
+        let mut mn = xt[0];
+        let mut mx = xt[0];
+        let mut sw = w[0];
+        let mut sx = _mm256_mul_ps(sw, xt[0]);
+        for i in 1..N {
+            mn = _mm256_min_ps(xt[i], mn);
+            mx = _mm256_max_ps(xt[i], mx);
+            sw = _mm256_add_ps(sw, w[i]);
+            sx = _mm256_add_ps(sx, _mm256_mul_ps(w[i], xt[i]));
+        }
+        x_lo[k] = mn;
+        mn = select(mn, _mm256_cmp_ps::<_CMP_GT_OQ>(mn, zero), zero);
+        empty[k] = _mm256_cmp_ps::<_CMP_EQ_OQ>(mx, mn);
+        let iscale = _mm256_div_ps(_mm256_set1_ps(p.nmax as f32), _mm256_sub_ps(mx, mn));
+        scale[k] = _mm256_div_ps(_mm256_set1_ps(1.0), iscale);
+        let mut err = zero;
+        for i in 0..N {
+            let l = _mm256_cvtepi32_ps(clamp_x8(nearest_int_x8(_mm256_mul_ps(iscale, _mm256_sub_ps(xt[i], mn))), nmax));
+            best[k][i] = l;
+            let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale[k], l), mn), xt[i]);
+            err = _mm256_add_ps(err, _mm256_mul_ps(w[i], error_term(diff, p.use_mad)));
+        }
+        (min[k], max[k], sum_w[k], sum_x[k], best_error[k]) = (mn, mx, sw, sx, err);
     }
     let nmaxf = p.nmax as f32;
     let limit = _mm256_set1_ps(2_097_152.0);
-    let mut laux = [zero; N];
+    let mut laux = [[zero; N]; K];
     for is in 0..=p.nstep {
-        let iscale = _mm256_div_ps(_mm256_set1_ps(p.rmin + p.rdelta * is as f32 + nmaxf), _mm256_sub_ps(max, min));
-        // Monotonic in x: the extreme elements bound every lane's values (see the AVX-512 kernel).
-        let v_lo = abs_x8(_mm256_mul_ps(iscale, _mm256_sub_ps(x_lo, min)));
-        let v_hi = abs_x8(_mm256_mul_ps(iscale, _mm256_sub_ps(max, min)));
-        let in_range =
-            _mm256_and_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(v_lo, limit), _mm256_cmp_ps::<_CMP_LT_OQ>(v_hi, limit));
-        let (sum_l, sum_l2, sum_xl) = if _mm256_movemask_ps(in_range) == 0xff {
-            candidate_sums::<N, true>(xt, w, iscale, min, p.nmax, &mut laux)
+        let numerator = _mm256_set1_ps(p.rmin + p.rdelta * is as f32 + nmaxf);
+        let mut iscale = [zero; K];
+        let mut in_range = true;
+        for k in 0..K {
+            iscale[k] = _mm256_div_ps(numerator, _mm256_sub_ps(max[k], min[k]));
+            // Monotonic in x: the extreme elements bound every lane's values (see the AVX-512 kernel).
+            let v_lo = abs_x8(_mm256_mul_ps(iscale[k], _mm256_sub_ps(x_lo[k], min[k])));
+            let v_hi = abs_x8(_mm256_mul_ps(iscale[k], _mm256_sub_ps(max[k], min[k])));
+            let ok = _mm256_and_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(v_lo, limit), _mm256_cmp_ps::<_CMP_LT_OQ>(v_hi, limit));
+            in_range &= _mm256_movemask_ps(ok) == 0xff;
+        }
+        let sums = if in_range {
+            candidate_sums::<N, K, true>(xt, w, &iscale, &min, p.nmax, &mut laux)
         } else {
-            candidate_sums::<N, false>(xt, w, iscale, min, p.nmax, &mut laux)
+            candidate_sums::<N, K, false>(xt, w, &iscale, &min, p.nmax, &mut laux)
         };
-        let d = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
-        let fit = _mm256_cmp_ps::<_CMP_GT_OQ>(d, zero);
-        if _mm256_movemask_ps(fit) == 0 {
+        let mut fit = [zero; K];
+        let mut this_scale = [zero; K];
+        let mut this_min = [zero; K];
+        for k in 0..K {
+            let [sum_l, sum_l2, sum_xl] = sums[k];
+            let d = _mm256_sub_ps(_mm256_mul_ps(sum_w[k], sum_l2), _mm256_mul_ps(sum_l, sum_l));
+            fit[k] = _mm256_cmp_ps::<_CMP_GT_OQ>(d, zero);
+            let ts = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w[k], sum_xl), _mm256_mul_ps(sum_x[k], sum_l)), d);
+            let tm = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x[k]), _mm256_mul_ps(sum_l, sum_xl)), d);
+            let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(tm, zero);
+            this_min[k] = select(tm, positive, zero);
+            this_scale[k] = select(ts, positive, _mm256_div_ps(sum_xl, sum_l2));
+        }
+        if fit.iter().all(|&f| _mm256_movemask_ps(f) == 0) {
             continue;
         }
-        let mut this_scale = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), d);
-        let mut this_min = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), d);
-        let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(this_min, zero);
-        this_min = select(this_min, positive, zero);
-        this_scale = select(this_scale, positive, _mm256_div_ps(sum_xl, sum_l2));
-        let mut cur_error = zero;
+        let mut cur_error = [zero; K];
         for i in 0..N {
-            let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale, laux[i]), this_min), xt[i]);
-            cur_error = _mm256_add_ps(cur_error, _mm256_mul_ps(w[i], error_term(diff, p.use_mad)));
+            for k in 0..K {
+                let diff =
+                    _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale[k], laux[k][i]), this_min[k]), xt[k][i]);
+                cur_error[k] = _mm256_add_ps(cur_error[k], _mm256_mul_ps(w[k][i], error_term(diff, p.use_mad)));
+            }
         }
-        let better = _mm256_and_ps(fit, _mm256_cmp_ps::<_CMP_LT_OQ>(cur_error, best_error));
-        if _mm256_movemask_ps(better) == 0 {
-            continue;
+        for k in 0..K {
+            let better = _mm256_and_ps(fit[k], _mm256_cmp_ps::<_CMP_LT_OQ>(cur_error[k], best_error[k]));
+            if _mm256_movemask_ps(better) == 0 {
+                continue;
+            }
+            for i in 0..N {
+                best[k][i] = select(best[k][i], better, laux[k][i]);
+            }
+            best_error[k] = select(best_error[k], better, cur_error[k]);
+            scale[k] = select(scale[k], better, this_scale[k]);
+            min[k] = select(min[k], better, this_min[k]);
         }
-        for i in 0..N {
-            best[i] = select(best[i], better, laux[i]);
-        }
-        best_error = select(best_error, better, cur_error);
-        scale = select(scale, better, this_scale);
-        min = select(min, better, this_min);
     }
-    for b in &mut best {
-        *b = select(*b, empty, zero);
-    }
-    let the_min = _mm256_xor_ps(min, _mm256_set1_ps(-0.0));
-    (select(scale, empty, zero), the_min, best)
+    std::array::from_fn(|k| {
+        let l = best[k].map(|b| select(b, empty[k], zero));
+        let the_min = _mm256_xor_ps(min[k], _mm256_set1_ps(-0.0));
+        (select(scale[k], empty[k], zero), the_min, l)
+    })
 }
 
 /// The 32 vectors whose lane s holds element i of sub-block s of a Q4_K/Q5_K super-block.
@@ -233,7 +267,7 @@ pub(super) fn transpose_sub_blocks(x: &[[f32; 32]; 8]) -> [__m256; 32] {
 #[inline]
 fn min_block(x: &[[f32; 32]; 8], p: Qkx2) -> MinBlock {
     let xt = transpose_sub_blocks(x);
-    let (scale, the_min, l) = search_qkx2_x8(&xt, &rms_plus_abs_weights(&xt), p);
+    let [(scale, the_min, l)] = search_qkx2_x8(std::array::from_ref(&xt), &[rms_plus_abs_weights(&xt)], p);
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
     let mut codes = [[0f32; 8]; 32];

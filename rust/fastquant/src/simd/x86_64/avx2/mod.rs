@@ -20,6 +20,7 @@ mod iquants;
 mod iquants_dequantize;
 pub(super) mod kquants;
 mod kquants_dequantize;
+pub(super) mod kquants_low; // its scalar epilogues are shared with AVX-512
 mod legacy;
 
 use std::arch::x86_64::*;
@@ -65,6 +66,8 @@ fn plain_kernels(qtype: QuantType) -> (Option<QuantizeFn>, Option<DequantizeFn>)
         QuantType::Q8_0 => (legacy::quantize_q8_0, legacy::dequantize_q8_0),
         QuantType::Q8_1 => (legacy::quantize_q8_1, legacy::dequantize_q8_1),
         // K-quants with a quantize kernel at this level; dequantize as dequantize_only says.
+        QuantType::Q2_K => return (Some(kquants_low::quantize_q2_k), dequantize_only(qtype)),
+        QuantType::Q3_K => return (Some(kquants_low::quantize_q3_k), dequantize_only(qtype)),
         QuantType::Q4_K => return (Some(kquants::quantize_q4_k), dequantize_only(qtype)),
         QuantType::Q5_K => return (Some(kquants::quantize_q5_k), dequantize_only(qtype)),
         QuantType::Q6_K => return (Some(kquants::quantize_q6_k), dequantize_only(qtype)),

@@ -153,41 +153,44 @@ pub(super) struct Searched<const N: usize> {
     pub(super) l: [__m512; N],
 }
 
-/// One candidate of the search: the codes `clamp(nearest_int(iscale * (x - min)), 0, nmax)` of
-/// every element into `laux`, and the sums `sum_l += w*l`, `sum_l2 += (w*l)*l`, `sum_xl +=
-/// (w*l)*x`. `IN_RANGE` promises |iscale * (x - min)| < 2^21 for every element and lane.
+/// One candidate of the search for each of `K` sets of sub-blocks, interleaved element by
+/// element (independent dependency chains): the codes `clamp(nearest_int(iscale * (x - min)), 0,
+/// nmax)` of every element into `laux`, and the sums `sum_l += w*l`, `sum_l2 += (w*l)*l`, `sum_xl
+/// += (w*l)*x`. `IN_RANGE` promises |iscale * (x - min)| < 2^21 for every element, lane and set.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn candidate_sums<const N: usize, const IN_RANGE: bool>(
-    xt: &[__m512; N],
-    w: &[__m512; N],
-    iscale: __m512,
-    min: __m512,
+#[allow(clippy::needless_range_loop)] // element-major over the sets
+fn candidate_sums<const N: usize, const K: usize, const IN_RANGE: bool>(
+    xt: &[[__m512; N]; K],
+    w: &[[__m512; N]; K],
+    iscale: &[__m512; K],
+    min: &[__m512; K],
     nmax: i32,
-    laux: &mut [__m512; N],
-) -> (__m512, __m512, __m512) {
+    laux: &mut [[__m512; N]; K],
+) -> [[__m512; 3]; K] {
     let zero = _mm512_setzero_ps();
     let magic = _mm512_set1_ps(12_582_912.0);
     let nmaxf = _mm512_set1_ps(nmax as f32);
     let nmaxi = _mm512_set1_epi32(nmax);
-    let mut sum_l = zero;
-    let mut sum_l2 = zero;
-    let mut sum_xl = zero;
+    let mut sums = [[zero; 3]; K];
     for i in 0..N {
-        let v = _mm512_mul_ps(iscale, _mm512_sub_ps(xt[i], min));
-        let l = if IN_RANGE {
-            // `vmaxps` and `vminps` never see a NaN here; the difference is +0.0 for code 0.
-            _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_add_ps(v, magic), magic), zero), nmaxf)
-        } else {
-            _mm512_cvtepi32_ps(clamp_x16(nearest_int_x16(v), nmaxi))
-        };
-        laux[i] = l;
-        let wl = _mm512_mul_ps(w[i], l);
-        sum_l = _mm512_add_ps(sum_l, wl);
-        sum_l2 = _mm512_add_ps(sum_l2, _mm512_mul_ps(wl, l));
-        sum_xl = _mm512_add_ps(sum_xl, _mm512_mul_ps(wl, xt[i]));
+        for k in 0..K {
+            let v = _mm512_mul_ps(iscale[k], _mm512_sub_ps(xt[k][i], min[k]));
+            let l = if IN_RANGE {
+                // `vmaxps` and `vminps` never see a NaN here; the difference is +0.0 for code 0.
+                _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_add_ps(v, magic), magic), zero), nmaxf)
+            } else {
+                _mm512_cvtepi32_ps(clamp_x16(nearest_int_x16(v), nmaxi))
+            };
+            laux[k][i] = l;
+            let wl = _mm512_mul_ps(w[k][i], l);
+            let [sum_l, sum_l2, sum_xl] = &mut sums[k];
+            *sum_l = _mm512_add_ps(*sum_l, wl);
+            *sum_l2 = _mm512_add_ps(*sum_l2, _mm512_mul_ps(wl, l));
+            *sum_xl = _mm512_add_ps(*sum_xl, _mm512_mul_ps(wl, xt[k][i]));
+        }
     }
-    (sum_l, sum_l2, sum_xl)
+    sums
 }
 
 /// `quantize_row_q{4,5}_K_ref`'s weights `av_x + |x|` (`av_x` the rms of the sub-block) of the
@@ -215,96 +218,134 @@ fn error_term(diff: __m512, use_mad: bool) -> __m512 {
     }
 }
 
-/// `make_qkx2_quants(nmax, x, weights, L, rmin, rdelta, nstep, use_mad)` of ggml for the 16
-/// sub-blocks of `N` whose element i is lane s of `xt[i]`, with weights `w` (transposed the same
-/// way). Every line mirrors a line of the scalar search (see the module comment).
+/// `make_qkx2_quants(nmax, x, weights, L, rmin, rdelta, nstep, use_mad)` of ggml for `K` sets
+/// of 16 sub-blocks of `N`: in set k, element i of sub-block s is lane s of `xt[k][i]`, its weight
+/// lane s of `w[k][i]`. Every line mirrors a line of the scalar search (see the module comment);
+/// the sets only share the loop, so that their dependency chains (each candidate starts from the
+/// best fit's `min` so far) overlap.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-pub(super) fn search_qkx2_x16<const N: usize>(xt: &[__m512; N], w: &[__m512; N], p: Qkx2) -> Searched<N> {
+#[allow(clippy::needless_range_loop)] // element-major over the sets
+pub(super) fn search_qkx2_x16<const N: usize, const K: usize>(
+    xt: &[[__m512; N]; K],
+    w: &[[__m512; N]; K],
+    p: Qkx2,
+) -> [Searched<N>; K] {
     let zero = _mm512_setzero_ps();
-    // min, max, sum_w, sum_x; `vminps a, b` is `a < b ? a : b`, the scalar `if (x < min)`.
-    let mut min = xt[0];
-    let mut max = xt[0];
-    let mut sum_w = w[0];
-    let mut sum_x = _mm512_mul_ps(sum_w, xt[0]);
-    for i in 1..N {
-        min = _mm512_min_ps(xt[i], min);
-        max = _mm512_max_ps(xt[i], max);
-        sum_w = _mm512_add_ps(sum_w, w[i]);
-        sum_x = _mm512_add_ps(sum_x, _mm512_mul_ps(w[i], xt[i]));
-    }
-    // The smallest element, for the range check of the candidates below.
-    let x_lo = min;
-    // if (min > 0) min = 0; (a select, so that -0.0 stays -0.0)
-    min = _mm512_mask_mov_ps(min, _mm512_cmp_ps_mask::<_CMP_GT_OQ>(min, zero), zero);
-    // if (max == min): all codes 0, scale 0; the lanes compute on and are overwritten at the end.
-    let empty = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(max, min);
     let nmax = _mm512_set1_epi32(p.nmax);
-    let iscale = _mm512_div_ps(_mm512_set1_ps(p.nmax as f32), _mm512_sub_ps(max, min));
-    let mut scale = _mm512_div_ps(_mm512_set1_ps(1.0), iscale);
-    let mut best_error = zero;
-    let mut best = [zero; N];
-    for i in 0..N {
-        let l = _mm512_cvtepi32_ps(clamp_x16(nearest_int_x16(_mm512_mul_ps(iscale, _mm512_sub_ps(xt[i], min))), nmax));
-        best[i] = l;
-        let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale, l), min), xt[i]);
-        best_error = _mm512_add_ps(best_error, _mm512_mul_ps(w[i], error_term(diff, p.use_mad)));
+    let mut min = [zero; K];
+    let mut max = [zero; K];
+    let mut sum_w = [zero; K];
+    let mut sum_x = [zero; K];
+    let mut x_lo = [zero; K];
+    let mut empty = [0 as __mmask16; K];
+    let mut scale = [zero; K];
+    let mut best_error = [zero; K];
+    let mut best = [[zero; N]; K];
+    for k in 0..K {
+        let (xt, w) = (&xt[k], &w[k]);
+        // min, max, sum_w, sum_x; `vminps a, b` is `a < b ? a : b`, the scalar `if (x < min)`.
+        let mut mn = xt[0];
+        let mut mx = xt[0];
+        let mut sw = w[0];
+        let mut sx = _mm512_mul_ps(sw, xt[0]);
+        for i in 1..N {
+            mn = _mm512_min_ps(xt[i], mn);
+            mx = _mm512_max_ps(xt[i], mx);
+            sw = _mm512_add_ps(sw, w[i]);
+            sx = _mm512_add_ps(sx, _mm512_mul_ps(w[i], xt[i]));
+        }
+        // The smallest element, for the range check of the candidates below.
+        x_lo[k] = mn;
+        // if (min > 0) min = 0; (a select, so that -0.0 stays -0.0)
+        mn = _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask::<_CMP_GT_OQ>(mn, zero), zero);
+        // if (max == min): all codes 0, scale 0; the lanes compute on and are overwritten at the end.
+        empty[k] = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(mx, mn);
+        let iscale = _mm512_div_ps(_mm512_set1_ps(p.nmax as f32), _mm512_sub_ps(mx, mn));
+        scale[k] = _mm512_div_ps(_mm512_set1_ps(1.0), iscale);
+        let mut err = zero;
+        for i in 0..N {
+            let l =
+                _mm512_cvtepi32_ps(clamp_x16(nearest_int_x16(_mm512_mul_ps(iscale, _mm512_sub_ps(xt[i], mn))), nmax));
+            best[k][i] = l;
+            let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale[k], l), mn), xt[i]);
+            err = _mm512_add_ps(err, _mm512_mul_ps(w[i], error_term(diff, p.use_mad)));
+        }
+        (min[k], max[k], sum_w[k], sum_x[k], best_error[k]) = (mn, mx, sw, sx, err);
     }
     let nmaxf = p.nmax as f32;
-    let mut laux = [zero; N];
+    let limit = _mm512_set1_ps(2_097_152.0);
+    let mut laux = [[zero; N]; K];
     for is in 0..=p.nstep {
         // The scalar `(rmin + rdelta*is + nmax) / (max - min)`: the numerator is the same f32
         // expression, evaluated once for all lanes; `min` is the best fit's so far, as in ggml.
-        let iscale = _mm512_div_ps(_mm512_set1_ps(p.rmin + p.rdelta * is as f32 + nmaxf), _mm512_sub_ps(max, min));
-        // `iscale * (x - min)` is monotonic in x (each rounding is), so its values lie between
-        // those of the smallest and the largest element. When both are within 2^21 in every lane,
-        // nearest_int is exactly `(v + 1.5*2^23) - 1.5*2^23` (the rounded sum is an integer
-        // strictly inside (2^23, 2^24), whose mantissa bits are the result; 2^22 would not do:
-        // a v just below it rounds up to 2^24, where the exponent changes) and the clamp can stay
-        // in floats: 3 vector operations instead of 5. Otherwise (huge ranges, a fitted min above
-        // the data, NaN) the integer bit trick gives ggml's out-of-range values.
-        let v_lo = _mm512_abs_ps(_mm512_mul_ps(iscale, _mm512_sub_ps(x_lo, min)));
-        let v_hi = _mm512_abs_ps(_mm512_mul_ps(iscale, _mm512_sub_ps(max, min)));
-        let limit = _mm512_set1_ps(2_097_152.0);
-        let in_range = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v_lo, limit) & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v_hi, limit);
-        let (sum_l, sum_l2, sum_xl) = if in_range == 0xffff {
-            candidate_sums::<N, true>(xt, w, iscale, min, p.nmax, &mut laux)
+        let numerator = _mm512_set1_ps(p.rmin + p.rdelta * is as f32 + nmaxf);
+        let mut iscale = [zero; K];
+        let mut in_range = true;
+        for k in 0..K {
+            iscale[k] = _mm512_div_ps(numerator, _mm512_sub_ps(max[k], min[k]));
+            // `iscale * (x - min)` is monotonic in x (each rounding is), so its values lie
+            // between those of the smallest and the largest element. When both are within 2^21 in
+            // every lane, nearest_int is exactly `(v + 1.5*2^23) - 1.5*2^23` (the rounded sum is
+            // an integer strictly inside (2^23, 2^24), whose mantissa bits are the result; 2^22
+            // would not do: a v just below it rounds up to 2^24, where the exponent changes) and
+            // the clamp can stay in floats: 3 vector operations instead of 5. Otherwise (huge
+            // ranges, a fitted min above the data, NaN) the integer bit trick gives ggml's
+            // out-of-range values.
+            let v_lo = _mm512_abs_ps(_mm512_mul_ps(iscale[k], _mm512_sub_ps(x_lo[k], min[k])));
+            let v_hi = _mm512_abs_ps(_mm512_mul_ps(iscale[k], _mm512_sub_ps(max[k], min[k])));
+            in_range &=
+                _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v_lo, limit) & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v_hi, limit) == 0xffff;
+        }
+        let sums = if in_range {
+            candidate_sums::<N, K, true>(xt, w, &iscale, &min, p.nmax, &mut laux)
         } else {
-            candidate_sums::<N, false>(xt, w, iscale, min, p.nmax, &mut laux)
+            candidate_sums::<N, K, false>(xt, w, &iscale, &min, p.nmax, &mut laux)
         };
-        let d = _mm512_sub_ps(_mm512_mul_ps(sum_w, sum_l2), _mm512_mul_ps(sum_l, sum_l));
-        let fit = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(d, zero);
-        if fit == 0 {
+        let mut fit = [0 as __mmask16; K];
+        let mut this_scale = [zero; K];
+        let mut this_min = [zero; K];
+        for k in 0..K {
+            let [sum_l, sum_l2, sum_xl] = sums[k];
+            let d = _mm512_sub_ps(_mm512_mul_ps(sum_w[k], sum_l2), _mm512_mul_ps(sum_l, sum_l));
+            fit[k] = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(d, zero);
+            let ts = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sum_w[k], sum_xl), _mm512_mul_ps(sum_x[k], sum_l)), d);
+            let tm = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sum_l2, sum_x[k]), _mm512_mul_ps(sum_l, sum_xl)), d);
+            // if (this_min > 0) { this_min = 0; this_scale = sum_xl / sum_l2; }
+            let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(tm, zero);
+            this_min[k] = _mm512_mask_mov_ps(tm, positive, zero);
+            this_scale[k] = _mm512_mask_mov_ps(ts, positive, _mm512_div_ps(sum_xl, sum_l2));
+        }
+        if fit.iter().all(|&f| f == 0) {
             continue;
         }
-        let mut this_scale = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sum_w, sum_xl), _mm512_mul_ps(sum_x, sum_l)), d);
-        let mut this_min = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sum_l2, sum_x), _mm512_mul_ps(sum_l, sum_xl)), d);
-        // if (this_min > 0) { this_min = 0; this_scale = sum_xl / sum_l2; }
-        let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(this_min, zero);
-        this_min = _mm512_mask_mov_ps(this_min, positive, zero);
-        this_scale = _mm512_mask_mov_ps(this_scale, positive, _mm512_div_ps(sum_xl, sum_l2));
-        let mut cur_error = zero;
+        let mut cur_error = [zero; K];
         for i in 0..N {
-            let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(this_scale, laux[i]), this_min), xt[i]);
-            cur_error = _mm512_add_ps(cur_error, _mm512_mul_ps(w[i], error_term(diff, p.use_mad)));
+            for k in 0..K {
+                let diff =
+                    _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(this_scale[k], laux[k][i]), this_min[k]), xt[k][i]);
+                cur_error[k] = _mm512_add_ps(cur_error[k], _mm512_mul_ps(w[k][i], error_term(diff, p.use_mad)));
+            }
         }
-        let better = fit & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(cur_error, best_error);
-        if better == 0 {
-            continue;
+        for k in 0..K {
+            let better = fit[k] & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(cur_error[k], best_error[k]);
+            if better == 0 {
+                continue;
+            }
+            for i in 0..N {
+                best[k][i] = _mm512_mask_mov_ps(best[k][i], better, laux[k][i]);
+            }
+            best_error[k] = _mm512_mask_mov_ps(best_error[k], better, cur_error[k]);
+            scale[k] = _mm512_mask_mov_ps(scale[k], better, this_scale[k]);
+            min[k] = _mm512_mask_mov_ps(min[k], better, this_min[k]);
         }
-        for i in 0..N {
-            best[i] = _mm512_mask_mov_ps(best[i], better, laux[i]);
-        }
-        best_error = _mm512_mask_mov_ps(best_error, better, cur_error);
-        scale = _mm512_mask_mov_ps(scale, better, this_scale);
-        min = _mm512_mask_mov_ps(min, better, this_min);
     }
-    // Empty lanes return (0, -min) with all codes 0, as the scalar early exit does.
-    for b in &mut best {
-        *b = _mm512_mask_mov_ps(*b, empty, zero);
-    }
-    let the_min = _mm512_xor_ps(min, _mm512_set1_ps(-0.0));
-    Searched { scale: _mm512_mask_mov_ps(scale, empty, zero), the_min, l: best }
+    std::array::from_fn(|k| {
+        // Empty lanes return (0, -min) with all codes 0, as the scalar early exit does.
+        let l = best[k].map(|b| _mm512_mask_mov_ps(b, empty[k], zero));
+        let the_min = _mm512_xor_ps(min[k], _mm512_set1_ps(-0.0));
+        Searched { scale: _mm512_mask_mov_ps(scale[k], empty[k], zero), the_min, l }
+    })
 }
 
 /// `min_block_ref` of `formats::kquants::q4_k` for block `b` (0 or 1) of a searched pair: the
@@ -399,7 +440,7 @@ fn quantize_min_blocks<B: BlockFormat>(src: &[f32], dst: &mut [u8], p: Qkx2, pac
             }
             continue;
         }
-        let s = search_qkx2_x16(&xt, &rms_plus_abs_weights(&xt), p);
+        let [s] = search_qkx2_x16(std::array::from_ref(&xt), &[rms_plus_abs_weights(&xt)], p);
         let mut scales = [0f32; 16];
         let mut mins = [0f32; 16];
         let mut codes = [[0f32; 16]; 32];

@@ -127,7 +127,7 @@ fn min_block_pair(
         w[i] = _mm512_mul_ps(qt[i], _mm512_sqrt_ps(_mm512_add_ps(sigma2, _mm512_mul_ps(xt[i], xt[i]))));
         sum_w = _mm512_add_ps(sum_w, w[i]);
     }
-    let s = search_qkx2_x16(&xt, &w, p);
+    let [s] = search_qkx2_x16(std::array::from_ref(&xt), std::array::from_ref(&w), p);
     let mut scales = [0f32; 16];
     let mut mins = [0f32; 16];
     let mut sw = [0f32; 16];

@@ -8,14 +8,19 @@
 //! bit trick on integer lanes), so every lane's result equals the scalar one bit for bit:
 //!
 //! * Q2_K: `make_qkx2_quants(3, x, |x|, L, -0.5, 0.1, 15, use_mad)`, the generic lane search of
-//!   `kquants.rs` with 16-element sub-blocks;
+//!   `kquants.rs` with 16-element sub-blocks. Each candidate scale starts from the best fit's
+//!   `min` so far, so one super-block's 16 candidates form a dependency chain: four super-blocks
+//!   are searched together, their chains interleaved;
 //! * Q3_K: `make_q3_quants(4, x, L, true)`: a rounding, then up to 5 sweeps of coordinate descent
 //!   that visit the elements in order and may change one code at a time, each change feeding the
 //!   running sums the next element sees. A lane's sweep is a pure function of its codes and sums,
 //!   so a sweep that changed nothing in a lane would change nothing again: running every lane
 //!   until no lane changed (at most 5 sweeps, as the scalar loop) gives each lane exactly the
 //!   sweeps the scalar code makes. The sweep is one long dependency chain per element (a
-//!   division on it), so four super-blocks go through it together to keep the units busy.
+//!   division on it), so eight super-blocks go through it together to keep the units busy, and a
+//!   super-block none of whose lanes changed in a sweep skips the rest. (Packing the few lanes
+//!   still moving after the first sweep into whole vectors was tried: no faster, as the packed
+//!   vectors are too few to hide the chain's latency.)
 //!
 //! The per-super-block epilogue (4- or 6-bit sub-block scales against the largest, fp16 `d`) is
 //! the scalar code's; the codes are then recomputed against the stored scales one sub-block (one
@@ -25,14 +30,14 @@
 use std::arch::x86_64::*;
 
 use super::kquants::{
-    any_non_finite_x16, clamp_x16, nearest_int_x16, search_qkx2_x16, transpose16, transpose16_in_place, Qkx2,
+    any_non_finite_x16, clamp_x16, nearest_int_x16, search_qkx2_x16, transpose16_in_place, Qkx2, Searched,
 };
 use super::{entry_points, store_u8x16};
-use crate::formats::float::{fp16_to_fp32, fp32_to_fp16};
-use crate::formats::kquants::q3_k::pack_scales;
-use crate::formats::kquants::search::{nearest_int, GROUP_MAX_EPS};
+use crate::formats::float::fp16_to_fp32;
+use crate::formats::kquants::search::GROUP_MAX_EPS;
 use crate::formats::kquants::{BlockQ2K, BlockQ3K, QK_K};
 use crate::formats::BlockFormat;
+use crate::simd::x86_64::avx2::kquants_low::{q2_k_scales, q3_k_scales};
 
 entry_points! {
     quantize_q2_k => quantize_q2_k_avx512(&[f32], &mut [u8]);
@@ -44,6 +49,9 @@ const Q2_K: Qkx2 = Qkx2 { nmax: 3, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: 
 
 /// A super-block as 16 sub-blocks of 16.
 type Rows = [[f32; 16]; 16];
+
+/// Super-blocks searched together by the Q2_K kernel (independent dependency chains).
+const Q2_GROUP: usize = 4;
 
 /// Super-blocks processed together by the Q3_K coordinate descent (independent dependency chains).
 const Q3_GROUP: usize = 8;
@@ -97,14 +105,11 @@ fn pack_2bit(rows: &[__m512i; 16], qs: &mut [u8; QK_K / 4]) {
 
 // ---- Q2_K ---------------------------------------------------------------------------------------
 
-/// `quantize_row_q2_K_ref` for one NaN- and infinity-free super-block (`rows` its sub-blocks,
-/// `xt` their transpose).
+/// The rest of `quantize_row_q2_K_ref` for one super-block (`rows` its sub-blocks) after its
+/// search: the scales by `q2_k_scales`, the codes recomputed against them, and the packing.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn quantize_q2_k_block(rows: &[__m512; 16], xt: &[__m512; 16], y: &mut BlockQ2K) {
-    const Q4SCALE: f32 = 15.0;
-    let w = xt.map(|x| _mm512_abs_ps(x));
-    let s = search_qkx2_x16(xt, &w, Q2_K);
+fn finish_q2_k_block(rows: &[__m512; 16], s: &Searched<16>, y: &mut BlockQ2K) {
     let mut scales = [0f32; 16];
     let mut mins = [0f32; 16];
     // SAFETY: each destination is 16 writable floats.
@@ -112,37 +117,7 @@ fn quantize_q2_k_block(rows: &[__m512; 16], xt: &[__m512; 16], y: &mut BlockQ2K)
         _mm512_storeu_ps(scales.as_mut_ptr(), s.scale);
         _mm512_storeu_ps(mins.as_mut_ptr(), s.the_min);
     }
-    // The scalar epilogue: 4-bit scales and mins against the largest of each (NaN never wins).
-    let mut max_scale = 0f32;
-    let mut max_min = 0f32;
-    for j in 0..16 {
-        if scales[j] > max_scale {
-            max_scale = scales[j];
-        }
-        if mins[j] > max_min {
-            max_min = mins[j];
-        }
-    }
-    if max_scale > 0.0 {
-        let iscale = Q4SCALE / max_scale;
-        for (sc, &scale) in y.scales.iter_mut().zip(&scales) {
-            // `y->scales[j] = l`: the int's low byte.
-            *sc = nearest_int(iscale * scale) as u8;
-        }
-        y.d = fp32_to_fp16(max_scale / Q4SCALE).to_le_bytes();
-    } else {
-        y.scales = [0; 16];
-        y.d = fp32_to_fp16(0.0).to_le_bytes();
-    }
-    if max_min > 0.0 {
-        let iscale = Q4SCALE / max_min;
-        for (sc, &min) in y.scales.iter_mut().zip(&mins) {
-            *sc |= (nearest_int(iscale * min) << 4) as u8;
-        }
-        y.dmin = fp32_to_fp16(max_min / Q4SCALE).to_le_bytes();
-    } else {
-        y.dmin = fp32_to_fp16(0.0).to_le_bytes();
-    }
+    q2_k_scales(&scales, &mins, y);
     // `requantize`: clamp(nearest_int((x + m) / d), 0, 3) per sub-block; a zero d keeps the
     // search's codes.
     let dm = fp16_to_fp32(u16::from_le_bytes(y.d));
@@ -164,20 +139,46 @@ fn quantize_q2_k_block(rows: &[__m512; 16], xt: &[__m512; 16], y: &mut BlockQ2K)
     pack_2bit(&l, &mut y.qs);
 }
 
+/// `quantize_row_q2_K_ref` for `K` super-blocks searched together; any with a NaN or an
+/// infinity makes the whole group go one block at a time.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn quantize_q2_k_group<const K: usize>(x: &[Rows; K], y: &mut [BlockQ2K; K]) {
+    let rows: [[__m512; 16]; K] = std::array::from_fn(|k| load_rows(&x[k]));
+    let mut xt = rows;
+    for xt in &mut xt {
+        transpose16_in_place(xt);
+    }
+    if xt.iter().any(|xt| any_non_finite_x16(xt)) {
+        for (x, y) in x.iter().zip(y) {
+            if K > 1 {
+                quantize_q2_k_group::<1>(std::array::from_ref(x), std::array::from_mut(y));
+            } else {
+                BlockQ2K::quantize_block(x.as_flattened(), y);
+            }
+        }
+        return;
+    }
+    let w = xt.map(|xt| xt.map(|x| _mm512_abs_ps(x)));
+    let searched = search_qkx2_x16(&xt, &w, Q2_K);
+    for k in 0..K {
+        finish_q2_k_block(&rows[k], &searched[k], &mut y[k]);
+    }
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 fn quantize_q2_k_avx512(src: &[f32], dst: &mut [u8]) {
     let blocks: &mut [BlockQ2K] = bytemuck::cast_slice_mut(dst);
     let (xs, x_rest) = src.as_chunks::<16>();
     let (xs, _) = xs.as_chunks::<16>();
     assert!(x_rest.is_empty() && xs.len() * QK_K == src.len() && xs.len() == blocks.len(), "partial blocks");
-    for (x, y) in xs.iter().zip(blocks) {
-        let rows = load_rows(x);
-        let xt = transpose16(rows);
-        if any_non_finite_x16(&xt) {
-            BlockQ2K::quantize_block(x.as_flattened(), y);
-        } else {
-            quantize_q2_k_block(&rows, &xt, y);
-        }
+    let (groups, x_tail) = xs.as_chunks::<Q2_GROUP>();
+    let (y_groups, y_tail) = blocks.as_chunks_mut::<Q2_GROUP>();
+    for (x, y) in groups.iter().zip(y_groups) {
+        quantize_q2_k_group(x, y);
+    }
+    for (x, y) in x_tail.iter().zip(y_tail) {
+        quantize_q2_k_group::<1>(std::array::from_ref(x), std::array::from_mut(y));
     }
 }
 
@@ -282,6 +283,7 @@ impl Q3Lanes {
 /// skips the rest (its lanes would not change again).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
+#[allow(clippy::needless_range_loop)] // element-major over the super-blocks, as the scalar sweep
 fn q3_sweeps<const K: usize>(lanes: &mut [Q3Lanes; K], xt: &[[__m512; 16]; K]) {
     let mut active = [true; K];
     for _itry in 0..5 {
@@ -312,31 +314,9 @@ fn finish_q3_k_block(rows: &[__m512; 16], lanes: &Q3Lanes, y: &mut BlockQ3K) {
     let mut scales = [0f32; 16];
     // SAFETY: `scales` is 16 writable floats.
     unsafe { _mm512_storeu_ps(scales.as_mut_ptr(), scale) };
-    // The sub-block scale of largest magnitude, signed; the first of equal ones wins.
-    let mut max_scale = 0f32;
-    let mut amax = 0f32;
-    for &s in &scales {
-        if s.abs() > amax {
-            amax = s.abs();
-            max_scale = s;
-        }
-    }
-    let mut ls = [0i8; 16];
-    // `if (max_scale)`: NaN counts as true.
-    if max_scale != 0.0 {
-        let iscale = -32.0 / max_scale;
-        for (l, &s) in ls.iter_mut().zip(&scales) {
-            // `int8_t l = nearest_int(...)` keeps the low byte before clamping.
-            *l = (nearest_int(iscale * s) as i8).clamp(-32, 31) + 32;
-        }
-        pack_scales(&ls, &mut y.scales);
-        y.d = fp32_to_fp16(1.0 / iscale).to_le_bytes();
-    } else {
-        y.scales = [0; 12];
-        y.d = fp32_to_fp16(0.0).to_le_bytes();
-    }
+    let ls = q3_k_scales(&scales, y);
     // Codes clamp(nearest_int(x / d), -4, 3) + 4 with d = d_all * (stored scale - 32); a zero d
-    // keeps the search's codes. `ls` is what `y.scales` stores (all 0 when it is zeroed).
+    // keeps the search's codes.
     let d_all = fp16_to_fp32(u16::from_le_bytes(y.d));
     let (lo, hi, four) = (_mm512_set1_epi32(-4), _mm512_set1_epi32(3), _mm512_set1_epi32(4));
     let mut search = None;
