@@ -16,6 +16,7 @@ mod float;
 mod iquants_dequantize;
 pub(super) mod kquants;
 mod kquants_dequantize;
+pub(super) mod kquants_imatrix; // its scalar parts are shared with AVX-512
 mod legacy;
 
 use std::arch::x86_64::*;
@@ -33,9 +34,11 @@ pub fn kernels(_token: Avx2, qtype: QuantType) -> IsaKernels {
 }
 
 /// The importance-weighted quantizers at this level (whole rows plus the imatrix).
-#[allow(clippy::match_single_binding)] // one arm per type as its kernel lands
 fn imatrix_kernel(qtype: QuantType) -> Option<QuantizeImatrixFn> {
     match qtype {
+        QuantType::Q4_K => Some(kquants_imatrix::quantize_q4_k_imatrix),
+        QuantType::Q5_K => Some(kquants_imatrix::quantize_q5_k_imatrix),
+        QuantType::Q6_K => Some(kquants_imatrix::quantize_q6_k_imatrix),
         _ => None,
     }
 }

@@ -27,13 +27,12 @@ use std::arch::x86_64::*;
 
 use super::kquants::{any_non_finite_x16, quantize_q6_k_block, requantize, search_qkx2_x16, transpose16, Qkx2};
 use super::load_f32x32;
-use crate::formats::float::fp32_to_fp16;
 use crate::formats::kquants::q4_k::MinBlock;
-use crate::formats::kquants::search::{make_qp_quants, pack_scale_min_k4};
 use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::{quantize_rows_imatrix_ref, BlockFormat};
 use crate::simd::x86_64::any_non_finite_avx512;
 use crate::simd::x86_64::avx2::kquants::{pack_q4_k, pack_q5_k};
+use crate::simd::x86_64::avx2::kquants_imatrix::{blocks_per_row, sigma2, weighted_scales};
 
 /// Defines the safe entry points of the table (`QuantizeImatrixFn`): each calls the
 /// `#[target_feature]` kernel of the same name with `_avx512` appended.
@@ -60,20 +59,6 @@ const Q5_K: Qkx2 = Qkx2 { nmax: 31, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad
 
 /// Sub-blocks of 32 in a super-block.
 const SUBS: usize = QK_K / 32;
-
-/// Checks the shapes every kernel here relies on (the codec guarantees them; a violation is a
-/// bug, not bad input) and returns the number of blocks per row.
-fn blocks_per_row(src: &[f32], dst_len: usize, block_bytes: usize, n_per_row: usize, imatrix: &[f32]) -> usize {
-    assert!(
-        n_per_row > 0
-            && n_per_row.is_multiple_of(QK_K)
-            && imatrix.len() == n_per_row
-            && src.len().is_multiple_of(n_per_row)
-            && dst_len == src.len() / QK_K * block_bytes,
-        "partial blocks or rows"
-    );
-    n_per_row / QK_K
-}
 
 /// The 32 vectors of 16 floats whose lane 8k + j holds element i of sub-block j of `blocks[k]`
 /// (vector i for i < 16 is the first half of the sub-blocks, vector 16 + i the second).
@@ -108,18 +93,11 @@ fn min_block_pair(
         return None;
     }
     let qt = transpose_pair(qw);
-    // sigma2 = 2 * sum_x2 / QK_K per block: the scalar left-to-right sums, the two interleaved.
-    let (a, b) = (x[0].as_flattened(), x[1].as_flattened());
-    let (mut sum_a, mut sum_b) = (0.0f32, 0.0f32);
-    for i in 0..QK_K {
-        sum_a += a[i] * a[i];
-        sum_b += b[i] * b[i];
-    }
-    let sigma2 = _mm512_mask_blend_ps(
-        0xff00,
-        _mm512_set1_ps(2.0 * sum_a / QK_K as f32),
-        _mm512_set1_ps(2.0 * sum_b / QK_K as f32),
-    );
+    let [sigma_a, sigma_b] = sigma2([
+        x[0].as_flattened().try_into().expect("256 floats"),
+        x[1].as_flattened().try_into().expect("256 floats"),
+    ]);
+    let sigma2 = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(sigma_a), _mm512_set1_ps(sigma_b));
     // weights[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sumw = the left-to-right sum of a sub-block's.
     let mut w = [_mm512_setzero_ps(); 32];
     let mut sum_w = _mm512_setzero_ps();
@@ -143,20 +121,7 @@ fn min_block_pair(
     }
     Some(std::array::from_fn(|k| {
         let r = SUBS * k..SUBS * k + SUBS;
-        let mut ls = [0u8; SUBS];
-        let mut lm = [0u8; SUBS];
-        let d_block = make_qp_quants(63, &scales[r.clone()], &mut ls, &sw[r.clone()]);
-        let m_block = make_qp_quants(63, &mins[r.clone()], &mut lm, &sw[r]);
-        if clamp63 {
-            ls = ls.map(|v| v.min(63));
-            lm = lm.map(|v| v.min(63));
-        }
-        let mut b = MinBlock {
-            d: fp32_to_fp16(d_block),
-            dmin: fp32_to_fp16(m_block),
-            scales: pack_scale_min_k4(&ls, &lm),
-            l: [0; QK_K],
-        };
+        let mut b = weighted_scales(&scales[r.clone()], &mins[r.clone()], &sw[r], clamp63);
         requantize(x[k], &mut b, &codes, SUBS * k, p.nmax);
         b
     }))
