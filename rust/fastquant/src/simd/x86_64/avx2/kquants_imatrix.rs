@@ -14,7 +14,7 @@ use super::kquants::{
 };
 use crate::formats::float::fp32_to_fp16;
 use crate::formats::kquants::q4_k::MinBlock;
-use crate::formats::kquants::search::{make_qp_quants, pack_scale_min_k4};
+use crate::formats::kquants::search::{pack_scale_min_k4, GROUP_MAX_EPS};
 use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::{quantize_rows_imatrix_ref, BlockFormat};
 use crate::simd::x86_64::any_non_finite_avx2;
@@ -81,25 +81,137 @@ pub(in crate::simd::x86_64) fn sigma2<const K: usize>(x: [&[f32; QK_K]; K]) -> [
     sum.map(|s| 2.0 * s / QK_K as f32)
 }
 
-/// The end of `min_block_imatrix` of `formats::kquants::q4_k` for one block, from its 8
-/// searched scales, mins and sub-block weight totals: `make_qp_quants` for the 6-bit scales and
-/// mins (Q5_K's extra `MIN(63, ..)` with `clamp63`), the fp16 super-scales, the packed scales.
-/// The codes are left for the caller's requantize.
-pub(in crate::simd::x86_64) fn weighted_scales(scales: &[f32], mins: &[f32], sw: &[f32], clamp63: bool) -> MinBlock {
-    let mut ls = [0u8; 8];
-    let mut lm = [0u8; 8];
-    let d_block = make_qp_quants(63, scales, &mut ls, sw);
-    let m_block = make_qp_quants(63, mins, &mut lm, sw);
+/// ggml's `nearest_int` on each of 4 lanes: add 1.5 * 2^23, read the low mantissa bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn nearest_int_x4(v: __m128) -> __m128i {
+    let bits = _mm_castps_si128(_mm_add_ps(v, _mm_set1_ps(12_582_912.0)));
+    _mm_sub_epi32(_mm_and_si128(bits, _mm_set1_epi32(0x007f_ffff)), _mm_set1_epi32(0x0040_0000))
+}
+
+/// `make_qp_quants(nmax, x, L, quant_weights)` of `formats::kquants::search` for 4 groups of 8
+/// at once, lane k running group k with exactly the scalar operations: element i of every group
+/// is vector i. Integers stay integers where the scalar code keeps them (the `int` l in the sums,
+/// the `uint8_t` L, which wraps, in the coordinate descent). The descent stops when no lane
+/// changed a code: a lane whose sweep changed nothing would change nothing in any further sweep
+/// (its state is what the sweep started from), so running it on does what the scalar `break`
+/// does. Returns the scales and the codes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn make_qp_quants_x4(nmax: i32, x: &[[f32; 8]; 4], qw: &[[f32; 8]; 4]) -> ([f32; 4], [[u8; 8]; 4]) {
+    let zero = _mm_setzero_ps();
+    let xs: [__m128; 8] = std::array::from_fn(|i| _mm_setr_ps(x[0][i], x[1][i], x[2][i], x[3][i]));
+    let ws: [__m128; 8] = std::array::from_fn(|i| _mm_setr_ps(qw[0][i], qw[1][i], qw[2][i], qw[3][i]));
+    let nmaxi = _mm_set1_epi32(nmax);
+    let nmaxf = nmax as f32;
+    let byte = |l: __m128i| _mm_and_si128(l, _mm_set1_epi32(0xff));
+    // max = MAX(max, x[i]): `_mm_max_ps(a, b)` is `a > b ? a : b`, C's macro.
+    let mut max = zero;
+    for &x in &xs {
+        max = _mm_max_ps(max, x);
+    }
+    // max < GROUP_MAX_EPS: all codes 0, scale 0 (applied at the end).
+    let empty = _mm_cmplt_ps(max, _mm_set1_ps(GROUP_MAX_EPS));
+    let mut iscale = _mm_div_ps(_mm_set1_ps(nmaxf), max);
+    let scale = _mm_div_ps(_mm_set1_ps(1.0), iscale);
+    // L[i] = nearest_int(iscale * x[i]) into a uint8_t; best_mse from the stored bytes.
+    let mut best_mse = zero;
+    for i in 0..8 {
+        let l = _mm_cvtepi32_ps(byte(nearest_int_x4(_mm_mul_ps(iscale, xs[i]))));
+        let diff = _mm_sub_ps(xs[i], _mm_mul_ps(scale, l));
+        best_mse = _mm_add_ps(best_mse, _mm_mul_ps(_mm_mul_ps(ws[i], diff), diff));
+    }
+    for is in -4..=4 {
+        if is == 0 {
+            continue;
+        }
+        let iscale_is = _mm_div_ps(_mm_set1_ps(0.1 * is as f32 + nmaxf), max);
+        let scale_is = _mm_div_ps(_mm_set1_ps(1.0), iscale_is);
+        let mut mse = zero;
+        for i in 0..8 {
+            let l = _mm_cvtepi32_ps(_mm_min_epi32(nearest_int_x4(_mm_mul_ps(iscale_is, xs[i])), nmaxi));
+            let diff = _mm_sub_ps(xs[i], _mm_mul_ps(scale_is, l));
+            mse = _mm_add_ps(mse, _mm_mul_ps(_mm_mul_ps(ws[i], diff), diff));
+        }
+        let better = _mm_cmplt_ps(mse, best_mse);
+        best_mse = _mm_blendv_ps(best_mse, mse, better);
+        iscale = _mm_blendv_ps(iscale, iscale_is, better);
+    }
+    // The codes of the best scale; the sums use the int l, L keeps its low byte.
+    let mut codes = [_mm_setzero_si128(); 8];
+    let mut sumlx = zero;
+    let mut suml2 = zero;
+    for i in 0..8 {
+        let l = _mm_min_epi32(nearest_int_x4(_mm_mul_ps(iscale, xs[i])), nmaxi);
+        codes[i] = byte(l);
+        let lf = _mm_cvtepi32_ps(l);
+        sumlx = _mm_add_ps(sumlx, _mm_mul_ps(_mm_mul_ps(ws[i], xs[i]), lf));
+        suml2 = _mm_add_ps(suml2, _mm_mul_ps(_mm_mul_ps(ws[i], lf), lf));
+    }
+    for _itry in 0..5 {
+        let mut changed = _mm_setzero_si128();
+        for i in 0..8 {
+            let (w, x) = (ws[i], xs[i]);
+            let li = _mm_cvtepi32_ps(codes[i]);
+            let mut slx = _mm_sub_ps(sumlx, _mm_mul_ps(_mm_mul_ps(w, x), li));
+            let mut sl2 = _mm_sub_ps(suml2, _mm_mul_ps(_mm_mul_ps(w, li), li));
+            let try_it = _mm_and_ps(_mm_cmpgt_ps(slx, zero), _mm_cmpgt_ps(sl2, zero));
+            let new_l = _mm_min_epi32(nearest_int_x4(_mm_div_ps(_mm_mul_ps(x, sl2), slx)), nmaxi);
+            let differs = _mm_andnot_si128(_mm_cmpeq_epi32(new_l, codes[i]), _mm_set1_epi32(-1));
+            let nf = _mm_cvtepi32_ps(new_l);
+            slx = _mm_add_ps(slx, _mm_mul_ps(_mm_mul_ps(w, x), nf));
+            sl2 = _mm_add_ps(sl2, _mm_mul_ps(_mm_mul_ps(w, nf), nf));
+            let gain = _mm_cmpgt_ps(_mm_mul_ps(_mm_mul_ps(slx, slx), suml2), _mm_mul_ps(_mm_mul_ps(sumlx, sumlx), sl2));
+            let take = _mm_and_ps(_mm_and_ps(try_it, _mm_castsi128_ps(differs)), gain);
+            codes[i] = _mm_castps_si128(_mm_blendv_ps(_mm_castsi128_ps(codes[i]), _mm_castsi128_ps(byte(new_l)), take));
+            sumlx = _mm_blendv_ps(sumlx, slx, take);
+            suml2 = _mm_blendv_ps(suml2, sl2, take);
+            changed = _mm_or_si128(changed, _mm_castps_si128(take));
+        }
+        if _mm_testz_si128(changed, changed) != 0 {
+            break;
+        }
+    }
+    let d = _mm_and_ps(_mm_cmpgt_ps(suml2, zero), _mm_div_ps(sumlx, suml2));
+    let mut scales = [0f32; 4];
+    // SAFETY: `scales` is 4 writable floats.
+    unsafe { _mm_storeu_ps(scales.as_mut_ptr(), _mm_andnot_ps(empty, d)) };
+    let mut lanes = [[0i32; 4]; 8];
+    for (lane, &c) in lanes.iter_mut().zip(&codes) {
+        // SAFETY: `lane` is 4 writable ints.
+        unsafe { _mm_storeu_si128(lane.as_mut_ptr().cast(), _mm_andnot_si128(_mm_castps_si128(empty), c)) };
+    }
+    (scales, std::array::from_fn(|k| std::array::from_fn(|i| lanes[i][k] as u8)))
+}
+
+/// The end of `min_block_imatrix` of `formats::kquants::q4_k` for up to two blocks, from their
+/// searched scales, mins and sub-block weight totals (8 each): `make_qp_quants` for the 6-bit
+/// scales and mins (the four runs in the lanes of one vector; Q5_K's extra `MIN(63, ..)` with
+/// `clamp63`), the fp16 super-scales, the packed scales. The codes are left for the caller's
+/// requantize.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in crate::simd::x86_64) fn weighted_scales<const K: usize>(
+    scales: [&[f32; 8]; K],
+    mins: [&[f32; 8]; K],
+    sw: [&[f32; 8]; K],
+    clamp63: bool,
+) -> [MinBlock; K] {
+    const { assert!(K == 1 || K == 2) };
+    // Lanes: the scales of block 0, of block 1, the mins of block 0, of block 1.
+    let at = |k: usize| k.min(K - 1);
+    let x = [*scales[0], *scales[at(1)], *mins[0], *mins[at(1)]];
+    let w = [*sw[0], *sw[at(1)], *sw[0], *sw[at(1)]];
+    let (d, mut l) = make_qp_quants_x4(63, &x, &w);
     if clamp63 {
-        ls = ls.map(|v| v.min(63));
-        lm = lm.map(|v| v.min(63));
+        l = l.map(|l| l.map(|v| v.min(63)));
     }
-    MinBlock {
-        d: fp32_to_fp16(d_block),
-        dmin: fp32_to_fp16(m_block),
-        scales: pack_scale_min_k4(&ls, &lm),
+    std::array::from_fn(|k| MinBlock {
+        d: fp32_to_fp16(d[k]),
+        dmin: fp32_to_fp16(d[2 + k]),
+        scales: pack_scale_min_k4(&l[k], &l[2 + k]),
         l: [0; QK_K],
-    }
+    })
 }
 
 /// `quantize_row_q{4,5}_K_impl` up to the bit packing for one NaN- and infinity-free block.
@@ -131,7 +243,7 @@ fn min_block(x: &[[f32; 32]; 8], qw: &[[f32; 32]; 8], p: Qkx2, clamp63: bool) ->
             _mm256_storeu_ps(c.as_mut_ptr(), l);
         }
     }
-    let mut b = weighted_scales(&scales, &mins, &sw, clamp63);
+    let [mut b] = weighted_scales([&scales], [&mins], [&sw], clamp63);
     requantize(x, &mut b, &codes, p.nmax);
     b
 }
@@ -198,6 +310,70 @@ fn quantize_q6_k_imatrix_avx2(src: &[f32], dst: &mut [u8], n_per_row: usize, ima
                 BlockQ6K::quantize_row_imatrix(x.as_flattened(), std::slice::from_mut(y), qw.as_flattened());
             } else {
                 quantize_q6_k_block(x, Some(qw), y);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::make_qp_quants_x4;
+    use crate::formats::kquants::search::make_qp_quants;
+    use crate::simd::x86_64::Avx2;
+
+    /// The lanes of [`make_qp_quants_x4`] against the scalar `make_qp_quants`, on groups the
+    /// searches do not produce but the function must still get right: negative values (codes that
+    /// wrap in the uint8_t L), zeros, values at the GROUP_MAX_EPS edge, ties of the rounding grid,
+    /// zero and huge weights. The crate-level tests cover the groups the searches produce.
+    #[test]
+    fn lanes_match_the_scalar_make_qp_quants() {
+        if Avx2::try_new().is_none() {
+            return;
+        }
+        let mut s = 0x2545_f491_u32;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s
+        };
+        for round in 0..20_000 {
+            let group = |next: &mut dyn FnMut() -> u32| -> [f32; 8] {
+                let style = next() % 6;
+                std::array::from_fn(|_| {
+                    let u = (next() >> 8) as f32 / (1 << 24) as f32;
+                    match style {
+                        0 => u * 3.0,
+                        1 => u - 0.2,
+                        2 => (next() % 4) as f32 * 0.5,
+                        3 => 1e-15 * u,
+                        4 => 0.0,
+                        _ => u * 10f32.powi((next() % 20) as i32 - 10),
+                    }
+                })
+            };
+            let x: [[f32; 8]; 4] = std::array::from_fn(|_| group(&mut next));
+            let w: [[f32; 8]; 4] = std::array::from_fn(|_| {
+                std::array::from_fn(|_| match next() % 8 {
+                    0 => 0.0,
+                    1 => 1e30,
+                    _ => (next() >> 8) as f32 / (1 << 20) as f32,
+                })
+            });
+            for nmax in [15, 63] {
+                // SAFETY: the token above proved AVX2, FMA and F16C.
+                let (d, l) = unsafe { make_qp_quants_x4(nmax, &x, &w) };
+                for k in 0..4 {
+                    let mut want = [0u8; 8];
+                    let dk = make_qp_quants(nmax, &x[k], &mut want, &w[k]);
+                    assert_eq!(
+                        (d[k].to_bits(), l[k]),
+                        (dk.to_bits(), want),
+                        "round {round} lane {k}: {:?} {:?}",
+                        x[k],
+                        w[k]
+                    );
+                }
             }
         }
     }

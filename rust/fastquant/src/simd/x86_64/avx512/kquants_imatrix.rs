@@ -13,9 +13,9 @@
 //!   weighted `make_qkx2_quants` lanes: the two differ only in the empty-range test (`max <= min`
 //!   against `max == min`), and after `if (min > 0) min = 0` the range of a NaN-free sub-block is
 //!   never negative, so both tests agree.
-//! * The 8 sub-block scales and mins are quantized by `make_qp_quants` with the sub-blocks' total
-//!   weights, once per super-block: the scalar function itself (two of them cost about a tenth
-//!   of the search; its coordinate descent changes one code at a time).
+//! * The 8 sub-block scales and mins of each block are quantized by `make_qp_quants` with the
+//!   sub-blocks' total weights: the pair's four runs in the lanes of one vector (the AVX2
+//!   module's `weighted_scales`; scalar, they cost a tenth of the search).
 //! * Q6_K is the plain kernel's `make_qx_quants` lanes with the raw imatrix as weights (ggml
 //!   passes no sigma2 term there).
 //!
@@ -119,12 +119,14 @@ fn min_block_pair(
             _mm512_storeu_ps(c.as_mut_ptr(), l);
         }
     }
-    Some(std::array::from_fn(|k| {
-        let r = SUBS * k..SUBS * k + SUBS;
-        let mut b = weighted_scales(&scales[r.clone()], &mins[r.clone()], &sw[r], clamp63);
-        requantize(x[k], &mut b, &codes, SUBS * k, p.nmax);
-        b
-    }))
+    let half = |v: &[f32; 16], k: usize| -> [f32; 8] { v[SUBS * k..SUBS * k + SUBS].try_into().expect("8 floats") };
+    let (s, m, w) =
+        ([half(&scales, 0), half(&scales, 1)], [half(&mins, 0), half(&mins, 1)], [half(&sw, 0), half(&sw, 1)]);
+    let mut blocks = weighted_scales([&s[0], &s[1]], [&m[0], &m[1]], [&w[0], &w[1]], clamp63);
+    for (k, b) in blocks.iter_mut().enumerate() {
+        requantize(x[k], b, &codes, SUBS * k, p.nmax);
+    }
+    Some(blocks)
 }
 
 /// The row loop of both formats: pairs of blocks through [`min_block_pair`] (an odd last block
