@@ -66,19 +66,30 @@ pub(in crate::simd::x86_64) fn blocks_per_row(
     n_per_row / QK_K
 }
 
-/// `sigma2 = 2*sum_x2/QK_K` of `quantize_row_q{4,5}_K_impl` for each of `K` blocks: one
-/// left-to-right sum per block (no lane layout turns it into lane-wise sums), the K interleaved
-/// so that their chains of dependent adds overlap.
-#[inline(always)]
+/// `sigma2 = 2*sum_x2/QK_K` of `quantize_row_q{4,5}_K_impl` for every block of a row: one
+/// left-to-right sum per block (no lane layout turns it into lane-wise sums), 8 blocks at a time
+/// interleaved so that their chains of dependent adds overlap.
 #[allow(clippy::needless_range_loop)] // element i of every block in turn: the index is the point
-pub(in crate::simd::x86_64) fn sigma2<const K: usize>(x: [&[f32; QK_K]; K]) -> [f32; K] {
-    let mut sum = [0.0f32; K];
-    for i in 0..QK_K {
-        for k in 0..K {
-            sum[k] += x[k][i] * x[k][i];
+pub(in crate::simd::x86_64) fn row_sigma2(row: &[f32]) -> Vec<f32> {
+    fn sums<const K: usize>(x: &[f32], out: &mut Vec<f32>) {
+        let mut sum = [0.0f32; K];
+        for i in 0..QK_K {
+            for k in 0..K {
+                let v = x[QK_K * k + i];
+                sum[k] += v * v;
+            }
         }
+        out.extend(sum.map(|s| 2.0 * s / QK_K as f32));
     }
-    sum.map(|s| 2.0 * s / QK_K as f32)
+    let mut out = Vec::with_capacity(row.len() / QK_K);
+    let mut groups = row.chunks_exact(8 * QK_K);
+    for g in &mut groups {
+        sums::<8>(g, &mut out);
+    }
+    for b in groups.remainder().chunks_exact(QK_K) {
+        sums::<1>(b, &mut out);
+    }
+    out
 }
 
 /// ggml's `nearest_int` on each of 4 lanes: add 1.5 * 2^23, read the low mantissa bits.
@@ -217,10 +228,9 @@ pub(in crate::simd::x86_64) fn weighted_scales<const K: usize>(
 /// `quantize_row_q{4,5}_K_impl` up to the bit packing for one NaN- and infinity-free block.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn min_block(x: &[[f32; 32]; 8], qw: &[[f32; 32]; 8], p: Qkx2, clamp63: bool) -> MinBlock {
+fn min_block(x: &[[f32; 32]; 8], qw: &[[f32; 32]; 8], sigma2: f32, p: Qkx2, clamp63: bool) -> MinBlock {
     let xt = transpose_sub_blocks(x);
     let qt = transpose_sub_blocks(qw);
-    let [sigma2] = sigma2([x.as_flattened().try_into().expect("256 floats")]);
     let sigma2 = _mm256_set1_ps(sigma2);
     // weights[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sumw = the left-to-right sum of a sub-block's.
     let mut w = [_mm256_setzero_ps(); 32];
@@ -269,13 +279,14 @@ fn quantize_min_rows<B: BlockFormat>(
     let (qw, _) = imatrix.as_chunks::<32>();
     let (qw, _) = qw.as_chunks::<8>();
     for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
+        let sigma2 = row_sigma2(x);
         let (x, _) = x.as_chunks::<32>();
         let (x, _) = x.as_chunks::<8>();
-        for ((x, y), qw) in x.iter().zip(y).zip(qw) {
+        for (((x, y), qw), &sigma2) in x.iter().zip(y).zip(qw).zip(&sigma2) {
             if any_non_finite_avx2(x.as_flattened()) {
                 B::quantize_row_imatrix(x.as_flattened(), std::slice::from_mut(y), qw.as_flattened());
             } else {
-                pack(&min_block(x, qw, p, clamp63), y);
+                pack(&min_block(x, qw, sigma2, p, clamp63), y);
             }
         }
     }

@@ -32,7 +32,7 @@ use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::{quantize_rows_imatrix_ref, BlockFormat};
 use crate::simd::x86_64::any_non_finite_avx512;
 use crate::simd::x86_64::avx2::kquants::{pack_q4_k, pack_q5_k};
-use crate::simd::x86_64::avx2::kquants_imatrix::{blocks_per_row, sigma2, weighted_scales};
+use crate::simd::x86_64::avx2::kquants_imatrix::{blocks_per_row, row_sigma2, weighted_scales};
 
 /// Defines the safe entry points of the table (`QuantizeImatrixFn`): each calls the
 /// `#[target_feature]` kernel of the same name with `_avx512` appended.
@@ -85,6 +85,7 @@ fn transpose_pair(blocks: [&[[f32; 32]; SUBS]; 2]) -> [__m512; 32] {
 fn min_block_pair(
     x: [&[[f32; 32]; SUBS]; 2],
     qw: [&[[f32; 32]; SUBS]; 2],
+    sigma2: [f32; 2],
     p: Qkx2,
     clamp63: bool,
 ) -> Option<[MinBlock; 2]> {
@@ -93,11 +94,7 @@ fn min_block_pair(
         return None;
     }
     let qt = transpose_pair(qw);
-    let [sigma_a, sigma_b] = sigma2([
-        x[0].as_flattened().try_into().expect("256 floats"),
-        x[1].as_flattened().try_into().expect("256 floats"),
-    ]);
-    let sigma2 = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(sigma_a), _mm512_set1_ps(sigma_b));
+    let sigma2 = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(sigma2[0]), _mm512_set1_ps(sigma2[1]));
     // weights[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sumw = the left-to-right sum of a sub-block's.
     let mut w = [_mm512_setzero_ps(); 32];
     let mut sum_w = _mm512_setzero_ps();
@@ -151,12 +148,13 @@ fn quantize_min_rows<B: BlockFormat>(
     let (qw, _) = imatrix.as_chunks::<32>();
     let (qw, _) = qw.as_chunks::<SUBS>();
     for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
+        let sigma2 = row_sigma2(x);
         let (x, _) = x.as_chunks::<32>();
         let (x, _) = x.as_chunks::<SUBS>();
         for k in (0..per_row).step_by(2) {
             let k2 = (k + 1).min(per_row - 1);
             let n = k2 + 1 - k;
-            match min_block_pair([&x[k], &x[k2]], [&qw[k], &qw[k2]], p, clamp63) {
+            match min_block_pair([&x[k], &x[k2]], [&qw[k], &qw[k2]], [sigma2[k], sigma2[k2]], p, clamp63) {
                 Some(pair) => {
                     for (b, y) in pair.iter().zip(&mut y[k..k + n]) {
                         pack(b, y);
