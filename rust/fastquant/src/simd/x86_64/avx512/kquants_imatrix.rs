@@ -25,7 +25,9 @@
 
 use std::arch::x86_64::*;
 
-use super::kquants::{any_non_finite_x16, quantize_q6_k_block, requantize, search_qkx2_x16, transpose16, Qkx2};
+use super::kquants::{
+    any_non_finite_x16, quantize_q6_k_block, requantize, search_qkx2_x16, transpose16, transpose16_in_place, Qkx2,
+};
 use super::load_f32x32;
 use crate::formats::kquants::q4_k::MinBlock;
 use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
@@ -180,16 +182,15 @@ fn quantize_q5_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, i
     quantize_min_rows::<BlockQ5K>(src, dst, n_per_row, imatrix, Q5_K, true, |b, y| pack_q5_k(b, y));
 }
 
-/// The 16 vectors whose lane s holds element i of sub-block s of a Q6_K block.
+/// Sets `m` to the 16 vectors whose lane s holds element i of sub-block s of a Q6_K block.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn transpose_q6_k(x: &[[f32; 16]; 16]) -> [__m512; 16] {
-    let mut rows = [_mm512_setzero_ps(); 16];
-    for (r, x) in rows.iter_mut().zip(x) {
+fn transpose_q6_k(x: &[[f32; 16]; 16], m: &mut [__m512; 16]) {
+    for (r, x) in m.iter_mut().zip(x) {
         // SAFETY: `x` is 16 readable floats; `loadu` has no alignment requirement.
         *r = unsafe { _mm512_loadu_ps(x.as_ptr()) };
     }
-    transpose16(rows)
+    transpose16_in_place(m);
 }
 
 /// `quantize_row_q6_K_impl` with quant weights: `make_qx_quants(32, .., 1, qw)` per sub-block of
@@ -203,17 +204,18 @@ fn quantize_q6_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, i
     let blocks: &mut [BlockQ6K] = bytemuck::cast_slice_mut(dst);
     let (qw, _) = imatrix.as_chunks::<16>();
     let (qw, _) = qw.as_chunks::<16>();
-    // The imatrix is the same for every row: transposed once.
-    let qt: Vec<[__m512; 16]> = qw.iter().map(|q| transpose_q6_k(q)).collect();
+    let mut xt = [_mm512_setzero_ps(); 16];
+    let mut qt = [_mm512_setzero_ps(); 16];
     for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
         let (x, _) = x.as_chunks::<16>();
         let (x, _) = x.as_chunks::<16>();
-        for (((x, y), qt), qw) in x.iter().zip(y).zip(&qt).zip(qw) {
-            let xt = transpose_q6_k(x);
+        for ((x, y), qw) in x.iter().zip(y).zip(qw) {
+            transpose_q6_k(x, &mut xt);
             if any_non_finite_x16(&xt) {
                 BlockQ6K::quantize_row_imatrix(x.as_flattened(), std::slice::from_mut(y), qw.as_flattened());
             } else {
-                quantize_q6_k_block(x, &xt, qt, y);
+                transpose_q6_k(qw, &mut qt);
+                quantize_q6_k_block(x, &xt, &qt, y);
             }
         }
     }
