@@ -515,10 +515,8 @@ fn search_qx_x16(xt: &[__m512; 16], w: &[__m512; 16]) -> (__m512, [__m512i; 16])
 /// for one NaN- and infinity-free block: [`search_qx_x16`], the 8-bit scales and fp16 d as the
 /// scalar code computes them, the codes recomputed against the stored scales 16 at a time, and
 /// ggml's bit layout.
-// Not inlined: inlined into its callers' loops, LLVM outlined the search's closures and moved
-// their arrays through memcpy (a third of the imatrix kernel's time).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-#[inline(never)]
+#[inline]
 pub(super) fn quantize_q6_k_block(x: &[[f32; 16]; 16], xt: &[__m512; 16], w: &[__m512; 16], y: &mut BlockQ6K) {
     let (scale, search_l) = search_qx_x16(xt, w);
     let mut scales = [0f32; 16];
