@@ -123,8 +123,7 @@ pub(super) fn transpose16(rows: [__m512; 16]) -> [__m512; 16] {
     m
 }
 
-/// [`transpose16`] in place: where the array is not a local that LLVM keeps in registers, passing
-/// it by value costs a 1 KiB copy each way.
+/// [`transpose16`] in place (large callers keep their matrices where they are).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
 pub(super) fn transpose16_in_place(m: &mut [__m512; 16]) {
