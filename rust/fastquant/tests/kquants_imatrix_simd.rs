@@ -137,7 +137,7 @@ fn check(qtype: QuantType, x: &[f32], n_per_row: usize, qw: &[f32]) {
 fn this_cpu_has_an_imatrix_kernel_above_scalar() {
     // Without one, the comparisons below would compare the scalar code with itself.
     for qtype in TYPES {
-        for level in [Level::Avx512] {
+        for level in [Level::Avx2, Level::Avx512] {
             if let Some(codec) = codec_for(qtype, level).expect("a codec") {
                 assert_eq!(codec.quantize_imatrix_level, level, "{}", qtype.name());
             }
@@ -149,7 +149,7 @@ fn this_cpu_has_an_imatrix_kernel_above_scalar() {
 fn random_rows_and_weights_match_the_scalar_reference() {
     let mut src = Source(0x5eed_0001);
     for qtype in TYPES {
-        for round in 0..60 {
+        for round in 0..250 {
             // 1, 2, 3, 5 and 16 blocks per row: odd counts leave a block to pair with itself
             let n_per_row = 256 * [1, 2, 3, 5, 16][round % 5];
             let rows = 1 + src.pick(3);

@@ -21,6 +21,7 @@ mod iquants_dequantize;
 pub(super) mod kquants;
 mod kquants_dequantize;
 pub(super) mod kquants_low; // its scalar epilogues are shared with AVX-512
+pub(super) mod kquants_imatrix; // its scalar parts are shared with AVX-512
 mod legacy;
 
 use std::arch::x86_64::*;
@@ -50,6 +51,9 @@ fn imatrix_kernel(qtype: QuantType) -> Option<QuantizeImatrixFn> {
     match qtype {
         QuantType::IQ4_NL => Some(iquants::quantize_iq4_nl_imatrix),
         QuantType::IQ4_XS => Some(iquants::quantize_iq4_xs_imatrix),
+        QuantType::Q4_K => Some(kquants_imatrix::quantize_q4_k_imatrix),
+        QuantType::Q5_K => Some(kquants_imatrix::quantize_q5_k_imatrix),
+        QuantType::Q6_K => Some(kquants_imatrix::quantize_q6_k_imatrix),
         _ => None,
     }
 }

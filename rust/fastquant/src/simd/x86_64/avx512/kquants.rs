@@ -501,40 +501,37 @@ fn search_qx_x16(xt: &[__m512; 16], w: &[__m512; 16]) -> (__m512, [__m512i; 16])
     // 1.5*2^23`, and the clamp can stay in floats. Empty lanes compute garbage that is dropped.
     let magic = _mm512_set1_ps(12_582_912.0);
     let (lo, hi) = (_mm512_set1_ps(-(NMAX as f32)), _mm512_set1_ps((NMAX - 1) as f32));
-    let codes = |iscale: __m512, x: __m512| -> __m512 {
-        let r = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(iscale, x), magic), magic);
-        _mm512_min_ps(_mm512_max_ps(r, lo), hi)
-    };
     // w * x, the same in every candidate.
     let mut wx = [zero; 16];
     for i in 0..16 {
         wx[i] = _mm512_mul_ps(w[i], xt[i]);
     }
-    // The sums of one candidate: sumlx += (w * x) * l, suml2 += (w * l) * l.
-    let sums = |iscale: __m512, laux: &mut [__m512; 16]| -> (__m512, __m512) {
-        let mut sumlx = _mm512_setzero_ps();
-        let mut suml2 = _mm512_setzero_ps();
+    let mut best_l = [zero; 16];
+    let mut scale = zero;
+    let mut best = zero;
+    let mut laux = [zero; 16];
+    // The plain rounding first (`is` 0: its `-(nmax + 0.1*0)` is `-nmax`), then the 18 others. One
+    // loop with no closures: as closures, LLVM outlined the sums and copied their arrays.
+    for is in std::iter::once(0).chain((-9..=9).filter(|&is| is != 0)) {
+        // The scalar `-(nmax + 0.1*is) / max`, its numerator evaluated once for all lanes.
+        let iscale = _mm512_div_ps(_mm512_set1_ps(-(NMAX as f32 + 0.1 * is as f32)), max);
+        // sumlx += (w * x) * l, suml2 += (w * l) * l.
+        let mut sumlx = zero;
+        let mut suml2 = zero;
         for i in 0..16 {
-            let lf = codes(iscale, xt[i]);
+            let r = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(iscale, xt[i]), magic), magic);
+            let lf = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
             laux[i] = lf;
             sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(wx[i], lf));
             suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(w[i], lf), lf));
         }
-        (sumlx, suml2)
-    };
-    let mut best_l = [zero; 16];
-    let (sumlx, suml2) = sums(_mm512_div_ps(_mm512_set1_ps(-(NMAX as f32)), max), &mut best_l);
-    // `suml2 ? sumlx / suml2 : 0`: NaN counts as true, hence the unordered compare.
-    let mut scale = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(suml2, zero), _mm512_div_ps(sumlx, suml2));
-    let mut best = _mm512_mul_ps(scale, sumlx);
-    let mut laux = [zero; 16];
-    for is in -9..=9 {
         if is == 0 {
+            best_l = laux;
+            // `suml2 ? sumlx / suml2 : 0`: NaN counts as true, hence the unordered compare.
+            scale = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(suml2, zero), _mm512_div_ps(sumlx, suml2));
+            best = _mm512_mul_ps(scale, sumlx);
             continue;
         }
-        // The scalar `-(nmax + 0.1*is) / max`, its numerator evaluated once for all lanes.
-        let iscale = _mm512_div_ps(_mm512_set1_ps(-(NMAX as f32 + 0.1 * is as f32)), max);
-        let (sumlx, suml2) = sums(iscale, &mut laux);
         let better = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(suml2, zero)
             & _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_mul_ps(sumlx, sumlx), _mm512_mul_ps(best, suml2));
         if better == 0 {
@@ -547,8 +544,11 @@ fn search_qx_x16(xt: &[__m512; 16], w: &[__m512; 16]) -> (__m512, [__m512i; 16])
         scale = _mm512_mask_mov_ps(scale, better, _mm512_div_ps(sumlx, suml2));
         best = _mm512_mask_mov_ps(best, better, _mm512_mul_ps(scale, sumlx));
     }
-    let best_l = best_l.map(|l| _mm512_maskz_add_epi32(!empty, _mm512_cvtps_epi32(l), _mm512_set1_epi32(NMAX)));
-    (_mm512_mask_mov_ps(scale, empty, zero), best_l)
+    let mut codes = [_mm512_setzero_si512(); 16];
+    for (c, &l) in codes.iter_mut().zip(&best_l) {
+        *c = _mm512_maskz_add_epi32(!empty, _mm512_cvtps_epi32(l), _mm512_set1_epi32(NMAX));
+    }
+    (_mm512_mask_mov_ps(scale, empty, zero), codes)
 }
 
 /// `quantize_row_q6_K_ref` (weights `w` = x^2) or `quantize_row_q6_K_impl` (`w` = the imatrix)

@@ -13,9 +13,9 @@
 //!   weighted `make_qkx2_quants` lanes: the two differ only in the empty-range test (`max <= min`
 //!   against `max == min`), and after `if (min > 0) min = 0` the range of a NaN-free sub-block is
 //!   never negative, so both tests agree.
-//! * The 8 sub-block scales and mins are quantized by `make_qp_quants` with the sub-blocks' total
-//!   weights, once per super-block: the scalar function itself (two of them cost about a tenth
-//!   of the search; its coordinate descent changes one code at a time).
+//! * The 8 sub-block scales and mins of each block are quantized by `make_qp_quants` with the
+//!   sub-blocks' total weights: the pair's four runs in the lanes of one vector (the AVX2
+//!   module's `weighted_scales`; scalar, they cost a tenth of the search).
 //! * Q6_K is the plain kernel's `make_qx_quants` lanes with the raw imatrix as weights (ggml
 //!   passes no sigma2 term there).
 //!
@@ -25,15 +25,16 @@
 
 use std::arch::x86_64::*;
 
-use super::kquants::{any_non_finite_x16, quantize_q6_k_block, requantize, search_qkx2_x16, transpose16, Qkx2};
+use super::kquants::{
+    any_non_finite_x16, quantize_q6_k_block, requantize, search_qkx2_x16, transpose16, transpose16_in_place, Qkx2,
+};
 use super::load_f32x32;
-use crate::formats::float::fp32_to_fp16;
 use crate::formats::kquants::q4_k::MinBlock;
-use crate::formats::kquants::search::{make_qp_quants, pack_scale_min_k4};
 use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::{quantize_rows_imatrix_ref, BlockFormat};
 use crate::simd::x86_64::any_non_finite_avx512;
 use crate::simd::x86_64::avx2::kquants::{pack_q4_k, pack_q5_k};
+use crate::simd::x86_64::avx2::kquants_imatrix::{blocks_per_row, row_sigma2, weighted_scales};
 
 /// Defines the safe entry points of the table (`QuantizeImatrixFn`): each calls the
 /// `#[target_feature]` kernel of the same name with `_avx512` appended.
@@ -61,20 +62,6 @@ const Q5_K: Qkx2 = Qkx2 { nmax: 31, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad
 /// Sub-blocks of 32 in a super-block.
 const SUBS: usize = QK_K / 32;
 
-/// Checks the shapes every kernel here relies on (the codec guarantees them; a violation is a
-/// bug, not bad input) and returns the number of blocks per row.
-fn blocks_per_row(src: &[f32], dst_len: usize, block_bytes: usize, n_per_row: usize, imatrix: &[f32]) -> usize {
-    assert!(
-        n_per_row > 0
-            && n_per_row.is_multiple_of(QK_K)
-            && imatrix.len() == n_per_row
-            && src.len().is_multiple_of(n_per_row)
-            && dst_len == src.len() / QK_K * block_bytes,
-        "partial blocks or rows"
-    );
-    n_per_row / QK_K
-}
-
 /// The 32 vectors of 16 floats whose lane 8k + j holds element i of sub-block j of `blocks[k]`
 /// (vector i for i < 16 is the first half of the sub-blocks, vector 16 + i the second).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
@@ -100,6 +87,7 @@ fn transpose_pair(blocks: [&[[f32; 32]; SUBS]; 2]) -> [__m512; 32] {
 fn min_block_pair(
     x: [&[[f32; 32]; SUBS]; 2],
     qw: [&[[f32; 32]; SUBS]; 2],
+    sigma2: [f32; 2],
     p: Qkx2,
     clamp63: bool,
 ) -> Option<[MinBlock; 2]> {
@@ -108,18 +96,7 @@ fn min_block_pair(
         return None;
     }
     let qt = transpose_pair(qw);
-    // sigma2 = 2 * sum_x2 / QK_K per block: the scalar left-to-right sums, the two interleaved.
-    let (a, b) = (x[0].as_flattened(), x[1].as_flattened());
-    let (mut sum_a, mut sum_b) = (0.0f32, 0.0f32);
-    for i in 0..QK_K {
-        sum_a += a[i] * a[i];
-        sum_b += b[i] * b[i];
-    }
-    let sigma2 = _mm512_mask_blend_ps(
-        0xff00,
-        _mm512_set1_ps(2.0 * sum_a / QK_K as f32),
-        _mm512_set1_ps(2.0 * sum_b / QK_K as f32),
-    );
+    let sigma2 = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(sigma2[0]), _mm512_set1_ps(sigma2[1]));
     // weights[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sumw = the left-to-right sum of a sub-block's.
     let mut w = [_mm512_setzero_ps(); 32];
     let mut sum_w = _mm512_setzero_ps();
@@ -141,25 +118,14 @@ fn min_block_pair(
             _mm512_storeu_ps(c.as_mut_ptr(), l);
         }
     }
-    Some(std::array::from_fn(|k| {
-        let r = SUBS * k..SUBS * k + SUBS;
-        let mut ls = [0u8; SUBS];
-        let mut lm = [0u8; SUBS];
-        let d_block = make_qp_quants(63, &scales[r.clone()], &mut ls, &sw[r.clone()]);
-        let m_block = make_qp_quants(63, &mins[r.clone()], &mut lm, &sw[r]);
-        if clamp63 {
-            ls = ls.map(|v| v.min(63));
-            lm = lm.map(|v| v.min(63));
-        }
-        let mut b = MinBlock {
-            d: fp32_to_fp16(d_block),
-            dmin: fp32_to_fp16(m_block),
-            scales: pack_scale_min_k4(&ls, &lm),
-            l: [0; QK_K],
-        };
-        requantize(x[k], &mut b, &codes, SUBS * k, p.nmax);
-        b
-    }))
+    let half = |v: &[f32; 16], k: usize| -> [f32; 8] { v[SUBS * k..SUBS * k + SUBS].try_into().expect("8 floats") };
+    let (s, m, w) =
+        ([half(&scales, 0), half(&scales, 1)], [half(&mins, 0), half(&mins, 1)], [half(&sw, 0), half(&sw, 1)]);
+    let mut blocks = weighted_scales([&s[0], &s[1]], [&m[0], &m[1]], [&w[0], &w[1]], clamp63);
+    for (k, b) in blocks.iter_mut().enumerate() {
+        requantize(x[k], b, &codes, SUBS * k, p.nmax);
+    }
+    Some(blocks)
 }
 
 /// The row loop of both formats: pairs of blocks through [`min_block_pair`] (an odd last block
@@ -184,12 +150,13 @@ fn quantize_min_rows<B: BlockFormat>(
     let (qw, _) = imatrix.as_chunks::<32>();
     let (qw, _) = qw.as_chunks::<SUBS>();
     for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
+        let sigma2 = row_sigma2(x);
         let (x, _) = x.as_chunks::<32>();
         let (x, _) = x.as_chunks::<SUBS>();
         for k in (0..per_row).step_by(2) {
             let k2 = (k + 1).min(per_row - 1);
             let n = k2 + 1 - k;
-            match min_block_pair([&x[k], &x[k2]], [&qw[k], &qw[k2]], p, clamp63) {
+            match min_block_pair([&x[k], &x[k2]], [&qw[k], &qw[k2]], [sigma2[k], sigma2[k2]], p, clamp63) {
                 Some(pair) => {
                     for (b, y) in pair.iter().zip(&mut y[k..k + n]) {
                         pack(b, y);
@@ -215,16 +182,15 @@ fn quantize_q5_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, i
     quantize_min_rows::<BlockQ5K>(src, dst, n_per_row, imatrix, Q5_K, true, |b, y| pack_q5_k(b, y));
 }
 
-/// The 16 vectors whose lane s holds element i of sub-block s of a Q6_K block.
+/// Sets `m` to the 16 vectors whose lane s holds element i of sub-block s of a Q6_K block.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn transpose_q6_k(x: &[[f32; 16]; 16]) -> [__m512; 16] {
-    let mut rows = [_mm512_setzero_ps(); 16];
-    for (r, x) in rows.iter_mut().zip(x) {
+fn transpose_q6_k(x: &[[f32; 16]; 16], m: &mut [__m512; 16]) {
+    for (r, x) in m.iter_mut().zip(x) {
         // SAFETY: `x` is 16 readable floats; `loadu` has no alignment requirement.
         *r = unsafe { _mm512_loadu_ps(x.as_ptr()) };
     }
-    transpose16(rows)
+    transpose16_in_place(m);
 }
 
 /// `quantize_row_q6_K_impl` with quant weights: `make_qx_quants(32, .., 1, qw)` per sub-block of
@@ -238,17 +204,18 @@ fn quantize_q6_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, i
     let blocks: &mut [BlockQ6K] = bytemuck::cast_slice_mut(dst);
     let (qw, _) = imatrix.as_chunks::<16>();
     let (qw, _) = qw.as_chunks::<16>();
-    // The imatrix is the same for every row: transposed once.
-    let qt: Vec<[__m512; 16]> = qw.iter().map(|q| transpose_q6_k(q)).collect();
+    let mut xt = [_mm512_setzero_ps(); 16];
+    let mut qt = [_mm512_setzero_ps(); 16];
     for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
         let (x, _) = x.as_chunks::<16>();
         let (x, _) = x.as_chunks::<16>();
-        for (((x, y), qt), qw) in x.iter().zip(y).zip(&qt).zip(qw) {
-            let xt = transpose_q6_k(x);
+        for ((x, y), qw) in x.iter().zip(y).zip(qw) {
+            transpose_q6_k(x, &mut xt);
             if any_non_finite_x16(&xt) {
                 BlockQ6K::quantize_row_imatrix(x.as_flattened(), std::slice::from_mut(y), qw.as_flattened());
             } else {
-                quantize_q6_k_block(x, &xt, qt, y);
+                transpose_q6_k(qw, &mut qt);
+                quantize_q6_k_block(x, &xt, &qt, y);
             }
         }
     }

@@ -1,0 +1,391 @@
+//! AVX2 importance-weighted quantize kernels for Q4_K, Q5_K and Q6_K: the AVX-512 kernels'
+//! method (see `avx512/kquants_imatrix.rs`) with 8 lanes, one Q4_K/Q5_K super-block's 8
+//! sub-blocks per search (half a Q6_K super-block's 16), on the plain AVX2 kernels' lane searches
+//! (`kquants.rs`) given the weighted path's weights. The scalar parts both levels share (the
+//! block's sigma2, the 6-bit scales by `make_qp_quants`, the shape checks) are here.
+//!
+//! A row whose imatrix holds a NaN or an infinity goes to the scalar reference whole, and so does
+//! a block with a NaN or an infinity in its data.
+
+use std::arch::x86_64::*;
+
+use super::kquants::{
+    pack_q4_k, pack_q5_k, quantize_q6_k_block, requantize, search_qkx2_x8, transpose_sub_blocks, Qkx2,
+};
+use crate::formats::float::fp32_to_fp16;
+use crate::formats::kquants::q4_k::MinBlock;
+use crate::formats::kquants::search::{pack_scale_min_k4, GROUP_MAX_EPS};
+use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+use crate::formats::{quantize_rows_imatrix_ref, BlockFormat};
+use crate::simd::x86_64::any_non_finite_avx2;
+
+/// Defines the safe entry points of the table (`QuantizeImatrixFn`) around `#[target_feature]`
+/// kernels.
+macro_rules! imatrix_entry_points {
+    ($($name:ident => $kernel:ident;)*) => {$(
+        pub(super) fn $name(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
+            // SAFETY: only reachable through the table `avx2::kernels` returns for an `Avx2`
+            // token, which exists only after run-time detection found AVX2, FMA and F16C, all
+            // that `$kernel` enables.
+            unsafe { $kernel(src, dst, n_per_row, imatrix) }
+        }
+    )*};
+}
+
+imatrix_entry_points! {
+    quantize_q4_k_imatrix => quantize_q4_k_imatrix_avx2;
+    quantize_q5_k_imatrix => quantize_q5_k_imatrix_avx2;
+    quantize_q6_k_imatrix => quantize_q6_k_imatrix_avx2;
+}
+
+/// `make_qkx3_quants(15, .., -0.9, 0.05, 36, false)` of `quantize_row_q4_K_impl`, run by the
+/// `make_qkx2_quants` lanes: the two differ only in the empty-range test (`max <= min` against
+/// `max == min`), and after `if (min > 0) min = 0` a NaN-free sub-block's range is never
+/// negative, so both tests agree.
+const Q4_K: Qkx2 = Qkx2 { nmax: 15, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
+/// `make_qkx3_quants(31, .., -0.9, 0.05, 36, false)` of `quantize_row_q5_K_impl`, as [`Q4_K`].
+const Q5_K: Qkx2 = Qkx2 { nmax: 31, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
+
+/// Checks the shapes every imatrix kernel relies on (the codec guarantees them; a violation is a
+/// bug, not bad input) and returns the number of blocks per row.
+pub(in crate::simd::x86_64) fn blocks_per_row(
+    src: &[f32],
+    dst_len: usize,
+    block_bytes: usize,
+    n_per_row: usize,
+    imatrix: &[f32],
+) -> usize {
+    assert!(
+        n_per_row > 0
+            && n_per_row.is_multiple_of(QK_K)
+            && imatrix.len() == n_per_row
+            && src.len().is_multiple_of(n_per_row)
+            && dst_len == src.len() / QK_K * block_bytes,
+        "partial blocks or rows"
+    );
+    n_per_row / QK_K
+}
+
+/// `sigma2 = 2*sum_x2/QK_K` of `quantize_row_q{4,5}_K_impl` for every block of a row: one
+/// left-to-right sum per block (no lane layout turns it into lane-wise sums), 8 blocks at a time
+/// interleaved so that their chains of dependent adds overlap.
+#[allow(clippy::needless_range_loop)] // element i of every block in turn: the index is the point
+pub(in crate::simd::x86_64) fn row_sigma2(row: &[f32]) -> Vec<f32> {
+    fn sums<const K: usize>(x: &[f32], out: &mut Vec<f32>) {
+        let mut sum = [0.0f32; K];
+        for i in 0..QK_K {
+            for k in 0..K {
+                let v = x[QK_K * k + i];
+                sum[k] += v * v;
+            }
+        }
+        out.extend(sum.map(|s| 2.0 * s / QK_K as f32));
+    }
+    let mut out = Vec::with_capacity(row.len() / QK_K);
+    let mut groups = row.chunks_exact(8 * QK_K);
+    for g in &mut groups {
+        sums::<8>(g, &mut out);
+    }
+    for b in groups.remainder().chunks_exact(QK_K) {
+        sums::<1>(b, &mut out);
+    }
+    out
+}
+
+/// ggml's `nearest_int` on each of 4 lanes: add 1.5 * 2^23, read the low mantissa bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn nearest_int_x4(v: __m128) -> __m128i {
+    let bits = _mm_castps_si128(_mm_add_ps(v, _mm_set1_ps(12_582_912.0)));
+    _mm_sub_epi32(_mm_and_si128(bits, _mm_set1_epi32(0x007f_ffff)), _mm_set1_epi32(0x0040_0000))
+}
+
+/// `make_qp_quants(nmax, x, L, quant_weights)` of `formats::kquants::search` for 4 groups of 8
+/// at once, lane k running group k with exactly the scalar operations: element i of every group
+/// is vector i. Integers stay integers where the scalar code keeps them (the `int` l in the sums,
+/// the `uint8_t` L, which wraps, in the coordinate descent). The descent stops when no lane
+/// changed a code: a lane whose sweep changed nothing would change nothing in any further sweep
+/// (its state is what the sweep started from), so running it on does what the scalar `break`
+/// does. Returns the scales and the codes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn make_qp_quants_x4(nmax: i32, x: &[[f32; 8]; 4], qw: &[[f32; 8]; 4]) -> ([f32; 4], [[u8; 8]; 4]) {
+    let zero = _mm_setzero_ps();
+    let xs: [__m128; 8] = std::array::from_fn(|i| _mm_setr_ps(x[0][i], x[1][i], x[2][i], x[3][i]));
+    let ws: [__m128; 8] = std::array::from_fn(|i| _mm_setr_ps(qw[0][i], qw[1][i], qw[2][i], qw[3][i]));
+    let nmaxi = _mm_set1_epi32(nmax);
+    let nmaxf = nmax as f32;
+    let byte = |l: __m128i| _mm_and_si128(l, _mm_set1_epi32(0xff));
+    // max = MAX(max, x[i]): `_mm_max_ps(a, b)` is `a > b ? a : b`, C's macro.
+    let mut max = zero;
+    for &x in &xs {
+        max = _mm_max_ps(max, x);
+    }
+    // max < GROUP_MAX_EPS: all codes 0, scale 0 (applied at the end).
+    let empty = _mm_cmplt_ps(max, _mm_set1_ps(GROUP_MAX_EPS));
+    let mut iscale = _mm_div_ps(_mm_set1_ps(nmaxf), max);
+    let scale = _mm_div_ps(_mm_set1_ps(1.0), iscale);
+    // L[i] = nearest_int(iscale * x[i]) into a uint8_t; best_mse from the stored bytes.
+    let mut best_mse = zero;
+    for i in 0..8 {
+        let l = _mm_cvtepi32_ps(byte(nearest_int_x4(_mm_mul_ps(iscale, xs[i]))));
+        let diff = _mm_sub_ps(xs[i], _mm_mul_ps(scale, l));
+        best_mse = _mm_add_ps(best_mse, _mm_mul_ps(_mm_mul_ps(ws[i], diff), diff));
+    }
+    for is in -4..=4 {
+        if is == 0 {
+            continue;
+        }
+        let iscale_is = _mm_div_ps(_mm_set1_ps(0.1 * is as f32 + nmaxf), max);
+        let scale_is = _mm_div_ps(_mm_set1_ps(1.0), iscale_is);
+        let mut mse = zero;
+        for i in 0..8 {
+            let l = _mm_cvtepi32_ps(_mm_min_epi32(nearest_int_x4(_mm_mul_ps(iscale_is, xs[i])), nmaxi));
+            let diff = _mm_sub_ps(xs[i], _mm_mul_ps(scale_is, l));
+            mse = _mm_add_ps(mse, _mm_mul_ps(_mm_mul_ps(ws[i], diff), diff));
+        }
+        let better = _mm_cmplt_ps(mse, best_mse);
+        best_mse = _mm_blendv_ps(best_mse, mse, better);
+        iscale = _mm_blendv_ps(iscale, iscale_is, better);
+    }
+    // The codes of the best scale; the sums use the int l, L keeps its low byte.
+    let mut codes = [_mm_setzero_si128(); 8];
+    let mut sumlx = zero;
+    let mut suml2 = zero;
+    for i in 0..8 {
+        let l = _mm_min_epi32(nearest_int_x4(_mm_mul_ps(iscale, xs[i])), nmaxi);
+        codes[i] = byte(l);
+        let lf = _mm_cvtepi32_ps(l);
+        sumlx = _mm_add_ps(sumlx, _mm_mul_ps(_mm_mul_ps(ws[i], xs[i]), lf));
+        suml2 = _mm_add_ps(suml2, _mm_mul_ps(_mm_mul_ps(ws[i], lf), lf));
+    }
+    for _itry in 0..5 {
+        let mut changed = _mm_setzero_si128();
+        for i in 0..8 {
+            let (w, x) = (ws[i], xs[i]);
+            let li = _mm_cvtepi32_ps(codes[i]);
+            let mut slx = _mm_sub_ps(sumlx, _mm_mul_ps(_mm_mul_ps(w, x), li));
+            let mut sl2 = _mm_sub_ps(suml2, _mm_mul_ps(_mm_mul_ps(w, li), li));
+            let try_it = _mm_and_ps(_mm_cmpgt_ps(slx, zero), _mm_cmpgt_ps(sl2, zero));
+            let new_l = _mm_min_epi32(nearest_int_x4(_mm_div_ps(_mm_mul_ps(x, sl2), slx)), nmaxi);
+            let differs = _mm_andnot_si128(_mm_cmpeq_epi32(new_l, codes[i]), _mm_set1_epi32(-1));
+            let nf = _mm_cvtepi32_ps(new_l);
+            slx = _mm_add_ps(slx, _mm_mul_ps(_mm_mul_ps(w, x), nf));
+            sl2 = _mm_add_ps(sl2, _mm_mul_ps(_mm_mul_ps(w, nf), nf));
+            let gain = _mm_cmpgt_ps(_mm_mul_ps(_mm_mul_ps(slx, slx), suml2), _mm_mul_ps(_mm_mul_ps(sumlx, sumlx), sl2));
+            let take = _mm_and_ps(_mm_and_ps(try_it, _mm_castsi128_ps(differs)), gain);
+            codes[i] = _mm_castps_si128(_mm_blendv_ps(_mm_castsi128_ps(codes[i]), _mm_castsi128_ps(byte(new_l)), take));
+            sumlx = _mm_blendv_ps(sumlx, slx, take);
+            suml2 = _mm_blendv_ps(suml2, sl2, take);
+            changed = _mm_or_si128(changed, _mm_castps_si128(take));
+        }
+        if _mm_testz_si128(changed, changed) != 0 {
+            break;
+        }
+    }
+    let d = _mm_and_ps(_mm_cmpgt_ps(suml2, zero), _mm_div_ps(sumlx, suml2));
+    let mut scales = [0f32; 4];
+    // SAFETY: `scales` is 4 writable floats.
+    unsafe { _mm_storeu_ps(scales.as_mut_ptr(), _mm_andnot_ps(empty, d)) };
+    let mut lanes = [[0i32; 4]; 8];
+    for (lane, &c) in lanes.iter_mut().zip(&codes) {
+        // SAFETY: `lane` is 4 writable ints.
+        unsafe { _mm_storeu_si128(lane.as_mut_ptr().cast(), _mm_andnot_si128(_mm_castps_si128(empty), c)) };
+    }
+    (scales, std::array::from_fn(|k| std::array::from_fn(|i| lanes[i][k] as u8)))
+}
+
+/// The end of `min_block_imatrix` of `formats::kquants::q4_k` for up to two blocks, from their
+/// searched scales, mins and sub-block weight totals (8 each): `make_qp_quants` for the 6-bit
+/// scales and mins (the four runs in the lanes of one vector; Q5_K's extra `MIN(63, ..)` with
+/// `clamp63`), the fp16 super-scales, the packed scales. The codes are left for the caller's
+/// requantize.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in crate::simd::x86_64) fn weighted_scales<const K: usize>(
+    scales: [&[f32; 8]; K],
+    mins: [&[f32; 8]; K],
+    sw: [&[f32; 8]; K],
+    clamp63: bool,
+) -> [MinBlock; K] {
+    const { assert!(K == 1 || K == 2) };
+    // Lanes: the scales of block 0, of block 1, the mins of block 0, of block 1.
+    let at = |k: usize| k.min(K - 1);
+    let x = [*scales[0], *scales[at(1)], *mins[0], *mins[at(1)]];
+    let w = [*sw[0], *sw[at(1)], *sw[0], *sw[at(1)]];
+    let (d, mut l) = make_qp_quants_x4(63, &x, &w);
+    if clamp63 {
+        l = l.map(|l| l.map(|v| v.min(63)));
+    }
+    std::array::from_fn(|k| MinBlock {
+        d: fp32_to_fp16(d[k]),
+        dmin: fp32_to_fp16(d[2 + k]),
+        scales: pack_scale_min_k4(&l[k], &l[2 + k]),
+        l: [0; QK_K],
+    })
+}
+
+/// `quantize_row_q{4,5}_K_impl` up to the bit packing for one NaN- and infinity-free block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn min_block(x: &[[f32; 32]; 8], qw: &[[f32; 32]; 8], sigma2: f32, p: Qkx2, clamp63: bool) -> MinBlock {
+    let xt = transpose_sub_blocks(x);
+    let qt = transpose_sub_blocks(qw);
+    let sigma2 = _mm256_set1_ps(sigma2);
+    // weights[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sumw = the left-to-right sum of a sub-block's.
+    let mut w = [_mm256_setzero_ps(); 32];
+    let mut sum_w = _mm256_setzero_ps();
+    for i in 0..32 {
+        w[i] = _mm256_mul_ps(qt[i], _mm256_sqrt_ps(_mm256_add_ps(sigma2, _mm256_mul_ps(xt[i], xt[i]))));
+        sum_w = _mm256_add_ps(sum_w, w[i]);
+    }
+    let [(scale, the_min, l)] = search_qkx2_x8(std::array::from_ref(&xt), std::array::from_ref(&w), p);
+    let mut scales = [0f32; 8];
+    let mut mins = [0f32; 8];
+    let mut sw = [0f32; 8];
+    let mut codes = [[0f32; 8]; 32];
+    // SAFETY: each destination is 8 writable floats.
+    unsafe {
+        _mm256_storeu_ps(scales.as_mut_ptr(), scale);
+        _mm256_storeu_ps(mins.as_mut_ptr(), the_min);
+        _mm256_storeu_ps(sw.as_mut_ptr(), sum_w);
+        for (c, &l) in codes.iter_mut().zip(&l) {
+            _mm256_storeu_ps(c.as_mut_ptr(), l);
+        }
+    }
+    let [mut b] = weighted_scales([&scales], [&mins], [&sw], clamp63);
+    requantize(x, &mut b, &codes, p.nmax);
+    b
+}
+
+/// The row loop of both formats: block by block through [`min_block`], blocks with non-finite
+/// data and rows with a non-finite imatrix through the scalar reference.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn quantize_min_rows<B: BlockFormat>(
+    src: &[f32],
+    dst: &mut [u8],
+    n_per_row: usize,
+    imatrix: &[f32],
+    p: Qkx2,
+    clamp63: bool,
+    pack: impl Fn(&MinBlock, &mut B),
+) {
+    let per_row = blocks_per_row(src, dst.len(), size_of::<B>(), n_per_row, imatrix);
+    if any_non_finite_avx2(imatrix) {
+        return quantize_rows_imatrix_ref::<B>(src, dst, n_per_row, imatrix);
+    }
+    let blocks: &mut [B] = bytemuck::cast_slice_mut(dst);
+    let (qw, _) = imatrix.as_chunks::<32>();
+    let (qw, _) = qw.as_chunks::<8>();
+    for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
+        let sigma2 = row_sigma2(x);
+        let (x, _) = x.as_chunks::<32>();
+        let (x, _) = x.as_chunks::<8>();
+        for (((x, y), qw), &sigma2) in x.iter().zip(y).zip(qw).zip(&sigma2) {
+            if any_non_finite_avx2(x.as_flattened()) {
+                B::quantize_row_imatrix(x.as_flattened(), std::slice::from_mut(y), qw.as_flattened());
+            } else {
+                pack(&min_block(x, qw, sigma2, p, clamp63), y);
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_q4_k_imatrix_avx2(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
+    quantize_min_rows::<BlockQ4K>(src, dst, n_per_row, imatrix, Q4_K, false, |b, y| pack_q4_k(b, y));
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_q5_k_imatrix_avx2(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
+    quantize_min_rows::<BlockQ5K>(src, dst, n_per_row, imatrix, Q5_K, true, |b, y| pack_q5_k(b, y));
+}
+
+/// `quantize_row_q6_K_impl` with quant weights: `make_qx_quants(32, .., 1, qw)` per sub-block of
+/// 16, lane-wise, with the imatrix itself as the weights.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_q6_k_imatrix_avx2(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
+    let per_row = blocks_per_row(src, dst.len(), size_of::<BlockQ6K>(), n_per_row, imatrix);
+    if any_non_finite_avx2(imatrix) {
+        return quantize_rows_imatrix_ref::<BlockQ6K>(src, dst, n_per_row, imatrix);
+    }
+    let blocks: &mut [BlockQ6K] = bytemuck::cast_slice_mut(dst);
+    let (qw, _) = imatrix.as_chunks::<16>();
+    let (qw, _) = qw.as_chunks::<16>();
+    for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
+        let (x, _) = x.as_chunks::<16>();
+        let (x, _) = x.as_chunks::<16>();
+        for ((x, y), qw) in x.iter().zip(y).zip(qw) {
+            if any_non_finite_avx2(x.as_flattened()) {
+                BlockQ6K::quantize_row_imatrix(x.as_flattened(), std::slice::from_mut(y), qw.as_flattened());
+            } else {
+                quantize_q6_k_block(x, Some(qw), y);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::make_qp_quants_x4;
+    use crate::formats::kquants::search::make_qp_quants;
+    use crate::simd::x86_64::Avx2;
+
+    /// The lanes of [`make_qp_quants_x4`] against the scalar `make_qp_quants`, on groups the
+    /// searches do not produce but the function must still get right: negative values (codes that
+    /// wrap in the uint8_t L), zeros, values at the GROUP_MAX_EPS edge, ties of the rounding grid,
+    /// zero and huge weights. The crate-level tests cover the groups the searches produce.
+    #[test]
+    fn lanes_match_the_scalar_make_qp_quants() {
+        if Avx2::try_new().is_none() {
+            return;
+        }
+        let mut s = 0x2545_f491_u32;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s
+        };
+        for round in 0..20_000 {
+            let group = |next: &mut dyn FnMut() -> u32| -> [f32; 8] {
+                let style = next() % 6;
+                std::array::from_fn(|_| {
+                    let u = (next() >> 8) as f32 / (1 << 24) as f32;
+                    match style {
+                        0 => u * 3.0,
+                        1 => u - 0.2,
+                        2 => (next() % 4) as f32 * 0.5,
+                        3 => 1e-15 * u,
+                        4 => 0.0,
+                        _ => u * 10f32.powi((next() % 20) as i32 - 10),
+                    }
+                })
+            };
+            let x: [[f32; 8]; 4] = std::array::from_fn(|_| group(&mut next));
+            let w: [[f32; 8]; 4] = std::array::from_fn(|_| {
+                std::array::from_fn(|_| match next() % 8 {
+                    0 => 0.0,
+                    1 => 1e30,
+                    _ => (next() >> 8) as f32 / (1 << 20) as f32,
+                })
+            });
+            for nmax in [15, 63] {
+                // SAFETY: the token above proved AVX2, FMA and F16C.
+                let (d, l) = unsafe { make_qp_quants_x4(nmax, &x, &w) };
+                for k in 0..4 {
+                    let mut want = [0u8; 8];
+                    let dk = make_qp_quants(nmax, &x[k], &mut want, &w[k]);
+                    assert_eq!(
+                        (d[k].to_bits(), l[k]),
+                        (dk.to_bits(), want),
+                        "round {round} lane {k}: {:?} {:?}",
+                        x[k],
+                        w[k]
+                    );
+                }
+            }
+        }
+    }
+}
