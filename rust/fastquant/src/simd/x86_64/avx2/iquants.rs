@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 
 use super::safe_wrappers;
 use crate::formats::float::fp32_to_fp16;
-use crate::formats::iquants::iq4::{iq4_xs_sub_scales, IQ4NL_MIDPOINTS, KVALUES_IQ4NL, QK4_NL, QK_K};
+use crate::formats::iquants::iq4::{iq4_xs_sub_scales, IQ4NL_MIDPOINTS, KVALUES_IQ4NL, KVALUES_IQ4NL_F32, QK4_NL};
 use crate::formats::iquants::{BlockIq4Nl, BlockIq4Xs};
 use crate::formats::BlockFormat;
 use crate::simd::x86_64::any_non_finite_avx2;
@@ -66,16 +66,6 @@ const fn step_table(s: usize) -> [f32; 8] {
 }
 const STEP_TABLES: [[f32; 8]; 3] = [step_table(4), step_table(2), step_table(1)];
 
-const KVALUES_F32: [f32; 16] = {
-    let mut t = [0.0f32; 16];
-    let mut i = 0;
-    while i < 16 {
-        t[i] = KVALUES_IQ4NL[i] as f32;
-        i += 1;
-    }
-    t
-};
-
 /// The lookup tables of [`nearest_x8`], loaded once per kernel call.
 #[derive(Clone, Copy)]
 struct Tables {
@@ -93,8 +83,8 @@ fn tables() -> Tables {
         Tables {
             mid7: _mm256_set1_ps(IQ4NL_MIDPOINTS[7]),
             steps: STEP_TABLES.map(|t| _mm256_loadu_ps(t.as_ptr())),
-            values_lo: _mm256_loadu_ps(KVALUES_F32.as_ptr()),
-            values_hi: _mm256_loadu_ps(KVALUES_F32.as_ptr().add(8)),
+            values_lo: _mm256_loadu_ps(KVALUES_IQ4NL_F32.as_ptr()),
+            values_hi: _mm256_loadu_ps(KVALUES_IQ4NL_F32.as_ptr().add(8)),
         }
     }
 }
@@ -153,7 +143,7 @@ fn search_x8(t: &Tables, xt: &[__m256; 32], w: &[__m256; 32]) -> __m256 {
         (sumqx, sumq2)
     };
     // d = -max / values[0]; the first codes use id = 1/d.
-    let d0 = _mm256_div_ps(_mm256_xor_ps(max, _mm256_set1_ps(-0.0)), _mm256_set1_ps(KVALUES_F32[0]));
+    let d0 = _mm256_div_ps(_mm256_xor_ps(max, _mm256_set1_ps(-0.0)), _mm256_set1_ps(KVALUES_IQ4NL_F32[0]));
     let (sumqx, sumq2) = sums(_mm256_div_ps(_mm256_set1_ps(1.0), d0));
     // d = sumq2 > 0 ? sumqx/sumq2 : 0; best = d*sumqx.
     let mut d = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(sumq2, zero), _mm256_div_ps(sumqx, sumq2));
@@ -191,53 +181,56 @@ fn pack_codes(t: &Tables, id: f32, x: &[f32; 32], q4: &mut [u8; 16]) {
     unsafe { _mm_storeu_si128(q4.as_mut_ptr().cast(), bytes) }
 }
 
+/// The importance weights of one group for the search: each sub-block's imatrix entries and each
+/// lane's `sigma2 = 2 * mean(x²)` over its (super-)block.
+pub(in crate::simd::x86_64) struct GroupWeights<const N: usize> {
+    pub qw: [[f32; 32]; N],
+    pub sigma2: [f32; N],
+}
+
 /// What differs between the two formats: how a block is finished from its sub-blocks' scales.
-trait Iq4Block: BlockFormat {
-    /// Writes the block of sub-blocks `x` (1 or 8) whose searched scales are `scales`.
-    fn finish(t: &Tables, x: &[[f32; 32]], scales: &[f32], y: &mut Self);
+pub(in crate::simd::x86_64) trait Iq4Block: BlockFormat {
+    /// Writes the block of sub-blocks `x` (1 or 8) whose searched scales are `scales`, the codes
+    /// of `id * x` for each sub-block through `pack(id, x, codes)`.
+    fn finish(x: &[[f32; 32]], scales: &[f32], y: &mut Self, pack: &mut impl FnMut(f32, &[f32; 32], &mut [u8; 16]));
 }
 
 impl Iq4Block for BlockIq4Nl {
     /// The scale as is (fp16), codes re-picked with `1/scale` (0 for a zero scale).
     #[inline(always)]
-    fn finish(t: &Tables, x: &[[f32; 32]], scales: &[f32], y: &mut Self) {
+    fn finish(x: &[[f32; 32]], scales: &[f32], y: &mut Self, pack: &mut impl FnMut(f32, &[f32; 32], &mut [u8; 16])) {
         y.d = fp32_to_fp16(scales[0]).to_le_bytes();
         let id = if scales[0] != 0.0 { 1.0 / scales[0] } else { 0.0 };
-        // SAFETY: `finish` is only called from the kernel below, which runs with its features
-        // (the trait is private to this file).
-        unsafe { pack_codes(t, id, &x[0], &mut y.qs) }
+        pack(id, &x[0], &mut y.qs);
     }
 }
 
 impl Iq4Block for BlockIq4Xs {
     /// The scalar epilogue's sub-scales, codes re-picked with each sub-block's `1/(d*l)`.
     #[inline(always)]
-    fn finish(t: &Tables, x: &[[f32; 32]], scales: &[f32], y: &mut Self) {
+    fn finish(x: &[[f32; 32]], scales: &[f32], y: &mut Self, pack: &mut impl FnMut(f32, &[f32; 32], &mut [u8; 16])) {
         let scales: &[f32; 8] = scales.try_into().expect("8 sub-blocks");
         let idl = iq4_xs_sub_scales(scales, &mut y.d, &mut y.scales_h, &mut y.scales_l);
         let (q4, _) = y.qs.as_chunks_mut::<16>();
         for ((q4, &idl), x) in q4.iter_mut().zip(&idl).zip(x) {
-            // SAFETY: as for IQ4_NL.
-            unsafe { pack_codes(t, idl, x, q4) }
+            pack(idl, x, q4);
         }
     }
 }
 
-/// Element j of each of 8 sub-blocks into lane s of vector j.
+/// The loop both levels' kernels share, for both formats, with (`imatrix = Some((n_per_row,
+/// qw))`) or without importance weights: groups of `N` sub-blocks (zero-padded at the end of the
+/// input) through `search`, which returns each lane's scale, then [`Iq4Block::finish`]. Groups
+/// with NaN or an infinity, and everything when the imatrix has one, take the scalar reference.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn transpose_x32(x: &[[f32; 32]; LANES]) -> [__m256; 32] {
-    let idx = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
-    let base = x.as_flattened().as_ptr();
-    // SAFETY: lane s reads x[s][j], s < 8 and j < 32, inside the 256 floats of `x`.
-    std::array::from_fn(|j| unsafe { _mm256_i32gather_ps::<4>(base.add(j), idx) })
-}
-
-/// Both formats, with (`imatrix = Some((n_per_row, qw))`) or without importance weights: groups of
-/// 8 sub-blocks through [`search_x8`], NaN/Inf groups through the scalar reference.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn quantize_iq4_avx2<B: Iq4Block>(src: &[f32], dst: &mut [u8], imatrix: Option<(usize, &[f32])>) {
+pub(in crate::simd::x86_64) fn quantize_groups<B: Iq4Block, const N: usize>(
+    src: &[f32],
+    dst: &mut [u8],
+    imatrix: Option<(usize, &[f32])>,
+    mut search: impl FnMut(&[[f32; 32]; N], Option<&GroupWeights<N>>) -> [f32; N],
+    mut pack: impl FnMut(f32, &[f32; 32], &mut [u8; 16]),
+) {
     let blocks: &mut [B] = bytemuck::cast_slice_mut(dst);
     let (subs, rest) = src.as_chunks::<QK4_NL>();
     assert!(rest.is_empty() && subs.len() * QK4_NL == blocks.len() * B::ELEMS, "partial blocks");
@@ -255,10 +248,9 @@ fn quantize_iq4_avx2<B: Iq4Block>(src: &[f32], dst: &mut [u8], imatrix: Option<(
         }
     }
     let subs_per_block = B::ELEMS / QK4_NL;
-    let t = tables();
-    for (g, (xs, ys)) in subs.chunks(LANES).zip(blocks.chunks_mut(LANES / subs_per_block)).enumerate() {
+    for (g, (xs, ys)) in subs.chunks(N).zip(blocks.chunks_mut(N / subs_per_block)).enumerate() {
         // The column of sub-block k of this group within its row, for the imatrix.
-        let col = |k: usize, n_per_row: usize| (g * LANES + k) * QK4_NL % n_per_row;
+        let col = |k: usize, n_per_row: usize| (g * N + k) * QK4_NL % n_per_row;
         if any_non_finite_avx2(xs.as_flattened()) {
             for (k, (x, y)) in xs.chunks_exact(subs_per_block).zip(ys.iter_mut()).enumerate() {
                 let x = x.as_flattened();
@@ -272,44 +264,72 @@ fn quantize_iq4_avx2<B: Iq4Block>(src: &[f32], dst: &mut [u8], imatrix: Option<(
             }
             continue;
         }
-        // Rows of 8 sub-blocks, zero-padded at the end of the input.
-        let mut x = [[0f32; 32]; LANES];
+        let mut x = [[0f32; 32]; N];
         x[..xs.len()].copy_from_slice(xs);
-        let xt = transpose_x32(&x);
-        let w: [__m256; 32] = match imatrix {
-            // weight = qw * sqrt(sigma2 + x²), sigma2 = 2*mean(x²) over the super-block.
-            Some((n, qw)) => {
-                let mut q = [[0f32; 32]; LANES];
-                for (k, q) in q.iter_mut().enumerate().take(xs.len()) {
-                    let c = col(k, n);
-                    q.copy_from_slice(&qw[c..c + QK4_NL]);
-                }
-                let qt = transpose_x32(&q);
-                let sigma2 = if subs_per_block == 1 {
-                    let mut s = _mm256_setzero_ps();
-                    for &x in &xt {
-                        s = _mm256_add_ps(s, _mm256_mul_ps(x, x));
-                    }
-                    _mm256_mul_ps(s, _mm256_set1_ps(2.0 / QK4_NL as f32))
-                } else {
-                    // A sum over the super-block's 256 elements in order.
-                    let mut sum = 0.0f32;
-                    for &v in x.as_flattened() {
-                        sum += v * v;
-                    }
-                    _mm256_set1_ps(sum * (2.0 / QK_K as f32))
-                };
-                std::array::from_fn(|j| {
-                    _mm256_mul_ps(qt[j], _mm256_sqrt_ps(_mm256_add_ps(sigma2, _mm256_mul_ps(xt[j], xt[j]))))
-                })
+        let weights = imatrix.map(|(n, qw)| {
+            let mut w = GroupWeights { qw: [[0f32; 32]; N], sigma2: [0f32; N] };
+            for (k, q) in w.qw.iter_mut().enumerate().take(xs.len()) {
+                let c = col(k, n);
+                q.copy_from_slice(&qw[c..c + QK4_NL]);
             }
-            None => xt.map(|x| _mm256_mul_ps(x, x)),
-        };
-        let mut scales = [0f32; LANES];
-        // SAFETY: `scales` is 8 writable floats.
-        unsafe { _mm256_storeu_ps(scales.as_mut_ptr(), search_x8(&t, &xt, &w)) };
+            // The scalar sum over the (super-)block in order, then * (2 / its size).
+            for (sb, s) in x.chunks_exact(subs_per_block).zip(w.sigma2.chunks_exact_mut(subs_per_block)) {
+                let mut sum = 0.0f32;
+                for &v in sb.as_flattened() {
+                    sum += v * v;
+                }
+                s.fill(sum * (2.0 / B::ELEMS as f32));
+            }
+            w
+        });
+        let scales = search(&x, weights.as_ref());
         for ((x, s), y) in xs.chunks_exact(subs_per_block).zip(scales.chunks_exact(subs_per_block)).zip(ys) {
-            B::finish(&t, x, s, y);
+            B::finish(x, s, y, &mut pack);
         }
     }
+}
+
+/// Element j of each of 8 sub-blocks into lane s of vector j.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn transpose_x32(x: &[[f32; 32]; LANES]) -> [__m256; 32] {
+    let idx = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
+    let base = x.as_flattened().as_ptr();
+    // SAFETY: lane s reads x[s][j], s < 8 and j < 32, inside the 256 floats of `x`.
+    std::array::from_fn(|j| unsafe { _mm256_i32gather_ps::<4>(base.add(j), idx) })
+}
+
+/// One group's scales: the weights (`x²`, or `qw * sqrt(sigma2 + x²)`) and [`search_x8`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn search_group(t: &Tables, x: &[[f32; 32]; LANES], weights: Option<&GroupWeights<LANES>>) -> [f32; LANES] {
+    let xt = transpose_x32(x);
+    let w: [__m256; 32] = match weights {
+        Some(gw) => {
+            let qt = transpose_x32(&gw.qw);
+            // SAFETY: `sigma2` is 8 readable floats.
+            let sigma2 = unsafe { _mm256_loadu_ps(gw.sigma2.as_ptr()) };
+            std::array::from_fn(|j| {
+                _mm256_mul_ps(qt[j], _mm256_sqrt_ps(_mm256_add_ps(sigma2, _mm256_mul_ps(xt[j], xt[j]))))
+            })
+        }
+        None => xt.map(|x| _mm256_mul_ps(x, x)),
+    };
+    let mut scales = [0f32; LANES];
+    // SAFETY: `scales` is 8 writable floats.
+    unsafe { _mm256_storeu_ps(scales.as_mut_ptr(), search_x8(t, &xt, &w)) };
+    scales
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn quantize_iq4_avx2<B: Iq4Block>(src: &[f32], dst: &mut [u8], imatrix: Option<(usize, &[f32])>) {
+    let t = tables();
+    quantize_groups::<B, LANES>(
+        src,
+        dst,
+        imatrix,
+        |x, w| search_group(&t, x, w),
+        |id, x, q4| pack_codes(&t, id, x, q4),
+    );
 }

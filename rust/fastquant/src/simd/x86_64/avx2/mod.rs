@@ -13,7 +13,7 @@
 //! of a fixed-size array.
 
 mod float;
-mod iquants;
+pub(super) mod iquants; // its group loop is shared with AVX-512
 mod iquants_dequantize;
 pub(super) mod kquants;
 mod kquants_dequantize;

@@ -24,11 +24,9 @@
 use std::arch::x86_64::*;
 
 use super::kquants::transpose16;
-use crate::formats::float::fp32_to_fp16;
-use crate::formats::iquants::iq4::{iq4_xs_sub_scales, IQ4NL_MIDPOINTS, KVALUES_IQ4NL, QK4_NL, QK_K};
+use crate::formats::iquants::iq4::{IQ4NL_MIDPOINTS, KVALUES_IQ4NL, KVALUES_IQ4NL_F32};
 use crate::formats::iquants::{BlockIq4Nl, BlockIq4Xs};
-use crate::formats::BlockFormat;
-use crate::simd::x86_64::any_non_finite_avx2;
+use crate::simd::x86_64::avx2::iquants::{quantize_groups, GroupWeights, Iq4Block};
 
 /// Sub-blocks per search: one per lane.
 const LANES: usize = 16;
@@ -72,16 +70,6 @@ const fn step_table(s: usize) -> [f32; 16] {
 }
 const STEP_TABLES: [[f32; 16]; 3] = [step_table(4), step_table(2), step_table(1)];
 
-const KVALUES_F32: [f32; 16] = {
-    let mut t = [0.0f32; 16];
-    let mut i = 0;
-    while i < 16 {
-        t[i] = KVALUES_IQ4NL[i] as f32;
-        i += 1;
-    }
-    t
-};
-
 /// The lookup tables of [`nearest_x16`], loaded once per kernel call.
 #[derive(Clone, Copy)]
 struct Tables {
@@ -98,7 +86,7 @@ fn tables() -> Tables {
         Tables {
             mid7: _mm512_set1_ps(IQ4NL_MIDPOINTS[7]),
             steps: STEP_TABLES.map(|t| _mm512_loadu_ps(t.as_ptr())),
-            values: _mm512_loadu_ps(KVALUES_F32.as_ptr()),
+            values: _mm512_loadu_ps(KVALUES_IQ4NL_F32.as_ptr()),
         }
     }
 }
@@ -144,7 +132,7 @@ fn search_x16(t: &Tables, xt: &[__m512; 32], w: &[__m512; 32]) -> __m512 {
         (sumqx, sumq2)
     };
     // d = -max / values[0]; the first codes use id = 1/d.
-    let d0 = _mm512_div_ps(_mm512_xor_ps(max, _mm512_set1_ps(-0.0)), _mm512_set1_ps(KVALUES_F32[0]));
+    let d0 = _mm512_div_ps(_mm512_xor_ps(max, _mm512_set1_ps(-0.0)), _mm512_set1_ps(KVALUES_IQ4NL_F32[0]));
     let (sumqx, sumq2) = sums(_mm512_div_ps(_mm512_set1_ps(1.0), d0));
     // d = sumq2 > 0 ? sumqx/sumq2 : 0; best = d*sumqx.
     let mut d = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(sumq2, zero), _mm512_div_ps(sumqx, sumq2));
@@ -178,123 +166,6 @@ fn pack_codes(t: &Tables, id: f32, x: &[f32; 32], q4: &mut [u8; 16]) {
     unsafe { _mm_storeu_si128(q4.as_mut_ptr().cast(), packed) }
 }
 
-/// What differs between the two formats: how a block is finished from its sub-blocks' scales.
-trait Iq4Block: BlockFormat {
-    /// Writes the block of sub-blocks `x` (1 or 8) whose searched scales are `scales`.
-    fn finish(t: &Tables, x: &[[f32; 32]], scales: &[f32], y: &mut Self);
-}
-
-impl Iq4Block for BlockIq4Nl {
-    /// The scale as is (fp16), codes re-picked with `1/scale` (0 for a zero scale).
-    #[inline(always)]
-    fn finish(t: &Tables, x: &[[f32; 32]], scales: &[f32], y: &mut Self) {
-        y.d = fp32_to_fp16(scales[0]).to_le_bytes();
-        let id = if scales[0] != 0.0 { 1.0 / scales[0] } else { 0.0 };
-        // SAFETY: `finish` is only called from the kernel below, which runs with its features
-        // (the trait is private to this file).
-        unsafe { pack_codes(t, id, &x[0], &mut y.qs) }
-    }
-}
-
-impl Iq4Block for BlockIq4Xs {
-    /// The scalar epilogue's sub-scales, codes re-picked with each sub-block's `1/(d*l)`.
-    #[inline(always)]
-    fn finish(t: &Tables, x: &[[f32; 32]], scales: &[f32], y: &mut Self) {
-        let scales: &[f32; 8] = scales.try_into().expect("8 sub-blocks");
-        let idl = iq4_xs_sub_scales(scales, &mut y.d, &mut y.scales_h, &mut y.scales_l);
-        let (q4, _) = y.qs.as_chunks_mut::<16>();
-        for ((q4, &idl), x) in q4.iter_mut().zip(&idl).zip(x) {
-            // SAFETY: as for IQ4_NL.
-            unsafe { pack_codes(t, idl, x, q4) }
-        }
-    }
-}
-
-/// Both formats, with (`imatrix = Some((n_per_row, qw))`) or without importance weights: groups of
-/// 16 sub-blocks through [`search_x16`], NaN/Inf groups through the scalar reference.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-fn quantize_iq4_avx512<B: Iq4Block>(src: &[f32], dst: &mut [u8], imatrix: Option<(usize, &[f32])>) {
-    let blocks: &mut [B] = bytemuck::cast_slice_mut(dst);
-    let (subs, rest) = src.as_chunks::<QK4_NL>();
-    assert!(rest.is_empty() && subs.len() * QK4_NL == blocks.len() * B::ELEMS, "partial blocks");
-    if let Some((n_per_row, qw)) = imatrix {
-        assert!(
-            qw.len() == n_per_row && n_per_row.is_multiple_of(B::ELEMS) && src.len().is_multiple_of(n_per_row),
-            "partial rows"
-        );
-        if any_non_finite_avx2(qw) {
-            // Weights with NaN or infinities: the scalar reference, which defines what they do.
-            for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(n_per_row / B::ELEMS)) {
-                B::quantize_row_imatrix(x, y, qw);
-            }
-            return;
-        }
-    }
-    let subs_per_block = B::ELEMS / QK4_NL;
-    let t = tables();
-    for (g, (xs, ys)) in subs.chunks(LANES).zip(blocks.chunks_mut(LANES / subs_per_block)).enumerate() {
-        // The column of this group's first element within its row, for the imatrix.
-        let col = |k: usize, n_per_row: usize| (g * LANES + k) * QK4_NL % n_per_row;
-        if any_non_finite_avx2(xs.as_flattened()) {
-            for (k, (x, y)) in xs.chunks_exact(subs_per_block).zip(ys.iter_mut()).enumerate() {
-                let x = x.as_flattened();
-                match imatrix {
-                    Some((n, qw)) => {
-                        let c = col(k * subs_per_block, n);
-                        B::quantize_row_imatrix(x, std::slice::from_mut(y), &qw[c..c + B::ELEMS]);
-                    }
-                    None => B::quantize_block(x, y),
-                }
-            }
-            continue;
-        }
-        // Rows of 16 sub-blocks, zero-padded at the end of the input.
-        let mut x = [[0f32; 32]; LANES];
-        x[..xs.len()].copy_from_slice(xs);
-        let xt = transpose_x32(&x);
-        let w: [__m512; 32] = match imatrix {
-            // weight = qw * sqrt(sigma2 + x²), sigma2 = 2*mean(x²) over the super-block.
-            Some((n, qw)) => {
-                let mut q = [[0f32; 32]; LANES];
-                for (k, q) in q.iter_mut().enumerate().take(xs.len()) {
-                    let c = col(k, n);
-                    q.copy_from_slice(&qw[c..c + QK4_NL]);
-                }
-                let qt = transpose_x32(&q);
-                let sigma2 = if subs_per_block == 1 {
-                    let mut s = _mm512_setzero_ps();
-                    for &x in &xt {
-                        s = _mm512_add_ps(s, _mm512_mul_ps(x, x));
-                    }
-                    _mm512_mul_ps(s, _mm512_set1_ps(2.0 / QK4_NL as f32))
-                } else {
-                    // A sum over 256 elements in order: scalar, per super-block of 8 lanes.
-                    let mut s = [0f32; LANES];
-                    for (sb, s) in x.chunks_exact(QK_K / QK4_NL).zip(s.chunks_exact_mut(QK_K / QK4_NL)) {
-                        let mut sum = 0.0f32;
-                        for &v in sb.as_flattened() {
-                            sum += v * v;
-                        }
-                        s.fill(sum * (2.0 / QK_K as f32));
-                    }
-                    // SAFETY: `s` is 16 readable floats.
-                    unsafe { _mm512_loadu_ps(s.as_ptr()) }
-                };
-                std::array::from_fn(|j| {
-                    _mm512_mul_ps(qt[j], _mm512_sqrt_ps(_mm512_add_ps(sigma2, _mm512_mul_ps(xt[j], xt[j]))))
-                })
-            }
-            None => xt.map(|x| _mm512_mul_ps(x, x)),
-        };
-        let mut scales = [0f32; LANES];
-        // SAFETY: `scales` is 16 writable floats.
-        unsafe { _mm512_storeu_ps(scales.as_mut_ptr(), search_x16(&t, &xt, &w)) };
-        for ((x, s), y) in xs.chunks_exact(subs_per_block).zip(scales.chunks_exact(subs_per_block)).zip(ys) {
-            B::finish(&t, x, s, y);
-        }
-    }
-}
-
 /// Element j of each of 16 sub-blocks into lane s of vector j.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
@@ -305,4 +176,39 @@ fn transpose_x32(x: &[[f32; 32]; LANES]) -> [__m512; 32] {
     let hi = x.map(|r| unsafe { _mm512_loadu_ps(r.as_ptr().add(16)) });
     let (lo, hi) = (transpose16(lo), transpose16(hi));
     std::array::from_fn(|j| if j < 16 { lo[j] } else { hi[j - 16] })
+}
+
+/// One group's scales: the weights (`x²`, or `qw * sqrt(sigma2 + x²)`) and [`search_x16`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn search_group(t: &Tables, x: &[[f32; 32]; LANES], weights: Option<&GroupWeights<LANES>>) -> [f32; LANES] {
+    let xt = transpose_x32(x);
+    let w: [__m512; 32] = match weights {
+        Some(gw) => {
+            let qt = transpose_x32(&gw.qw);
+            // SAFETY: `sigma2` is 16 readable floats.
+            let sigma2 = unsafe { _mm512_loadu_ps(gw.sigma2.as_ptr()) };
+            std::array::from_fn(|j| {
+                _mm512_mul_ps(qt[j], _mm512_sqrt_ps(_mm512_add_ps(sigma2, _mm512_mul_ps(xt[j], xt[j]))))
+            })
+        }
+        None => xt.map(|x| _mm512_mul_ps(x, x)),
+    };
+    let mut scales = [0f32; LANES];
+    // SAFETY: `scales` is 16 writable floats.
+    unsafe { _mm512_storeu_ps(scales.as_mut_ptr(), search_x16(t, &xt, &w)) };
+    scales
+}
+
+/// Both formats through the AVX2 kernels' group loop, 16 sub-blocks per group.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_iq4_avx512<B: Iq4Block>(src: &[f32], dst: &mut [u8], imatrix: Option<(usize, &[f32])>) {
+    let t = tables();
+    quantize_groups::<B, LANES>(
+        src,
+        dst,
+        imatrix,
+        |x, w| search_group(&t, x, w),
+        |id, x, q4| pack_codes(&t, id, x, q4),
+    );
 }
