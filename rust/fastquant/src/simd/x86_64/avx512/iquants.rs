@@ -24,8 +24,13 @@
 use std::arch::x86_64::*;
 
 use super::kquants::transpose16;
+use crate::formats::float::fp32_to_fp16;
 use crate::formats::iquants::iq4::{IQ4NL_MIDPOINTS, KVALUES_IQ4NL, KVALUES_IQ4NL_F32};
 use crate::formats::iquants::{BlockIq4Nl, BlockIq4Xs};
+use crate::formats::legacy::inverse_or_zero;
+use crate::formats::mxfp4::{e8m0_to_fp32_half, mxfp4_exponent, BlockMxfp4, KVALUES_MXFP4};
+use crate::formats::ternary::{BlockTq1_0, BlockTq2_0};
+use crate::formats::BlockFormat;
 use crate::simd::x86_64::avx2::iquants::{quantize_groups, GroupWeights, Iq4Block};
 
 /// Sub-blocks per search: one per lane.
@@ -44,6 +49,21 @@ pub(super) fn quantize_iq4_nl(src: &[f32], dst: &mut [u8]) {
 pub(super) fn quantize_iq4_xs(src: &[f32], dst: &mut [u8]) {
     // SAFETY: as in `quantize_iq4_nl`.
     unsafe { quantize_iq4_avx512::<BlockIq4Xs>(src, dst, None) }
+}
+
+pub(super) fn quantize_tq1_0(src: &[f32], dst: &mut [u8]) {
+    // SAFETY: as in `quantize_iq4_nl`.
+    unsafe { quantize_tq1_0_avx512(src, dst) }
+}
+
+pub(super) fn quantize_tq2_0(src: &[f32], dst: &mut [u8]) {
+    // SAFETY: as in `quantize_iq4_nl`.
+    unsafe { quantize_tq2_0_avx512(src, dst) }
+}
+
+pub(super) fn quantize_mxfp4(src: &[f32], dst: &mut [u8]) {
+    // SAFETY: as in `quantize_iq4_nl`.
+    unsafe { quantize_mxfp4_avx512(src, dst) }
 }
 
 pub(super) fn quantize_iq4_nl_imatrix(src: &[f32], dst: &mut [u8], n_per_row: usize, qw: &[f32]) {
@@ -211,4 +231,168 @@ fn quantize_iq4_avx512<B: Iq4Block>(src: &[f32], dst: &mut [u8], imatrix: Option
         |x, w| search_group(&t, x, w),
         |id, x, q4| pack_codes(&t, id, x, q4),
     );
+}
+
+// ---- TQ1_0, TQ2_0, MXFP4 ------------------------------------------------------------------------
+//
+// These quantizers have no search: one scale per block (the largest |x|, or MXFP4's power of two
+// from `log2f`), then each element's code on its own. The kernels vectorise along the elements,
+// each lane doing the scalar code's operations; blocks with a NaN or an infinity, and ternary
+// blocks whose inverse scale overflows (a largest |x| below 2^-128), take the scalar reference.
+
+/// Whether any lane of `v` is NaN or ±Inf.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn non_finite_mask(v: __m512) -> __mmask16 {
+    // fpclass categories: 0x01 QNaN, 0x08 +Inf, 0x10 -Inf, 0x80 SNaN.
+    _mm512_fpclass_ps_mask::<0x99>(v)
+}
+
+/// `lroundf(v) + 1` of ggml's ternary quantizers for |v| <= 1 (up to rounding): 0, 1 or 2.
+/// Ties go away from zero, so the code is 2 from 0.5 up and 0 from -0.5 down.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn trit_x16(v: __m512) -> __m512i {
+    let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(v, _mm512_set1_ps(0.5));
+    let down = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, _mm512_set1_ps(-0.5));
+    let one = _mm512_set1_epi32(1);
+    _mm512_mask_sub_epi32(_mm512_mask_add_epi32(one, up, one, one), down, one, one)
+}
+
+/// A ternary block's 16 vectors of codes (`lroundf(x * id) + 1`) and fp16 scale, or `None` when
+/// the block must take the scalar reference.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn ternary_codes(x: &[f32; 256]) -> Option<([__m512i; 16], [u8; 2])> {
+    // SAFETY: `x` is 256 readable floats, read 16 at a time.
+    let v: [__m512; 16] = std::array::from_fn(|k| unsafe { _mm512_loadu_ps(x.as_ptr().add(16 * k)) });
+    if v.iter().fold(0, |m, &v| m | non_finite_mask(v)) != 0 {
+        return None;
+    }
+    // `MAX(amax, fabsf(x))` over finite values is the largest |x|, whatever the order.
+    let amax = v.iter().fold(_mm512_setzero_ps(), |m, &v| _mm512_max_ps(m, _mm512_abs_ps(v)));
+    let d = _mm512_reduce_max_ps(amax);
+    let id = inverse_or_zero(d);
+    if !id.is_finite() {
+        return None;
+    }
+    let idv = _mm512_set1_ps(id);
+    Some((v.map(|v| trit_x16(_mm512_mul_ps(v, idv))), fp32_to_fp16(d).to_le_bytes()))
+}
+
+/// `quantize_row_tq2_0_ref`: byte `j*32 + m` holds the codes of elements `j*128 + n*32 + m` at bits
+/// `2n..2n+2`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_tq2_0_avx512(src: &[f32], dst: &mut [u8]) {
+    let blocks: &mut [BlockTq2_0] = bytemuck::cast_slice_mut(dst);
+    let (xs, rest) = src.as_chunks::<256>();
+    assert!(rest.is_empty() && xs.len() == blocks.len(), "partial blocks");
+    for (x, y) in xs.iter().zip(blocks) {
+        let Some((t, d)) = ternary_codes(x) else {
+            BlockTq2_0::quantize_block(x, y);
+            continue;
+        };
+        y.d = d;
+        // Vector k holds elements 16k..16k+16: element j*128 + n*32 + m is vector 8j + 2n + m/16.
+        for (k, out) in y.qs.chunks_exact_mut(16).enumerate() {
+            let (j, h) = (k / 2, k % 2);
+            let at = |n: usize| t[8 * j + 2 * n + h];
+            let q = _mm512_or_si512(
+                _mm512_or_si512(at(0), _mm512_slli_epi32::<2>(at(1))),
+                _mm512_or_si512(_mm512_slli_epi32::<4>(at(2)), _mm512_slli_epi32::<6>(at(3))),
+            );
+            let out: &mut [u8; 16] = out.try_into().expect("16 bytes");
+            // SAFETY: `out` is 16 writable bytes.
+            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(q)) }
+        }
+    }
+}
+
+/// `((uint16_t)q * 256 + 242) / 243` of 5 trits `q` (at most 242): the division in floats is
+/// exact here (a quotient just below an integer is at least 1/243 below it, far more than an ulp).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn ceil_div_243_x16(q: __m512i) -> __m128i {
+    let n = _mm512_add_epi32(_mm512_slli_epi32::<8>(q), _mm512_set1_epi32(242));
+    _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(_mm512_div_ps(_mm512_cvtepi32_ps(n), _mm512_set1_ps(243.0))))
+}
+
+/// `q = q*3 + t` over the trits `ts`, the first the most significant (no wrap: at most 242).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn base3_x16(ts: impl Iterator<Item = __m512i>) -> __m512i {
+    ts.fold(_mm512_setzero_si512(), |q, t| _mm512_add_epi32(_mm512_mullo_epi32(q, _mm512_set1_epi32(3)), t))
+}
+
+/// `quantize_row_tq1_0_ref`: 5 trits per byte (elements m + 32n of 0..160 in bytes 0..32, 160 + m +
+/// 16n in bytes 32..48), 4 per byte of `qh` (elements 240 + j + 4m), each scaled to a fraction of
+/// 243.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_tq1_0_avx512(src: &[f32], dst: &mut [u8]) {
+    let blocks: &mut [BlockTq1_0] = bytemuck::cast_slice_mut(dst);
+    let (xs, rest) = src.as_chunks::<256>();
+    assert!(rest.is_empty() && xs.len() == blocks.len(), "partial blocks");
+    for (x, y) in xs.iter().zip(blocks) {
+        let Some((t, d)) = ternary_codes(x) else {
+            BlockTq1_0::quantize_block(x, y);
+            continue;
+        };
+        y.d = d;
+        // Bytes 16h..16h+16 (h = 0, 1): element 32n + 16h + m is vector 2n + h; bytes 32..48:
+        // element 160 + 16n + m is vector 10 + n.
+        let mut bytes = [_mm_setzero_si128(); 3];
+        for (h, b) in bytes.iter_mut().enumerate().take(2) {
+            *b = ceil_div_243_x16(base3_x16((0..5).map(|n| t[2 * n + h])));
+        }
+        bytes[2] = ceil_div_243_x16(base3_x16((0..5).map(|n| t[10 + n])));
+        for (out, b) in y.qs.chunks_exact_mut(16).zip(bytes) {
+            let out: &mut [u8; 16] = out.try_into().expect("16 bytes");
+            // SAFETY: `out` is 16 writable bytes.
+            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), b) }
+        }
+        // qh: element 240 + j + 4m is lane j + 4m of vector 15; then one more *3.
+        let mut last = [0i32; 16];
+        // SAFETY: `last` is 16 writable ints.
+        unsafe { _mm512_storeu_si512(last.as_mut_ptr().cast(), t[15]) };
+        for (j, qh) in y.qh.iter_mut().enumerate() {
+            let q = (0..4).fold(0u32, |q, m| q * 3 + last[j + 4 * m] as u32) * 3;
+            *qh = (q * 256).div_ceil(243) as u8;
+        }
+    }
+}
+
+/// `quantize_row_mxfp4_ref`: the block's exponent by the scalar code (libm `log2f`, as ggml), then
+/// each element's code: the first of the 16 table values `kvalues_mxfp4[i] * d` nearest to it.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_mxfp4_avx512(src: &[f32], dst: &mut [u8]) {
+    let blocks: &mut [BlockMxfp4] = bytemuck::cast_slice_mut(dst);
+    let (xs, rest) = src.as_chunks::<32>();
+    assert!(rest.is_empty() && xs.len() == blocks.len(), "partial blocks");
+    for (x, y) in xs.iter().zip(blocks) {
+        // SAFETY: `x` is 32 readable floats.
+        let (lo, hi) = unsafe { (_mm512_loadu_ps(x.as_ptr()), _mm512_loadu_ps(x.as_ptr().add(16))) };
+        if non_finite_mask(lo) | non_finite_mask(hi) != 0 {
+            BlockMxfp4::quantize_block(x, y);
+            continue;
+        }
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+        y.e = mxfp4_exponent(amax);
+        let d = e8m0_to_fp32_half(y.e);
+        // err = |kv*d - x| (kv*d is exact: a small integer times a power of two), updated on a
+        // strictly smaller error, table order.
+        let code = |v: __m512| -> __m128i {
+            let mut best = _mm512_setzero_si512();
+            let mut best_err = _mm512_abs_ps(_mm512_sub_ps(_mm512_set1_ps(KVALUES_MXFP4[0] as f32 * d), v));
+            for (i, &k) in KVALUES_MXFP4.iter().enumerate().skip(1) {
+                let err = _mm512_abs_ps(_mm512_sub_ps(_mm512_set1_ps(k as f32 * d), v));
+                let better = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(err, best_err);
+                best = _mm512_mask_mov_epi32(best, better, _mm512_set1_epi32(i as i32));
+                best_err = _mm512_mask_mov_ps(best_err, better, err);
+            }
+            _mm512_cvtepi32_epi8(best)
+        };
+        let packed = _mm_or_si128(code(lo), _mm_slli_epi16::<4>(code(hi)));
+        // SAFETY: `qs` is 16 writable bytes.
+        unsafe { _mm_storeu_si128(y.qs.as_mut_ptr().cast(), packed) }
+    }
 }
