@@ -209,14 +209,16 @@ fn non_finite_inputs_and_weights_take_the_scalar_path() {
     }
 }
 
-/// The search-free quantizers with kernels of their own at AVX-512.
+/// The search-free quantizers with kernels of their own.
 const GRID_TYPES: [QuantType; 3] = [QuantType::TQ1_0, QuantType::TQ2_0, QuantType::MXFP4];
 
 #[test]
-fn ternary_and_mxfp4_have_kernels_at_avx512() {
+fn ternary_and_mxfp4_have_kernels_at_each_simd_level() {
     for qtype in GRID_TYPES {
-        let Some(codec) = codec_for(qtype, Level::Avx512).expect("a codec") else { continue };
-        assert_eq!(codec.quantize_level, Level::Avx512, "{}", qtype.name());
+        for level in [Level::Avx2, Level::Avx512] {
+            let Some(codec) = codec_for(qtype, level).expect("a codec") else { continue };
+            assert_eq!(codec.quantize_level, level, "{}", qtype.name());
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! AVX-512 quantize kernels for IQ4_NL and IQ4_XS, plain and importance-weighted.
+//! AVX-512 quantize kernels for IQ4_NL and IQ4_XS, plain and importance-weighted, and (at the end,
+//! without a search) for TQ1_0, TQ2_0 and MXFP4.
 //!
 //! Their time is ggml's scale search (`quantize_row_iq4_nl_impl`, `formats/iquants/iq4.rs`): per
 //! 32-element sub-block 16 candidate scales, each a nearest-entry search in the non-linear table
