@@ -443,6 +443,15 @@ fn base3_x8(ts: impl Iterator<Item = __m256i>) -> __m256i {
     ts.fold(_mm256_setzero_si256(), |q, t| _mm256_add_epi32(_mm256_add_epi32(q, _mm256_add_epi32(q, q)), t))
 }
 
+/// TQ1_0's last 4 bytes from the codes of its last 16 elements: byte j holds elements 240 + j + 4m
+/// (m = 0..4, the first the most significant trit), times 3 once more, as a fraction of 243.
+pub(in crate::simd::x86_64) fn tq1_0_qh(codes: &[i32; 16]) -> [u8; 4] {
+    std::array::from_fn(|j| {
+        let q = (0..4).fold(0u32, |q, m| q * 3 + codes[j + 4 * m] as u32) * 3;
+        (q * 256).div_ceil(243) as u8
+    })
+}
+
 /// `quantize_row_tq1_0_ref`: 5 trits per byte (elements m + 32n of 0..160 in bytes 0..32, 160 + m +
 /// 16n in bytes 32..48), 4 per byte of `qh` (elements 240 + j + 4m), each scaled to a fraction of
 /// 243.
@@ -472,17 +481,14 @@ fn quantize_tq1_0_avx2(src: &[f32], dst: &mut [u8]) {
             _mm256_storeu_si256(y.qs.as_mut_ptr().cast(), first);
             _mm_storeu_si128(y.qs.as_mut_ptr().add(32).cast(), _mm256_castsi256_si128(second));
         }
-        // qh: element 240 + j + 4m is lane (j + 4m) % 8 of vector 30 + (j + 4m) / 8; one more *3.
+        // qh: the codes of elements 240..256 are vectors 30 and 31.
         let mut last = [0i32; 16];
         // SAFETY: `last` is 16 writable ints.
         unsafe {
             _mm256_storeu_si256(last.as_mut_ptr().cast(), t[30]);
             _mm256_storeu_si256(last.as_mut_ptr().add(8).cast(), t[31]);
         }
-        for (j, qh) in y.qh.iter_mut().enumerate() {
-            let q = (0..4).fold(0u32, |q, m| q * 3 + last[j + 4 * m] as u32) * 3;
-            *qh = (q * 256).div_ceil(243) as u8;
-        }
+        y.qh = tq1_0_qh(&last);
     }
 }
 

@@ -17,7 +17,7 @@
 //! `vpermps` table lookup per step, then one more lookup for the table value.
 //!
 //! The per-block epilogue is the scalar code's: IQ4_NL's fp16 scale, IQ4_XS's 6-bit sub-scales
-//! through the shared [`iq4_xs_sub_scales`]; then the codes are re-picked 16 elements at a time
+//! through the shared [`iq4_xs_sub_scales`](crate::formats::iquants::iq4::iq4_xs_sub_scales); then the codes are re-picked 16 elements at a time
 //! against the broadcast inverse scale and packed two per byte. Groups with a NaN or an infinity
 //! in the input (or any when the imatrix has one) go to the scalar reference; a short last group
 //! runs with zero-padded lanes, which the search treats as empty blocks and nothing stores.
@@ -32,7 +32,7 @@ use crate::formats::legacy::inverse_or_zero;
 use crate::formats::mxfp4::{e8m0_to_fp32_half, mxfp4_exponent, BlockMxfp4, KVALUES_MXFP4};
 use crate::formats::ternary::{BlockTq1_0, BlockTq2_0};
 use crate::formats::BlockFormat;
-use crate::simd::x86_64::avx2::iquants::{quantize_groups, GroupWeights, Iq4Block};
+use crate::simd::x86_64::avx2::iquants::{quantize_groups, tq1_0_qh, GroupWeights, Iq4Block};
 
 /// Sub-blocks per search: one per lane.
 const LANES: usize = 16;
@@ -351,14 +351,11 @@ fn quantize_tq1_0_avx512(src: &[f32], dst: &mut [u8]) {
             // SAFETY: `out` is 16 writable bytes.
             unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), b) }
         }
-        // qh: element 240 + j + 4m is lane j + 4m of vector 15; then one more *3.
+        // qh: the codes of elements 240..256 are vector 15.
         let mut last = [0i32; 16];
         // SAFETY: `last` is 16 writable ints.
         unsafe { _mm512_storeu_si512(last.as_mut_ptr().cast(), t[15]) };
-        for (j, qh) in y.qh.iter_mut().enumerate() {
-            let q = (0..4).fold(0u32, |q, m| q * 3 + last[j + 4 * m] as u32) * 3;
-            *qh = (q * 256).div_ceil(243) as u8;
-        }
+        y.qh = tq1_0_qh(&last);
     }
 }
 
