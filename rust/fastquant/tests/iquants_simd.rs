@@ -91,13 +91,14 @@ fn sub_blocks(rng: &mut Rng, n: usize) -> Vec<f32> {
     x
 }
 
-/// Importance weights of one row: random, with zero columns and all-zero sub-blocks.
+/// Importance weights of one row: random, with zero and negative columns and all-zero sub-blocks.
 fn imatrix(rng: &mut Rng, n_per_row: usize) -> Vec<f32> {
     let mut w: Vec<f32> = (0..n_per_row)
-        .map(|_| match rng.below(8) {
+        .map(|_| match rng.below(9) {
             0 => 0.0,
             1 => 1e-20 * rng.uniform(),
             2 => 1e6 * rng.uniform(),
+            3 => -rng.uniform(), // not what an imatrix holds, but the kernels must agree anyway
             _ => rng.uniform() * rng.uniform() * 10.0,
         })
         .collect();
