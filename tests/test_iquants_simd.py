@@ -3,7 +3,8 @@ SIMD lane), plain and importance-weighted, against ggml's ``ggml_quantize_chunk`
 this CPU has: every data set of ``test_iquants.py`` with every kind of imatrix, rows whose
 sub-blocks each have their own scale and shape (so neighbouring lanes take different branches),
 row widths whose 8- or 16-sub-block groups straddle rows, heavy-tailed data, and non-finite input.
-(``test_iquants.py`` covers the plain path on its data sets at every level.)"""
+(``test_iquants.py`` covers the plain path on its data sets at every level.) Then the TQ1_0, TQ2_0
+and MXFP4 kernels on the same mixed rows."""
 
 from __future__ import annotations
 
@@ -119,3 +120,13 @@ def test_random_heavy_tailed_rows_at_every_level_match_ggml(qtype, seed, rows, d
     for level in fq.available_simd_levels():
         assert_same(quantize_at(x, qtype, level), want_plain, qtype, f"at {level}")
         assert_same(quantize_imatrix_at(x, qtype, w, level), want_weighted, qtype, f"weighted at {level}")
+
+
+@pytest.mark.parametrize("qtype", ["TQ1_0", "TQ2_0", "MXFP4"])
+def test_ternary_and_mxfp4_mixed_sub_blocks_at_every_level_match_ggml(qtype, simd_level):
+    for rows, k in [(1, 256), (5, 768), (3, 4096 + 256)]:
+        rng = np.random.default_rng(rows * 7919 + k)
+        x = mixed_rows(rng, rows, k)
+        # quarter steps: ties of the ternary and E2M1 grids
+        x[0, :128] = rng.integers(-16, 17, size=128) / 4.0
+        assert_same(quantize_at(x, qtype, simd_level), ggml_quantize(x, qtype), qtype, f"{rows}x{k} at {simd_level}")

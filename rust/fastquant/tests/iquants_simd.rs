@@ -2,7 +2,8 @@
 //! plain and importance-weighted, against the scalar reference at every level this CPU has, on
 //! sub-blocks that each draw their own shape and scale, so that the lanes of one vector take
 //! different branches: empty and sub-threshold blocks, values on the table's exact midpoints,
-//! lone outliers, weights that overflow to infinity, zero importance weights.
+//! lone outliers, weights that overflow to infinity, zero importance weights. Then the TQ1_0,
+//! TQ2_0 and MXFP4 kernels on the same data (ties of their grids included).
 
 use fastquant::formats::{scalar_codec, scalar_imatrix_quantizer};
 use fastquant::simd::{codec_for, Level};
@@ -34,7 +35,7 @@ const KVALUES: [f32; 16] = [-127., -104., -83., -65., -49., -35., -22., -10., 1.
 /// One 32-element sub-block in one of many shapes, at scale `s`.
 fn sub_block(rng: &mut Rng, s: f32) -> [f32; 32] {
     let mut g = [0f32; 32];
-    match rng.below(13) {
+    match rng.below(14) {
         0 => {}
         1 => g = [-0.0; 32],
         2 => g = [s; 32],
@@ -64,6 +65,10 @@ fn sub_block(rng: &mut Rng, s: f32) -> [f32; 32] {
             g.iter_mut().for_each(|v| *v = m * (2.0 * rng.uniform() - 1.0));
         }
         8 => g.iter_mut().for_each(|v| *v = s * rng.below(5) as f32 - 2.0 * s),
+        9 => {
+            // quarter steps: ties between neighbouring codes of the ternary and MXFP4 grids
+            g.iter_mut().for_each(|v| *v = s * (rng.below(33) as f32 - 16.0) / 4.0);
+        }
         _ => g.iter_mut().for_each(|v| *v = s * rng.normal()),
     }
     g
@@ -86,13 +91,14 @@ fn sub_blocks(rng: &mut Rng, n: usize) -> Vec<f32> {
     x
 }
 
-/// Importance weights of one row: random, with zero columns and all-zero sub-blocks.
+/// Importance weights of one row: random, with zero and negative columns and all-zero sub-blocks.
 fn imatrix(rng: &mut Rng, n_per_row: usize) -> Vec<f32> {
     let mut w: Vec<f32> = (0..n_per_row)
-        .map(|_| match rng.below(8) {
+        .map(|_| match rng.below(9) {
             0 => 0.0,
             1 => 1e-20 * rng.uniform(),
             2 => 1e6 * rng.uniform(),
+            3 => -rng.uniform(), // not what an imatrix holds, but the kernels must agree anyway
             _ => rng.uniform() * rng.uniform() * 10.0,
         })
         .collect();
@@ -200,6 +206,38 @@ fn non_finite_inputs_and_weights_take_the_scalar_path() {
             check_imatrix(qtype, &x, 512, &qw);
             qw[rng.below(512)] = special;
             check_imatrix(qtype, &x, 512, &qw);
+        }
+    }
+}
+
+/// The search-free quantizers with kernels of their own.
+const GRID_TYPES: [QuantType; 3] = [QuantType::TQ1_0, QuantType::TQ2_0, QuantType::MXFP4];
+
+#[test]
+fn ternary_and_mxfp4_have_kernels_at_each_simd_level() {
+    for qtype in GRID_TYPES {
+        for level in [Level::Avx2, Level::Avx512] {
+            let Some(codec) = codec_for(qtype, level).expect("a codec") else { continue };
+            assert_eq!(codec.quantize_level, level, "{}", qtype.name());
+        }
+    }
+}
+
+#[test]
+fn ternary_and_mxfp4_blocks_match_the_scalar_reference() {
+    let mut rng = Rng(0x7e57_7e57_0000_0001);
+    for qtype in GRID_TYPES {
+        for _ in 0..150 {
+            check_plain(qtype, &sub_blocks(&mut rng, 64));
+        }
+        for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, 1e-39, -1e-45] {
+            let mut x = sub_blocks(&mut rng, 64);
+            let at = rng.below(x.len());
+            x[at] = special;
+            check_plain(qtype, &x);
+            // a whole block of tiny values: the ternary inverse scale overflows
+            x[..256].iter_mut().for_each(|v| *v = special * 1e-3);
+            check_plain(qtype, &x);
         }
     }
 }

@@ -50,6 +50,17 @@ fn best_index_mxfp4(x: f32, e: f32) -> u8 {
     best_index
 }
 
+/// The E8M0 exponent of a block whose largest |x| is `amax`: `floorf(log2f(amax)) - 2 + 127` as
+/// C's float -> `uint8_t` (0 for `amax` = 0; shared with the SIMD kernels).
+#[inline(always)]
+pub(crate) fn mxfp4_exponent(amax: f32) -> u8 {
+    if amax > 0.0 {
+        c_float_to_int(amax.log2().floor() - 2.0 + 127.0) as u8
+    } else {
+        0
+    }
+}
+
 /// ggml `block_mxfp4`: the E8M0 exponent byte, then 16 bytes whose low nibbles are elements 0..16
 /// and whose high nibbles are elements 16..32.
 #[repr(C)]
@@ -74,7 +85,7 @@ impl BlockFormat for BlockMxfp4 {
         }
         // The largest doubled E2M1 value is 12 = 1.5 * 2^3, so amax ~ 2^floor(log2 amax) takes the
         // scale 2^(floor(log2 amax) - 2) (doubled values, halved scale). Inf gives e = 0.
-        let e = if amax > 0.0 { c_float_to_int(amax.log2().floor() - 2.0 + 127.0) as u8 } else { 0 };
+        let e = mxfp4_exponent(amax);
         let d = e8m0_to_fp32_half(e);
         y.e = e;
         for j in 0..QK_MXFP4 / 2 {

@@ -32,6 +32,17 @@ pub const QK_K: usize = 256;
 /// ggml's `kvalues_iq4nl` (`ggml-common.h`): the 16 levels a 4-bit code decodes to, times the scale.
 pub const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
+/// [`KVALUES_IQ4NL`] as floats, for the SIMD kernels' table lookups.
+pub(crate) const KVALUES_IQ4NL_F32: [f32; 16] = {
+    let mut t = [0.0f32; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = KVALUES_IQ4NL[i] as f32;
+        i += 1;
+    }
+    t
+};
+
 /// ggml's `GROUP_MAX_EPS`: a (sub-)block whose largest |x| is below this gets scale 0.
 const GROUP_MAX_EPS: f32 = 1e-15;
 

@@ -16,7 +16,7 @@ mod attention;
 pub(super) mod dot;
 pub(super) mod dot_kquants; // its unpacking and driver are shared with AVX-512
 mod float;
-mod iquants;
+pub(super) mod iquants; // its group loop is shared with AVX-512
 mod iquants_dequantize;
 pub(super) mod kquants;
 mod kquants_dequantize;
@@ -77,6 +77,9 @@ fn plain_kernels(qtype: QuantType) -> (Option<QuantizeFn>, Option<DequantizeFn>)
         QuantType::Q6_K => return (Some(kquants::quantize_q6_k), dequantize_only(qtype)),
         QuantType::IQ4_NL => return (Some(iquants::quantize_iq4_nl), dequantize_only(qtype)),
         QuantType::IQ4_XS => return (Some(iquants::quantize_iq4_xs), dequantize_only(qtype)),
+        QuantType::TQ1_0 => return (Some(iquants::quantize_tq1_0), dequantize_only(qtype)),
+        QuantType::TQ2_0 => return (Some(iquants::quantize_tq2_0), dequantize_only(qtype)),
+        QuantType::MXFP4 => return (Some(iquants::quantize_mxfp4), dequantize_only(qtype)),
         // Types with only a dequantize kernel at this level.
         _ => return (None, dequantize_only(qtype)),
     };

@@ -1,4 +1,5 @@
-//! AVX-512 quantize kernels for IQ4_NL and IQ4_XS, plain and importance-weighted.
+//! AVX-512 quantize kernels for IQ4_NL and IQ4_XS, plain and importance-weighted, and (at the end,
+//! without a search) for TQ1_0, TQ2_0 and MXFP4.
 //!
 //! Their time is ggml's scale search (`quantize_row_iq4_nl_impl`, `formats/iquants/iq4.rs`): per
 //! 32-element sub-block 16 candidate scales, each a nearest-entry search in the non-linear table
@@ -16,7 +17,7 @@
 //! `vpermps` table lookup per step, then one more lookup for the table value.
 //!
 //! The per-block epilogue is the scalar code's: IQ4_NL's fp16 scale, IQ4_XS's 6-bit sub-scales
-//! through the shared [`iq4_xs_sub_scales`]; then the codes are re-picked 16 elements at a time
+//! through the shared [`iq4_xs_sub_scales`](crate::formats::iquants::iq4::iq4_xs_sub_scales); then the codes are re-picked 16 elements at a time
 //! against the broadcast inverse scale and packed two per byte. Groups with a NaN or an infinity
 //! in the input (or any when the imatrix has one) go to the scalar reference; a short last group
 //! runs with zero-padded lanes, which the search treats as empty blocks and nothing stores.
@@ -25,10 +26,13 @@ use std::arch::x86_64::*;
 
 use super::kquants::transpose16;
 use crate::formats::float::fp32_to_fp16;
-use crate::formats::iquants::iq4::{iq4_xs_sub_scales, IQ4NL_MIDPOINTS, KVALUES_IQ4NL, QK4_NL, QK_K};
+use crate::formats::iquants::iq4::{IQ4NL_MIDPOINTS, KVALUES_IQ4NL, KVALUES_IQ4NL_F32};
 use crate::formats::iquants::{BlockIq4Nl, BlockIq4Xs};
+use crate::formats::legacy::inverse_or_zero;
+use crate::formats::mxfp4::{e8m0_to_fp32_half, mxfp4_exponent, BlockMxfp4, KVALUES_MXFP4};
+use crate::formats::ternary::{BlockTq1_0, BlockTq2_0};
 use crate::formats::BlockFormat;
-use crate::simd::x86_64::any_non_finite_avx2;
+use crate::simd::x86_64::avx2::iquants::{quantize_groups, tq1_0_qh, GroupWeights, Iq4Block};
 
 /// Sub-blocks per search: one per lane.
 const LANES: usize = 16;
@@ -46,6 +50,21 @@ pub(super) fn quantize_iq4_nl(src: &[f32], dst: &mut [u8]) {
 pub(super) fn quantize_iq4_xs(src: &[f32], dst: &mut [u8]) {
     // SAFETY: as in `quantize_iq4_nl`.
     unsafe { quantize_iq4_avx512::<BlockIq4Xs>(src, dst, None) }
+}
+
+pub(super) fn quantize_tq1_0(src: &[f32], dst: &mut [u8]) {
+    // SAFETY: as in `quantize_iq4_nl`.
+    unsafe { quantize_tq1_0_avx512(src, dst) }
+}
+
+pub(super) fn quantize_tq2_0(src: &[f32], dst: &mut [u8]) {
+    // SAFETY: as in `quantize_iq4_nl`.
+    unsafe { quantize_tq2_0_avx512(src, dst) }
+}
+
+pub(super) fn quantize_mxfp4(src: &[f32], dst: &mut [u8]) {
+    // SAFETY: as in `quantize_iq4_nl`.
+    unsafe { quantize_mxfp4_avx512(src, dst) }
 }
 
 pub(super) fn quantize_iq4_nl_imatrix(src: &[f32], dst: &mut [u8], n_per_row: usize, qw: &[f32]) {
@@ -72,16 +91,6 @@ const fn step_table(s: usize) -> [f32; 16] {
 }
 const STEP_TABLES: [[f32; 16]; 3] = [step_table(4), step_table(2), step_table(1)];
 
-const KVALUES_F32: [f32; 16] = {
-    let mut t = [0.0f32; 16];
-    let mut i = 0;
-    while i < 16 {
-        t[i] = KVALUES_IQ4NL[i] as f32;
-        i += 1;
-    }
-    t
-};
-
 /// The lookup tables of [`nearest_x16`], loaded once per kernel call.
 #[derive(Clone, Copy)]
 struct Tables {
@@ -98,7 +107,7 @@ fn tables() -> Tables {
         Tables {
             mid7: _mm512_set1_ps(IQ4NL_MIDPOINTS[7]),
             steps: STEP_TABLES.map(|t| _mm512_loadu_ps(t.as_ptr())),
-            values: _mm512_loadu_ps(KVALUES_F32.as_ptr()),
+            values: _mm512_loadu_ps(KVALUES_IQ4NL_F32.as_ptr()),
         }
     }
 }
@@ -144,7 +153,7 @@ fn search_x16(t: &Tables, xt: &[__m512; 32], w: &[__m512; 32]) -> __m512 {
         (sumqx, sumq2)
     };
     // d = -max / values[0]; the first codes use id = 1/d.
-    let d0 = _mm512_div_ps(_mm512_xor_ps(max, _mm512_set1_ps(-0.0)), _mm512_set1_ps(KVALUES_F32[0]));
+    let d0 = _mm512_div_ps(_mm512_xor_ps(max, _mm512_set1_ps(-0.0)), _mm512_set1_ps(KVALUES_IQ4NL_F32[0]));
     let (sumqx, sumq2) = sums(_mm512_div_ps(_mm512_set1_ps(1.0), d0));
     // d = sumq2 > 0 ? sumqx/sumq2 : 0; best = d*sumqx.
     let mut d = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(sumq2, zero), _mm512_div_ps(sumqx, sumq2));
@@ -178,123 +187,6 @@ fn pack_codes(t: &Tables, id: f32, x: &[f32; 32], q4: &mut [u8; 16]) {
     unsafe { _mm_storeu_si128(q4.as_mut_ptr().cast(), packed) }
 }
 
-/// What differs between the two formats: how a block is finished from its sub-blocks' scales.
-trait Iq4Block: BlockFormat {
-    /// Writes the block of sub-blocks `x` (1 or 8) whose searched scales are `scales`.
-    fn finish(t: &Tables, x: &[[f32; 32]], scales: &[f32], y: &mut Self);
-}
-
-impl Iq4Block for BlockIq4Nl {
-    /// The scale as is (fp16), codes re-picked with `1/scale` (0 for a zero scale).
-    #[inline(always)]
-    fn finish(t: &Tables, x: &[[f32; 32]], scales: &[f32], y: &mut Self) {
-        y.d = fp32_to_fp16(scales[0]).to_le_bytes();
-        let id = if scales[0] != 0.0 { 1.0 / scales[0] } else { 0.0 };
-        // SAFETY: `finish` is only called from the kernel below, which runs with its features
-        // (the trait is private to this file).
-        unsafe { pack_codes(t, id, &x[0], &mut y.qs) }
-    }
-}
-
-impl Iq4Block for BlockIq4Xs {
-    /// The scalar epilogue's sub-scales, codes re-picked with each sub-block's `1/(d*l)`.
-    #[inline(always)]
-    fn finish(t: &Tables, x: &[[f32; 32]], scales: &[f32], y: &mut Self) {
-        let scales: &[f32; 8] = scales.try_into().expect("8 sub-blocks");
-        let idl = iq4_xs_sub_scales(scales, &mut y.d, &mut y.scales_h, &mut y.scales_l);
-        let (q4, _) = y.qs.as_chunks_mut::<16>();
-        for ((q4, &idl), x) in q4.iter_mut().zip(&idl).zip(x) {
-            // SAFETY: as for IQ4_NL.
-            unsafe { pack_codes(t, idl, x, q4) }
-        }
-    }
-}
-
-/// Both formats, with (`imatrix = Some((n_per_row, qw))`) or without importance weights: groups of
-/// 16 sub-blocks through [`search_x16`], NaN/Inf groups through the scalar reference.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-fn quantize_iq4_avx512<B: Iq4Block>(src: &[f32], dst: &mut [u8], imatrix: Option<(usize, &[f32])>) {
-    let blocks: &mut [B] = bytemuck::cast_slice_mut(dst);
-    let (subs, rest) = src.as_chunks::<QK4_NL>();
-    assert!(rest.is_empty() && subs.len() * QK4_NL == blocks.len() * B::ELEMS, "partial blocks");
-    if let Some((n_per_row, qw)) = imatrix {
-        assert!(
-            qw.len() == n_per_row && n_per_row.is_multiple_of(B::ELEMS) && src.len().is_multiple_of(n_per_row),
-            "partial rows"
-        );
-        if any_non_finite_avx2(qw) {
-            // Weights with NaN or infinities: the scalar reference, which defines what they do.
-            for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(n_per_row / B::ELEMS)) {
-                B::quantize_row_imatrix(x, y, qw);
-            }
-            return;
-        }
-    }
-    let subs_per_block = B::ELEMS / QK4_NL;
-    let t = tables();
-    for (g, (xs, ys)) in subs.chunks(LANES).zip(blocks.chunks_mut(LANES / subs_per_block)).enumerate() {
-        // The column of this group's first element within its row, for the imatrix.
-        let col = |k: usize, n_per_row: usize| (g * LANES + k) * QK4_NL % n_per_row;
-        if any_non_finite_avx2(xs.as_flattened()) {
-            for (k, (x, y)) in xs.chunks_exact(subs_per_block).zip(ys.iter_mut()).enumerate() {
-                let x = x.as_flattened();
-                match imatrix {
-                    Some((n, qw)) => {
-                        let c = col(k * subs_per_block, n);
-                        B::quantize_row_imatrix(x, std::slice::from_mut(y), &qw[c..c + B::ELEMS]);
-                    }
-                    None => B::quantize_block(x, y),
-                }
-            }
-            continue;
-        }
-        // Rows of 16 sub-blocks, zero-padded at the end of the input.
-        let mut x = [[0f32; 32]; LANES];
-        x[..xs.len()].copy_from_slice(xs);
-        let xt = transpose_x32(&x);
-        let w: [__m512; 32] = match imatrix {
-            // weight = qw * sqrt(sigma2 + x²), sigma2 = 2*mean(x²) over the super-block.
-            Some((n, qw)) => {
-                let mut q = [[0f32; 32]; LANES];
-                for (k, q) in q.iter_mut().enumerate().take(xs.len()) {
-                    let c = col(k, n);
-                    q.copy_from_slice(&qw[c..c + QK4_NL]);
-                }
-                let qt = transpose_x32(&q);
-                let sigma2 = if subs_per_block == 1 {
-                    let mut s = _mm512_setzero_ps();
-                    for &x in &xt {
-                        s = _mm512_add_ps(s, _mm512_mul_ps(x, x));
-                    }
-                    _mm512_mul_ps(s, _mm512_set1_ps(2.0 / QK4_NL as f32))
-                } else {
-                    // A sum over 256 elements in order: scalar, per super-block of 8 lanes.
-                    let mut s = [0f32; LANES];
-                    for (sb, s) in x.chunks_exact(QK_K / QK4_NL).zip(s.chunks_exact_mut(QK_K / QK4_NL)) {
-                        let mut sum = 0.0f32;
-                        for &v in sb.as_flattened() {
-                            sum += v * v;
-                        }
-                        s.fill(sum * (2.0 / QK_K as f32));
-                    }
-                    // SAFETY: `s` is 16 readable floats.
-                    unsafe { _mm512_loadu_ps(s.as_ptr()) }
-                };
-                std::array::from_fn(|j| {
-                    _mm512_mul_ps(qt[j], _mm512_sqrt_ps(_mm512_add_ps(sigma2, _mm512_mul_ps(xt[j], xt[j]))))
-                })
-            }
-            None => xt.map(|x| _mm512_mul_ps(x, x)),
-        };
-        let mut scales = [0f32; LANES];
-        // SAFETY: `scales` is 16 writable floats.
-        unsafe { _mm512_storeu_ps(scales.as_mut_ptr(), search_x16(&t, &xt, &w)) };
-        for ((x, s), y) in xs.chunks_exact(subs_per_block).zip(scales.chunks_exact(subs_per_block)).zip(ys) {
-            B::finish(&t, x, s, y);
-        }
-    }
-}
-
 /// Element j of each of 16 sub-blocks into lane s of vector j.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
@@ -305,4 +197,200 @@ fn transpose_x32(x: &[[f32; 32]; LANES]) -> [__m512; 32] {
     let hi = x.map(|r| unsafe { _mm512_loadu_ps(r.as_ptr().add(16)) });
     let (lo, hi) = (transpose16(lo), transpose16(hi));
     std::array::from_fn(|j| if j < 16 { lo[j] } else { hi[j - 16] })
+}
+
+/// One group's scales: the weights (`x²`, or `qw * sqrt(sigma2 + x²)`) and [`search_x16`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn search_group(t: &Tables, x: &[[f32; 32]; LANES], weights: Option<&GroupWeights<LANES>>) -> [f32; LANES] {
+    let xt = transpose_x32(x);
+    let w: [__m512; 32] = match weights {
+        Some(gw) => {
+            let qt = transpose_x32(&gw.qw);
+            // SAFETY: `sigma2` is 16 readable floats.
+            let sigma2 = unsafe { _mm512_loadu_ps(gw.sigma2.as_ptr()) };
+            std::array::from_fn(|j| {
+                _mm512_mul_ps(qt[j], _mm512_sqrt_ps(_mm512_add_ps(sigma2, _mm512_mul_ps(xt[j], xt[j]))))
+            })
+        }
+        None => xt.map(|x| _mm512_mul_ps(x, x)),
+    };
+    let mut scales = [0f32; LANES];
+    // SAFETY: `scales` is 16 writable floats.
+    unsafe { _mm512_storeu_ps(scales.as_mut_ptr(), search_x16(t, &xt, &w)) };
+    scales
+}
+
+/// Both formats through the AVX2 kernels' group loop, 16 sub-blocks per group.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_iq4_avx512<B: Iq4Block>(src: &[f32], dst: &mut [u8], imatrix: Option<(usize, &[f32])>) {
+    let t = tables();
+    quantize_groups::<B, LANES>(
+        src,
+        dst,
+        imatrix,
+        |x, w| search_group(&t, x, w),
+        |id, x, q4| pack_codes(&t, id, x, q4),
+    );
+}
+
+// ---- TQ1_0, TQ2_0, MXFP4 ------------------------------------------------------------------------
+//
+// These quantizers have no search: one scale per block (the largest |x|, or MXFP4's power of two
+// from `log2f`), then each element's code on its own. The kernels vectorise along the elements,
+// each lane doing the scalar code's operations; blocks with a NaN or an infinity, and ternary
+// blocks whose inverse scale overflows (a largest |x| below 2^-128), take the scalar reference.
+
+/// Whether any lane of `v` is NaN or ±Inf.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn non_finite_mask(v: __m512) -> __mmask16 {
+    // fpclass categories: 0x01 QNaN, 0x08 +Inf, 0x10 -Inf, 0x80 SNaN.
+    _mm512_fpclass_ps_mask::<0x99>(v)
+}
+
+/// `lroundf(v) + 1` of ggml's ternary quantizers for |v| <= 1 (up to rounding): 0, 1 or 2.
+/// Ties go away from zero, so the code is 2 from 0.5 up and 0 from -0.5 down.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn trit_x16(v: __m512) -> __m512i {
+    let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(v, _mm512_set1_ps(0.5));
+    let down = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, _mm512_set1_ps(-0.5));
+    let one = _mm512_set1_epi32(1);
+    _mm512_mask_sub_epi32(_mm512_mask_add_epi32(one, up, one, one), down, one, one)
+}
+
+/// A ternary block's 16 vectors of codes (`lroundf(x * id) + 1`) and fp16 scale, or `None` when
+/// the block must take the scalar reference.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn ternary_codes(x: &[f32; 256]) -> Option<([__m512i; 16], [u8; 2])> {
+    // SAFETY: `x` is 256 readable floats, read 16 at a time.
+    let v: [__m512; 16] = std::array::from_fn(|k| unsafe { _mm512_loadu_ps(x.as_ptr().add(16 * k)) });
+    if v.iter().fold(0, |m, &v| m | non_finite_mask(v)) != 0 {
+        return None;
+    }
+    // `MAX(amax, fabsf(x))` over finite values is the largest |x|, whatever the order.
+    let amax = v.iter().fold(_mm512_setzero_ps(), |m, &v| _mm512_max_ps(m, _mm512_abs_ps(v)));
+    let d = _mm512_reduce_max_ps(amax);
+    let id = inverse_or_zero(d);
+    if !id.is_finite() {
+        return None;
+    }
+    let idv = _mm512_set1_ps(id);
+    Some((v.map(|v| trit_x16(_mm512_mul_ps(v, idv))), fp32_to_fp16(d).to_le_bytes()))
+}
+
+/// `quantize_row_tq2_0_ref`: byte `j*32 + m` holds the codes of elements `j*128 + n*32 + m` at bits
+/// `2n..2n+2`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_tq2_0_avx512(src: &[f32], dst: &mut [u8]) {
+    let blocks: &mut [BlockTq2_0] = bytemuck::cast_slice_mut(dst);
+    let (xs, rest) = src.as_chunks::<256>();
+    assert!(rest.is_empty() && xs.len() == blocks.len(), "partial blocks");
+    for (x, y) in xs.iter().zip(blocks) {
+        let Some((t, d)) = ternary_codes(x) else {
+            BlockTq2_0::quantize_block(x, y);
+            continue;
+        };
+        y.d = d;
+        // Vector k holds elements 16k..16k+16: element j*128 + n*32 + m is vector 8j + 2n + m/16.
+        for (k, out) in y.qs.chunks_exact_mut(16).enumerate() {
+            let (j, h) = (k / 2, k % 2);
+            let at = |n: usize| t[8 * j + 2 * n + h];
+            let q = _mm512_or_si512(
+                _mm512_or_si512(at(0), _mm512_slli_epi32::<2>(at(1))),
+                _mm512_or_si512(_mm512_slli_epi32::<4>(at(2)), _mm512_slli_epi32::<6>(at(3))),
+            );
+            let out: &mut [u8; 16] = out.try_into().expect("16 bytes");
+            // SAFETY: `out` is 16 writable bytes.
+            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(q)) }
+        }
+    }
+}
+
+/// `((uint16_t)q * 256 + 242) / 243` of 5 trits `q` (at most 242): the division in floats is
+/// exact here (a quotient just below an integer is at least 1/243 below it, far more than an ulp).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn ceil_div_243_x16(q: __m512i) -> __m128i {
+    let n = _mm512_add_epi32(_mm512_slli_epi32::<8>(q), _mm512_set1_epi32(242));
+    _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(_mm512_div_ps(_mm512_cvtepi32_ps(n), _mm512_set1_ps(243.0))))
+}
+
+/// `q = q*3 + t` over the trits `ts`, the first the most significant (no wrap: at most 242).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn base3_x16(ts: impl Iterator<Item = __m512i>) -> __m512i {
+    ts.fold(_mm512_setzero_si512(), |q, t| _mm512_add_epi32(_mm512_mullo_epi32(q, _mm512_set1_epi32(3)), t))
+}
+
+/// `quantize_row_tq1_0_ref`: 5 trits per byte (elements m + 32n of 0..160 in bytes 0..32, 160 + m +
+/// 16n in bytes 32..48), 4 per byte of `qh` (elements 240 + j + 4m), each scaled to a fraction of
+/// 243.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_tq1_0_avx512(src: &[f32], dst: &mut [u8]) {
+    let blocks: &mut [BlockTq1_0] = bytemuck::cast_slice_mut(dst);
+    let (xs, rest) = src.as_chunks::<256>();
+    assert!(rest.is_empty() && xs.len() == blocks.len(), "partial blocks");
+    for (x, y) in xs.iter().zip(blocks) {
+        let Some((t, d)) = ternary_codes(x) else {
+            BlockTq1_0::quantize_block(x, y);
+            continue;
+        };
+        y.d = d;
+        // Bytes 16h..16h+16 (h = 0, 1): element 32n + 16h + m is vector 2n + h; bytes 32..48:
+        // element 160 + 16n + m is vector 10 + n.
+        let mut bytes = [_mm_setzero_si128(); 3];
+        for (h, b) in bytes.iter_mut().enumerate().take(2) {
+            *b = ceil_div_243_x16(base3_x16((0..5).map(|n| t[2 * n + h])));
+        }
+        bytes[2] = ceil_div_243_x16(base3_x16((0..5).map(|n| t[10 + n])));
+        for (out, b) in y.qs.chunks_exact_mut(16).zip(bytes) {
+            let out: &mut [u8; 16] = out.try_into().expect("16 bytes");
+            // SAFETY: `out` is 16 writable bytes.
+            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), b) }
+        }
+        // qh: the codes of elements 240..256 are vector 15.
+        let mut last = [0i32; 16];
+        // SAFETY: `last` is 16 writable ints.
+        unsafe { _mm512_storeu_si512(last.as_mut_ptr().cast(), t[15]) };
+        y.qh = tq1_0_qh(&last);
+    }
+}
+
+/// `quantize_row_mxfp4_ref`: the block's exponent by the scalar code (libm `log2f`, as ggml), then
+/// each element's code: the first of the 16 table values `kvalues_mxfp4[i] * d` nearest to it.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_mxfp4_avx512(src: &[f32], dst: &mut [u8]) {
+    let blocks: &mut [BlockMxfp4] = bytemuck::cast_slice_mut(dst);
+    let (xs, rest) = src.as_chunks::<32>();
+    assert!(rest.is_empty() && xs.len() == blocks.len(), "partial blocks");
+    for (x, y) in xs.iter().zip(blocks) {
+        // SAFETY: `x` is 32 readable floats.
+        let (lo, hi) = unsafe { (_mm512_loadu_ps(x.as_ptr()), _mm512_loadu_ps(x.as_ptr().add(16))) };
+        if non_finite_mask(lo) | non_finite_mask(hi) != 0 {
+            BlockMxfp4::quantize_block(x, y);
+            continue;
+        }
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+        y.e = mxfp4_exponent(amax);
+        let d = e8m0_to_fp32_half(y.e);
+        // err = |kv*d - x| (kv*d is exact: a small integer times a power of two), updated on a
+        // strictly smaller error, table order.
+        let code = |v: __m512| -> __m128i {
+            let mut best = _mm512_setzero_si512();
+            let mut best_err = _mm512_abs_ps(_mm512_sub_ps(_mm512_set1_ps(KVALUES_MXFP4[0] as f32 * d), v));
+            for (i, &k) in KVALUES_MXFP4.iter().enumerate().skip(1) {
+                let err = _mm512_abs_ps(_mm512_sub_ps(_mm512_set1_ps(k as f32 * d), v));
+                let better = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(err, best_err);
+                best = _mm512_mask_mov_epi32(best, better, _mm512_set1_epi32(i as i32));
+                best_err = _mm512_mask_mov_ps(best_err, better, err);
+            }
+            _mm512_cvtepi32_epi8(best)
+        };
+        let packed = _mm_or_si128(code(lo), _mm_slli_epi16::<4>(code(hi)));
+        // SAFETY: `qs` is 16 writable bytes.
+        unsafe { _mm_storeu_si128(y.qs.as_mut_ptr().cast(), packed) }
+    }
 }
