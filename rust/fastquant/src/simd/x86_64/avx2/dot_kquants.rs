@@ -21,7 +21,7 @@ use super::kquants_dequantize::load_u8x32;
 use crate::formats::iquants::iq4::KVALUES_IQ4NL;
 use crate::formats::kquants::QK_K;
 use crate::matmul::dot_kquants::{VecDotFn, MAX_ROWS, PARTIALS, Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
-use crate::simd::x86_64::avx512::kquants_dequantize::{q3_k_scales, scales_mins_k4};
+use crate::simd::x86_64::avx512::kquants_dequantize::q3_k_scales;
 use crate::types::QuantType;
 
 /// One weight super-block unpacked: `x_e = d * scales[e/16] * codes[e] - dmin * biases[e/16]`
@@ -137,11 +137,25 @@ pub(in crate::simd::x86_64) fn unpack_q3_k(b: &[u8; 110]) -> Unpacked {
 }
 
 /// The per-16 scales and biases of Q4_K/Q5_K: each 6-bit scale and min twice.
+///
+/// The 12 packed bytes (`scales_mins_k4` unpacks them in scalar words) are unpacked in one xmm
+/// here, so the vector of scales does not wait on four scalar stores: with words `w0, w1, w2`
+/// (bytes 4..8 of `b` are `w0`), the 8 scales are `w0 & 0x3f..` and `(w2 & 0x0f..) | (w0 >> 6 & 3) << 4`,
+/// the 8 mins `w1 & 0x3f..` and `(w2 >> 4 & 0x0f..) | (w1 >> 6 & 3) << 4`, per byte.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn min_block_scales(b: &[u8]) -> (__m128i, __m256i) {
-    let packed = scales_mins_k4(&b[4..16]);
-    let sm = load_u8x16(&packed, 0);
+pub(in crate::simd::x86_64) fn min_block_scales(b: &[u8]) -> (__m128i, __m256i) {
+    // Bytes 4..20 of the block: w0, w1, w2 and 4 bytes of codes (unused).
+    let v = load_u8x16(b, 4);
+    const Z: i8 = -128; // pshufb: zero this byte
+    // Words [w0, w2, w1, w2] and [0, w0, 0, w1].
+    let a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    let top = _mm_shuffle_epi8(v, _mm_setr_epi8(Z, Z, Z, Z, 0, 1, 2, 3, Z, Z, Z, Z, 4, 5, 6, 7));
+    // (x >> 6) << 4 per byte: the 16-bit shift brings the next byte's bits only into bits 6-7.
+    let top = _mm_and_si128(_mm_srli_epi16::<2>(top), _mm_set1_epi8(0x30));
+    let low = _mm_and_si128(a, _mm_setr_epi32(0x3f3f_3f3f, 0x0f0f_0f0f, 0x3f3f_3f3f, 0));
+    let high = _mm_and_si128(_mm_srli_epi16::<4>(a), _mm_setr_epi32(0, 0, 0, 0x0f0f_0f0f));
+    let sm = _mm_or_si128(_mm_or_si128(low, high), top);
     (_mm_unpacklo_epi8(sm, sm), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)))
 }
 

@@ -11,8 +11,7 @@
 use std::arch::x86_64::*;
 
 use super::super::avx2::dot_kquants::{
-    fp16_at, iq4_xs_scales, superblock_driver, unpack_q2_k, unpack_q3_k, unpack_q4_k, unpack_q5_k, unpack_q6_k,
-    Unpacked,
+    fp16_at, iq4_xs_scales, min_block_scales, superblock_driver, unpack_q2_k, unpack_q3_k, Unpacked,
 };
 use super::load_u8x16;
 use crate::formats::iquants::iq4::KVALUES_IQ4NL;
@@ -58,6 +57,84 @@ fn prepare(u: Unpacked) -> (Prepared, f32, f32) {
         _mm512_inserti64x4::<1>(_mm512_castsi256_si512(u.codes[2 * k]), u.codes[2 * k + 1])
     });
     (Prepared { codes, scales: spread_scales_i16(u.scales), biases: u.biases }, u.d, u.dmin)
+}
+
+/// The nibbles of 64 bytes of Q4_K/Q5_K codes (two 64-element chunks: per chunk 32 bytes, low
+/// nibbles its first 32 elements, high nibbles its last 32) as two zmm of 64 elements each.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn min_block_nibbles(q: __m512i) -> (__m512i, __m512i) {
+    let low4 = _mm512_set1_epi8(0x0f);
+    let low = _mm512_and_si512(q, low4);
+    let high = _mm512_and_si512(_mm512_srli_epi16::<4>(q), low4);
+    // 128-bit lanes 0, 1 of each, then 2, 3 of each.
+    (_mm512_shuffle_i64x2::<0b01_00_01_00>(low, high), _mm512_shuffle_i64x2::<0b11_10_11_10>(low, high))
+}
+
+/// Q4_K (144 bytes) straight into zmm.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn load_q4_k(b: &[u8; 144]) -> (Prepared, f32, f32) {
+    let (scales, biases) = min_block_scales(b);
+    let mut codes = [_mm512_setzero_si512(); 4];
+    for p in 0..2 {
+        (codes[2 * p], codes[2 * p + 1]) = min_block_nibbles(load_u8x64(b, 16 + 64 * p));
+    }
+    (Prepared { codes, scales: spread_scales_i16(scales), biases }, fp16_at(b, 0), fp16_at(b, 2))
+}
+
+/// Q5_K (176 bytes) straight into zmm: Q4_K's nibbles, and the fifth bit of element 32k + l (bit
+/// k of `qh[l]`) added as 16 under a byte mask.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn load_q5_k(b: &[u8; 176]) -> (Prepared, f32, f32) {
+    let (scales, biases) = min_block_scales(b);
+    let qh = _mm512_broadcast_i64x4(load_u8x32(b, 16));
+    let sixteen = _mm512_set1_epi8(16);
+    let mut codes = [_mm512_setzero_si512(); 4];
+    for p in 0..2 {
+        (codes[2 * p], codes[2 * p + 1]) = min_block_nibbles(load_u8x64(b, 48 + 64 * p));
+    }
+    for (k, c) in codes.iter_mut().enumerate() {
+        // Vector k holds chunks 2k (bytes 0..32) and 2k + 1 (bytes 32..64).
+        let bits = _mm512_inserti64x4::<1>(_mm512_set1_epi8(1 << (2 * k)), _mm256_set1_epi8(1 << (2 * k + 1)));
+        *c = _mm512_mask_add_epi8(*c, _mm512_test_epi8_mask(qh, bits), *c, sixteen);
+    }
+    (Prepared { codes, scales: spread_scales_i16(scales), biases }, fp16_at(b, 0), fp16_at(b, 2))
+}
+
+/// Q6_K (210 bytes) straight into zmm: per 128-element half, the 64 bytes of `ql` are elements
+/// 0..64 in their low nibbles and 64..128 in their high ones, in order; the top two bits come from
+/// `qh` (bits 0-1, 2-3 for the low nibbles' two 32-byte halves, 4-5, 6-7 for the high ones).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn load_q6_k(b: &[u8; 210]) -> (Prepared, f32, f32) {
+    let scales = load_u8x16(&b[192..208]);
+    let low4 = _mm512_set1_epi8(0x0f);
+    let top2 = _mm512_set1_epi8(0x30);
+    // i16 shift counts: 4 / 2 for the low half's bytes 0..32 / 32..64, 0 / 2 (right) for the high.
+    let left = _mm512_inserti64x4::<1>(_mm512_set1_epi16(4), _mm256_set1_epi16(2));
+    let right = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(2));
+    let mut codes = [_mm512_setzero_si512(); 4];
+    for h in 0..2 {
+        let ql = load_u8x64(b, 64 * h);
+        let qh = _mm512_broadcast_i64x4(load_u8x32(b, 128 + 32 * h));
+        let low = _mm512_and_si512(ql, low4);
+        let high = _mm512_and_si512(_mm512_srli_epi16::<4>(ql), low4);
+        codes[2 * h] = _mm512_or_si512(low, _mm512_and_si512(_mm512_sllv_epi16(qh, left), top2));
+        codes[2 * h + 1] = _mm512_or_si512(high, _mm512_and_si512(_mm512_srlv_epi16(qh, right), top2));
+    }
+    let biases = _mm256_slli_epi16::<5>(_mm256_cvtepi8_epi16(scales));
+    (Prepared { codes, scales: spread_scales_i16(scales), biases }, fp16_at(b, 208), 0.0)
+}
+
+/// Loads 32 bytes from `b[at..at + 32]`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn load_u8x32(b: &[u8], at: usize) -> __m256i {
+    let b: &[u8; 32] = b[at..at + 32].try_into().expect("32 bytes");
+    // SAFETY: `b` is 32 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
 }
 
 /// IQ4_XS's codes straight into zmm through `table` (the 16 values in each 128-bit lane): each
@@ -203,23 +280,22 @@ macro_rules! kernel {
     };
 }
 
-/// The plain AVX-512 and the VNNI kernel of a type whose codes are unsigned, through the AVX2
-/// unpacking.
+/// The plain AVX-512 and the VNNI kernel of a type whose codes are unsigned.
 macro_rules! unsigned_kernels {
-    ($($entry:ident, $entry_vnni:ident => $kernel:ident, $kernel_vnni:ident($bytes:literal, $unpack:ident, separate_min: $sep:literal);)*) => {$(
+    ($($entry:ident, $entry_vnni:ident => $kernel:ident, $kernel_vnni:ident($bytes:literal, $load:expr, separate_min: $sep:literal);)*) => {$(
         kernel!($entry => $kernel, dot_superblocks, "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c",
-            $bytes, separate_min: $sep, Prepared, |b| prepare($unpack(b)), |p, a| row_sums::<false>(p, a));
+            $bytes, separate_min: $sep, Prepared, $load, |p, a| row_sums::<false>(p, a));
         kernel!($entry_vnni => $kernel_vnni, dot_superblocks_vnni, "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni",
-            $bytes, separate_min: $sep, Prepared, |b| prepare($unpack(b)), |p, a| row_sums_vnni::<false>(p, a));
+            $bytes, separate_min: $sep, Prepared, $load, |p, a| row_sums_vnni::<false>(p, a));
     )*};
 }
 
 unsigned_kernels! {
-    dot_q2_k, dot_q2_k_vnni => dot_q2_k_avx512, dot_q2_k_avx512vnni(84, unpack_q2_k, separate_min: true);
-    dot_q3_k, dot_q3_k_vnni => dot_q3_k_avx512, dot_q3_k_avx512vnni(110, unpack_q3_k, separate_min: false);
-    dot_q4_k, dot_q4_k_vnni => dot_q4_k_avx512, dot_q4_k_avx512vnni(144, unpack_q4_k, separate_min: true);
-    dot_q5_k, dot_q5_k_vnni => dot_q5_k_avx512, dot_q5_k_avx512vnni(176, unpack_q5_k, separate_min: true);
-    dot_q6_k, dot_q6_k_vnni => dot_q6_k_avx512, dot_q6_k_avx512vnni(210, unpack_q6_k, separate_min: false);
+    dot_q2_k, dot_q2_k_vnni => dot_q2_k_avx512, dot_q2_k_avx512vnni(84, |b| prepare(unpack_q2_k(b)), separate_min: true);
+    dot_q3_k, dot_q3_k_vnni => dot_q3_k_avx512, dot_q3_k_avx512vnni(110, |b| prepare(unpack_q3_k(b)), separate_min: false);
+    dot_q4_k, dot_q4_k_vnni => dot_q4_k_avx512, dot_q4_k_avx512vnni(144, |b| load_q4_k(b), separate_min: true);
+    dot_q5_k, dot_q5_k_vnni => dot_q5_k_avx512, dot_q5_k_avx512vnni(176, |b| load_q5_k(b), separate_min: true);
+    dot_q6_k, dot_q6_k_vnni => dot_q6_k_avx512, dot_q6_k_avx512vnni(210, |b| load_q6_k(b), separate_min: false);
 }
 
 kernel!(dot_iq4_xs => dot_iq4_xs_avx512, dot_superblocks, "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c",
