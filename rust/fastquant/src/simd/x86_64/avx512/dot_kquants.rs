@@ -13,6 +13,7 @@ use std::arch::x86_64::*;
 use super::super::avx2::dot_kquants::{
     fp16_at, iq4_xs_scales, min_block_scales, superblock_driver, unpack_q2_k, unpack_q3_k, Unpacked,
 };
+use super::kquants_dequantize::load_u8x32;
 use super::load_u8x16;
 use crate::formats::iquants::iq4::KVALUES_IQ4NL;
 use crate::matmul::dot_kquants::{VecDotFn, MAX_ROWS, PARTIALS, Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
@@ -46,16 +47,17 @@ fn spread_scales_i16(scales: __m128i) -> [__m512i; 4] {
     // SAFETY: the table is 32 readable i16; `loadu` has no alignment requirement.
     let first = unsafe { _mm512_loadu_si512(SUB_BLOCK_OF_LANE.as_ptr().cast()) };
     let scales16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(scales));
-    std::array::from_fn(|k| _mm512_permutexvar_epi16(_mm512_add_epi16(first, _mm512_set1_epi16(4 * k as i16)), scales16))
+    std::array::from_fn(|k| {
+        _mm512_permutexvar_epi16(_mm512_add_epi16(first, _mm512_set1_epi16(4 * k as i16)), scales16)
+    })
 }
 
 /// An AVX2-unpacked super-block as 4 zmm, with its `d` and `dmin`: the driver's `load`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
 fn prepare(u: Unpacked) -> (Prepared, f32, f32) {
-    let codes = std::array::from_fn(|k| {
-        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(u.codes[2 * k]), u.codes[2 * k + 1])
-    });
+    let codes =
+        std::array::from_fn(|k| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(u.codes[2 * k]), u.codes[2 * k + 1]));
     (Prepared { codes, scales: spread_scales_i16(u.scales), biases: u.biases }, u.d, u.dmin)
 }
 
@@ -128,15 +130,6 @@ fn load_q6_k(b: &[u8; 210]) -> (Prepared, f32, f32) {
     (Prepared { codes, scales: spread_scales_i16(scales), biases }, fp16_at(b, 208), 0.0)
 }
 
-/// Loads 32 bytes from `b[at..at + 32]`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-#[inline]
-fn load_u8x32(b: &[u8], at: usize) -> __m256i {
-    let b: &[u8; 32] = b[at..at + 32].try_into().expect("32 bytes");
-    // SAFETY: `b` is 32 readable bytes; `loadu` has no alignment requirement.
-    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
-}
-
 /// IQ4_XS's codes straight into zmm through `table` (the 16 values in each 128-bit lane): each
 /// 64 bytes of `qs` are sub-blocks 4p..4p + 4, one per 128-bit lane, low nibbles its first 16
 /// elements and high nibbles its last 16; a two-source permute puts them in element order.
@@ -163,7 +156,8 @@ fn iq4_xs_codes(b: &[u8; 136], table: __m512i) -> [__m512i; 4] {
 fn load_iq4_xs(b: &[u8; 136]) -> (Prepared, f32, f32) {
     let table = _mm512_broadcast_i32x4(load_u8x16(&KVALUES_IQ4NL.map(|v| v as u8)));
     let scales = iq4_xs_scales(b);
-    let prepared = Prepared { codes: iq4_xs_codes(b, table), scales: spread_scales_i16(scales), biases: _mm256_setzero_si256() };
+    let prepared =
+        Prepared { codes: iq4_xs_codes(b, table), scales: spread_scales_i16(scales), biases: _mm256_setzero_si256() };
     (prepared, fp16_at(b, 0), 0.0)
 }
 
