@@ -147,8 +147,8 @@ pub(in crate::simd::x86_64) fn unpack_q3_k(b: &[u8; 110]) -> Unpacked {
 pub(in crate::simd::x86_64) fn min_block_scales(b: &[u8]) -> (__m128i, __m256i) {
     // Bytes 4..20 of the block: w0, w1, w2 and 4 bytes of codes (unused).
     let v = load_u8x16(b, 4);
-    const Z: i8 = -128; // pshufb: zero this byte
-                        // Words [w0, w2, w1, w2] and [0, w0, 0, w1].
+    // Words [w0, w2, w1, w2] and [0, w0, 0, w1] (a pshufb index with the top bit set gives 0).
+    const Z: i8 = -128;
     let a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
     let top = _mm_shuffle_epi8(v, _mm_setr_epi8(Z, Z, Z, Z, 0, 1, 2, 3, Z, Z, Z, Z, 4, 5, 6, 7));
     // (x >> 6) << 4 per byte: the 16-bit shift brings the next byte's bits only into bits 6-7.
