@@ -8,8 +8,16 @@ use fastquant::matmul::dot_kquants::{dot_kquant_kernel, kquant_layout, superbloc
 use fastquant::simd::{available_levels, Level};
 use fastquant::QuantType;
 
-const TYPES: [QuantType; 6] =
-    [QuantType::Q2_K, QuantType::Q3_K, QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K, QuantType::IQ4_XS];
+const TYPES: [QuantType; 8] = [
+    QuantType::Q2_K,
+    QuantType::Q3_K,
+    QuantType::Q4_K,
+    QuantType::Q5_K,
+    QuantType::Q6_K,
+    QuantType::IQ4_XS,
+    QuantType::TQ1_0,
+    QuantType::TQ2_0,
+];
 
 /// xorshift64*: reproducible without a dependency.
 struct Rng(u64);
@@ -40,6 +48,8 @@ fn scale_offsets(qtype: QuantType) -> &'static [usize] {
         QuantType::Q4_K | QuantType::Q5_K => &[0, 2],
         QuantType::Q6_K => &[208],
         QuantType::IQ4_XS => &[0],
+        QuantType::TQ1_0 => &[52],
+        QuantType::TQ2_0 => &[64],
         _ => unreachable!(),
     }
 }
