@@ -1,4 +1,4 @@
-//! AVX2 dot kernels of K-quant / IQ4_XS weight rows with 1..=8 Q8_K activation rows, and the
+//! AVX2 dot kernels of K-quant / IQ4_XS / TQ1_0 / TQ2_0 weight rows with 1..=8 Q8_K activation rows, and the
 //! pieces the AVX-512 kernels share: the super-block unpacking ([`Unpacked`], one function per
 //! type) and the driver ([`superblock_driver`]) that does the float part of
 //! `matmul::dot_kquants`'s order.
@@ -249,6 +249,60 @@ pub(in crate::simd::x86_64) fn unpack_iq4_xs(b: &[u8; 136]) -> Unpacked {
     Unpacked { codes, scales: iq4_xs_scales(b), biases: _mm256_setzero_si256(), d: fp16_at(b, 0), dmin: 0.0 }
 }
 
+/// The ternary types' scales and biases: all 1 (`x = d * (q - 1)`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn ternary(codes: [__m256i; 8], d: f32) -> Unpacked {
+    Unpacked { codes, scales: _mm_set1_epi8(1), biases: _mm256_set1_epi16(1), d, dmin: 0.0 }
+}
+
+/// TQ2_0 (66 bytes): qs[64] in Q2_K's layout, d.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in crate::simd::x86_64) fn unpack_tq2_0(b: &[u8; 66]) -> Unpacked {
+    let mut codes = [_mm256_setzero_si256(); 8];
+    for h in 0..2 {
+        codes[4 * h..4 * h + 4].copy_from_slice(&crumbs(load_u8x32(b, 32 * h)));
+    }
+    ternary(codes, fp16_at(b, 64))
+}
+
+/// Trit `n` of every byte of `v`, `((v * 3^n) mod 256) * 3 >> 8`, with `3^n` given per 16-bit lane
+/// in `pow`: the byte products come from two 16-bit multiplies (even bytes, odd bytes masked so
+/// no carry crosses), and `x * 3 >> 8` is `(x >= 86) + (x >= 171)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn trits(v: __m256i, pow: __m256i) -> __m256i {
+    let high_bytes = _mm256_set1_epi16(0xff00u16 as i16);
+    let even = _mm256_andnot_si256(high_bytes, _mm256_mullo_epi16(v, pow));
+    let odd = _mm256_mullo_epi16(_mm256_and_si256(v, high_bytes), pow);
+    let x = _mm256_or_si256(even, odd);
+    let at_least = |t: i8| _mm256_cmpeq_epi8(_mm256_max_epu8(x, _mm256_set1_epi8(t)), x);
+    _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(at_least(86), at_least(171u8 as i8)))
+}
+
+/// TQ1_0 (54 bytes): qs[48] (5 trits a byte), qh[4] (4 trits a byte), d. `qs[0..32]` hold elements
+/// 32n + m (vectors 0..5); `qs[32..48]` elements 160 + 16n + m, two trits per vector (5..8); `qh`
+/// elements 240 + 4n + j, the high half of vector 7.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in crate::simd::x86_64) fn unpack_tq1_0(b: &[u8; 54]) -> Unpacked {
+    let pow_pair = |low: i16, high: i16| _mm256_setr_m128i(_mm_set1_epi16(low), _mm_set1_epi16(high));
+    let mut codes = [_mm256_setzero_si256(); 8];
+    let q = load_u8x32(b, 0);
+    for (n, pow) in [1, 3, 9, 27, 81].into_iter().enumerate() {
+        codes[n] = trits(q, _mm256_set1_epi16(pow));
+    }
+    let q16 = load_u8x16(b, 32);
+    let q16x2 = _mm256_broadcastsi128_si256(q16);
+    codes[5] = trits(q16x2, pow_pair(1, 3));
+    codes[6] = trits(q16x2, pow_pair(9, 27));
+    let qh = _mm_set1_epi32(i32::from_le_bytes([b[48], b[49], b[50], b[51]]));
+    let qh_pow = _mm_setr_epi16(1, 1, 3, 3, 9, 9, 27, 27);
+    codes[7] = trits(_mm256_setr_m128i(q16, qh), _mm256_setr_m128i(_mm_set1_epi16(81), qh_pow));
+    ternary(codes, fp16_at(b, 52))
+}
+
 /// Lane `s` of the result = the sum of the 8 lanes of `v[s]` (exact, wrapping i32 adds).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -439,6 +493,8 @@ kernels! {
     dot_q5_k => dot_q5_k_avx2(176, unpack_q5_k, separate_min: true, signed: false);
     dot_q6_k => dot_q6_k_avx2(210, unpack_q6_k, separate_min: false, signed: false);
     dot_iq4_xs => dot_iq4_xs_avx2(136, unpack_iq4_xs, separate_min: false, signed: true);
+    dot_tq1_0 => dot_tq1_0_avx2(54, unpack_tq1_0, separate_min: false, signed: false);
+    dot_tq2_0 => dot_tq2_0_avx2(66, unpack_tq2_0, separate_min: false, signed: false);
 }
 
 /// The AVX2 dot kernel for `qtype` against Q8_K, if there is one (see `avx2::dot_kquant_kernel`).
@@ -450,6 +506,8 @@ pub(super) fn kernel(qtype: QuantType) -> Option<VecDotFn> {
         QuantType::Q5_K => dot_q5_k,
         QuantType::Q6_K => dot_q6_k,
         QuantType::IQ4_XS => dot_iq4_xs,
+        QuantType::TQ1_0 => dot_tq1_0,
+        QuantType::TQ2_0 => dot_tq2_0,
         _ => return None,
     })
 }

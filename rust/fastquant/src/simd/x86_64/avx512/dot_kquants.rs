@@ -1,4 +1,4 @@
-//! AVX-512 dot kernels of K-quant / IQ4_XS weight rows with 1..=8 Q8_K activation rows, without
+//! AVX-512 dot kernels of K-quant / IQ4_XS / TQ1_0 / TQ2_0 weight rows with 1..=8 Q8_K activation rows, without
 //! and with VNNI. They unpack a super-block as the AVX2 kernels do (`avx2::dot_kquants`), join
 //! its vectors into 4 zmm of 64 codes, and run the same exact integer sums 64 elements per
 //! instruction: `vpmaddubsw`, then `vpmaddwd` + `vpaddd` with the sub-block scales, which VNNI
@@ -11,7 +11,8 @@
 use std::arch::x86_64::*;
 
 use super::super::avx2::dot_kquants::{
-    fp16_at, iq4_xs_scales, min_block_scales, superblock_driver, unpack_q2_k, unpack_q3_k, Unpacked,
+    fp16_at, iq4_xs_scales, min_block_scales, superblock_driver, unpack_q2_k, unpack_q3_k, unpack_tq1_0, unpack_tq2_0,
+    Unpacked,
 };
 use super::kquants_dequantize::load_u8x32;
 use super::load_u8x16;
@@ -290,6 +291,8 @@ unsigned_kernels! {
     dot_q4_k, dot_q4_k_vnni => dot_q4_k_avx512, dot_q4_k_avx512vnni(144, |b| load_q4_k(b), separate_min: true);
     dot_q5_k, dot_q5_k_vnni => dot_q5_k_avx512, dot_q5_k_avx512vnni(176, |b| load_q5_k(b), separate_min: true);
     dot_q6_k, dot_q6_k_vnni => dot_q6_k_avx512, dot_q6_k_avx512vnni(210, |b| load_q6_k(b), separate_min: false);
+    dot_tq1_0, dot_tq1_0_vnni => dot_tq1_0_avx512, dot_tq1_0_avx512vnni(54, |b| prepare(unpack_tq1_0(b)), separate_min: false);
+    dot_tq2_0, dot_tq2_0_vnni => dot_tq2_0_avx512, dot_tq2_0_avx512vnni(66, |b| prepare(unpack_tq2_0(b)), separate_min: false);
 }
 
 kernel!(dot_iq4_xs => dot_iq4_xs_avx512, dot_superblocks, "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c",
@@ -315,6 +318,10 @@ pub(super) fn kernel(qtype: QuantType, vnni: bool) -> Option<VecDotFn> {
         (QuantType::Q6_K, true) => dot_q6_k_vnni,
         (QuantType::IQ4_XS, false) => dot_iq4_xs,
         (QuantType::IQ4_XS, true) => dot_iq4_xs_vnni,
+        (QuantType::TQ1_0, false) => dot_tq1_0,
+        (QuantType::TQ1_0, true) => dot_tq1_0_vnni,
+        (QuantType::TQ2_0, false) => dot_tq2_0,
+        (QuantType::TQ2_0, true) => dot_tq2_0_vnni,
         _ => return None,
     })
 }
