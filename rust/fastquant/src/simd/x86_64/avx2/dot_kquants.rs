@@ -1,6 +1,6 @@
-//! AVX2 dot kernels of K-quant / IQ4_XS / TQ1_0 / TQ2_0 weight rows with 1..=8 Q8_K activation rows, and the
-//! pieces the AVX-512 kernels share: the super-block unpacking ([`Unpacked`], one function per
-//! type) and the driver ([`superblock_driver`]) that does the float part of
+//! AVX2 dot kernels of K-quant / IQ4_XS / TQ1_0 / TQ2_0 weight rows with 1..=8 Q8_K activation
+//! rows, and the pieces the AVX-512 kernels share: the super-block unpacking ([`Unpacked`], one
+//! function per type) and the driver ([`superblock_driver`]) that does the float part of
 //! `matmul::dot_kquants`'s order.
 //!
 //! A weight super-block is unpacked once into registers (codes as bytes in element order, the
@@ -344,9 +344,9 @@ pub(in crate::simd::x86_64) fn check_shapes(
 
 /// Defines `$name`, the loop every dot kernel of one ISA runs, with `$features` enabled (a macro
 /// so each ISA's closures inline into a driver with their own features):
-/// `load` turns a weight super-block into registers once (and gives its `d`, `dmin`), `row_sums` gives its two
-/// i32 vectors (`isum`, `msum` lanes) against one activation block, and the float part follows
-/// `matmul::dot_kquants`'s order, 8 super-blocks per step.
+/// `load` turns a weight super-block into registers once (and gives its `d`, `dmin`), `row_sums`
+/// gives its two i32 vectors (`isum`, `msum` lanes) against one activation block, and the float
+/// part follows `matmul::dot_kquants`'s order, 8 super-blocks per step.
 macro_rules! superblock_driver {
     ($name:ident, $features:literal) => {
         #[target_feature(enable = $features)]
