@@ -1,12 +1,13 @@
-//! AVX-512 dot kernels of K-quant / IQ4_XS / TQ1_0 / TQ2_0 weight rows with 1..=8 Q8_K activation rows, without
-//! and with VNNI. They unpack a super-block as the AVX2 kernels do (`avx2::dot_kquants`), join
-//! its vectors into 4 zmm of 64 codes, and run the same exact integer sums 64 elements per
-//! instruction: `vpmaddubsw`, then `vpmaddwd` + `vpaddd` with the sub-block scales, which VNNI
-//! fuses into one `vpdpwssd`. The float part is the shared driver's, so every level gives the
-//! scalar reference's bits.
+//! AVX-512 dot kernels of K-quant / IQ4_XS / TQ1_0 / TQ2_0 weight rows with 1..=8 Q8_K activation
+//! rows, without and with VNNI. A super-block becomes 4 zmm of 64 codes in element order (Q4_K,
+//! Q5_K, Q6_K and IQ4_XS straight from their bytes; the others through the AVX2 unpacking, joined),
+//! and the exact integer sums run 64 elements per instruction: `vpmaddubsw`, then `vpmaddwd` +
+//! `vpaddd` with the sub-block scales, which VNNI fuses into one `vpdpwssd`. The float part is the
+//! shared driver's, so every level gives the scalar reference's bits.
 //!
 //! AVX-512 has no `vpsignb`: for IQ4_XS's signed codes the code is negated under the mask of
 //! negative activation codes (a zero activation meets `|a| = 0`, so its code does not matter).
+//! With VNNI, IQ4_XS takes `vpdpbusd` on offset codes instead ([`PreparedOffset`]).
 
 use std::arch::x86_64::*;
 
@@ -195,6 +196,8 @@ fn finish(acc: __m512i, biases: __m256i, act: &[u8; Q8K_BYTES]) -> (__m256i, __m
     (isum, _mm256_madd_epi16(bsums, biases))
 }
 
+/// The driver's `row_sums`: `(isum, msum)` lane vectors of one prepared super-block against one
+/// Q8_K block; `SIGNED` for IQ4_XS's signed codes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
 fn row_sums<const SIGNED: bool>(p: &Prepared, act: &[u8; Q8K_BYTES]) -> (__m256i, __m256i) {
@@ -206,12 +209,13 @@ fn row_sums<const SIGNED: bool>(p: &Prepared, act: &[u8; Q8K_BYTES]) -> (__m256i
     finish(acc, p.biases, act)
 }
 
+/// [`row_sums`] of unsigned codes with VNNI.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
 #[inline]
-fn row_sums_vnni<const SIGNED: bool>(p: &Prepared, act: &[u8; Q8K_BYTES]) -> (__m256i, __m256i) {
+fn row_sums_vnni(p: &Prepared, act: &[u8; Q8K_BYTES]) -> (__m256i, __m256i) {
     let mut acc = _mm512_setzero_si512();
     for k in 0..4 {
-        let pairs = pair_sums::<SIGNED>(p.codes[k], load_u8x64(act, Q8K_QS + 64 * k));
+        let pairs = pair_sums::<false>(p.codes[k], load_u8x64(act, Q8K_QS + 64 * k));
         acc = _mm512_dpwssd_epi32(acc, pairs, p.scales[k]);
     }
     finish(acc, p.biases, act)
@@ -221,7 +225,8 @@ fn row_sums_vnni<const SIGNED: bool>(p: &Prepared, act: &[u8; Q8K_BYTES]) -> (__
 /// `vpdpbusd` multiplies them with the activation codes exactly (four products summed straight into
 /// an i32, no i16 step to saturate, no sign trick); each i32 lane then takes its sub-block's scale
 /// (`vpmulld`), and the offset goes back out through the bsums: bias `128 * scale`, which the
-/// driver subtracts like Q6_K's.
+/// driver subtracts like Q6_K's. No i32 overflows: one scaled lane is at most 4 * 241 * 128 * 32
+/// < 2^22 in magnitude, and a super-block sums 64 of them.
 #[derive(Clone, Copy)]
 struct PreparedOffset {
     codes: [__m512i; 4],
@@ -245,6 +250,7 @@ fn load_iq4_xs_offset(b: &[u8; 136]) -> (PreparedOffset, f32, f32) {
     (PreparedOffset { codes: iq4_xs_codes(b, table), scales: spread, biases }, fp16_at(b, 0), 0.0)
 }
 
+/// [`row_sums`] of offset codes with VNNI.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
 #[inline]
 fn row_sums_offset(p: &PreparedOffset, act: &[u8; Q8K_BYTES]) -> (__m256i, __m256i) {
@@ -281,7 +287,7 @@ macro_rules! unsigned_kernels {
         kernel!($entry => $kernel, dot_superblocks, "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c",
             $bytes, separate_min: $sep, Prepared, $load, |p, a| row_sums::<false>(p, a));
         kernel!($entry_vnni => $kernel_vnni, dot_superblocks_vnni, "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni",
-            $bytes, separate_min: $sep, Prepared, $load, |p, a| row_sums_vnni::<false>(p, a));
+            $bytes, separate_min: $sep, Prepared, $load, |p, a| row_sums_vnni(p, a));
     )*};
 }
 
