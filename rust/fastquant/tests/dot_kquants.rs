@@ -123,14 +123,19 @@ fn every_level_gives_the_scalar_bits() {
         let scalar = dot_kquant_kernel(qtype, Level::Scalar).unwrap();
         for case in 0..60 {
             let (n, rows, row_bytes) = shape(&mut rng);
-            let w = weight_row(&mut rng, qtype, n, true);
-            let a = act_rows(&mut rng, n, rows, row_bytes);
+            // At any byte offset: the kernels may not assume aligned rows.
+            let (w_at, a_at) = (rng.below(64), rng.below(64));
+            let mut w = vec![0u8; w_at];
+            w.extend(weight_row(&mut rng, qtype, n, true));
+            let mut a = vec![0u8; a_at];
+            a.extend(act_rows(&mut rng, n, rows, row_bytes));
+            let (w, a) = (&w[w_at..], &a[a_at..]);
             let mut want = vec![0f32; rows];
-            scalar(n, &w, &a, row_bytes, &mut want);
+            scalar(n, w, a, row_bytes, &mut want);
             for level in available_levels() {
                 let kernel = dot_kquant_kernel(qtype, level).unwrap();
                 let mut got = vec![f32::NAN; rows];
-                kernel(n, &w, &a, row_bytes, &mut got);
+                kernel(n, w, a, row_bytes, &mut got);
                 for r in 0..rows {
                     assert_eq!(
                         got[r].to_bits(),
