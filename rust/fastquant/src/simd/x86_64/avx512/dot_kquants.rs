@@ -21,8 +21,12 @@ use crate::formats::iquants::iq4::KVALUES_IQ4NL;
 use crate::matmul::dot_kquants::{VecDotFn, MAX_ROWS, PARTIALS, Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
 use crate::types::QuantType;
 
-superblock_driver!(dot_superblocks, "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c");
-superblock_driver!(dot_superblocks_vnni, "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni");
+superblock_driver!(dot_superblocks, dot_superblocks_rows, "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c");
+superblock_driver!(
+    dot_superblocks_vnni,
+    dot_superblocks_vnni_rows,
+    "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni"
+);
 
 /// An unpacked super-block as 4 zmm: vector k holds elements 64k..64k + 64, and its scale
 /// vector's i16 lane t (elements 64k + 2t, + 1) the scale of sub-block 4k + t/8.
