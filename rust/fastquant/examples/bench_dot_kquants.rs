@@ -3,7 +3,8 @@
 //! once per pass, on 1 and 2 threads (each thread a contiguous half of the weight rows).
 //!
 //! `cargo run --release -p fastquant --example bench_dot_kquants [reps] [type,...] [level,...] [rows,...]`
-//! prints GFLOP/s (2 * rows * N * K / time) and the weight GB/s of the median pass, and GFLOP/s of
+//! With `BENCH_N=64` (output rows) the weight fits in L2: the kernels' compute speed without the
+//! memory stream. Prints GFLOP/s (2 * rows * N * K / time) and the weight GB/s of the median pass, and GFLOP/s of
 //! the fastest pass (on a machine shared with other work the fastest is the least disturbed).
 
 use std::time::Instant;
@@ -13,7 +14,10 @@ use fastquant::matmul::dot_kquants::{dot_kquant_kernel, kquant_layout, VecDotFn,
 use fastquant::simd::available_levels;
 use fastquant::QuantType;
 
-const N: usize = 4096;
+/// Output rows (weight rows): the 4096, or `BENCH_N`.
+fn n_rows() -> usize {
+    std::env::var("BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(4096)
+}
 const K: usize = 14336;
 
 fn fill(seed: &mut u64, out: &mut [u8]) {
@@ -29,7 +33,7 @@ fn fill(seed: &mut u64, out: &mut [u8]) {
 /// the timing does not depend on the values, only on them not being NaN/Inf.
 fn weight(qtype: QuantType, seed: &mut u64) -> Vec<u8> {
     let bytes = kquant_layout(qtype).unwrap().block_bytes;
-    let mut w = vec![0u8; N * K / 256 * bytes];
+    let mut w = vec![0u8; n_rows() * K / 256 * bytes];
     fill(seed, &mut w);
     let offsets: &[usize] = match qtype {
         QuantType::Q2_K => &[80, 82],
@@ -59,9 +63,10 @@ fn acts(rows: usize, seed: &mut u64) -> Vec<u8> {
 /// One pass: every weight row against the `rows` activation rows, the output rows split over
 /// `threads` threads.
 fn pass(kernel: VecDotFn, w: &[u8], a: &[u8], rows: usize, threads: usize, out: &mut [f32]) {
-    let row_w = w.len() / N;
+    let n_rows = out.len() / rows;
+    let row_w = w.len() / n_rows;
     let row_a = a.len() / rows;
-    let per_thread = N.div_ceil(threads);
+    let per_thread = n_rows.div_ceil(threads);
     if threads == 1 {
         for (n, o) in out.chunks_mut(rows).enumerate() {
             kernel(K, &w[n * row_w..(n + 1) * row_w], a, row_a, o);
@@ -104,7 +109,7 @@ fn main() {
         let w = weight(qtype, &mut seed);
         for &rows in &row_counts {
             let a = acts(rows, &mut seed);
-            let mut out = vec![0f32; N * rows];
+            let mut out = vec![0f32; n_rows() * rows];
             for &level in &levels {
                 let kernel = dot_kquant_kernel(qtype, level).unwrap();
                 for threads in [1usize, 2] {
@@ -118,13 +123,13 @@ fn main() {
                         .collect();
                     times.sort_by(f64::total_cmp);
                     let t = times[times.len() / 2];
-                    let gflops = 2.0 * (rows * N * K) as f64 / t / 1e9;
+                    let gflops = 2.0 * (rows * n_rows() * K) as f64 / t / 1e9;
                     let gbs = w.len() as f64 / t / 1e9;
                     println!(
                         "| {} | {level} | {rows} | {threads} | {:.2} | {gflops:.1} | {gbs:.1} | {:.1} |",
                         qtype.name(),
                         t * 1e3,
-                        2.0 * (rows * N * K) as f64 / times[0] / 1e9
+                        2.0 * (rows * n_rows() * K) as f64 / times[0] / 1e9
                     );
                 }
             }

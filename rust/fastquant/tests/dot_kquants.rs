@@ -8,8 +8,16 @@ use fastquant::matmul::dot_kquants::{dot_kquant_kernel, kquant_layout, superbloc
 use fastquant::simd::{available_levels, Level};
 use fastquant::QuantType;
 
-const TYPES: [QuantType; 6] =
-    [QuantType::Q2_K, QuantType::Q3_K, QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K, QuantType::IQ4_XS];
+const TYPES: [QuantType; 8] = [
+    QuantType::Q2_K,
+    QuantType::Q3_K,
+    QuantType::Q4_K,
+    QuantType::Q5_K,
+    QuantType::Q6_K,
+    QuantType::IQ4_XS,
+    QuantType::TQ1_0,
+    QuantType::TQ2_0,
+];
 
 /// xorshift64*: reproducible without a dependency.
 struct Rng(u64);
@@ -40,6 +48,8 @@ fn scale_offsets(qtype: QuantType) -> &'static [usize] {
         QuantType::Q4_K | QuantType::Q5_K => &[0, 2],
         QuantType::Q6_K => &[208],
         QuantType::IQ4_XS => &[0],
+        QuantType::TQ1_0 => &[52],
+        QuantType::TQ2_0 => &[64],
         _ => unreachable!(),
     }
 }
@@ -113,14 +123,19 @@ fn every_level_gives_the_scalar_bits() {
         let scalar = dot_kquant_kernel(qtype, Level::Scalar).unwrap();
         for case in 0..60 {
             let (n, rows, row_bytes) = shape(&mut rng);
-            let w = weight_row(&mut rng, qtype, n, true);
-            let a = act_rows(&mut rng, n, rows, row_bytes);
+            // At any byte offset: the kernels may not assume aligned rows.
+            let (w_at, a_at) = (rng.below(64), rng.below(64));
+            let mut w = vec![0u8; w_at];
+            w.extend(weight_row(&mut rng, qtype, n, true));
+            let mut a = vec![0u8; a_at];
+            a.extend(act_rows(&mut rng, n, rows, row_bytes));
+            let (w, a) = (&w[w_at..], &a[a_at..]);
             let mut want = vec![0f32; rows];
-            scalar(n, &w, &a, row_bytes, &mut want);
+            scalar(n, w, a, row_bytes, &mut want);
             for level in available_levels() {
                 let kernel = dot_kquant_kernel(qtype, level).unwrap();
                 let mut got = vec![f32::NAN; rows];
-                kernel(n, &w, &a, row_bytes, &mut got);
+                kernel(n, w, a, row_bytes, &mut got);
                 for r in 0..rows {
                     assert_eq!(
                         got[r].to_bits(),

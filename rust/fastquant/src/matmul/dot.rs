@@ -131,6 +131,8 @@ pub fn scalar_vec_dot(weight: QuantType) -> Option<VecDotFn> {
         QuantType::Q5_K => dot_kquants::dot_q5_k_q8_k,
         QuantType::Q6_K => dot_kquants::dot_q6_k_q8_k,
         QuantType::IQ4_XS => dot_kquants::dot_iq4_xs_q8_k,
+        QuantType::TQ1_0 => dot_kquants::dot_tq1_0_q8_k,
+        QuantType::TQ2_0 => dot_kquants::dot_tq2_0_q8_k,
         _ => return None,
     })
 }

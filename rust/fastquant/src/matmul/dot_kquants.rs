@@ -1,4 +1,4 @@
-//! Dot products of K-quant (Q2_K..Q6_K) and IQ4_XS weight rows with Q8_K activation rows: the
+//! Dot products of K-quant (Q2_K..Q6_K), IQ4_XS and ternary (TQ1_0, TQ2_0) weight rows with Q8_K activation rows: the
 //! scalar references, and [`dot_kquant_kernel`], which hands out the fastest kernel for a level.
 //!
 //! Semantics are ggml's `ggml_vec_dot_*_q8_K`: per super-block, the integer products of weight
@@ -16,7 +16,7 @@
 //! keeps 8 f32 partial sums `p[0..8]`, all +0.0 at the start. Super-block `i` adds to `p[i % 8]`:
 //! * types with a separate min scale (Q2_K, Q4_K, Q5_K):
 //!   `p = fma(d_w * d_a, isum as f32, p)` then `p = fma(-(dmin_w * d_a), msum as f32, p)`;
-//! * the others (Q3_K, Q6_K, IQ4_XS, whose bias has the scale `d` itself): the bias is taken off in
+//! * the others (Q3_K, Q6_K, IQ4_XS, TQ1_0, TQ2_0, whose bias has the scale `d` itself): the bias is taken off in
 //!   integers first, `p = fma(d_w * d_a, (isum - msum) as f32, p)`.
 //!
 //! `d_w * d_a` is a plain f32 product, rounded before the fma; `as f32` rounds to nearest even.
@@ -86,6 +86,8 @@ pub fn kquant_layout(qtype: QuantType) -> Option<KquantLayout> {
         QuantType::Q5_K => (176, true, unpack_q5_k),
         QuantType::Q6_K => (210, false, unpack_q6_k),
         QuantType::IQ4_XS => (136, false, unpack_iq4_xs),
+        QuantType::TQ1_0 => (54, false, unpack_tq1_0),
+        QuantType::TQ2_0 => (66, false, unpack_tq2_0),
         _ => return None,
     };
     Some(KquantLayout { qtype, block_bytes, separate_min, unpack })
@@ -212,6 +214,45 @@ fn unpack_iq4_xs(b: &[u8]) -> Superblock {
     w
 }
 
+/// The ternary types' view: codes `q` (0..4; a trit is 0..3), scale 1 and bias 1 everywhere, so
+/// `x = d * (q - 1)`.
+fn ternary(d: f32) -> Superblock {
+    Superblock { codes: [0; QK_K], scales: [1; 16], biases: [1; 16], d, dmin: 0.0 }
+}
+
+/// ggml `block_tq1_0`: qs[48] (5 trits a byte), qh[4] (4 trits a byte), d. Trit `n` of byte `b` is
+/// `((b * 3^n) mod 256) * 3 >> 8`; bytes `qs[0..32]` hold elements `32n + m`, `qs[32..48]`
+/// elements `160 + 16n + m`, `qh[j]` elements `240 + 4n + j`.
+fn unpack_tq1_0(b: &[u8]) -> Superblock {
+    const POW3: [u8; 5] = [1, 3, 9, 27, 81];
+    let trit = |byte: u8, n: usize| ((byte.wrapping_mul(POW3[n]) as u16 * 3) >> 8) as i8;
+    let mut w = ternary(fp16_at(b, 52));
+    for n in 0..5 {
+        for m in 0..32 {
+            w.codes[32 * n + m] = trit(b[m], n);
+        }
+        for m in 0..16 {
+            w.codes[160 + 16 * n + m] = trit(b[32 + m], n);
+        }
+    }
+    for n in 0..4 {
+        for j in 0..4 {
+            w.codes[240 + 4 * n + j] = trit(b[48 + j], n);
+        }
+    }
+    w
+}
+
+/// ggml `block_tq2_0`: qs[64] in Q2_K's layout (byte `32h + l`, bits `2s`: element `128h + 32s +
+/// l`), d.
+fn unpack_tq2_0(b: &[u8]) -> Superblock {
+    let mut w = ternary(fp16_at(b, 64));
+    for e in 0..QK_K {
+        w.codes[e] = ((b[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3) as i8;
+    }
+    w
+}
+
 /// The exact integers `(isum, msum)` of one weight super-block against one Q8_K block.
 pub fn superblock_sums(w: &Superblock, act: &[u8]) -> (i32, i32) {
     let qs = &act[Q8K_QS..Q8K_QS + QK_K];
@@ -277,15 +318,24 @@ scalar_kernels! {
     dot_q5_k_q8_k => Q5_K;
     dot_q6_k_q8_k => Q6_K;
     dot_iq4_xs_q8_k => IQ4_XS;
+    dot_tq1_0_q8_k => TQ1_0;
+    dot_tq2_0_q8_k => TQ2_0;
 }
 
-/// The best dot kernel for a K-quant or IQ4_XS `weight` (against Q8_K activations) at `level` or
+/// The best dot kernel for a K-quant, IQ4_XS or ternary `weight` (against Q8_K activations) at `level` or
 /// below, through the crate's one table (`dot::dot_kernel_for`); `None` for other types. A level
 /// above the detected one gets the best the CPU has.
 pub fn dot_kquant_kernel(weight: QuantType, level: Level) -> Option<VecDotFn> {
     if !matches!(
         weight,
-        QuantType::Q2_K | QuantType::Q3_K | QuantType::Q4_K | QuantType::Q5_K | QuantType::Q6_K | QuantType::IQ4_XS
+        QuantType::Q2_K
+            | QuantType::Q3_K
+            | QuantType::Q4_K
+            | QuantType::Q5_K
+            | QuantType::Q6_K
+            | QuantType::IQ4_XS
+            | QuantType::TQ1_0
+            | QuantType::TQ2_0
     ) {
         return None;
     }

@@ -1,6 +1,6 @@
-//! AVX2 dot kernels of K-quant / IQ4_XS weight rows with 1..=8 Q8_K activation rows, and the
-//! pieces the AVX-512 kernels share: the super-block unpacking ([`Unpacked`], one function per
-//! type) and the driver ([`superblock_driver`]) that does the float part of
+//! AVX2 dot kernels of K-quant / IQ4_XS / TQ1_0 / TQ2_0 weight rows with 1..=8 Q8_K activation
+//! rows, and the pieces the AVX-512 kernels share: the super-block unpacking ([`Unpacked`], one
+//! function per type) and the driver ([`superblock_driver`]) that does the float part of
 //! `matmul::dot_kquants`'s order.
 //!
 //! A weight super-block is unpacked once into registers (codes as bytes in element order, the
@@ -21,7 +21,7 @@ use super::kquants_dequantize::load_u8x32;
 use crate::formats::iquants::iq4::KVALUES_IQ4NL;
 use crate::formats::kquants::QK_K;
 use crate::matmul::dot_kquants::{VecDotFn, MAX_ROWS, PARTIALS, Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
-use crate::simd::x86_64::avx512::kquants_dequantize::{q3_k_scales, scales_mins_k4};
+use crate::simd::x86_64::avx512::kquants_dequantize::q3_k_scales;
 use crate::types::QuantType;
 
 /// One weight super-block unpacked: `x_e = d * scales[e/16] * codes[e] - dmin * biases[e/16]`
@@ -137,11 +137,25 @@ pub(in crate::simd::x86_64) fn unpack_q3_k(b: &[u8; 110]) -> Unpacked {
 }
 
 /// The per-16 scales and biases of Q4_K/Q5_K: each 6-bit scale and min twice.
+///
+/// The 12 packed bytes (`scales_mins_k4` unpacks them in scalar words) are unpacked in one xmm
+/// here, so the vector of scales does not wait on four scalar stores: with words `w0, w1, w2`
+/// (bytes 4..8 of `b` are `w0`), the 8 scales are `w0 & 0x3f..` and `(w2 & 0x0f..) | (w0 >> 6 & 3) << 4`,
+/// the 8 mins `w1 & 0x3f..` and `(w2 >> 4 & 0x0f..) | (w1 >> 6 & 3) << 4`, per byte.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn min_block_scales(b: &[u8]) -> (__m128i, __m256i) {
-    let packed = scales_mins_k4(&b[4..16]);
-    let sm = load_u8x16(&packed, 0);
+pub(in crate::simd::x86_64) fn min_block_scales(b: &[u8]) -> (__m128i, __m256i) {
+    // Bytes 4..20 of the block: w0, w1, w2 and 4 bytes of codes (unused).
+    let v = load_u8x16(b, 4);
+    // Words [w0, w2, w1, w2] and [0, w0, 0, w1] (a pshufb index with the top bit set gives 0).
+    const Z: i8 = -128;
+    let a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    let top = _mm_shuffle_epi8(v, _mm_setr_epi8(Z, Z, Z, Z, 0, 1, 2, 3, Z, Z, Z, Z, 4, 5, 6, 7));
+    // (x >> 6) << 4 per byte: the 16-bit shift brings the next byte's bits only into bits 6-7.
+    let top = _mm_and_si128(_mm_srli_epi16::<2>(top), _mm_set1_epi8(0x30));
+    let low = _mm_and_si128(a, _mm_setr_epi32(0x3f3f_3f3f, 0x0f0f_0f0f, 0x3f3f_3f3f, 0));
+    let high = _mm_and_si128(_mm_srli_epi16::<4>(a), _mm_setr_epi32(0, 0, 0, 0x0f0f_0f0f));
+    let sm = _mm_or_si128(_mm_or_si128(low, high), top);
     (_mm_unpacklo_epi8(sm, sm), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)))
 }
 
@@ -235,6 +249,60 @@ pub(in crate::simd::x86_64) fn unpack_iq4_xs(b: &[u8; 136]) -> Unpacked {
     Unpacked { codes, scales: iq4_xs_scales(b), biases: _mm256_setzero_si256(), d: fp16_at(b, 0), dmin: 0.0 }
 }
 
+/// The ternary types' scales and biases: all 1 (`x = d * (q - 1)`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn ternary(codes: [__m256i; 8], d: f32) -> Unpacked {
+    Unpacked { codes, scales: _mm_set1_epi8(1), biases: _mm256_set1_epi16(1), d, dmin: 0.0 }
+}
+
+/// TQ2_0 (66 bytes): qs[64] in Q2_K's layout, d.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in crate::simd::x86_64) fn unpack_tq2_0(b: &[u8; 66]) -> Unpacked {
+    let mut codes = [_mm256_setzero_si256(); 8];
+    for h in 0..2 {
+        codes[4 * h..4 * h + 4].copy_from_slice(&crumbs(load_u8x32(b, 32 * h)));
+    }
+    ternary(codes, fp16_at(b, 64))
+}
+
+/// Trit `n` of every byte of `v`, `((v * 3^n) mod 256) * 3 >> 8`, with `3^n` given per 16-bit lane
+/// in `pow`: the byte products come from two 16-bit multiplies (even bytes, odd bytes masked so
+/// no carry crosses), and `x * 3 >> 8` is `(x >= 86) + (x >= 171)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn trits(v: __m256i, pow: __m256i) -> __m256i {
+    let high_bytes = _mm256_set1_epi16(0xff00u16 as i16);
+    let even = _mm256_andnot_si256(high_bytes, _mm256_mullo_epi16(v, pow));
+    let odd = _mm256_mullo_epi16(_mm256_and_si256(v, high_bytes), pow);
+    let x = _mm256_or_si256(even, odd);
+    let at_least = |t: i8| _mm256_cmpeq_epi8(_mm256_max_epu8(x, _mm256_set1_epi8(t)), x);
+    _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(at_least(86), at_least(171u8 as i8)))
+}
+
+/// TQ1_0 (54 bytes): qs[48] (5 trits a byte), qh[4] (4 trits a byte), d. `qs[0..32]` hold elements
+/// 32n + m (vectors 0..5); `qs[32..48]` elements 160 + 16n + m, two trits per vector (5..8); `qh`
+/// elements 240 + 4n + j, the high half of vector 7.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in crate::simd::x86_64) fn unpack_tq1_0(b: &[u8; 54]) -> Unpacked {
+    let pow_pair = |low: i16, high: i16| _mm256_setr_m128i(_mm_set1_epi16(low), _mm_set1_epi16(high));
+    let mut codes = [_mm256_setzero_si256(); 8];
+    let q = load_u8x32(b, 0);
+    for (n, pow) in [1, 3, 9, 27, 81].into_iter().enumerate() {
+        codes[n] = trits(q, _mm256_set1_epi16(pow));
+    }
+    let q16 = load_u8x16(b, 32);
+    let q16x2 = _mm256_broadcastsi128_si256(q16);
+    codes[5] = trits(q16x2, pow_pair(1, 3));
+    codes[6] = trits(q16x2, pow_pair(9, 27));
+    let qh = _mm_set1_epi32(i32::from_le_bytes([b[48], b[49], b[50], b[51]]));
+    let qh_pow = _mm_setr_epi16(1, 1, 3, 3, 9, 9, 27, 27);
+    codes[7] = trits(_mm256_setr_m128i(q16, qh), _mm256_setr_m128i(_mm_set1_epi16(81), qh_pow));
+    ternary(codes, fp16_at(b, 52))
+}
+
 /// Lane `s` of the result = the sum of the 8 lanes of `v[s]` (exact, wrapping i32 adds).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -276,15 +344,39 @@ pub(in crate::simd::x86_64) fn check_shapes(
 
 /// Defines `$name`, the loop every dot kernel of one ISA runs, with `$features` enabled (a macro
 /// so each ISA's closures inline into a driver with their own features):
-/// `load` turns a weight super-block into registers once (and gives its `d`, `dmin`), `row_sums` gives its two
-/// i32 vectors (`isum`, `msum` lanes) against one activation block, and the float part follows
-/// `matmul::dot_kquants`'s order, 8 super-blocks per step.
+/// `load` turns a weight super-block into registers once (and gives its `d`, `dmin`), `row_sums`
+/// gives its two i32 vectors (`isum`, `msum` lanes) against one activation block, and the float
+/// part follows `matmul::dot_kquants`'s order, 8 super-blocks per step.
+///
+/// `$name` takes the call; `$rows_name` is the loop for at most `CAP` rows (1, 4 or 8), sizing
+/// its buffers: a single row (the decode case) does not pay for zeroing 8 rows' worth, which cost
+/// it 15% on a 14336-element row.
 macro_rules! superblock_driver {
-    ($name:ident, $features:literal) => {
+    ($name:ident, $rows_name:ident, $features:literal) => {
         #[target_feature(enable = $features)]
         #[inline]
         #[allow(clippy::too_many_arguments)]
         fn $name<const B: usize, P>(
+            n: usize,
+            weight: &[u8],
+            acts: &[u8],
+            act_row_bytes: usize,
+            out: &mut [f32],
+            separate_min: bool,
+            load: impl Fn(&[u8; B]) -> (P, f32, f32) + Copy,
+            row_sums: impl Fn(&P, &[u8; Q8K_BYTES]) -> (__m256i, __m256i) + Copy,
+        ) {
+            match out.len() {
+                1 => $rows_name::<B, P, 1>(n, weight, acts, act_row_bytes, out, separate_min, load, row_sums),
+                2..=4 => $rows_name::<B, P, 4>(n, weight, acts, act_row_bytes, out, separate_min, load, row_sums),
+                _ => $rows_name::<B, P, MAX_ROWS>(n, weight, acts, act_row_bytes, out, separate_min, load, row_sums),
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        #[inline]
+        #[allow(clippy::too_many_arguments)]
+        fn $rows_name<const B: usize, P, const CAP: usize>(
             n: usize,
             weight: &[u8],
             acts: &[u8],
@@ -296,10 +388,11 @@ macro_rules! superblock_driver {
         ) {
             use $crate::simd::x86_64::avx2::dot_kquants::{check_shapes, lane_sums, load_f32x8, reduce_partials};
             check_shapes(n, weight.len(), B, acts.len(), act_row_bytes, out.len());
+            assert!(out.len() <= CAP);
             let rows = out.len();
             let blocks = weight.as_chunks::<B>().0;
             // Each activation row as its blocks, sliced once.
-            let act_rows: [&[[u8; Q8K_BYTES]]; MAX_ROWS] = std::array::from_fn(|r| {
+            let act_rows: [&[[u8; Q8K_BYTES]]; CAP] = std::array::from_fn(|r| {
                 if r < rows {
                     &acts[r * act_row_bytes..].as_chunks::<Q8K_BYTES>().0[..blocks.len()]
                 } else {
@@ -307,11 +400,11 @@ macro_rules! superblock_driver {
                 }
             });
             let act_block = |r: usize, i: usize| -> &[u8; Q8K_BYTES] { &act_rows[r][i] };
-            let mut partials = [_mm256_setzero_ps(); MAX_ROWS];
+            let mut partials = [_mm256_setzero_ps(); CAP];
             // Lane vectors of the last 8 super-blocks per row; slots past the end of a short last
             // group keep stale integers, which meet d_w = d_a = 0 and add +0.0.
-            let mut isums = [[_mm256_setzero_si256(); PARTIALS]; MAX_ROWS];
-            let mut msums = [[_mm256_setzero_si256(); PARTIALS]; MAX_ROWS];
+            let mut isums = [[_mm256_setzero_si256(); PARTIALS]; CAP];
+            let mut msums = [[_mm256_setzero_si256(); PARTIALS]; CAP];
             for (g, group) in blocks.chunks(PARTIALS).enumerate() {
                 let mut d_w = [0f32; PARTIALS];
                 let mut dmin_w = [0f32; PARTIALS];
@@ -352,7 +445,7 @@ macro_rules! superblock_driver {
 }
 pub(in crate::simd::x86_64) use superblock_driver;
 
-superblock_driver!(dot_superblocks, "avx2,fma,f16c");
+superblock_driver!(dot_superblocks, dot_superblocks_rows, "avx2,fma,f16c");
 
 /// An unpacked super-block with the scales spread per 32-element vector: vector k's i16 lanes
 /// 0..8 take scale 2k, lanes 8..16 scale 2k + 1 (a `maddubs` lane covers elements 2t, 2t + 1).
@@ -411,7 +504,7 @@ macro_rules! kernels {
         }
 
         fn $entry(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
-            // SAFETY: only reachable through `dot_kquant_kernel`, which takes an `Avx2` token: the
+            // SAFETY: only reachable through `avx2::dot_kernel`, which takes an `Avx2` token: the
             // CPU has AVX2, FMA and F16C, all the kernel enables.
             unsafe { $kernel(n, weight, acts, act_row_bytes, out) }
         }
@@ -425,9 +518,11 @@ kernels! {
     dot_q5_k => dot_q5_k_avx2(176, unpack_q5_k, separate_min: true, signed: false);
     dot_q6_k => dot_q6_k_avx2(210, unpack_q6_k, separate_min: false, signed: false);
     dot_iq4_xs => dot_iq4_xs_avx2(136, unpack_iq4_xs, separate_min: false, signed: true);
+    dot_tq1_0 => dot_tq1_0_avx2(54, unpack_tq1_0, separate_min: false, signed: false);
+    dot_tq2_0 => dot_tq2_0_avx2(66, unpack_tq2_0, separate_min: false, signed: false);
 }
 
-/// The AVX2 dot kernel for `qtype` against Q8_K, if there is one (see `avx2::dot_kquant_kernel`).
+/// The AVX2 dot kernel for `qtype` against Q8_K, if there is one (see `avx2::dot_kernel`).
 pub(super) fn kernel(qtype: QuantType) -> Option<VecDotFn> {
     Some(match qtype {
         QuantType::Q2_K => dot_q2_k,
@@ -436,6 +531,8 @@ pub(super) fn kernel(qtype: QuantType) -> Option<VecDotFn> {
         QuantType::Q5_K => dot_q5_k,
         QuantType::Q6_K => dot_q6_k,
         QuantType::IQ4_XS => dot_iq4_xs,
+        QuantType::TQ1_0 => dot_tq1_0,
+        QuantType::TQ2_0 => dot_tq2_0,
         _ => return None,
     })
 }

@@ -20,8 +20,8 @@ pub(super) mod iquants; // its group loop is shared with AVX-512
 mod iquants_dequantize;
 pub(super) mod kquants;
 mod kquants_dequantize;
-pub(super) mod kquants_low; // its scalar epilogues are shared with AVX-512
 pub(super) mod kquants_imatrix; // its scalar parts are shared with AVX-512
+pub(super) mod kquants_low; // its scalar epilogues are shared with AVX-512
 mod legacy;
 
 use std::arch::x86_64::*;

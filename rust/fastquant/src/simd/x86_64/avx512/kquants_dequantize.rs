@@ -130,7 +130,7 @@ fn stream_superblocks<const B: usize>(blocks: &[[u8; B]], dst: &mut [f32], decod
 /// Loads 32 bytes from `b[at..at + 32]`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn load_u8x32(b: &[u8], at: usize) -> __m256i {
+pub(super) fn load_u8x32(b: &[u8], at: usize) -> __m256i {
     let b: &[u8; 32] = b[at..at + 32].try_into().expect("32 bytes");
     // SAFETY: `b` is 32 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
