@@ -99,6 +99,8 @@ def bench(args: argparse.Namespace) -> List[Dict[str, object]]:
     threads = [int(t) for t in args.threads.split(",")]
     cases = [("prefill", n, causal, "F32") for n in sizes for causal in (False, True)]
     cases += [("decode", n, False, kv) for n in decode_sizes for kv in ("F16", "Q8_0")]
+    if args.only:
+        cases = [c for c in cases if c[0] == args.only]
     for kind, n, causal, kv in cases:
         nq = n if kind == "prefill" else 1
         q = rng.standard_normal((B, HQ, nq, D), dtype=np.float32)
@@ -199,6 +201,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     p.add_argument("--memory", action="store_true", help="also measure peak extra memory at N = 16384")
+    p.add_argument("--only", choices=["prefill", "decode"], help="run only these cases")
     p.add_argument("--no-ggml", action="store_true")
     p.add_argument("--no-numpy", action="store_true")
     p.add_argument("--out", help="JSON output path (default benches/results/attention-<date>.json)")
