@@ -9,8 +9,9 @@ Shape: B=1, Hq=32, Hkv=8 (GQA), D=128. Prefill: Nq = Nk = N, causal and not, q/k
 fastquant and numpy, K/V in F16 for ggml (its CPU kernel wants F16 or quantized K/V). Decode: one
 query per head against Nk = 4096 and 32768 cached keys in F16 and in Q8_0, for both libraries.
 Figures are GFLOP/s of the work the mask leaves (4·B·Hq·Nq·Nk·D, halved for causal), medians of
-``--reps`` runs after a warm-up (min and max in the JSON), and the ratios fastquant / peer
-measured side by side. The numpy side runs one head at a time (its full score matrix is
+``--reps`` rounds after a warm-up (min and max in the JSON). Each round calls every side and variant
+once (fastquant, ggml, numpy; causal and not; F16 and Q8_0), so the ratios (fastquant / peer,
+causal / non-causal, Q8_0 / F16) hold on a noisy machine. The numpy side runs one head at a time (its full score matrix is
 Nq x Nk floats) with OpenBLAS set to the same thread count; it is skipped at N = 8192.
 ``--memory`` runs fastquant in a fresh process at N = 16384 (causal) and reports its peak RSS
 beyond the inputs and output. Results: a markdown table on stdout, JSON under benches/results/.
@@ -54,14 +55,19 @@ def _openblas_threads() -> Callable[[int], None]:
     return lambda n: None
 
 
-def timed(fn: Callable[[], object], reps: int) -> Dict[str, float]:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
+def timed_together(fns: Dict[str, Callable[[], object]], reps: int) -> Dict[str, Dict[str, float]]:
+    """Times every function ``reps`` times, interleaved (one call of each per round, after a
+    warm-up call of each): on a shared, noisy machine the load then hits every side alike, so the
+    ratios hold even when the absolute times drift."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {n: {"median": statistics.median(t), "min": min(t), "max": max(t)} for n, t in times.items()}
 
 
 def naive(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool) -> np.ndarray:
@@ -94,44 +100,50 @@ def bench(args: argparse.Namespace) -> List[Dict[str, object]]:
     set_blas_threads = _openblas_threads()
     rng = np.random.default_rng(0)
     rows: List[Dict[str, object]] = []
-    sizes = [256, 512] if args.quick else [512, 2048, 8192]
-    decode_sizes = [1024] if args.quick else [4096, 32768]
     threads = [int(t) for t in args.threads.split(",")]
-    cases = [("prefill", n, causal, "F32") for n in sizes for causal in (False, True)]
-    cases += [("decode", n, False, kv) for n in decode_sizes for kv in ("F16", "Q8_0")]
-    if args.only:
-        cases = [c for c in cases if c[0] == args.only]
-    for kind, n, causal, kv in cases:
+    # (case, N, variants): the variants of one case (causal and not; F16 and Q8_0 K/V) share the
+    # data and are timed interleaved, so causal/non-causal and Q8_0/F16 ratios are same-run too.
+    groups = []
+    if args.only in (None, "prefill"):
+        groups += [("prefill", n, [(False, "F32"), (True, "F32")]) for n in ([256, 512] if args.quick else [512, 2048, 8192])]
+    if args.only in (None, "decode"):
+        groups += [("decode", n, [(False, "F16"), (False, "Q8_0")]) for n in ([1024] if args.quick else [4096, 32768])]
+    for kind, n, variants in groups:
         nq = n if kind == "prefill" else 1
         q = rng.standard_normal((B, HQ, nq, D), dtype=np.float32)
         k = rng.standard_normal((B, HKV, n, D), dtype=np.float32)
         v = rng.standard_normal((B, HKV, n, D), dtype=np.float32)
-        ours_k, ours_v = (k, v) if kv == "F32" else (fastquant.quantize(k, kv), fastquant.quantize(v, kv))
-        ggml_fa = None
-        if HAVE_GGML and not args.no_ggml:
-            mask = causal_window_mask(nq, n, causal, None)
-            ggml_fa = FlashAttnExt(q, k, v, scale=D**-0.5, mask=mask, kv_type=Q8_0 if kv == "Q8_0" else F16)
-        work = flops(nq, n, causal)
         for t in threads:
             fastquant.set_num_threads(t)
             set_blas_threads(t)
-            row: Dict[str, object] = {"case": kind, "n_queries": nq, "n_keys": n, "causal": causal, "kv": kv, "threads": t}
-            ours = timed(lambda: fastquant.attention(q, ours_k, ours_v, causal=causal), args.reps)
-            row["fastquant_s"] = ours
-            row["fastquant_gflops"] = work / ours["median"] / 1e9
-            if ggml_fa is not None:
-                theirs = timed(lambda: ggml_fa.compute(t), args.reps)
-                row["ggml_s"] = theirs
-                row["ggml_gflops"] = work / theirs["median"] / 1e9
-                row["ratio_ggml"] = theirs["median"] / ours["median"]
-            if kind == "prefill" and n <= 2048 and not args.no_numpy:
-                np_t = timed(lambda: naive(q, k, v, causal), max(3, args.reps // 2))
-                row["numpy_s"] = np_t
-                row["numpy_gflops"] = work / np_t["median"] / 1e9
-                row["ratio_numpy"] = np_t["median"] / ours["median"]
-            rows.append(row)
-            print(_line(row), flush=True)
-        del ggml_fa
+            fns: Dict[str, Callable[[], object]] = {}
+            for causal, kv in variants:
+                ours_k, ours_v = (k, v) if kv == "F32" else (fastquant.quantize(k, kv), fastquant.quantize(v, kv))
+                key = f"{causal}-{kv}"
+                fns["fastquant " + key] = lambda k_=ours_k, v_=ours_v, c=causal: fastquant.attention(q, k_, v_, causal=c)
+                if HAVE_GGML and not args.no_ggml:
+                    mask = causal_window_mask(nq, n, causal, None)
+                    fa = FlashAttnExt(q, k, v, scale=D**-0.5, mask=mask, kv_type=Q8_0 if kv == "Q8_0" else F16)
+                    fns["ggml " + key] = lambda fa=fa, t=t: fa.compute(t)
+                if kind == "prefill" and n <= 2048 and not args.no_numpy:
+                    fns["numpy " + key] = lambda c=causal: naive(q, k, v, c)
+            res = timed_together(fns, args.reps)
+            for causal, kv in variants:
+                key = f"{causal}-{kv}"
+                work = flops(nq, n, causal)
+                row: Dict[str, object] = {"case": kind, "n_queries": nq, "n_keys": n, "causal": causal, "kv": kv, "threads": t}
+                ours = res["fastquant " + key]
+                row["fastquant_s"] = ours
+                row["fastquant_gflops"] = work / ours["median"] / 1e9
+                for peer in ("ggml", "numpy"):
+                    if f"{peer} {key}" in res:
+                        theirs = res[f"{peer} {key}"]
+                        row[f"{peer}_s"] = theirs
+                        row[f"{peer}_gflops"] = work / theirs["median"] / 1e9
+                        row[f"ratio_{peer}"] = theirs["median"] / ours["median"]
+                rows.append(row)
+                print(_line(row), flush=True)
+            del fns
     return rows
 
 
