@@ -105,7 +105,8 @@ def bench(args: argparse.Namespace) -> List[Dict[str, object]]:
     # data and are timed interleaved, so causal/non-causal and Q8_0/F16 ratios are same-run too.
     groups = []
     if args.only in (None, "prefill"):
-        groups += [("prefill", n, [(False, "F32"), (True, "F32")]) for n in ([256, 512] if args.quick else [512, 2048, 8192])]
+        sizes = [256, 512] if args.quick else [int(x) for x in args.sizes.split(",")]
+        groups += [("prefill", n, [(False, "F32"), (True, "F32")]) for n in sizes]
     if args.only in (None, "decode"):
         groups += [("decode", n, [(False, "F16"), (False, "Q8_0")]) for n in ([1024] if args.quick else [4096, 32768])]
     for kind, n, variants in groups:
@@ -212,6 +213,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     p.add_argument("--memory", action="store_true", help="also measure peak extra memory at N = 16384")
+    p.add_argument("--sizes", default="512,2048,8192", help="prefill sizes N (default 512,2048,8192)")
     p.add_argument("--only", choices=["prefill", "decode"], help="run only these cases")
     p.add_argument("--no-ggml", action="store_true")
     p.add_argument("--no-numpy", action="store_true")
