@@ -28,14 +28,19 @@ KV = Union[np.ndarray, QuantizedTensor]
 _KV_TYPES = (QuantType.F16, QuantType.Q8_0, QuantType.Q4_0)
 
 
+def _float_array(x: Any, name: str, dims: str, also: str = "") -> np.ndarray:
+    """``x`` as a C-contiguous float32/float16 array of 4 dimensions, or a clear error."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array{also}, not {type(x).__name__}")
+    if x.dtype not in (np.float32, np.float16):
+        raise TypeError(f"{name} must be float32 or float16{also}, not {x.dtype}")
+    if x.ndim != 4:
+        raise ShapeError(f"{name} must have shape {dims}, got {x.shape}")
+    return np.ascontiguousarray(x)
+
+
 def _query(q: Any) -> np.ndarray:
-    if not isinstance(q, np.ndarray):
-        raise TypeError(f"q must be a numpy array, not {type(q).__name__}")
-    if q.dtype not in (np.float32, np.float16):
-        raise TypeError(f"q must be float32 or float16, not {q.dtype}")
-    if q.ndim != 4:
-        raise ShapeError(f"q must have shape [B, Hq, Nq, D], got {q.shape}")
-    return np.ascontiguousarray(q)
+    return _float_array(q, "q", "[B, Hq, Nq, D]")
 
 
 def _kv(x: Any, name: str) -> Tuple[Any, int, Tuple[int, ...]]:
@@ -47,13 +52,7 @@ def _kv(x: Any, name: str) -> Tuple[Any, int, Tuple[int, ...]]:
         if x.ndim != 4:
             raise ShapeError(f"{name} must have shape [B, Hkv, Nk, D], got {x.shape}")
         return x.data, x.qtype.id, x.shape
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array or a QuantizedTensor, not {type(x).__name__}")
-    if x.dtype not in (np.float32, np.float16):
-        raise TypeError(f"{name} must be float32 or float16 (or a QuantizedTensor), not {x.dtype}")
-    if x.ndim != 4:
-        raise ShapeError(f"{name} must have shape [B, Hkv, Nk, D], got {x.shape}")
-    x = np.ascontiguousarray(x)
+    x = _float_array(x, name, "[B, Hkv, Nk, D]", " or a QuantizedTensor")
     flat = x.reshape(-1)
     if x.dtype == np.float16:
         return flat.view(np.uint16), QuantType.F16.id, x.shape

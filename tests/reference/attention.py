@@ -10,6 +10,18 @@ from typing import Optional, Tuple
 import numpy as np
 
 
+def visible_keys(nq: int, nk: int, causal: bool, window: Optional[int]) -> np.ndarray:
+    """[Nq, Nk] bool: which keys each query sees (queries aligned to the end of the keys)."""
+    pos = np.arange(nq)[:, None] + (nk - nq)
+    j = np.arange(nk)[None, :]
+    keep = np.ones((nq, nk), bool)
+    if causal:
+        keep &= j <= pos
+    if window is not None:
+        keep &= j > pos - window
+    return keep
+
+
 def attention_ref(
     q: np.ndarray,
     k: np.ndarray,
@@ -34,14 +46,7 @@ def attention_ref(
         s = softcap * np.tanh(s / softcap)
     if mask is not None:
         s = s + np.asarray(mask, dtype=np.float64)
-    pos = np.arange(nq)[:, None] + (nk - nq)
-    j = np.arange(nk)[None, :]
-    keep = np.ones((nq, nk), bool)
-    if causal:
-        keep &= j <= pos
-    if window is not None:
-        keep &= j > pos - window
-    s = np.where(keep, s, -np.inf)
+    s = np.where(visible_keys(nq, nk, causal, window), s, -np.inf)
     s = np.broadcast_to(s, (b, hq, nq, nk))
     top = s.max(axis=-1, keepdims=True) if nk else np.full((b, hq, nq, 1), -np.inf)
     safe = np.where(np.isfinite(top), top, 0.0)

@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from .attention import visible_keys
 from .ggml_oracle import HAVE_GGML, ggml, quantize
 
 F16, Q8_0, Q4_0 = 1, 8, 2  # ggml type ids
@@ -24,14 +25,7 @@ def causal_window_mask(nq: int, nk: int, causal: bool, window: Optional[int]) ->
     """The additive [Nq, Nk] mask of fastquant's ``causal``/``window`` (queries end-aligned)."""
     if not causal and window is None:
         return None
-    pos = np.arange(nq)[:, None] + (nk - nq)
-    j = np.arange(nk)[None, :]
-    keep = np.ones((nq, nk), bool)
-    if causal:
-        keep &= j <= pos
-    if window is not None:
-        keep &= j > pos - window
-    return np.where(keep, 0.0, -np.inf).astype(np.float32)
+    return np.where(visible_keys(nq, nk, causal, window), 0.0, -np.inf).astype(np.float32)
 
 
 class FlashAttnExt:

@@ -80,11 +80,23 @@ fn scale_scalar(x: &mut [f32], a: f32) {
     }
 }
 
-fn transpose_scalar(k: &[f32], n: usize, d_len: usize, kt: &mut [f32], ld: usize) {
+/// Asserts the sizes every `transpose` kernel relies on.
+pub fn check_transpose(k: &[f32], n: usize, d_len: usize, kt: &[f32], ld: usize) {
     assert!(n <= ld && k.len() >= n * d_len && kt.len() >= d_len * ld, "transpose tile sizes");
+}
+
+/// The part of a transpose that SIMD blocks left over: every key `j < n_full` from column
+/// `d_full` on, and every key from `n_full` on (the scalar reference is the case with no blocks).
+pub fn transpose_edges(k: &[f32], n: usize, d_len: usize, kt: &mut [f32], ld: usize, n_full: usize, d_full: usize) {
+    check_transpose(k, n, d_len, kt, ld);
     for j in 0..n {
-        for d in 0..d_len {
+        let d_from = if j < n_full { d_full } else { 0 };
+        for d in d_from..d_len {
             kt[d * ld + j] = k[j * d_len + d];
         }
     }
+}
+
+fn transpose_scalar(k: &[f32], n: usize, d_len: usize, kt: &mut [f32], ld: usize) {
+    transpose_edges(k, n, d_len, kt, ld, 0, 0);
 }

@@ -13,7 +13,8 @@
 
 use std::arch::x86_64::*;
 
-use crate::attention::kernels::{check_pv, check_qk};
+use super::legacy::hmax;
+use crate::attention::kernels::{check_pv, check_qk, check_transpose, transpose_edges};
 use crate::attention::TileKernels;
 use crate::simd::x86_64::Avx2;
 use crate::simd::Level;
@@ -150,15 +151,6 @@ fn pv_rows<const MR: usize>(p: &[f32], r0: usize, ld: usize, n: usize, v: &[f32]
     }
 }
 
-/// The largest lane of `v`.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn hmax(v: __m256) -> f32 {
-    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
-}
-
 /// The sum of the lanes of `v`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -276,7 +268,7 @@ fn scale_avx2(x: &mut [f32], a: f32) {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn transpose_avx2(k: &[f32], n: usize, d_len: usize, kt: &mut [f32], ld: usize) {
-    assert!(n <= ld && k.len() >= n * d_len && kt.len() >= d_len * ld, "transpose tile sizes");
+    check_transpose(k, n, d_len, kt, ld);
     let (n8, d8) = (n / 8 * 8, d_len / 8 * 8);
     for j in (0..n8).step_by(8) {
         for d in (0..d8).step_by(8) {
@@ -291,12 +283,7 @@ fn transpose_avx2(k: &[f32], n: usize, d_len: usize, kt: &mut [f32], ld: usize) 
             }
         }
     }
-    for j in 0..n {
-        let d_from = if j < n8 { d8 } else { 0 };
-        for d in d_from..d_len {
-            kt[d * ld + j] = k[j * d_len + d];
-        }
-    }
+    transpose_edges(k, n, d_len, kt, ld, n8, d8);
 }
 
 /// Transposes an 8 x 8 block held as 8 row vectors.

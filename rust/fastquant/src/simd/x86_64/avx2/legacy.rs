@@ -111,7 +111,7 @@ fn abs_ps(v: __m256) -> __m256 {
 /// Horizontal max of eight lanes that hold no NaN.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn hmax(v: __m256) -> f32 {
+pub(super) fn hmax(v: __m256) -> f32 {
     let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
     _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))

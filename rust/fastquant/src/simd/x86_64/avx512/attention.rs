@@ -14,7 +14,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::attention::kernels::{check_pv, check_qk};
+use crate::attention::kernels::{check_pv, check_qk, check_transpose, transpose_edges};
 use crate::attention::TileKernels;
 use crate::simd::x86_64::Avx512;
 use crate::simd::Level;
@@ -313,7 +313,7 @@ fn scale_avx512(x: &mut [f32], a: f32) {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 fn transpose_avx512(k: &[f32], n: usize, d_len: usize, kt: &mut [f32], ld: usize) {
-    assert!(n <= ld && k.len() >= n * d_len && kt.len() >= d_len * ld, "transpose tile sizes");
+    check_transpose(k, n, d_len, kt, ld);
     let (n16, d16) = (n / 16 * 16, d_len / 16 * 16);
     for j in (0..n16).step_by(16) {
         for d in (0..d16).step_by(16) {
@@ -329,12 +329,7 @@ fn transpose_avx512(k: &[f32], n: usize, d_len: usize, kt: &mut [f32], ld: usize
         }
     }
     // Edges: keys past the last full 16 and head-dimension columns past the last full 16.
-    for j in 0..n {
-        let d_from = if j < n16 { d16 } else { 0 };
-        for d in d_from..d_len {
-            kt[d * ld + j] = k[j * d_len + d];
-        }
-    }
+    transpose_edges(k, n, d_len, kt, ld, n16, d16);
 }
 
 /// Transposes a 16 x 16 block held as 16 row vectors.
