@@ -180,6 +180,44 @@ macro_rules! legacy_dot_kernels {
                 _mm256_add_epi32(_mm256_permute2x128_si256::<0x20>(u0, u1), _mm256_permute2x128_si256::<0x31>(u0, u1))
             }
 
+            /// Eight weight blocks against eight blocks of each of `R` activation rows: the weight
+            /// blocks are decoded once, then each row's eight exact block sums land in the lanes of
+            /// one register and meet the eight scale products in one FMA.
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn group<const WB: usize, const AB: usize, const R: usize>(
+                kind: Kind,
+                w: &[[u8; WB]; BLOCK_LANES],
+                a: &[&[[u8; AB]; BLOCK_LANES]; R],
+                acc: &mut [__m256; R],
+            ) {
+                let signed = kind.signed();
+                let mut w_abs = [_mm256_setzero_si256(); BLOCK_LANES];
+                let mut w_sign = [_mm256_setzero_si256(); BLOCK_LANES];
+                for j in 0..BLOCK_LANES {
+                    let q = codes(kind, &w[j]);
+                    // Signed codes: |w| * (a with w's sign) = w * a as unsigned x signed bytes.
+                    w_abs[j] = if signed { _mm256_sign_epi8(q, q) } else { q };
+                    w_sign[j] = q;
+                }
+                let dw = fp16_lanes(w, 0);
+                let mw = if signed { _mm256_setzero_ps() } else { fp16_lanes(w, 2) };
+                for r in 0..R {
+                    let mut p = [_mm256_setzero_si256(); BLOCK_LANES];
+                    for j in 0..BLOCK_LANES {
+                        // SAFETY: the last 32 bytes of an activation block are its codes.
+                        let av = unsafe { _mm256_loadu_si256(a[r][j].as_ptr().add(AB - 32).cast()) };
+                        let av = if signed { _mm256_sign_epi8(av, w_sign[j]) } else { av };
+                        p[j] = $dot_u8_i8(w_abs[j], av);
+                    }
+                    let isum = _mm256_cvtepi32_ps(sums_of_8(&p));
+                    acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, fp16_lanes(a[r], 0)), isum, acc[r]);
+                    if !signed {
+                        acc[r] = _mm256_fmadd_ps(mw, fp16_lanes(a[r], 2), acc[r]);
+                    }
+                }
+            }
+
             /// Dot of one weight row with `R` activation rows of `AB`-byte blocks.
             #[target_feature(enable = $features)]
             #[inline]
@@ -192,40 +230,30 @@ macro_rules! legacy_dot_kernels {
                 out: &mut [f32],
             ) {
                 let nb = n / 32;
-                let (wblocks, _) = weight[..nb * WB].as_chunks::<WB>();
-                let mut rows: [&[[u8; AB]]; R] = [&[]; R];
-                for (slot, row) in rows.iter_mut().zip(act_rows(acts, act_row_bytes, nb * AB, R)) {
-                    *slot = row.as_chunks::<AB>().0;
+                let (wgroups, wtail) = weight[..nb * WB].as_chunks::<WB>().0.as_chunks::<BLOCK_LANES>();
+                let mut rows: [&[[[u8; AB]; BLOCK_LANES]]; R] = [&[]; R];
+                let mut tails: [&[[u8; AB]]; R] = [&[]; R];
+                for ((slot, tail), row) in
+                    rows.iter_mut().zip(tails.iter_mut()).zip(act_rows(acts, act_row_bytes, nb * AB, R))
+                {
+                    (*slot, *tail) = row.as_chunks::<AB>().0.as_chunks::<BLOCK_LANES>();
                 }
-                let signed = kind.signed();
                 let mut acc = [_mm256_setzero_ps(); R];
-                for (g, wg) in wblocks.chunks(BLOCK_LANES).enumerate() {
-                    // Decode the group's weight blocks once; every activation row reuses them.
-                    let mut w_abs = [_mm256_setzero_si256(); BLOCK_LANES];
-                    let mut w_sign = [_mm256_setzero_si256(); BLOCK_LANES];
-                    for (j, b) in wg.iter().enumerate() {
-                        let q = codes(kind, b);
-                        // Signed codes: |w| * (a with w's sign) = w * a as unsigned x signed bytes.
-                        w_abs[j] = if signed { _mm256_sign_epi8(q, q) } else { q };
-                        w_sign[j] = q;
+                for (g, wg) in wgroups.iter().enumerate() {
+                    let a: [&[[u8; AB]; BLOCK_LANES]; R] = std::array::from_fn(|r| &rows[r][g]);
+                    group(kind, wg, &a, &mut acc);
+                }
+                if !wtail.is_empty() {
+                    // A short last group, padded with zero blocks: their products and scales are
+                    // +0.0 and leave the lanes as they are.
+                    let mut w = [[0u8; WB]; BLOCK_LANES];
+                    w[..wtail.len()].copy_from_slice(wtail);
+                    let mut padded = [[[0u8; AB]; BLOCK_LANES]; R];
+                    for (p, t) in padded.iter_mut().zip(tails) {
+                        p[..t.len()].copy_from_slice(t);
                     }
-                    let dw = fp16_lanes(wg, 0);
-                    let mw = if signed { _mm256_setzero_ps() } else { fp16_lanes(wg, 2) };
-                    for (row, acc) in rows.iter().zip(acc.iter_mut()) {
-                        let group = &row[g * BLOCK_LANES..g * BLOCK_LANES + wg.len()];
-                        let mut p = [_mm256_setzero_si256(); BLOCK_LANES];
-                        for (j, a) in group.iter().enumerate() {
-                            // SAFETY: the last 32 bytes of an activation block are its codes.
-                            let av = unsafe { _mm256_loadu_si256(a.as_ptr().add(AB - 32).cast()) };
-                            let av = if signed { _mm256_sign_epi8(av, w_sign[j]) } else { av };
-                            p[j] = $dot_u8_i8(w_abs[j], av);
-                        }
-                        let isum = _mm256_cvtepi32_ps(sums_of_8(&p));
-                        *acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, fp16_lanes(group, 0)), isum, *acc);
-                        if !signed {
-                            *acc = _mm256_fmadd_ps(mw, fp16_lanes(group, 2), *acc);
-                        }
-                    }
+                    let a: [&[[u8; AB]; BLOCK_LANES]; R] = std::array::from_fn(|r| &padded[r]);
+                    group(kind, &w, &a, &mut acc);
                 }
                 for (o, acc) in out.iter_mut().zip(acc) {
                     *o = crate::simd::x86_64::avx2::dot::reduce_halving_8(acc);
@@ -296,17 +324,36 @@ pub(crate) fn reduce_halving_8(v: __m256) -> f32 {
 
 // ---- float weights ------------------------------------------------------------------------------
 
+/// The element type of a float weight row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FloatKind {
+    F32,
+    F16,
+    Bf16,
+}
+
+/// Sixteen weights as floats (`CB` bytes: 64 for F32, 32 for F16/BF16).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load16<const CB: usize>(kind: FloatKind, w: &[u8; CB]) -> [__m256; 2] {
+    match kind {
+        FloatKind::F32 => load_f32x16(&w.as_chunks::<64>().0[0]),
+        FloatKind::F16 => load_f16x16(&w.as_chunks::<32>().0[0]),
+        FloatKind::Bf16 => load_bf16x16(&w.as_chunks::<32>().0[0]),
+    }
+}
+
 /// Dot of one float weight row with `R` f32 rows: element j in lane j % 16 (two registers). `CB`
-/// is the bytes of 16 weights; `load16` turns them into floats.
+/// is the bytes of 16 weights.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn float_rows<const CB: usize, const R: usize>(
+    kind: FloatKind,
     n: usize,
     weight: &[u8],
     acts: &[u8],
     act_row_bytes: usize,
     out: &mut [f32],
-    load16: impl Fn(&[u8; CB]) -> [__m256; 2],
 ) {
     let elem_bytes = CB / FLOAT_LANES;
     let (chunks, tail) = weight[..n * elem_bytes].as_chunks::<CB>();
@@ -315,7 +362,7 @@ fn float_rows<const CB: usize, const R: usize>(
     for (row, acc) in rows.zip(acc.iter_mut()) {
         let (xs, x_tail) = row.as_chunks::<64>();
         for (w, x) in chunks.iter().zip(xs) {
-            let w = load16(w);
+            let w = load16(kind, w);
             // SAFETY: `x` is 64 bytes: two loads of eight floats.
             let x = unsafe { [_mm256_loadu_ps(x.as_ptr().cast()), _mm256_loadu_ps(x.as_ptr().add(32).cast())] };
             acc[0] = _mm256_fmadd_ps(w[0], x[0], acc[0]);
@@ -327,7 +374,7 @@ fn float_rows<const CB: usize, const R: usize>(
             wbuf[..tail.len()].copy_from_slice(tail);
             let mut xbuf = [0u8; 64];
             xbuf[..x_tail.len()].copy_from_slice(x_tail);
-            let w = load16(&wbuf);
+            let w = load16(kind, &wbuf);
             // SAFETY: `xbuf` is 64 bytes: two loads of eight floats.
             let x = unsafe { [_mm256_loadu_ps(xbuf.as_ptr().cast()), _mm256_loadu_ps(xbuf.as_ptr().add(32).cast())] };
             acc[0] = _mm256_fmadd_ps(w[0], x[0], acc[0]);
@@ -368,30 +415,40 @@ fn load_bf16x16(w: &[u8; 32]) -> [__m256; 2] {
     [widen(lo), widen(hi)]
 }
 
-macro_rules! float_entry {
-    ($($name:ident: $cb:literal, $load:ident;)*) => {$(
-        fn $name(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
-            // SAFETY: only reachable through `kernel`, which `avx2::dot_kernel` hands out for an
-            // `Avx2` token: the CPU has AVX2, FMA and F16C.
-            unsafe {
-                match out.len() {
-                    1 => float_rows::<$cb, 1>(n, weight, acts, act_row_bytes, out, |w| $load(w)),
-                    2 => float_rows::<$cb, 2>(n, weight, acts, act_row_bytes, out, |w| $load(w)),
-                    3 => float_rows::<$cb, 3>(n, weight, acts, act_row_bytes, out, |w| $load(w)),
-                    4 => float_rows::<$cb, 4>(n, weight, acts, act_row_bytes, out, |w| $load(w)),
-                    5 => float_rows::<$cb, 5>(n, weight, acts, act_row_bytes, out, |w| $load(w)),
-                    6 => float_rows::<$cb, 6>(n, weight, acts, act_row_bytes, out, |w| $load(w)),
-                    7 => float_rows::<$cb, 7>(n, weight, acts, act_row_bytes, out, |w| $load(w)),
-                    8 => float_rows::<$cb, 8>(n, weight, acts, act_row_bytes, out, |w| $load(w)),
-                    r => panic!("{r} activation rows: a kernel call takes 1..=8"),
-                }
-            }
+/// Runs [`float_rows`] with the number of activation rows as a constant.
+fn run_float<const CB: usize>(
+    kind: FloatKind,
+    n: usize,
+    weight: &[u8],
+    acts: &[u8],
+    act_row_bytes: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: only reachable through `kernel`, which `avx2::dot_kernel` hands out for an `Avx2`
+    // token: the CPU has AVX2, FMA and F16C.
+    unsafe {
+        match out.len() {
+            1 => float_rows::<CB, 1>(kind, n, weight, acts, act_row_bytes, out),
+            2 => float_rows::<CB, 2>(kind, n, weight, acts, act_row_bytes, out),
+            3 => float_rows::<CB, 3>(kind, n, weight, acts, act_row_bytes, out),
+            4 => float_rows::<CB, 4>(kind, n, weight, acts, act_row_bytes, out),
+            5 => float_rows::<CB, 5>(kind, n, weight, acts, act_row_bytes, out),
+            6 => float_rows::<CB, 6>(kind, n, weight, acts, act_row_bytes, out),
+            7 => float_rows::<CB, 7>(kind, n, weight, acts, act_row_bytes, out),
+            8 => float_rows::<CB, 8>(kind, n, weight, acts, act_row_bytes, out),
+            r => panic!("{r} activation rows: a kernel call takes 1..=8"),
         }
-    )*};
+    }
 }
 
-float_entry! {
-    vec_dot_f32: 64, load_f32x16;
-    vec_dot_f16: 32, load_f16x16;
-    vec_dot_bf16: 32, load_bf16x16;
+fn vec_dot_f32(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
+    run_float::<64>(FloatKind::F32, n, weight, acts, act_row_bytes, out)
+}
+
+fn vec_dot_f16(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
+    run_float::<32>(FloatKind::F16, n, weight, acts, act_row_bytes, out)
+}
+
+fn vec_dot_bf16(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
+    run_float::<32>(FloatKind::Bf16, n, weight, acts, act_row_bytes, out)
 }
