@@ -80,6 +80,9 @@ pub fn dot_kernel_for(weight: QuantType, level: Level) -> Result<Option<DotKerne
     if level > crate::simd::detected_level() {
         return Ok(None);
     }
+    if let Some(vec_dot) = kquant_kernel(weight, level) {
+        return Ok(Some(DotKernel { act_type, vec_dot, level }));
+    }
     let mut kernel = DotKernel { act_type, vec_dot: scalar, level: Level::Scalar };
     #[cfg(target_arch = "x86_64")]
     {
@@ -105,7 +108,7 @@ pub fn dot_kernel_for(weight: QuantType, level: Level) -> Result<Option<DotKerne
 
 /// The scalar reference dot of `weight`, or `None` for a type without one.
 ///
-/// With this, the ISA tables are the only switches on the type.
+/// With this and `kquant_kernel`, the ISA tables are the only switches on the type.
 pub fn scalar_vec_dot(weight: QuantType) -> Option<VecDotFn> {
     Some(match weight {
         QuantType::Q4_0 => vec_dot_q4_0_q8_0,
@@ -117,8 +120,17 @@ pub fn scalar_vec_dot(weight: QuantType) -> Option<VecDotFn> {
         QuantType::F32 => vec_dot_f32,
         QuantType::F16 => vec_dot_f16,
         QuantType::BF16 => vec_dot_bf16,
-        _ => return None,
+        _ => return kquant_kernel(weight, Level::Scalar),
     })
+}
+
+/// The K-quant and IQ4_XS kernels (`dot_kquants.rs`, written on the matmul-kq branch): the best
+/// kernel at `level` or below, `None` for other types. Until that file is merged there are none;
+/// the merge replaces the body with `super::dot_kquants::dot_kquant_kernel(weight, level)`. Their
+/// `DotKernel::level` is the level asked for.
+fn kquant_kernel(weight: QuantType, level: Level) -> Option<VecDotFn> {
+    let _ = (weight, level);
+    None
 }
 
 /// Sums `lanes` by halving: lane `i` plus lane `i + len/2`, until one lane is left. `len` is a
