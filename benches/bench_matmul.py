@@ -5,8 +5,8 @@
     python benches/bench_matmul.py --types q4_0,q8_0 --rows 1,8 --reps 9
 
 The weight is the issue's W [4096 x 14336] (N = 4096 outputs, K = 14336), quantized once by
-fastquant; ggml gets the same bytes (a graph ``ggml_mul_mat`` computed with
-``ggml_graph_compute_with_ctx(ctx, graph, n_threads)``, built once) and numpy multiplies the
+fastquant; ggml gets the same bytes (a graph ``ggml_mul_mat``, built once, computed by
+``ggml_graph_compute`` with ``n_threads`` threads) and numpy multiplies the
 dequantized float32 weight (``x @ W.T``; OpenBLAS set to the same thread count). fastquant runs
 through a ``Linear`` (weight kept, output buffer reused). Figures: GFLOP/s = 2 * rows * N * K /
 time and GB/s of weight bytes read, medians of ``--reps`` runs after a warm-up (512-row runs: at
