@@ -2,7 +2,8 @@
 
 A :class:`GgmlMatmul` builds the graph once for a weight [N, K] (raw ggml blocks, shared with the
 caller's numpy array, no copy) and activations [M, K] float32, and computes ``x @ W.T`` into a
-numpy array with ``ggml_graph_compute_with_ctx(ctx, graph, n_threads)``. ggml quantizes the
+numpy array with ``ggml_graph_compute`` on ``n_threads`` threads (``ggml_graph_plan`` sizes the
+work buffer, a numpy array kept between calls). ggml quantizes the
 activations to its ``vec_dot_type`` itself, as it does in llama.cpp.
 """
 
@@ -22,13 +23,11 @@ class GgmlMatmul:
         self.weight = np.ascontiguousarray(weight, dtype=np.uint8)  # kept alive: ggml points into it
         self.x = np.zeros((m, k), dtype=np.float32)
         self.y = np.zeros((m, n), dtype=np.float32)
-        # Room for the tensor headers, the graph and the work buffer (the quantized activations),
-        # which ggml_graph_compute_with_ctx allocates in the context.
-        work = m * k * 4 + (16 << 20)
-        mem = 8 * ggml.ggml_tensor_overhead() + ggml.ggml_graph_overhead() + work
-        params = ggml.ggml_init_params(mem_size=mem, mem_buffer=None, no_alloc=False)
+        # The context holds only tensor headers and the graph; the data are numpy arrays, and the
+        # work buffer (ggml's quantized activations) is sized by ggml_graph_plan per thread count.
+        mem = 8 * ggml.ggml_tensor_overhead() + ggml.ggml_graph_overhead() + (1 << 16)
+        params = ggml.ggml_init_params(mem_size=mem, mem_buffer=None, no_alloc=True)
         self.ctx = ggml.ggml_init(params)
-        ggml.ggml_set_no_alloc(self.ctx, True)
         # ggml's ne order: ne0 is the row length.
         self.w_t = ggml.ggml_new_tensor_2d(self.ctx, type_id, k, n)
         self.x_t = ggml.ggml_new_tensor_2d(self.ctx, ggml.GGML_TYPE_F32, k, m)
@@ -37,15 +36,19 @@ class GgmlMatmul:
         self.w_t.contents.data = self.weight.ctypes.data_as(ctypes.c_void_p)
         self.x_t.contents.data = self.x.ctypes.data_as(ctypes.c_void_p)
         self.y_t.contents.data = self.y.ctypes.data_as(ctypes.c_void_p)
-        ggml.ggml_set_no_alloc(self.ctx, False)
         self.graph = ggml.ggml_new_graph(self.ctx)
         ggml.ggml_build_forward_expand(self.graph, self.y_t)
+        self.work = np.zeros(0, dtype=np.uint8)
 
     def __call__(self, x: np.ndarray, n_threads: int = 1) -> np.ndarray:
         """The product for ``x`` [M, K]; the returned array is reused by the next call."""
         self.x[...] = x
-        status = ggml.ggml_graph_compute_with_ctx(self.ctx, self.graph, n_threads)
-        assert status == 0, f"ggml_graph_compute_with_ctx returned {status}"
+        plan = ggml.ggml_graph_plan(self.graph, n_threads, None)
+        if plan.work_size > self.work.nbytes:
+            self.work = np.zeros(plan.work_size, dtype=np.uint8)
+        plan.work_data = self.work.ctypes.data_as(ctypes.POINTER(ctypes.c_ubyte))
+        status = ggml.ggml_graph_compute(self.graph, ctypes.byref(plan))
+        assert status == 0, f"ggml_graph_compute returned {status}"
         return self.y
 
     def close(self) -> None:
