@@ -16,7 +16,7 @@ mod float;
 mod iquants_dequantize;
 pub(super) mod kquants;
 mod kquants_dequantize;
-pub(super) mod kquants_low; // its scalar epilogues are shared with AVX-512
+mod kquants_low;
 mod legacy;
 
 use std::arch::x86_64::*;
