@@ -60,21 +60,54 @@ fn requantize(x: &[f32], y: &BlockQ2K, l: &mut [u8; QK_K]) {
     }
 }
 
+/// The 4-bit sub-block scales and mins and the fp16 `d` and `dmin` of `quantize_row_q2_K_ref`
+/// from its 16 searches' scales and mins (each against the largest; NaN never wins). Shared with
+/// the SIMD kernels, whose searches give the same scales and mins.
+pub(crate) fn set_scales_ref(scales: &[f32; QK_K / 16], mins: &[f32; QK_K / 16], y: &mut BlockQ2K) {
+    const Q4SCALE: f32 = 15.0;
+    // Scales are positive as the min is subtracted; NaN never updates either maximum.
+    let mut max_scale = 0f32;
+    let mut max_min = 0f32;
+    for j in 0..QK_K / 16 {
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+    if max_scale > 0.0 {
+        let iscale = Q4SCALE / max_scale;
+        for j in 0..QK_K / 16 {
+            // `y->scales[j] = l`: the int's low byte.
+            y.scales[j] = nearest_int(iscale * scales[j]) as u8;
+        }
+        y.d = fp32_to_fp16(max_scale / Q4SCALE).to_le_bytes();
+    } else {
+        y.scales = [0; QK_K / 16];
+        y.d = fp32_to_fp16(0.0).to_le_bytes();
+    }
+    if max_min > 0.0 {
+        let iscale = Q4SCALE / max_min;
+        for j in 0..QK_K / 16 {
+            y.scales[j] |= (nearest_int(iscale * mins[j]) << 4) as u8;
+        }
+        y.dmin = fp32_to_fp16(max_min / Q4SCALE).to_le_bytes();
+    } else {
+        y.dmin = fp32_to_fp16(0.0).to_le_bytes();
+    }
+}
+
 impl BlockFormat for BlockQ2K {
     const TYPE: QuantType = QuantType::Q2_K;
     const ELEMS: usize = QK_K;
     const USES_IMATRIX: bool = true;
 
     fn quantize_block(x: &[f32], y: &mut Self) {
-        const Q4SCALE: f32 = 15.0;
         let mut l = [0u8; QK_K];
         let mut weights = [0f32; 16];
         let mut mins = [0f32; QK_K / 16];
         let mut scales = [0f32; QK_K / 16];
-
-        // Scales are positive as the min is subtracted; NaN never updates either maximum.
-        let mut max_scale = 0f32;
-        let mut max_min = 0f32;
         for j in 0..QK_K / 16 {
             let xs = &x[16 * j..16 * j + 16];
             for k in 0..16 {
@@ -83,35 +116,8 @@ impl BlockFormat for BlockQ2K {
             let (scale, min) = make_qkx2_quants(3, xs, &weights, &mut l[16 * j..16 * j + 16], -0.5, 0.1, 15, true);
             scales[j] = scale;
             mins[j] = min;
-            if scale > max_scale {
-                max_scale = scale;
-            }
-            if min > max_min {
-                max_min = min;
-            }
         }
-
-        if max_scale > 0.0 {
-            let iscale = Q4SCALE / max_scale;
-            for j in 0..QK_K / 16 {
-                // `y->scales[j] = l`: the int's low byte.
-                y.scales[j] = nearest_int(iscale * scales[j]) as u8;
-            }
-            y.d = fp32_to_fp16(max_scale / Q4SCALE).to_le_bytes();
-        } else {
-            y.scales = [0; QK_K / 16];
-            y.d = fp32_to_fp16(0.0).to_le_bytes();
-        }
-        if max_min > 0.0 {
-            let iscale = Q4SCALE / max_min;
-            for j in 0..QK_K / 16 {
-                y.scales[j] |= (nearest_int(iscale * mins[j]) << 4) as u8;
-            }
-            y.dmin = fp32_to_fp16(max_min / Q4SCALE).to_le_bytes();
-        } else {
-            y.dmin = fp32_to_fp16(0.0).to_le_bytes();
-        }
-
+        set_scales_ref(&scales, &mins, y);
         requantize(x, y, &mut l);
         pack_codes(&l, &mut y.qs);
     }

@@ -43,7 +43,7 @@ pub(crate) fn stored_scale(scales: &[u8; 12], j: usize) -> i8 {
 }
 
 /// Stores the biased 6-bit scales `ls` (each 0..64) into the 12 scale bytes.
-pub(crate) fn pack_scales(ls: &[i8; QK_K / 16], scales: &mut [u8; 12]) {
+fn pack_scales(ls: &[i8; QK_K / 16], scales: &mut [u8; 12]) {
     *scales = [0; 12];
     for j in 0..QK_K / 16 {
         let l = ls[j] as u8;
@@ -88,6 +88,39 @@ fn finish_block(x: &[f32], y: &mut BlockQ3K, l: &mut [i8; QK_K]) {
     }
 }
 
+/// The 6-bit sub-block scales (stored with their bias 32) and the fp16 `d` of
+/// `quantize_row_q3_K_ref` from its 16 searches' scales, against the one of largest magnitude.
+/// Returns the stored scales (all 0 when the block's are zeroed). Shared with the SIMD kernels,
+/// whose searches give the same scales.
+pub(crate) fn set_scales_ref(scales: &[f32; QK_K / 16], y: &mut BlockQ3K) -> [i8; QK_K / 16] {
+    // The sub-block scale of largest magnitude, signed; the first of equal ones wins.
+    let mut max_scale = 0f32;
+    let mut amax = 0f32;
+    for j in 0..QK_K / 16 {
+        let scale = scales[j].abs();
+        if scale > amax {
+            amax = scale;
+            max_scale = scales[j];
+        }
+    }
+    let mut ls = [0i8; QK_K / 16];
+    // `if (max_scale)`: NaN counts as true.
+    if max_scale != 0.0 {
+        let iscale = -32.0 / max_scale;
+        for j in 0..QK_K / 16 {
+            // `int8_t l = nearest_int(...)` keeps the low byte before clamping.
+            let q = nearest_int(iscale * scales[j]) as i8;
+            ls[j] = q.clamp(-32, 31) + 32;
+        }
+        pack_scales(&ls, &mut y.scales);
+        y.d = fp32_to_fp16(1.0 / iscale).to_le_bytes();
+    } else {
+        y.scales = [0; 12];
+        y.d = fp32_to_fp16(0.0).to_le_bytes();
+    }
+    ls
+}
+
 impl BlockFormat for BlockQ3K {
     const TYPE: QuantType = QuantType::Q3_K;
     const ELEMS: usize = QK_K;
@@ -96,35 +129,10 @@ impl BlockFormat for BlockQ3K {
     fn quantize_block(x: &[f32], y: &mut Self) {
         let mut l = [0i8; QK_K];
         let mut scales = [0f32; QK_K / 16];
-
-        // The sub-block scale of largest magnitude, signed; the first of equal ones wins.
-        let mut max_scale = 0f32;
-        let mut amax = 0f32;
         for j in 0..QK_K / 16 {
             scales[j] = make_q3_quants(4, &x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16], true);
-            let scale = scales[j].abs();
-            if scale > amax {
-                amax = scale;
-                max_scale = scales[j];
-            }
         }
-
-        // `if (max_scale)`: NaN counts as true.
-        if max_scale != 0.0 {
-            let iscale = -32.0 / max_scale;
-            let mut ls = [0i8; QK_K / 16];
-            for j in 0..QK_K / 16 {
-                // `int8_t l = nearest_int(...)` keeps the low byte before clamping.
-                let q = nearest_int(iscale * scales[j]) as i8;
-                ls[j] = q.clamp(-32, 31) + 32;
-            }
-            pack_scales(&ls, &mut y.scales);
-            y.d = fp32_to_fp16(1.0 / iscale).to_le_bytes();
-        } else {
-            y.scales = [0; 12];
-            y.d = fp32_to_fp16(0.0).to_le_bytes();
-        }
-
+        set_scales_ref(&scales, y);
         finish_block(x, y, &mut l);
     }
 

@@ -5,17 +5,18 @@
 //! `kquants.rs`) or `make_q3_quants` (Q3_K) with exactly the scalar code's float operations in
 //! exactly its order, branches as blends under the scalar code's own comparisons, no FMA. The
 //! Q3_K coordinate descent runs on eight halves (four super-blocks) at once, a half stopping when
-//! a sweep changed none of its lanes. The scalar epilogues that pick the 4- or 6-bit sub-block
-//! scales live here and serve the AVX-512 kernels too. Blocks with a NaN or an infinity go to the
+//! a sweep changed none of its lanes; Q2_K's two halves are searched together. The sub-block
+//! scales are picked by the scalar code's own epilogue. Blocks with a NaN or an infinity go to the
 //! scalar reference.
 
 use std::arch::x86_64::*;
 
 use super::kquants::{abs_x8, clamp_x8, nearest_int_x8, search_qkx2_x8, select, Qkx2};
 use super::safe_wrappers;
-use crate::formats::float::{fp16_to_fp32, fp32_to_fp16};
-use crate::formats::kquants::q3_k::pack_scales;
-use crate::formats::kquants::search::{nearest_int, GROUP_MAX_EPS};
+use crate::formats::float::fp16_to_fp32;
+use crate::formats::kquants::q2_k::set_scales_ref as set_q2_k_scales;
+use crate::formats::kquants::q3_k::set_scales_ref as set_q3_k_scales;
+use crate::formats::kquants::search::GROUP_MAX_EPS;
 use crate::formats::kquants::{BlockQ2K, BlockQ3K, QK_K};
 use crate::formats::BlockFormat;
 use crate::simd::x86_64::any_non_finite_avx2;
@@ -33,74 +34,6 @@ type Rows = [[f32; 16]; 16];
 
 /// Super-blocks processed together by the Q3_K coordinate descent (independent dependency chains).
 const Q3_GROUP: usize = 4;
-
-// ---- the scalar epilogues (shared with the AVX-512 kernels) --------------------------------------
-
-/// `quantize_row_q2_K_ref` after its searches: the 4-bit scales and mins of the 16 sub-blocks
-/// against the largest of each (NaN never wins), and the fp16 `d` and `dmin`.
-pub(in crate::simd::x86_64) fn q2_k_scales(scales: &[f32; 16], mins: &[f32; 16], y: &mut BlockQ2K) {
-    const Q4SCALE: f32 = 15.0;
-    let mut max_scale = 0f32;
-    let mut max_min = 0f32;
-    for (&scale, &min) in scales.iter().zip(mins) {
-        if scale > max_scale {
-            max_scale = scale;
-        }
-        if min > max_min {
-            max_min = min;
-        }
-    }
-    if max_scale > 0.0 {
-        let iscale = Q4SCALE / max_scale;
-        for (sc, &scale) in y.scales.iter_mut().zip(scales) {
-            // `y->scales[j] = l`: the int's low byte.
-            *sc = nearest_int(iscale * scale) as u8;
-        }
-        y.d = fp32_to_fp16(max_scale / Q4SCALE).to_le_bytes();
-    } else {
-        y.scales = [0; 16];
-        y.d = fp32_to_fp16(0.0).to_le_bytes();
-    }
-    if max_min > 0.0 {
-        let iscale = Q4SCALE / max_min;
-        for (sc, &min) in y.scales.iter_mut().zip(mins) {
-            *sc |= (nearest_int(iscale * min) << 4) as u8;
-        }
-        y.dmin = fp32_to_fp16(max_min / Q4SCALE).to_le_bytes();
-    } else {
-        y.dmin = fp32_to_fp16(0.0).to_le_bytes();
-    }
-}
-
-/// `quantize_row_q3_K_ref` after its searches: the 6-bit scales (stored with their bias 32)
-/// against the sub-block scale of largest magnitude, and the fp16 `d`. Returns the stored scales
-/// (all 0 when the block's are zeroed).
-pub(in crate::simd::x86_64) fn q3_k_scales(scales: &[f32; 16], y: &mut BlockQ3K) -> [i8; 16] {
-    // The sub-block scale of largest magnitude, signed; the first of equal ones wins.
-    let mut max_scale = 0f32;
-    let mut amax = 0f32;
-    for &s in scales {
-        if s.abs() > amax {
-            amax = s.abs();
-            max_scale = s;
-        }
-    }
-    let mut ls = [0i8; 16];
-    // `if (max_scale)`: NaN counts as true.
-    if max_scale != 0.0 {
-        let iscale = -32.0 / max_scale;
-        for (l, &s) in ls.iter_mut().zip(scales) {
-            // `int8_t l = nearest_int(...)` keeps the low byte before clamping.
-            *l = (nearest_int(iscale * s) as i8).clamp(-32, 31) + 32;
-        }
-        pack_scales(&ls, &mut y.scales);
-        y.d = fp32_to_fp16(1.0 / iscale).to_le_bytes();
-    } else {
-        y.scales = [0; 12];
-        y.d = fp32_to_fp16(0.0).to_le_bytes();
-    }
-    ls
-}
 
 // ---- helpers -------------------------------------------------------------------------------------
 
@@ -196,7 +129,7 @@ fn quantize_q2_k_block(x: &Rows, y: &mut BlockQ2K) {
         }
         store_half(&mut codes, h, &l.map(|v| _mm256_cvtps_epi32(v)));
     }
-    q2_k_scales(&scales, &mins, y);
+    set_q2_k_scales(&scales, &mins, y);
     // `requantize`: clamp(nearest_int((x + m) / d), 0, 3) per sub-block; a zero d keeps the
     // search's codes.
     let dm = fp16_to_fp32(u16::from_le_bytes(y.d));
@@ -346,7 +279,7 @@ fn q3_sweeps<const H: usize>(lanes: &mut [Q3Lanes; H], xt: &[[__m256; 16]; H]) {
 }
 
 /// The rest of `quantize_row_q3_K_ref` for one super-block after the searches of its two halves:
-/// the scales by [`q3_k_scales`], the codes recomputed against them, the high bits into `hmask`
+/// the scales as the scalar code sets them, the codes recomputed against them, the high bits into `hmask`
 /// and the low two bits into `qs`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -359,7 +292,7 @@ fn finish_q3_k_block(x: &Rows, halves: [&Q3Lanes; 2], y: &mut BlockQ3K) {
         unsafe { _mm256_storeu_ps(scales.as_mut_ptr().add(8 * h), scale) };
         store_half(&mut codes, h, &l);
     }
-    let ls = q3_k_scales(&scales, y);
+    let ls = set_q3_k_scales(&scales, y);
     // Codes clamp(nearest_int(x / d), -4, 3) + 4 with d = d_all * (stored scale - 32); a zero d
     // keeps the search's codes.
     let d_all = fp16_to_fp32(u16::from_le_bytes(y.d));

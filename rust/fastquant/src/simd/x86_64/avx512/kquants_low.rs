@@ -34,10 +34,11 @@ use super::kquants::{
 };
 use super::{entry_points, store_u8x16};
 use crate::formats::float::fp16_to_fp32;
+use crate::formats::kquants::q2_k::set_scales_ref as set_q2_k_scales;
+use crate::formats::kquants::q3_k::set_scales_ref as set_q3_k_scales;
 use crate::formats::kquants::search::GROUP_MAX_EPS;
 use crate::formats::kquants::{BlockQ2K, BlockQ3K, QK_K};
 use crate::formats::BlockFormat;
-use crate::simd::x86_64::avx2::kquants_low::{q2_k_scales, q3_k_scales};
 
 entry_points! {
     quantize_q2_k => quantize_q2_k_avx512(&[f32], &mut [u8]);
@@ -106,7 +107,7 @@ fn pack_2bit(rows: &[__m512i; 16], qs: &mut [u8; QK_K / 4]) {
 // ---- Q2_K ---------------------------------------------------------------------------------------
 
 /// The rest of `quantize_row_q2_K_ref` for one super-block (`rows` its sub-blocks) after its
-/// search: the scales by `q2_k_scales`, the codes recomputed against them, and the packing.
+/// search: the scales as the scalar code sets them, the codes recomputed against them, and the packing.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
 fn finish_q2_k_block(rows: &[__m512; 16], s: &Searched<16>, y: &mut BlockQ2K) {
@@ -117,7 +118,7 @@ fn finish_q2_k_block(rows: &[__m512; 16], s: &Searched<16>, y: &mut BlockQ2K) {
         _mm512_storeu_ps(scales.as_mut_ptr(), s.scale);
         _mm512_storeu_ps(mins.as_mut_ptr(), s.the_min);
     }
-    q2_k_scales(&scales, &mins, y);
+    set_q2_k_scales(&scales, &mins, y);
     // `requantize`: clamp(nearest_int((x + m) / d), 0, 3) per sub-block; a zero d keeps the
     // search's codes.
     let dm = fp16_to_fp32(u16::from_le_bytes(y.d));
@@ -314,7 +315,7 @@ fn finish_q3_k_block(rows: &[__m512; 16], lanes: &Q3Lanes, y: &mut BlockQ3K) {
     let mut scales = [0f32; 16];
     // SAFETY: `scales` is 16 writable floats.
     unsafe { _mm512_storeu_ps(scales.as_mut_ptr(), scale) };
-    let ls = q3_k_scales(&scales, y);
+    let ls = set_q3_k_scales(&scales, y);
     // Codes clamp(nearest_int(x / d), -4, 3) + 4 with d = d_all * (stored scale - 32); a zero d
     // keeps the search's codes.
     let d_all = fp16_to_fp32(u16::from_le_bytes(y.d));
