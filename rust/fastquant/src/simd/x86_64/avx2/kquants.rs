@@ -452,9 +452,16 @@ fn search_qx_x8(xt: &[__m256; 16], w: &[__m256; 16]) -> (__m256, [__m256; 16]) {
     for i in 0..16 {
         wx[i] = _mm256_mul_ps(w[i], xt[i]);
     }
-    let sums = |iscale: __m256, laux: &mut [__m256; 16]| -> (__m256, __m256) {
-        let mut sumlx = _mm256_setzero_ps();
-        let mut suml2 = _mm256_setzero_ps();
+    let mut best_l = [zero; 16];
+    let mut scale = zero;
+    let mut best = zero;
+    let mut laux = [zero; 16];
+    // The plain rounding first (`is` 0: its `-(nmax + 0.1*0)` is `-nmax`), then the 18 others, in
+    // one loop without closures (see the AVX-512 search).
+    for is in std::iter::once(0).chain((-9..=9).filter(|&is| is != 0)) {
+        let iscale = _mm256_div_ps(_mm256_set1_ps(-(NMAX as f32 + 0.1 * is as f32)), max);
+        let mut sumlx = zero;
+        let mut suml2 = zero;
         for i in 0..16 {
             let r = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(iscale, xt[i]), magic), magic);
             let lf = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
@@ -462,20 +469,13 @@ fn search_qx_x8(xt: &[__m256; 16], w: &[__m256; 16]) -> (__m256, [__m256; 16]) {
             sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[i], lf));
             suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf), lf));
         }
-        (sumlx, suml2)
-    };
-    let mut best_l = [zero; 16];
-    let (sumlx, suml2) = sums(_mm256_div_ps(_mm256_set1_ps(-(NMAX as f32)), max), &mut best_l);
-    // `suml2 ? sumlx / suml2 : 0`: NaN counts as true, hence the unordered compare.
-    let mut scale = _mm256_and_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(suml2, zero), _mm256_div_ps(sumlx, suml2));
-    let mut best = _mm256_mul_ps(scale, sumlx);
-    let mut laux = [zero; 16];
-    for is in -9..=9 {
         if is == 0 {
+            best_l = laux;
+            // `suml2 ? sumlx / suml2 : 0`: NaN counts as true, hence the unordered compare.
+            scale = _mm256_and_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(suml2, zero), _mm256_div_ps(sumlx, suml2));
+            best = _mm256_mul_ps(scale, sumlx);
             continue;
         }
-        let iscale = _mm256_div_ps(_mm256_set1_ps(-(NMAX as f32 + 0.1 * is as f32)), max);
-        let (sumlx, suml2) = sums(iscale, &mut laux);
         let better = _mm256_and_ps(
             _mm256_cmp_ps::<_CMP_GT_OQ>(suml2, zero),
             _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2)),

@@ -497,9 +497,11 @@ fn search_qx_x16(xt: &[__m512; 16], w: &[__m512; 16]) -> (__m512, [__m512i; 16])
     let empty = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(amax, _mm512_set1_ps(GROUP_MAX_EPS));
     // The codes `clamp(nearest_int(iscale * x), -32, 31)`, as floats. In a lane that is not
     // empty, |x| <= |max| = amax >= GROUP_MAX_EPS, so |iscale * x| <= 32.9 * (1 + 2^-23) (iscale is
-    // at most 32.9 / max): well inside the range where nearest_int is exactly `(v + 1.5*2^23) -
-    // 1.5*2^23`, and the clamp can stay in floats. Empty lanes compute garbage that is dropped.
-    let magic = _mm512_set1_ps(12_582_912.0);
+    // at most 32.9 / max): well inside the range where nearest_int is exactly `vrndscaleps`'s
+    // round-half-even, and the clamp can stay in floats. (`vrndscaleps` gives -0.0 where the bit
+    // trick gives 0 for v in (-0.5, 0]; a -0.0 code adds ±0 to sums that start at +0.0, which
+    // leaves them as they are, and converts to the integer 0.) Empty lanes compute garbage that
+    // is dropped.
     let (lo, hi) = (_mm512_set1_ps(-(NMAX as f32)), _mm512_set1_ps((NMAX - 1) as f32));
     // w * x, the same in every candidate.
     let mut wx = [zero; 16];
@@ -519,7 +521,8 @@ fn search_qx_x16(xt: &[__m512; 16], w: &[__m512; 16]) -> (__m512, [__m512i; 16])
         let mut sumlx = zero;
         let mut suml2 = zero;
         for i in 0..16 {
-            let r = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(iscale, xt[i]), magic), magic);
+            let r =
+                _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(iscale, xt[i]));
             let lf = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
             laux[i] = lf;
             sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(wx[i], lf));
