@@ -312,11 +312,11 @@ extern "C" {
 const char *fq_version(void);
 
 /**
- * The message of the most recent failed `fq_*` call on the calling thread, or `""` when that
- * call succeeded.
+ * The message of the calling thread's most recent call that returned an `FqStatus`: what is
+ * wrong and where if it failed, `""` if it succeeded (or no call was made yet).
  *
  * Ownership: the string belongs to fastquant and stays valid until the calling thread's next
- * `fq_*` call (copy it to keep it). Threading: each thread has its own message.
+ * call that returns an `FqStatus` (copy it to keep it). Threading: each thread has its own message.
  */
 const char *fq_last_error(void);
 

@@ -191,3 +191,56 @@ pub(crate) fn check_disjoint(output: (usize, usize), inputs: &[(&str, (usize, us
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_error() -> String {
+        // SAFETY: the pointer is this thread's current message, NUL-terminated, read at once.
+        unsafe { CStr::from_ptr(last_error_ptr()) }.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn a_panic_becomes_a_status_and_a_message() {
+        let status = guard(|| panic!("kernel bug at block 3"));
+        assert_eq!(status, FqStatus::Panic);
+        assert!(last_error().contains("kernel bug at block 3"), "{}", last_error());
+        let status = guard(|| std::panic::panic_any(17u32));
+        assert_eq!(status, FqStatus::Panic);
+        assert!(last_error().contains("unknown panic payload"), "{}", last_error());
+        // The next successful call clears the message.
+        assert_eq!(guard(|| Ok(())), FqStatus::Ok);
+        assert_eq!(last_error(), "");
+    }
+
+    #[test]
+    fn the_message_is_per_thread() {
+        let status = guard(|| Err(CError::invalid("bad on this thread")));
+        assert_eq!(status, FqStatus::InvalidArgument);
+        let other = std::thread::spawn(|| {
+            assert_eq!(last_error(), "");
+            guard(|| Err(CError::invalid("bad on the other thread")));
+            last_error()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(other, "bad on the other thread");
+        assert_eq!(last_error(), "bad on this thread");
+    }
+
+    #[test]
+    fn a_nul_in_a_message_is_escaped_not_truncated() {
+        guard(|| Err(CError::invalid("a\0b")));
+        assert_eq!(last_error(), "a\\0b");
+    }
+
+    #[test]
+    fn overlap_is_detected_and_adjacency_is_not() {
+        let a = (100, 200);
+        assert!(check_disjoint(a, &[("x", (150, 250))]).is_err());
+        assert!(check_disjoint(a, &[("x", (50, 101))]).is_err());
+        assert!(check_disjoint(a, &[("x", (200, 300)), ("y", (0, 100))]).is_ok());
+        assert!(check_disjoint((100, 100), &[("x", (50, 150))]).is_ok(), "an empty output overlaps nothing");
+    }
+}

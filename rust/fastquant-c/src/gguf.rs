@@ -44,6 +44,11 @@ fn nul_terminated(s: &str) -> Vec<u8> {
     bytes
 }
 
+/// The position of `wanted` among `names`, or `FQ_STATUS_NOT_FOUND` with "`missing` 'wanted'".
+fn find<'a>(mut names: impl Iterator<Item = &'a str>, wanted: &str, missing: &str) -> Result<usize, CError> {
+    names.position(|n| n == wanted).ok_or_else(|| CError::new(FqStatus::NotFound, format!("{missing} '{wanted}'")))
+}
+
 /// The handle behind `h`, or an error for NULL.
 ///
 /// # Safety
@@ -163,13 +168,7 @@ pub unsafe extern "C" fn fq_gguf_metadata_find(
     guard(|| {
         // SAFETY: the function contract (all three pointers).
         let (g, key, out) = unsafe { (handle(h)?, str_arg("key", key)?, out_ref("out_index", out_index)?) };
-        *out = g
-            .file
-            .header
-            .metadata
-            .iter()
-            .position(|(k, _)| k == key)
-            .ok_or_else(|| CError::new(FqStatus::NotFound, format!("no metadata key '{key}'")))?;
+        *out = find(g.file.header.metadata.iter().map(|(k, _)| k.as_str()), key, "no metadata key")?;
         Ok(())
     })
 }
@@ -314,13 +313,7 @@ pub unsafe extern "C" fn fq_gguf_tensor_find(h: *const FqGguf, name: *const c_ch
     guard(|| {
         // SAFETY: the function contract (all three pointers).
         let (g, name, out) = unsafe { (handle(h)?, str_arg("name", name)?, out_ref("out_index", out_index)?) };
-        *out = g
-            .file
-            .header
-            .tensors
-            .iter()
-            .position(|t| t.name == name)
-            .ok_or_else(|| CError::new(FqStatus::NotFound, format!("no tensor named '{name}'")))?;
+        *out = find(g.file.header.tensors.iter().map(|t| t.name.as_str()), name, "no tensor named")?;
         Ok(())
     })
 }

@@ -131,11 +131,11 @@ pub extern "C" fn fq_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
-/// The message of the most recent failed `fq_*` call on the calling thread, or `""` when that
-/// call succeeded.
+/// The message of the calling thread's most recent call that returned an `FqStatus`: what is
+/// wrong and where if it failed, `""` if it succeeded (or no call was made yet).
 ///
 /// Ownership: the string belongs to fastquant and stays valid until the calling thread's next
-/// `fq_*` call (copy it to keep it). Threading: each thread has its own message.
+/// call that returns an `FqStatus` (copy it to keep it). Threading: each thread has its own message.
 #[no_mangle]
 pub extern "C" fn fq_last_error() -> *const c_char {
     ffi::last_error_ptr()
