@@ -270,11 +270,29 @@ typedef struct FqTensorInfo {
  * `kv_heads`: grouped-query attention).
  */
 typedef struct FqAttentionShape {
+  /**
+   * Independent sequences.
+   */
   size_t batch;
+  /**
+   * Query heads (a multiple of `kv_heads`).
+   */
   size_t q_heads;
+  /**
+   * Key/value heads.
+   */
   size_t kv_heads;
+  /**
+   * Queries per head.
+   */
   size_t n_queries;
+  /**
+   * Keys (and values) per head.
+   */
   size_t n_keys;
+  /**
+   * Elements per query, key and value row.
+   */
   size_t head_dim;
 } FqAttentionShape;
 

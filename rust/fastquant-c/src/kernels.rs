@@ -187,11 +187,17 @@ pub unsafe extern "C" fn fq_matmul(
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct FqAttentionShape {
+    /// Independent sequences.
     pub batch: usize,
+    /// Query heads (a multiple of `kv_heads`).
     pub q_heads: usize,
+    /// Key/value heads.
     pub kv_heads: usize,
+    /// Queries per head.
     pub n_queries: usize,
+    /// Keys (and values) per head.
     pub n_keys: usize,
+    /// Elements per query, key and value row.
     pub head_dim: usize,
 }
 
