@@ -233,7 +233,7 @@ static void test_matmul(void) {
 
 /* Causal attention with grouped heads in double: q/out [B,Hq,Nq,D], k/v [B,Hkv,Nk,D]. */
 static void naive_attention(const FqAttentionShape *s, const float *q, const float *k, const float *v, int causal,
-                            float scale, double *out) {
+                            float scale, double *out, double *lse) {
     size_t group = s->q_heads / s->kv_heads, d = s->head_dim;
     double *p = malloc(s->n_keys * sizeof *p);
     for (size_t b = 0; b < s->batch; b++)
@@ -251,6 +251,7 @@ static void naive_attention(const FqAttentionShape *s, const float *q, const flo
                     mx = fmax(mx, p[j]);
                 }
                 for (size_t j = 0; j < visible; j++) sum += (p[j] = exp(p[j] - mx));
+                if (lse) lse[(b * s->q_heads + h) * s->n_queries + i] = mx + log(sum);
                 double *o = out + ((b * s->q_heads + h) * s->n_queries + i) * d;
                 for (size_t c = 0; c < d; c++) {
                     double acc = 0.0;
@@ -267,18 +268,20 @@ static void test_attention(void) {
     size_t kv_rows = s.batch * s.kv_heads * s.n_keys, kv_len = kv_rows * s.head_dim;
     float *q = random_floats(q_len), *k = random_floats(kv_len), *v = random_floats(kv_len);
     float *out = malloc(q_len * sizeof *out), *lse = malloc(s.batch * s.q_heads * s.n_queries * sizeof *lse);
-    double *ref = malloc(q_len * sizeof *ref);
+    CHECK(q && k && v && out && lse, "out of memory");
+    size_t lse_len = s.batch * s.q_heads * s.n_queries;
+    double *ref = malloc(q_len * sizeof *ref), *ref_lse = malloc(lse_len * sizeof *ref_lse);
     FqAttentionOptions opts = {.causal = 1, .scale = 0.0f}; /* scale 0: 1/sqrt(64) */
 
-    OK(fq_attention(&s, q, q_len, FQ_TYPE_F32, k, kv_len * 4, v, kv_len * 4, &opts, out, q_len, lse,
-                    s.batch * s.q_heads * s.n_queries));
-    naive_attention(&s, q, k, v, 1, 0.125f, ref);
+    OK(fq_attention(&s, q, q_len, FQ_TYPE_F32, k, kv_len * 4, v, kv_len * 4, &opts, out, q_len, lse, lse_len));
+    naive_attention(&s, q, k, v, 1, 0.125f, ref, ref_lse);
     for (size_t i = 0; i < q_len; i++) CHECK(fabs(out[i] - ref[i]) < 1e-4, "f32 KV [%zu]: %g vs %g", i, out[i], ref[i]);
+    for (size_t i = 0; i < lse_len; i++) CHECK(fabs(lse[i] - ref_lse[i]) < 1e-4, "lse [%zu]: %g vs %g", i, lse[i], ref_lse[i]);
 
-    /* Non-causal, explicit scale, no options struct for the defaults check below. */
+    /* Non-causal with an explicit scale; the Q8_0 call below passes NULL options (the defaults). */
     FqAttentionOptions plain = {.causal = 0, .scale = 0.3f};
     OK(fq_attention(&s, q, q_len, FQ_TYPE_F32, k, kv_len * 4, v, kv_len * 4, &plain, out, q_len, NULL, 0));
-    naive_attention(&s, q, k, v, 0, 0.3f, ref);
+    naive_attention(&s, q, k, v, 0, 0.3f, ref, NULL);
     for (size_t i = 0; i < q_len; i++) CHECK(fabs(out[i] - ref[i]) < 1e-4, "scale 0.3 [%zu]", i);
 
     /* A Q8_0 KV cache: the same as attending to its dequantized values. */
@@ -292,7 +295,7 @@ static void test_attention(void) {
     OK(fq_dequantize(FQ_TYPE_Q8_0, kq, kv_bytes, s.head_dim, FQ_TYPE_F32, kd, kv_len));
     OK(fq_dequantize(FQ_TYPE_Q8_0, vq, kv_bytes, s.head_dim, FQ_TYPE_F32, vd, kv_len));
     OK(fq_attention(&s, q, q_len, FQ_TYPE_Q8_0, kq, kv_bytes, vq, kv_bytes, NULL, out, q_len, NULL, 0));
-    naive_attention(&s, q, kd, vd, 0, 0.125f, ref);
+    naive_attention(&s, q, kd, vd, 0, 0.125f, ref, NULL);
     for (size_t i = 0; i < q_len; i++) CHECK(fabs(out[i] - ref[i]) < 1e-4, "Q8_0 KV [%zu]: %g vs %g", i, out[i], ref[i]);
 
     EXPECT_ERROR(fq_attention(&s, q, q_len - 1, FQ_TYPE_F32, k, kv_len * 4, v, kv_len * 4, NULL, out, q_len, NULL, 0),
@@ -301,8 +304,8 @@ static void test_attention(void) {
                  FQ_STATUS_NULL_POINTER, "shape is NULL");
     EXPECT_ERROR(fq_attention(&s, q, q_len, FQ_TYPE_F32, k, kv_len * 4, v, kv_len * 4, NULL, k, q_len, NULL, 0),
                  FQ_STATUS_INVALID_ARGUMENT, "overlaps k");
-    free(q), free(k), free(v), free(out), free(lse), free(ref), free(kq), free(vq), free(kd), free(vd);
-    printf("ok attention (causal f32 KV, GQA, Q8_0 KV)\n");
+    free(q), free(k), free(v), free(out), free(lse), free(ref), free(ref_lse), free(kq), free(vq), free(kd), free(vd);
+    printf("ok attention (causal f32 KV + log-sum-exp, GQA, Q8_0 KV)\n");
 }
 
 static void test_gguf(const char *tmpdir, const char *path) {
