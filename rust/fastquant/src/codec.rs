@@ -10,20 +10,27 @@ use crate::types::QuantType;
 /// Float input in any of the element types ggml tensors come in. F16 and BF16 are raw bit patterns.
 #[derive(Clone, Copy, Debug)]
 pub enum FloatSlice<'a> {
+    /// IEEE single precision.
     F32(&'a [f32]),
+    /// IEEE half precision, as bit patterns.
     F16(&'a [u16]),
+    /// bfloat16, as bit patterns.
     BF16(&'a [u16]),
 }
 
 /// Float output; see [`FloatSlice`].
 #[derive(Debug)]
 pub enum FloatSliceMut<'a> {
+    /// IEEE single precision.
     F32(&'a mut [f32]),
+    /// IEEE half precision, as bit patterns.
     F16(&'a mut [u16]),
+    /// bfloat16, as bit patterns.
     BF16(&'a mut [u16]),
 }
 
 impl FloatSlice<'_> {
+    /// Number of elements.
     pub fn len(&self) -> usize {
         match self {
             FloatSlice::F32(s) => s.len(),
@@ -31,12 +38,14 @@ impl FloatSlice<'_> {
         }
     }
 
+    /// Whether there are no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 impl FloatSliceMut<'_> {
+    /// Number of elements.
     pub fn len(&self) -> usize {
         match self {
             FloatSliceMut::F32(s) => s.len(),
@@ -44,6 +53,7 @@ impl FloatSliceMut<'_> {
         }
     }
 
+    /// Whether there are no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

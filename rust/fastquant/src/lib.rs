@@ -1,6 +1,11 @@
 //! fastquant: byte-exact ggml/GGUF block quantization for CPUs.
 //!
-//! The crate has no Python in it; `fastquant-py` is a thin binding on top. Layout:
+//! The crate has no Python in it: `fastquant-py` is a thin Python binding on top, `fastquant-c` a C
+//! ABI (`rust/fastquant-c/include/fastquant.h`). `examples/quantize_and_matmul.rs` walks through
+//! quantize, dequantize, matmul and GGUF write/read. Functions return [`Result`] with an [`Error`]
+//! whose message says what is wrong and where; nothing panics on bad input. Kernels run on the
+//! crate's own thread pool ([`set_num_threads`]) at the SIMD level detected at run time
+//! ([`simd::set_level`] or `FASTQUANT_SIMD` lower it). Layout:
 //!
 //! * [`types`]: every ggml type as one table ([`QuantType`], [`TypeInfo`]).
 //! * [`formats`]: one file per block-format family, each block a `#[repr(C)]` struct with its scalar
@@ -10,7 +15,7 @@
 //! * [`parallel`]: the crate's own rayon pool (`FASTQUANT_NUM_THREADS`) and work splitting.
 //! * [`gguf`]: a strict, memory-mapped GGUF reader.
 //! * [`matmul`]: quantized GEMV / GEMM on integer dot products.
-//! * [`attention`]: tiled flash attention (causal, GQA, masks, quantized KV).
+//! * [`attention`](mod@attention): tiled flash attention (causal, GQA, masks, quantized KV).
 //! * [`codec`]: whole-tensor [`quantize`] / [`dequantize`] on top of all of the above.
 //!
 //! ```

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 /// Static facts about one ggml type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TypeInfo {
+    /// The type this row describes.
     pub qtype: QuantType,
     /// ggml's `enum ggml_type` value, as stored in GGUF tensor infos.
     pub id: u32,
@@ -32,7 +33,11 @@ macro_rules! quant_types {
         #[repr(u32)]
         #[allow(non_camel_case_types)]
         pub enum QuantType {
-            $( $variant = $id, )*
+            $(
+                #[doc = concat!("ggml's `", $name, "` (id ", stringify!($id), "): ", stringify!($elems),
+                                " elements in ", stringify!($bytes), " bytes per block.")]
+                $variant = $id,
+            )*
         }
 
         /// The one table of type facts, in id order.
@@ -112,26 +117,32 @@ impl QuantType {
             .ok_or_else(|| Error::UnknownTypeName(name.to_owned()))
     }
 
+    /// The ggml type id, as GGUF files store it.
     pub fn id(self) -> u32 {
         self as u32
     }
 
+    /// The name ggml prints (`"Q4_K"`).
     pub fn name(self) -> &'static str {
         self.info().name
     }
 
+    /// Elements per block (1 for the plain float and integer types).
     pub fn block_elems(self) -> usize {
         self.info().block_elems
     }
 
+    /// Bytes per block.
     pub fn block_bytes(self) -> usize {
         self.info().block_bytes
     }
 
+    /// Whether [`crate::quantize`] can encode this type.
     pub fn can_quantize(self) -> bool {
         self.info().can_quantize
     }
 
+    /// Whether [`crate::dequantize`] (and so matmul and attention) can decode this type.
     pub fn can_dequantize(self) -> bool {
         self.info().can_dequantize
     }

@@ -31,9 +31,11 @@ pub const MAX_ARRAY_DEPTH: usize = 8;
 /// One tensor's entry in the header.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorInfo {
+    /// The tensor's name.
     pub name: String,
     /// Dimensions in ggml order (`ne[0]` is the row length, the fastest-varying axis).
     pub dims: Vec<u64>,
+    /// The type of the data.
     pub qtype: QuantType,
     /// Offset of the data relative to the start of the data section.
     pub offset: u64,
@@ -47,6 +49,7 @@ impl TensorInfo {
         self.dims.iter().rev().copied().collect()
     }
 
+    /// Number of elements (the product of the dimensions).
     pub fn n_elements(&self) -> u64 {
         self.dims.iter().product()
     }
@@ -55,16 +58,20 @@ impl TensorInfo {
 /// Everything before the tensor data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GgufHeader {
+    /// The GGUF format version (2 or 3).
     pub version: u32,
     /// Key/value pairs in file order.
     pub metadata: Vec<(String, Value)>,
+    /// Tensor infos in file order.
     pub tensors: Vec<TensorInfo>,
+    /// Alignment of tensor data (`general.alignment`, default [`DEFAULT_ALIGNMENT`]).
     pub alignment: u64,
     /// Absolute offset of the data section.
     pub data_offset: u64,
 }
 
 impl GgufHeader {
+    /// The metadata value with key `key`, if any.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
@@ -189,6 +196,7 @@ impl GgufHeader {
 
 /// A memory-mapped GGUF file: the parsed header plus zero-copy access to tensor data.
 pub struct GgufFile {
+    /// The parsed, validated header.
     pub header: GgufHeader,
     map: Mmap,
 }
@@ -216,6 +224,7 @@ impl GgufFile {
         &self.map[start..start + t.size as usize]
     }
 
+    /// The file's size in bytes.
     pub fn file_len(&self) -> u64 {
         self.map.len() as u64
     }

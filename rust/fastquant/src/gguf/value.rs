@@ -4,22 +4,36 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum ValueType {
+    /// `UINT8` (tag 0).
     U8 = 0,
+    /// `INT8` (tag 1).
     I8 = 1,
+    /// `UINT16` (tag 2).
     U16 = 2,
+    /// `INT16` (tag 3).
     I16 = 3,
+    /// `UINT32` (tag 4).
     U32 = 4,
+    /// `INT32` (tag 5).
     I32 = 5,
+    /// `FLOAT32` (tag 6).
     F32 = 6,
+    /// `BOOL` (tag 7).
     Bool = 7,
+    /// `STRING` (tag 8).
     String = 8,
+    /// `ARRAY` (tag 9).
     Array = 9,
+    /// `UINT64` (tag 10).
     U64 = 10,
+    /// `INT64` (tag 11).
     I64 = 11,
+    /// `FLOAT64` (tag 12).
     F64 = 12,
 }
 
 impl ValueType {
+    /// The type with tag `v`, or `None` for a tag that is no type.
     pub fn from_u32(v: u32) -> Option<Self> {
         use ValueType::*;
         Some(match v {
@@ -77,22 +91,36 @@ impl ValueType {
 /// One metadata value. Arrays keep their declared element type so an empty array round-trips.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// An unsigned 8-bit integer.
     U8(u8),
+    /// A signed 8-bit integer.
     I8(i8),
+    /// An unsigned 16-bit integer.
     U16(u16),
+    /// A signed 16-bit integer.
     I16(i16),
+    /// An unsigned 32-bit integer.
     U32(u32),
+    /// A signed 32-bit integer.
     I32(i32),
+    /// A 32-bit float.
     F32(f32),
+    /// A boolean (one byte, 0 or 1).
     Bool(bool),
+    /// A UTF-8 string.
     String(String),
+    /// An array: the declared element type and the elements.
     Array(ValueType, Vec<Value>),
+    /// An unsigned 64-bit integer.
     U64(u64),
+    /// A signed 64-bit integer.
     I64(i64),
+    /// A 64-bit float.
     F64(f64),
 }
 
 impl Value {
+    /// The type tag this value is written with.
     pub fn value_type(&self) -> ValueType {
         match self {
             Value::U8(_) => ValueType::U8,
@@ -126,6 +154,7 @@ impl Value {
         }
     }
 
+    /// The value as a string, if it is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),

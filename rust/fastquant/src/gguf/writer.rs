@@ -18,8 +18,11 @@ use crate::types::QuantType;
 /// A tensor to be written: name, ggml-order dimensions (`ne[0]` = row length) and type.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorSpec {
+    /// The tensor's name (at most 64 bytes, unique in the file).
     pub name: String,
+    /// Dimensions in ggml order: `dims[0]` is the row length (fastest-varying), at most 4.
     pub dims: Vec<u64>,
+    /// The type of the data.
     pub qtype: QuantType,
 }
 
