@@ -40,10 +40,16 @@ __all__ = [
     "convert_minilm",
     "load_tokenizer",
     "tokenize",
+    "layer_norm",
+    "gelu",
+    "mean_pool_normalize",
     "MiniLMEncoder",
+    "reference_weights",
+    "reference_forward",
     "reference_encode",
     "demo_sentences",
     "compare_embeddings",
+    "prepare_models",
     "run_minilm_demo",
 ]
 
@@ -182,18 +188,30 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float =
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
-    """erf in float64 by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7, below float32's
-    resolution of GELU's output); numpy has no erf and scipy is not a dependency."""
+    """erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7, about float32's resolution near 1),
+    in the dtype of ``x``; numpy has no erf and scipy is not a dependency."""
     z = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * z)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return np.sign(x) * (1.0 - poly * np.exp(-z * z))
+    t = 1 / (1 + x.dtype.type(0.3275911) * z)
+    poly = 1.061405429 * t
+    for c in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+        poly += c
+        poly *= t
+    np.multiply(z, z, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    poly *= z
+    np.subtract(1, poly, out=poly)
+    return np.copysign(poly, x, out=poly)
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
-    """BERT's exact GELU, ``x/2 (1 + erf(x/sqrt 2))``."""
-    x64 = x.astype(np.float64)
-    return (0.5 * x64 * (1.0 + _erf(x64 / np.sqrt(2.0)))).astype(np.float32)
+    """BERT's exact GELU, ``x/2 (1 + erf(x/sqrt 2))``, in float32 (the activations' type)."""
+    x = np.asarray(x, dtype=np.float32)
+    y = _erf(x * np.float32(1 / np.sqrt(2.0)))
+    y += 1
+    y *= x
+    y *= np.float32(0.5)
+    return y
 
 
 def mean_pool_normalize(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
