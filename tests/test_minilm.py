@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 import fastquant
+from fastquant import minilm
+from fastquant.cli import main
 from fastquant.errors import UnsupportedError
 from fastquant.gguf import GGUFFile, GGUFWriter
 
-minilm = pytest.importorskip("fastquant.minilm")
 pytest.importorskip("tokenizers")
 try:
     minilm.model_dir()
@@ -148,3 +151,19 @@ def test_bad_inputs_raise_clear_errors(models, tmp_path):
         minilm.MiniLMEncoder.from_gguf(other)
     with pytest.raises(ValueError, match="at most"):
         minilm.demo_sentences(10**6)
+
+
+def test_demo_prints_the_table_and_writes_json(models, capsys, tmp_path):
+    rows = minilm.run_minilm_demo(models["F32"].parent, presets=["Q8_0"], n_sentences=8, reps=1, json_path=tmp_path / "r.json")
+    assert [r["model"] for r in rows] == ["numpy float32 (reference)", "F32", "Q8_0"]
+    assert rows[1]["cos_min"] > 0.99999 and rows[2]["bits_per_weight"] < 9
+    out = capsys.readouterr().out
+    assert "| Q8_0 | 23.5 |" in out and "sentences/s" in out
+    assert json.loads((tmp_path / "r.json").read_text())["rows"][2]["model"] == "Q8_0"
+
+
+def test_cli_demo_model_minilm_runs_the_minilm_demo(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(minilm, "run_minilm_demo", lambda out, **kw: calls.append((out, kw)))
+    assert main(["demo", "--model", "minilm", "--out", str(tmp_path), "--sentences", "5"]) == 0
+    assert calls == [(str(tmp_path), {"n_sentences": 5})]

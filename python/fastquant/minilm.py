@@ -21,7 +21,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -259,6 +259,7 @@ class MiniLMEncoder:
         self.tensors = tensors
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
         self.simd = simd
+        self.file: Optional[GGUFFile] = None  # the GGUF whose mapping the tensors view, if any
         emb = tensors["token_embd.weight"]
         self._embd = emb
         if isinstance(emb, QuantizedTensor):
@@ -284,7 +285,7 @@ class MiniLMEncoder:
         if arch != "bert" or "token_embd.weight" not in f:
             raise UnsupportedError(f"{os.fspath(path)} is not a MiniLM GGUF written by convert_minilm (architecture {arch!r})")
         enc = cls({t.name: f.tensor(t.name) for t in f.tensors}, tokenizer, simd=simd)
-        enc.file = f  # keeps the mapping alive as long as the encoder
+        enc.file = f
         return enc
 
     def _word_rows(self, ids: np.ndarray) -> np.ndarray:
@@ -302,7 +303,7 @@ class MiniLMEncoder:
             q = _heads(layer["q"](x, simd=self.simd))
             k = _heads(layer["k"](x, simd=self.simd))
             v = _heads(layer["v"](x, simd=self.simd))
-            ctx = _merge_heads(attention(q, k, v, mask=additive, simd=self.simd))
+            ctx = _merge_heads(cast(np.ndarray, attention(q, k, v, mask=additive, simd=self.simd)))
             x = layer_norm(layer["o"](ctx, simd=self.simd) + x, *layer["ln1"])
             h = gelu(layer["up"](x, simd=self.simd))
             x = layer_norm(layer["down"](h, simd=self.simd) + x, *layer["ln2"])
@@ -469,7 +470,7 @@ def run_minilm_demo(
     for preset, path in prepare_models(out_dir, presets):
         enc = MiniLMEncoder.from_gguf(path, tok)
         emb, t = _timed(lambda: enc.encode(sentences), reps)
-        f = enc.file
+        f = cast(GGUFFile, enc.file)
         weight_types: Dict[str, int] = {}
         for info in f.tensors:
             if len(info.shape) == 2:
