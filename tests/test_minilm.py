@@ -87,16 +87,17 @@ def test_float_path_on_fastquant_kernels_matches_numpy_reference(models, tokeniz
     enc = minilm.MiniLMEncoder.from_gguf(models["F32"], tokenizer)
     hidden = enc.forward(*batch)
     keep = batch[2].astype(bool)  # padded positions are never pooled
-    np.testing.assert_allclose(hidden[keep], hidden_ref[keep], atol=1e-4, rtol=0)
-    np.testing.assert_allclose(minilm.mean_pool_normalize(hidden, batch[2]), ref, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(enc.encode(SENTENCES, batch_size=8), ref, atol=1e-5, rtol=0)
+    # Measured: hidden states within 2e-6 (values up to ~10), embeddings within 1.3e-7.
+    np.testing.assert_allclose(hidden[keep], hidden_ref[keep], atol=2e-5, rtol=0)
+    np.testing.assert_allclose(minilm.mean_pool_normalize(hidden, batch[2]), ref, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(enc.encode(SENTENCES, batch_size=8), ref, atol=1e-6, rtol=0)
 
 
 def test_float_path_agrees_at_every_simd_level(models, tokenizer, reference):
     _, ref = reference
     for level in fastquant.available_simd_levels():
         enc = minilm.MiniLMEncoder.from_gguf(models["F32"], tokenizer, simd=level)
-        np.testing.assert_allclose(enc.encode(SENTENCES[:6]), ref[:6], atol=1e-5, rtol=0, err_msg=level)
+        np.testing.assert_allclose(enc.encode(SENTENCES[:6]), ref[:6], atol=1e-6, rtol=0, err_msg=level)
 
 
 # Measured on these 24 sentences: Q8_0 cosine mean 0.99962 worst 0.99904, Spearman 0.9992;
