@@ -64,6 +64,9 @@ PRESETS = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]
 N_LAYER, HIDDEN, N_HEAD, FFN, MAX_POSITIONS, LAYER_NORM_EPS = 6, 384, 12, 1536, 512, 1e-12
 # sentence-transformers' max_seq_length for this model (sentence_bert_config.json).
 MAX_TOKENS = 256
+# How many sentences the demo also embeds one at a time (the latency case, where weights are
+# read once per sentence and their size matters).
+SINGLE_SENTENCES = 32
 
 
 def model_dir() -> Path:
@@ -140,15 +143,14 @@ def convert_minilm(dst: PathLike, qtype: str = "F32", *, src: Optional[PathLike]
     hf = dst.with_name(f".{dst.name}.hf-names.gguf")
     try:
         convert_safetensors(src, hf, qtype, arch="bert")
-        f = GGUFFile(hf)
-        kept = [(gguf_name(t.name), t) for t in f.tensors]
-        specs = [(name, t.shape, t.qtype) for name, t in kept if name is not None]
-        metadata, types = _bert_metadata()
-        with GGUFWriter(dst, metadata, specs, metadata_types=types) as w:
-            for name, t in kept:
-                if name is not None:
-                    w.write_tensor(name, f.tensor(t.name))
-        f.close()
+        with GGUFFile(hf) as f:
+            kept = [(gguf_name(t.name), t) for t in f.tensors]
+            specs = [(name, t.shape, t.qtype) for name, t in kept if name is not None]
+            metadata, types = _bert_metadata()
+            with GGUFWriter(dst, metadata, specs, metadata_types=types) as w:
+                for name, t in kept:
+                    if name is not None:
+                        w.write_tensor(name, f.tensor(t.name))
     finally:
         if hf.exists():
             hf.unlink()
@@ -299,14 +301,16 @@ class MiniLMEncoder:
         """Last hidden states ``[B, T, 384]`` float32 of token ids with the attention mask."""
         x = _embed(self._word_rows(ids), self.tensors, types)
         additive = _additive_mask(mask)
+        # copy=False: each Linear's output buffer is consumed before that Linear runs again.
+        simd = self.simd
         for layer in self.layers:
-            q = _heads(layer["q"](x, simd=self.simd))
-            k = _heads(layer["k"](x, simd=self.simd))
-            v = _heads(layer["v"](x, simd=self.simd))
-            ctx = _merge_heads(cast(np.ndarray, attention(q, k, v, mask=additive, simd=self.simd)))
-            x = layer_norm(layer["o"](ctx, simd=self.simd) + x, *layer["ln1"])
-            h = gelu(layer["up"](x, simd=self.simd))
-            x = layer_norm(layer["down"](h, simd=self.simd) + x, *layer["ln2"])
+            q = _heads(layer["q"](x, copy=False, simd=simd))
+            k = _heads(layer["k"](x, copy=False, simd=simd))
+            v = _heads(layer["v"](x, copy=False, simd=simd))
+            ctx = _merge_heads(cast(np.ndarray, attention(q, k, v, mask=additive, simd=simd)))
+            x = layer_norm(layer["o"](ctx, copy=False, simd=simd) + x, *layer["ln1"])
+            h = gelu(layer["up"](x, copy=False, simd=simd))
+            x = layer_norm(layer["down"](h, copy=False, simd=simd) + x, *layer["ln2"])
         return x
 
     def encode(self, sentences: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
@@ -452,8 +456,9 @@ def run_minilm_demo(
 ) -> List[Dict[str, Any]]:
     """Converts and quantizes MiniLM with each preset, embeds ``n_sentences`` demo sentences with
     each file on fastquant's kernels and with the numpy float32 reference, prints the markdown
-    table (size, bits per weight, cosine to the reference, ranking kept, sentences per second)
-    and returns its rows (also written as JSON to ``json_path``)."""
+    table (size, bits per weight, cosine to the reference, ranking kept, sentences per second in
+    batches of 32 and, for the first 32, one at a time) and returns its rows (also written as JSON
+    to ``json_path``)."""
     import json
 
     from . import _config
@@ -463,13 +468,17 @@ def run_minilm_demo(
     weights = reference_weights()
     n_params = sum(a.size for a in weights.values())
     ref, t_ref = _timed(lambda: reference_encode(sentences, weights, tok), reps)
+    singles = sentences[:SINGLE_SENTENCES]
+    _, t1_ref = _timed(lambda: reference_encode(singles, weights, tok, batch_size=1), reps)
     rows: List[Dict[str, Any]] = [{
         "model": "numpy float32 (reference)", "file_bytes": None, "bits_per_weight": 32.0, "types": "F32",
         **compare_embeddings(ref, ref), "sentences_per_s": n_sentences / t_ref,
+        "one_at_a_time_per_s": len(singles) / t1_ref,
     }]  # fmt: skip
     for preset, path in prepare_models(out_dir, presets):
         enc = MiniLMEncoder.from_gguf(path, tok)
         emb, t = _timed(lambda: enc.encode(sentences), reps)
+        _, t1 = _timed(lambda: enc.encode(singles, batch_size=1), reps)
         f = cast(GGUFFile, enc.file)
         weight_types: Dict[str, int] = {}
         for info in f.tensors:
@@ -480,14 +489,16 @@ def run_minilm_demo(
             "model": preset, "file_bytes": size, "bits_per_weight": sum(i.nbytes for i in f.tensors) * 8 / n_params,
             "types": " ".join(f"{k}:{v}" for k, v in sorted(weight_types.items())),
             **compare_embeddings(emb, ref), "sentences_per_s": n_sentences / t,
+            "one_at_a_time_per_s": len(singles) / t1,
         })  # fmt: skip
     print(f"all-MiniLM-L6-v2, {n_sentences} sentences, {_config.get_num_threads()} threads, best of {reps}\n")
-    print("| model | file MiB | bits/weight | 2-D weight types | cos mean | cos worst | Spearman pairs | same nearest | sentences/s |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
+    print("| model | file MiB | bits/weight | 2-D weight types | cos mean | cos worst | Spearman pairs | same nearest | sentences/s, batches of 32 | sentences/s, one at a time |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         mib = "-" if r["file_bytes"] is None else f"{r['file_bytes'] / 2**20:.1f}"
         print(f"| {r['model']} | {mib} | {r['bits_per_weight']:.2f} | {r['types']} | {r['cos_mean']:.6f} | "
-              f"{r['cos_min']:.6f} | {r['spearman']:.5f} | {r['same_nearest']:.3f} | {r['sentences_per_s']:.0f} |")
+              f"{r['cos_min']:.6f} | {r['spearman']:.5f} | {r['same_nearest']:.3f} | {r['sentences_per_s']:.0f} | "
+              f"{r['one_at_a_time_per_s']:.0f} |")
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         meta = {"model": "all-MiniLM-L6-v2", "n_sentences": n_sentences, "threads": _config.get_num_threads(), "reps": reps}
