@@ -95,6 +95,13 @@ pub fn dot_kernel_for(weight: QuantType, level: Level) -> Result<Option<DotKerne
                 }
             }
         }
+        if level >= Level::Avx512 {
+            if let Some(token) = x86_64::Avx512::try_new() {
+                if let Some(f) = x86_64::avx512::dot_kernel(token, weight) {
+                    kernel = DotKernel { act_type, vec_dot: f, level: Level::Avx512 };
+                }
+            }
+        }
         if level >= Level::Avx512Vnni && crate::simd::detected_level() >= Level::Avx512Vnni {
             if let Some(token) = x86_64::Avx512::try_new() {
                 if let Some(f) = x86_64::avx512::dot_kernel_vnni(token, weight) {

@@ -37,6 +37,11 @@ pub fn kernels(_token: Avx512, qtype: QuantType) -> IsaKernels {
     IsaKernels { quantize, dequantize, quantize_imatrix: imatrix_kernel(qtype) }
 }
 
+/// The matmul dot kernel for `weight` at this level (`matmul::dot` has the contract).
+pub fn dot_kernel(_token: Avx512, weight: QuantType) -> Option<crate::matmul::VecDotFn> {
+    dot::kernel(weight)
+}
+
 /// The matmul dot kernel for `weight` with AVX-512 VNNI (`vpdpbusd`); the caller has checked that
 /// the CPU has VNNI (`Level::Avx512Vnni` detected). `matmul::dot` has the contract.
 pub fn dot_kernel_vnni(_token: Avx512, weight: QuantType) -> Option<crate::matmul::VecDotFn> {
