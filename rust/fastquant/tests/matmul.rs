@@ -210,9 +210,16 @@ fn reference(qtype: QuantType, w: &[u8], n_out: usize, k: usize, x: &[f32]) -> V
 fn matmul_agrees_across_levels_and_with_f64() {
     let mut rng = Rng(0x0bad_cafe);
     for qtype in TYPES {
-        for (m, n_out, k) in
-            [(1, 1, 32), (1, 70, 256), (3, 33, 96), (8, 17, 640), (9, 40, 128), (37, 71, 320), (13, 11, 4256)]
-        {
+        for (m, n_out, k) in [
+            (1, 1, 32),
+            (1, 70, 256),
+            (3, 33, 96),
+            (8, 17, 640),
+            (9, 40, 128),
+            (37, 71, 320),
+            (13, 11, 4256),
+            (5, 9, 6144),
+        ] {
             let wf: Vec<f32> = (0..n_out * k).map(|_| rng.normal()).collect();
             let w = quantize(qtype, &wf);
             let x: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();

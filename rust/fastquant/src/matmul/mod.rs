@@ -6,7 +6,8 @@
 //! * [`activation`]: activations quantized per row into the 8-bit type the weight pairs with.
 //! * [`gemm`]: the drivers: GEMV for up to 8 rows (memory-bound: weight rows split over threads,
 //!   each streamed once against every activation row) and GEMM for more (compute-bound: weight
-//!   tiles kept in L2 and reused across groups of 8 activation rows).
+//!   tiles kept in L2 and reused across groups of 8 activation rows; K in pieces whose activation
+//!   rows stay in L1).
 
 pub mod activation;
 pub mod dot;

@@ -44,10 +44,11 @@ pub fn kernels(_token: Avx512, qtype: QuantType) -> IsaKernels {
     IsaKernels { quantize, dequantize, quantize_imatrix: imatrix_kernel(qtype) }
 }
 
-/// The matmul dot kernel for `weight` with AVX-512 but without VNNI (only the K-quants and IQ4_XS
-/// have one; the others fall back to AVX2). `matmul::dot` has the contract.
+/// The matmul dot kernel for `weight` with AVX-512 but without VNNI: the float kernels of
+/// `dot.rs`, the K-quant and IQ4_XS ones of `dot_kquants.rs` (the legacy types fall back to AVX2).
+/// `matmul::dot` has the contract.
 pub fn dot_kernel(_token: Avx512, weight: QuantType) -> Option<crate::matmul::VecDotFn> {
-    dot_kquants::kernel(weight, false)
+    dot::kernel(weight).or_else(|| dot_kquants::kernel(weight, false))
 }
 
 /// The matmul dot kernel for `weight` with AVX-512 VNNI (`vpdpbusd`); the caller has checked that
