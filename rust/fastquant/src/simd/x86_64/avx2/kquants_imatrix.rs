@@ -12,12 +12,14 @@ use std::arch::x86_64::*;
 use super::kquants::{
     pack_q4_k, pack_q5_k, quantize_q6_k_block, requantize, search_qkx2_x8, transpose_sub_blocks, Qkx2,
 };
+use super::kquants_low::{requantize_pack_q2_k, store_half, transposed_half, Rows};
 use crate::formats::float::fp32_to_fp16;
 use crate::formats::kquants::q4_k::MinBlock;
 use crate::formats::kquants::search::{pack_scale_min_k4, GROUP_MAX_EPS};
-use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+use crate::formats::kquants::{BlockQ2K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::{quantize_rows_imatrix_ref, BlockFormat};
 use crate::simd::x86_64::any_non_finite_avx2;
+use bytemuck::Zeroable;
 
 /// Defines the safe entry points of the table (`QuantizeImatrixFn`) around `#[target_feature]`
 /// kernels.
@@ -36,6 +38,7 @@ imatrix_entry_points! {
     quantize_q4_k_imatrix => quantize_q4_k_imatrix_avx2;
     quantize_q5_k_imatrix => quantize_q5_k_imatrix_avx2;
     quantize_q6_k_imatrix => quantize_q6_k_imatrix_avx2;
+    quantize_q2_k_imatrix => quantize_q2_k_imatrix_avx2;
 }
 
 /// `make_qkx3_quants(15, .., -0.9, 0.05, 36, false)` of `quantize_row_q4_K_impl`, run by the
@@ -45,6 +48,9 @@ imatrix_entry_points! {
 const Q4_K: Qkx2 = Qkx2 { nmax: 15, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
 /// `make_qkx3_quants(31, .., -0.9, 0.05, 36, false)` of `quantize_row_q5_K_impl`, as [`Q4_K`].
 const Q5_K: Qkx2 = Qkx2 { nmax: 31, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
+
+/// `make_qkx3_quants(3, .., -0.9, 0.05, 36, false)` of `quantize_row_q2_K_impl`, as [`Q4_K`].
+const Q2_K: Qkx2 = Qkx2 { nmax: 3, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
 
 /// Checks the shapes every imatrix kernel relies on (the codec guarantees them; a violation is a
 /// bug, not bad input) and returns the number of blocks per row.
@@ -66,12 +72,13 @@ pub(in crate::simd::x86_64) fn blocks_per_row(
     n_per_row / QK_K
 }
 
-/// `sigma2 = 2*sum_x2/QK_K` of `quantize_row_q{4,5}_K_impl` for every block of a row: one
+/// `sigma2 = factor*sum_x2/QK_K` of `quantize_row_q{4,5}_K_impl` (factor 2) and
+/// `quantize_row_q2_K_impl` (factor 1, where `1*sum_x2` is exactly `sum_x2`) for every block of a row: one
 /// left-to-right sum per block (no lane layout turns it into lane-wise sums), 8 blocks at a time
 /// interleaved so that their chains of dependent adds overlap.
 #[allow(clippy::needless_range_loop)] // element i of every block in turn: the index is the point
-pub(in crate::simd::x86_64) fn row_sigma2(row: &[f32]) -> Vec<f32> {
-    fn sums<const K: usize>(x: &[f32], out: &mut Vec<f32>) {
+pub(in crate::simd::x86_64) fn row_sigma2(row: &[f32], factor: f32) -> Vec<f32> {
+    fn sums<const K: usize>(x: &[f32], factor: f32, out: &mut Vec<f32>) {
         let mut sum = [0.0f32; K];
         for i in 0..QK_K {
             for k in 0..K {
@@ -79,15 +86,15 @@ pub(in crate::simd::x86_64) fn row_sigma2(row: &[f32]) -> Vec<f32> {
                 sum[k] += v * v;
             }
         }
-        out.extend(sum.map(|s| 2.0 * s / QK_K as f32));
+        out.extend(sum.map(|s| factor * s / QK_K as f32));
     }
     let mut out = Vec::with_capacity(row.len() / QK_K);
     let mut groups = row.chunks_exact(8 * QK_K);
     for g in &mut groups {
-        sums::<8>(g, &mut out);
+        sums::<8>(g, factor, &mut out);
     }
     for b in groups.remainder().chunks_exact(QK_K) {
-        sums::<1>(b, &mut out);
+        sums::<1>(b, factor, &mut out);
     }
     out
 }
@@ -100,7 +107,7 @@ fn nearest_int_x4(v: __m128) -> __m128i {
     _mm_sub_epi32(_mm_and_si128(bits, _mm_set1_epi32(0x007f_ffff)), _mm_set1_epi32(0x0040_0000))
 }
 
-/// `make_qp_quants(nmax, x, L, quant_weights)` of `formats::kquants::search` for 4 groups of 8
+/// `make_qp_quants(nmax, x, L, quant_weights)` of `formats::kquants::search` for 4 groups of `N`
 /// at once, lane k running group k with exactly the scalar operations: element i of every group
 /// is vector i. Integers stay integers where the scalar code keeps them (the `int` l in the sums,
 /// the `uint8_t` L, which wraps, in the coordinate descent). The descent stops when no lane
@@ -109,10 +116,14 @@ fn nearest_int_x4(v: __m128) -> __m128i {
 /// does. Returns the scales and the codes.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn make_qp_quants_x4(nmax: i32, x: &[[f32; 8]; 4], qw: &[[f32; 8]; 4]) -> ([f32; 4], [[u8; 8]; 4]) {
+pub(in crate::simd::x86_64) fn make_qp_quants_x4<const N: usize>(
+    nmax: i32,
+    x: &[[f32; N]; 4],
+    qw: &[[f32; N]; 4],
+) -> ([f32; 4], [[u8; N]; 4]) {
     let zero = _mm_setzero_ps();
-    let xs: [__m128; 8] = std::array::from_fn(|i| _mm_setr_ps(x[0][i], x[1][i], x[2][i], x[3][i]));
-    let ws: [__m128; 8] = std::array::from_fn(|i| _mm_setr_ps(qw[0][i], qw[1][i], qw[2][i], qw[3][i]));
+    let xs: [__m128; N] = std::array::from_fn(|i| _mm_setr_ps(x[0][i], x[1][i], x[2][i], x[3][i]));
+    let ws: [__m128; N] = std::array::from_fn(|i| _mm_setr_ps(qw[0][i], qw[1][i], qw[2][i], qw[3][i]));
     let nmaxi = _mm_set1_epi32(nmax);
     let nmaxf = nmax as f32;
     let byte = |l: __m128i| _mm_and_si128(l, _mm_set1_epi32(0xff));
@@ -127,7 +138,7 @@ fn make_qp_quants_x4(nmax: i32, x: &[[f32; 8]; 4], qw: &[[f32; 8]; 4]) -> ([f32;
     let scale = _mm_div_ps(_mm_set1_ps(1.0), iscale);
     // L[i] = nearest_int(iscale * x[i]) into a uint8_t; best_mse from the stored bytes.
     let mut best_mse = zero;
-    for i in 0..8 {
+    for i in 0..N {
         let l = _mm_cvtepi32_ps(byte(nearest_int_x4(_mm_mul_ps(iscale, xs[i]))));
         let diff = _mm_sub_ps(xs[i], _mm_mul_ps(scale, l));
         best_mse = _mm_add_ps(best_mse, _mm_mul_ps(_mm_mul_ps(ws[i], diff), diff));
@@ -139,7 +150,7 @@ fn make_qp_quants_x4(nmax: i32, x: &[[f32; 8]; 4], qw: &[[f32; 8]; 4]) -> ([f32;
         let iscale_is = _mm_div_ps(_mm_set1_ps(0.1 * is as f32 + nmaxf), max);
         let scale_is = _mm_div_ps(_mm_set1_ps(1.0), iscale_is);
         let mut mse = zero;
-        for i in 0..8 {
+        for i in 0..N {
             let l = _mm_cvtepi32_ps(_mm_min_epi32(nearest_int_x4(_mm_mul_ps(iscale_is, xs[i])), nmaxi));
             let diff = _mm_sub_ps(xs[i], _mm_mul_ps(scale_is, l));
             mse = _mm_add_ps(mse, _mm_mul_ps(_mm_mul_ps(ws[i], diff), diff));
@@ -149,10 +160,10 @@ fn make_qp_quants_x4(nmax: i32, x: &[[f32; 8]; 4], qw: &[[f32; 8]; 4]) -> ([f32;
         iscale = _mm_blendv_ps(iscale, iscale_is, better);
     }
     // The codes of the best scale; the sums use the int l, L keeps its low byte.
-    let mut codes = [_mm_setzero_si128(); 8];
+    let mut codes = [_mm_setzero_si128(); N];
     let mut sumlx = zero;
     let mut suml2 = zero;
-    for i in 0..8 {
+    for i in 0..N {
         let l = _mm_min_epi32(nearest_int_x4(_mm_mul_ps(iscale, xs[i])), nmaxi);
         codes[i] = byte(l);
         let lf = _mm_cvtepi32_ps(l);
@@ -161,7 +172,7 @@ fn make_qp_quants_x4(nmax: i32, x: &[[f32; 8]; 4], qw: &[[f32; 8]; 4]) -> ([f32;
     }
     for _itry in 0..5 {
         let mut changed = _mm_setzero_si128();
-        for i in 0..8 {
+        for i in 0..N {
             let (w, x) = (ws[i], xs[i]);
             let li = _mm_cvtepi32_ps(codes[i]);
             let mut slx = _mm_sub_ps(sumlx, _mm_mul_ps(_mm_mul_ps(w, x), li));
@@ -187,7 +198,7 @@ fn make_qp_quants_x4(nmax: i32, x: &[[f32; 8]; 4], qw: &[[f32; 8]; 4]) -> ([f32;
     let mut scales = [0f32; 4];
     // SAFETY: `scales` is 4 writable floats.
     unsafe { _mm_storeu_ps(scales.as_mut_ptr(), _mm_andnot_ps(empty, d)) };
-    let mut lanes = [[0i32; 4]; 8];
+    let mut lanes = [[0i32; 4]; N];
     for (lane, &c) in lanes.iter_mut().zip(&codes) {
         // SAFETY: `lane` is 4 writable ints.
         unsafe { _mm_storeu_si128(lane.as_mut_ptr().cast(), _mm_andnot_si128(_mm_castps_si128(empty), c)) };
@@ -223,6 +234,32 @@ pub(in crate::simd::x86_64) fn weighted_scales<const K: usize>(
         scales: pack_scale_min_k4(&l[k], &l[2 + k]),
         l: [0; QK_K],
     })
+}
+
+/// The scales of `quantize_row_q2_K_impl` for up to two blocks from their 16 searched scales,
+/// mins and sub-block weight totals each: `make_qp_quants(15, ..)` of the scales and of the mins
+/// (the four runs in the lanes of one vector), the fp16 `d` and `dmin`, and the packed
+/// `Ls | Lm << 4`. The codes are left for the caller's requantize.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in crate::simd::x86_64) fn q2_k_weighted_scales<const K: usize>(
+    scales: [&[f32; 16]; K],
+    mins: [&[f32; 16]; K],
+    sw: [&[f32; 16]; K],
+    y: [&mut BlockQ2K; K],
+) {
+    const { assert!(K == 1 || K == 2) };
+    // Lanes: the scales of block 0, its mins, the scales of block 1, its mins.
+    let at = |k: usize| k.min(K - 1);
+    let x = [*scales[0], *mins[0], *scales[at(1)], *mins[at(1)]];
+    let w = [*sw[0], *sw[0], *sw[at(1)], *sw[at(1)]];
+    let (d, l) = make_qp_quants_x4(15, &x, &w);
+    for (k, y) in y.into_iter().enumerate() {
+        y.d = fp32_to_fp16(d[2 * k]).to_le_bytes();
+        y.dmin = fp32_to_fp16(d[2 * k + 1]).to_le_bytes();
+        // `Ls[j] | (Lm[j] << 4)` is an int stored into a uint8_t: the low byte.
+        y.scales = std::array::from_fn(|j| l[2 * k][j] | (l[2 * k + 1][j] << 4));
+    }
 }
 
 /// `quantize_row_q{4,5}_K_impl` up to the bit packing for one NaN- and infinity-free block.
@@ -279,7 +316,7 @@ fn quantize_min_rows<B: BlockFormat>(
     let (qw, _) = imatrix.as_chunks::<32>();
     let (qw, _) = qw.as_chunks::<8>();
     for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
-        let sigma2 = row_sigma2(x);
+        let sigma2 = row_sigma2(x, 2.0);
         let (x, _) = x.as_chunks::<32>();
         let (x, _) = x.as_chunks::<8>();
         for (((x, y), qw), &sigma2) in x.iter().zip(y).zip(qw).zip(&sigma2) {
@@ -322,6 +359,88 @@ fn quantize_q6_k_imatrix_avx2(src: &[f32], dst: &mut [u8], n_per_row: usize, ima
             } else {
                 quantize_q6_k_block(x, Some(qw), y);
             }
+        }
+    }
+}
+
+/// `quantize_row_q2_K_impl` for two NaN- and infinity-free super-blocks (or one twice): the
+/// weights and the searches of the four halves (8 sub-blocks each) in the lanes, their chains
+/// interleaved, then the scales of both in one [`q2_k_weighted_scales`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q2_k_block_pair(x: [&Rows; 2], qw: [&Rows; 2], sigma2: [f32; 2], y: [&mut BlockQ2K; 2]) {
+    // Half 2k + h: sub-blocks 8h..8h + 8 of block k.
+    let xt: [[__m256; 16]; 4] = std::array::from_fn(|i| transposed_half(x[i / 2], i % 2));
+    let mut w = [[_mm256_setzero_ps(); 16]; 4];
+    let mut sw = [[0f32; 16]; 2];
+    for i in 0..4 {
+        let qt = transposed_half(qw[i / 2], i % 2);
+        let sigma2 = _mm256_set1_ps(sigma2[i / 2]);
+        // weight[e] = qw[e] * sqrtf(sigma2 + x[e]*x[e]); sw = the left-to-right sum of a sub-block's.
+        let mut sum_w = _mm256_setzero_ps();
+        for e in 0..16 {
+            w[i][e] = _mm256_mul_ps(qt[e], _mm256_sqrt_ps(_mm256_add_ps(sigma2, _mm256_mul_ps(xt[i][e], xt[i][e]))));
+            sum_w = _mm256_add_ps(sum_w, w[i][e]);
+        }
+        // SAFETY: `sw[k][8h..8h + 8]` is 8 writable floats for h < 2.
+        unsafe { _mm256_storeu_ps(sw[i / 2].as_mut_ptr().add(8 * (i % 2)), sum_w) };
+    }
+    let mut scales = [[0f32; 16]; 2];
+    let mut mins = [[0f32; 16]; 2];
+    let mut codes = [[[0i32; 16]; 16]; 2];
+    for (i, (scale, the_min, l)) in search_qkx2_x8(&xt, &w, Q2_K).into_iter().enumerate() {
+        let (k, h) = (i / 2, i % 2);
+        // SAFETY: `scales[k][8h..]` and `mins[k][8h..]` are 8 writable floats for h < 2.
+        unsafe {
+            _mm256_storeu_ps(scales[k].as_mut_ptr().add(8 * h), scale);
+            _mm256_storeu_ps(mins[k].as_mut_ptr().add(8 * h), the_min);
+        }
+        store_half(&mut codes[k], h, &l.map(|v| _mm256_cvtps_epi32(v)));
+    }
+    let [y0, y1] = y;
+    q2_k_weighted_scales([&scales[0], &scales[1]], [&mins[0], &mins[1]], [&sw[0], &sw[1]], [&mut *y0, &mut *y1]);
+    requantize_pack_q2_k(x[0], &codes[0], y0);
+    requantize_pack_q2_k(x[1], &codes[1], y1);
+}
+
+/// `quantize_row_q2_K_impl` with quant weights: pairs of blocks through [`q2_k_block_pair`] (an
+/// odd last block, or one of a pair with NaN or infinity in its data, with a scratch copy of
+/// the other), non-finite blocks and rows with a non-finite imatrix through the scalar reference.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_q2_k_imatrix_avx2(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
+    let per_row = blocks_per_row(src, dst.len(), size_of::<BlockQ2K>(), n_per_row, imatrix);
+    if any_non_finite_avx2(imatrix) {
+        return quantize_rows_imatrix_ref::<BlockQ2K>(src, dst, n_per_row, imatrix);
+    }
+    let blocks: &mut [BlockQ2K] = bytemuck::cast_slice_mut(dst);
+    let (qw, _) = imatrix.as_chunks::<16>();
+    let (qw, _) = qw.as_chunks::<16>();
+    for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
+        let sigma2 = row_sigma2(x, 1.0);
+        let finite: Vec<bool> = x.chunks_exact(QK_K).map(|b| !any_non_finite_avx2(b)).collect();
+        let (x, _) = x.as_chunks::<16>();
+        let (x, _) = x.as_chunks::<16>();
+        for k in 0..per_row {
+            if !finite[k] {
+                BlockQ2K::quantize_row_imatrix(
+                    x[k].as_flattened(),
+                    std::slice::from_mut(&mut y[k]),
+                    qw[k].as_flattened(),
+                );
+            }
+        }
+        // The finite blocks in pairs.
+        let todo: Vec<usize> = (0..per_row).filter(|&k| finite[k]).collect();
+        for pair in todo.chunks(2) {
+            let (a, b) = (pair[0], *pair.last().expect("a non-empty chunk"));
+            let mut scratch = BlockQ2K::zeroed();
+            let (ya, yb) = if a == b {
+                (&mut y[a], &mut scratch)
+            } else {
+                let (lo, hi) = y.split_at_mut(b);
+                (&mut lo[a], &mut hi[0])
+            };
+            q2_k_block_pair([&x[a], &x[b]], [&qw[a], &qw[b]], [sigma2[a], sigma2[b]], [ya, yb]);
         }
     }
 }

@@ -28,13 +28,14 @@ use std::arch::x86_64::*;
 use super::kquants::{
     any_non_finite_x16, quantize_q6_k_block, requantize, search_qkx2_x16, transpose16, transpose16_in_place, Qkx2,
 };
+use super::kquants_low::{load_rows, requantize_pack_q2_k, Rows, Q2_GROUP};
 use super::load_f32x32;
 use crate::formats::kquants::q4_k::MinBlock;
-use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+use crate::formats::kquants::{BlockQ2K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::{quantize_rows_imatrix_ref, BlockFormat};
 use crate::simd::x86_64::any_non_finite_avx512;
 use crate::simd::x86_64::avx2::kquants::{pack_q4_k, pack_q5_k};
-use crate::simd::x86_64::avx2::kquants_imatrix::{blocks_per_row, row_sigma2, weighted_scales};
+use crate::simd::x86_64::avx2::kquants_imatrix::{blocks_per_row, q2_k_weighted_scales, row_sigma2, weighted_scales};
 
 /// Defines the safe entry points of the table (`QuantizeImatrixFn`): each calls the
 /// `#[target_feature]` kernel of the same name with `_avx512` appended.
@@ -52,12 +53,16 @@ imatrix_entry_points! {
     quantize_q4_k_imatrix => quantize_q4_k_imatrix_avx512;
     quantize_q5_k_imatrix => quantize_q5_k_imatrix_avx512;
     quantize_q6_k_imatrix => quantize_q6_k_imatrix_avx512;
+    quantize_q2_k_imatrix => quantize_q2_k_imatrix_avx512;
 }
 
 /// `make_qkx3_quants(15, .., -0.9, 0.05, 36, false)` of `quantize_row_q4_K_impl`.
 const Q4_K: Qkx2 = Qkx2 { nmax: 15, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
 /// `make_qkx3_quants(31, .., -0.9, 0.05, 36, false)` of `quantize_row_q5_K_impl`.
 const Q5_K: Qkx2 = Qkx2 { nmax: 31, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
+
+/// `make_qkx3_quants(3, .., -0.9, 0.05, 36, false)` of `quantize_row_q2_K_impl`.
+const Q2_K: Qkx2 = Qkx2 { nmax: 3, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
 
 /// Sub-blocks of 32 in a super-block.
 const SUBS: usize = QK_K / 32;
@@ -150,7 +155,7 @@ fn quantize_min_rows<B: BlockFormat>(
     let (qw, _) = imatrix.as_chunks::<32>();
     let (qw, _) = qw.as_chunks::<SUBS>();
     for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
-        let sigma2 = row_sigma2(x);
+        let sigma2 = row_sigma2(x, 2.0);
         let (x, _) = x.as_chunks::<32>();
         let (x, _) = x.as_chunks::<SUBS>();
         for k in (0..per_row).step_by(2) {
@@ -217,6 +222,116 @@ fn quantize_q6_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, i
                 transpose_q6_k(qw, &mut qt);
                 quantize_q6_k_block(x, &xt, &qt, y);
             }
+        }
+    }
+}
+
+/// `quantize_row_q2_K_impl` for `K` super-blocks (the 16 sub-blocks of 16 of each in the lanes)
+/// whose searches run together, their dependency chains interleaved; a group with a NaN or an
+/// infinity in its data goes one block at a time, such a block through the scalar reference.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn quantize_q2_k_imatrix_group<const K: usize>(
+    x: &[Rows; K],
+    qw: &[Rows; K],
+    sigma2: &[f32; K],
+    y: &mut [BlockQ2K; K],
+) {
+    let rows: [[__m512; 16]; K] = std::array::from_fn(|k| load_rows(&x[k]));
+    let mut xt = rows;
+    for xt in &mut xt {
+        transpose16_in_place(xt);
+    }
+    if xt.iter().any(|xt| any_non_finite_x16(xt)) {
+        for ((x, qw), (sigma2, y)) in x.iter().zip(qw).zip(sigma2.iter().zip(y)) {
+            if K > 1 {
+                quantize_q2_k_imatrix_group::<1>(
+                    std::array::from_ref(x),
+                    std::array::from_ref(qw),
+                    std::array::from_ref(sigma2),
+                    std::array::from_mut(y),
+                );
+            } else {
+                BlockQ2K::quantize_row_imatrix(x.as_flattened(), std::slice::from_mut(y), qw.as_flattened());
+            }
+        }
+        return;
+    }
+    let mut w = [[_mm512_setzero_ps(); 16]; K];
+    let mut sw = [[0f32; 16]; K];
+    for k in 0..K {
+        let mut qt = load_rows(&qw[k]);
+        transpose16_in_place(&mut qt);
+        // weight[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sw = the left-to-right sum of a sub-block's.
+        let sigma2 = _mm512_set1_ps(sigma2[k]);
+        let mut sum_w = _mm512_setzero_ps();
+        for i in 0..16 {
+            w[k][i] = _mm512_mul_ps(qt[i], _mm512_sqrt_ps(_mm512_add_ps(sigma2, _mm512_mul_ps(xt[k][i], xt[k][i]))));
+            sum_w = _mm512_add_ps(sum_w, w[k][i]);
+        }
+        // SAFETY: `sw[k]` is 16 writable floats.
+        unsafe { _mm512_storeu_ps(sw[k].as_mut_ptr(), sum_w) };
+    }
+    let searched = search_qkx2_x16(&xt, &w, Q2_K);
+    let mut scales = [[0f32; 16]; K];
+    let mut mins = [[0f32; 16]; K];
+    for k in 0..K {
+        // SAFETY: each destination is 16 writable floats.
+        unsafe {
+            _mm512_storeu_ps(scales[k].as_mut_ptr(), searched[k].scale);
+            _mm512_storeu_ps(mins[k].as_mut_ptr(), searched[k].the_min);
+        }
+    }
+    let mut k = 0;
+    while k < K {
+        if k + 1 < K {
+            let (a, b) = y.split_at_mut(k + 1);
+            q2_k_weighted_scales(
+                [&scales[k], &scales[k + 1]],
+                [&mins[k], &mins[k + 1]],
+                [&sw[k], &sw[k + 1]],
+                [&mut a[k], &mut b[0]],
+            );
+            k += 2;
+        } else {
+            q2_k_weighted_scales([&scales[k]], [&mins[k]], [&sw[k]], [&mut y[k]]);
+            k += 1;
+        }
+    }
+    for k in 0..K {
+        requantize_pack_q2_k(&rows[k], &searched[k], &mut y[k]);
+    }
+}
+
+/// `quantize_row_q2_K_impl` with quant weights: groups of super-blocks through
+/// [`quantize_q2_k_imatrix_group`], rows with a non-finite imatrix through the scalar reference.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_q2_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
+    let per_row = blocks_per_row(src, dst.len(), size_of::<BlockQ2K>(), n_per_row, imatrix);
+    if any_non_finite_avx512(imatrix) {
+        return quantize_rows_imatrix_ref::<BlockQ2K>(src, dst, n_per_row, imatrix);
+    }
+    let blocks: &mut [BlockQ2K] = bytemuck::cast_slice_mut(dst);
+    let (qw, _) = imatrix.as_chunks::<16>();
+    let (qw, _) = qw.as_chunks::<16>();
+    for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
+        let sigma2 = row_sigma2(x, 1.0);
+        let (x, _) = x.as_chunks::<16>();
+        let (x, _) = x.as_chunks::<16>();
+        let (xg, x_tail) = x.as_chunks::<Q2_GROUP>();
+        let (yg, y_tail) = y.as_chunks_mut::<Q2_GROUP>();
+        let (qg, q_tail) = qw.as_chunks::<Q2_GROUP>();
+        let (sg, s_tail) = sigma2.as_chunks::<Q2_GROUP>();
+        for (((x, y), qw), sigma2) in xg.iter().zip(yg).zip(qg).zip(sg) {
+            quantize_q2_k_imatrix_group(x, qw, sigma2, y);
+        }
+        for (((x, y), qw), sigma2) in x_tail.iter().zip(y_tail).zip(q_tail).zip(s_tail) {
+            quantize_q2_k_imatrix_group::<1>(
+                std::array::from_ref(x),
+                std::array::from_ref(qw),
+                std::array::from_ref(sigma2),
+                std::array::from_mut(y),
+            );
         }
     }
 }
