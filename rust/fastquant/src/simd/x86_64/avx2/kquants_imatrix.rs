@@ -10,13 +10,14 @@
 use std::arch::x86_64::*;
 
 use super::kquants::{
-    pack_q4_k, pack_q5_k, quantize_q6_k_block, requantize, search_qkx2_x8, transpose_sub_blocks, Qkx2,
+    pack_q4_k, pack_q5_k, quantize_q6_k_block, requantize, search_qkx2_x8, search_qx_x8, transpose_sub_blocks, Qkx2,
 };
-use super::kquants_low::{requantize_pack_q2_k, store_half, transposed_half, Rows};
+use super::kquants_low::{requantize_pack_q2_k, requantize_pack_q3_k, store_half, transposed_half, Rows};
 use crate::formats::float::fp32_to_fp16;
+use crate::formats::kquants::q3_k::set_scales_weighted as set_q3_k_scales_weighted;
 use crate::formats::kquants::q4_k::MinBlock;
 use crate::formats::kquants::search::{pack_scale_min_k4, GROUP_MAX_EPS};
-use crate::formats::kquants::{BlockQ2K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+use crate::formats::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::{quantize_rows_imatrix_ref, BlockFormat};
 use crate::simd::x86_64::any_non_finite_avx2;
 use bytemuck::Zeroable;
@@ -39,6 +40,7 @@ imatrix_entry_points! {
     quantize_q5_k_imatrix => quantize_q5_k_imatrix_avx2;
     quantize_q6_k_imatrix => quantize_q6_k_imatrix_avx2;
     quantize_q2_k_imatrix => quantize_q2_k_imatrix_avx2;
+    quantize_q3_k_imatrix => quantize_q3_k_imatrix_avx2;
 }
 
 /// `make_qkx3_quants(15, .., -0.9, 0.05, 36, false)` of `quantize_row_q4_K_impl`, run by the
@@ -441,6 +443,55 @@ fn quantize_q2_k_imatrix_avx2(src: &[f32], dst: &mut [u8], n_per_row: usize, ima
                 (&mut lo[a], &mut hi[0])
             };
             q2_k_block_pair([&x[a], &x[b]], [&qw[a], &qw[b]], [sigma2[a], sigma2[b]], [ya, yb]);
+        }
+    }
+}
+
+/// `quantize_row_q3_K_impl` with quant weights, one super-block (two halves of 8 sub-blocks in
+/// the lanes) at a time: the AVX-512 kernel's method (`avx512/kquants_imatrix.rs`) with 8 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_q3_k_imatrix_avx2(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
+    let per_row = blocks_per_row(src, dst.len(), size_of::<BlockQ3K>(), n_per_row, imatrix);
+    if any_non_finite_avx2(imatrix) {
+        return quantize_rows_imatrix_ref::<BlockQ3K>(src, dst, n_per_row, imatrix);
+    }
+    let blocks: &mut [BlockQ3K] = bytemuck::cast_slice_mut(dst);
+    let (qw, _) = imatrix.as_chunks::<16>();
+    let (qw, _) = qw.as_chunks::<16>();
+    for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
+        let sigma2 = row_sigma2(x, 2.0);
+        let (x, _) = x.as_chunks::<16>();
+        let (x, _) = x.as_chunks::<16>();
+        for (((x, y), qw), &sigma2) in x.iter().zip(y).zip(qw).zip(&sigma2) {
+            if any_non_finite_avx2(x.as_flattened()) {
+                BlockQ3K::quantize_row_imatrix(x.as_flattened(), std::slice::from_mut(y), qw.as_flattened());
+                continue;
+            }
+            let mut scales = [0f32; 16];
+            let mut sw = [0f32; 16];
+            let mut codes = [[0i32; 16]; 16];
+            for h in 0..2 {
+                let xt = transposed_half(x, h);
+                let qt = transposed_half(qw, h);
+                let sigma2 = _mm256_set1_ps(sigma2);
+                // weight[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sw = the left-to-right sum of a sub-block's.
+                let mut w = [_mm256_setzero_ps(); 16];
+                let mut sum_w = _mm256_setzero_ps();
+                for i in 0..16 {
+                    w[i] = _mm256_mul_ps(qt[i], _mm256_sqrt_ps(_mm256_add_ps(sigma2, _mm256_mul_ps(xt[i], xt[i]))));
+                    sum_w = _mm256_add_ps(sum_w, w[i]);
+                }
+                let (scale, l) = search_qx_x8::<4>(&xt, &w);
+                // SAFETY: `scales[8h..]` and `sw[8h..]` are 8 writable floats for h < 2.
+                unsafe {
+                    _mm256_storeu_ps(scales.as_mut_ptr().add(8 * h), scale);
+                    _mm256_storeu_ps(sw.as_mut_ptr().add(8 * h), sum_w);
+                }
+                let four = _mm256_set1_epi32(4);
+                store_half(&mut codes, h, &l.map(|v| _mm256_add_epi32(_mm256_cvtps_epi32(v), four)));
+            }
+            let ls = set_q3_k_scales_weighted(&scales, &sw, y);
+            requantize_pack_q3_k(x, &codes, &ls, y);
         }
     }
 }

@@ -300,6 +300,15 @@ fn finish_q3_k_block(x: &Rows, halves: [&Q3Lanes; 2], y: &mut BlockQ3K) {
         store_half(&mut codes, h, &l);
     }
     let ls = set_q3_k_scales(&scales, y);
+    requantize_pack_q3_k(x, &codes, &ls, y);
+}
+
+/// The end of both Q3_K quantizers once `y`'s scales and `d` are set (`ls` the stored 6-bit
+/// scales): the codes recomputed against them, a zero d keeping the search's (`codes[i][j]`:
+/// element i of sub-block j, 0..8), their high bits into `hmask` and their low two bits into `qs`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn requantize_pack_q3_k(x: &Rows, codes: &[[i32; 16]; 16], ls: &[i8; 16], y: &mut BlockQ3K) {
     // Codes clamp(nearest_int(x / d), -4, 3) + 4 with d = d_all * (stored scale - 32); a zero d
     // keeps the search's codes.
     let d_all = fp16_to_fp32(u16::from_le_bytes(y.d));
@@ -307,7 +316,7 @@ fn finish_q3_k_block(x: &Rows, halves: [&Q3Lanes; 2], y: &mut BlockQ3K) {
     let l: [__m256i; 16] = std::array::from_fn(|j| {
         let d = d_all * (ls[j] as i32 - 32) as f32;
         if d == 0.0 {
-            return search_row(&codes, j);
+            return search_row(codes, j);
         }
         let d = _mm256_set1_ps(d);
         row_i16([0, 1].map(|e| {

@@ -26,12 +26,14 @@
 use std::arch::x86_64::*;
 
 use super::kquants::{
-    any_non_finite_x16, quantize_q6_k_block, requantize, search_qkx2_x16, transpose16, transpose16_in_place, Qkx2,
+    any_non_finite_x16, quantize_q6_k_block, requantize, search_qkx2_x16, search_qx_x16, transpose16,
+    transpose16_in_place, Qkx2,
 };
-use super::kquants_low::{load_rows, requantize_pack_q2_k, Rows, Q2_GROUP};
+use super::kquants_low::{load_rows, requantize_pack_q2_k, requantize_pack_q3_k, Rows, Q2_GROUP};
 use super::load_f32x32;
+use crate::formats::kquants::q3_k::set_scales_weighted as set_q3_k_scales_weighted;
 use crate::formats::kquants::q4_k::MinBlock;
-use crate::formats::kquants::{BlockQ2K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+use crate::formats::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::{quantize_rows_imatrix_ref, BlockFormat};
 use crate::simd::x86_64::any_non_finite_avx512;
 use crate::simd::x86_64::avx2::kquants::{pack_q4_k, pack_q5_k};
@@ -54,6 +56,7 @@ imatrix_entry_points! {
     quantize_q5_k_imatrix => quantize_q5_k_imatrix_avx512;
     quantize_q6_k_imatrix => quantize_q6_k_imatrix_avx512;
     quantize_q2_k_imatrix => quantize_q2_k_imatrix_avx512;
+    quantize_q3_k_imatrix => quantize_q3_k_imatrix_avx512;
 }
 
 /// `make_qkx3_quants(15, .., -0.9, 0.05, 36, false)` of `quantize_row_q4_K_impl`.
@@ -332,6 +335,56 @@ fn quantize_q2_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, i
                 std::array::from_ref(sigma2),
                 std::array::from_mut(y),
             );
+        }
+    }
+}
+
+/// `quantize_row_q3_K_impl` with quant weights, one super-block (its 16 sub-blocks in the lanes)
+/// at a time: weights `qw * sqrtf(sigma2 + x*x)` with sigma2 twice the block's mean square,
+/// `make_qx_quants(4, .., 1, weights)` lane-wise, the 6-bit scales by the scalar code's
+/// `make_qx_quants(32, ..)` over the 16 scales, then the shared requantize and packing. Blocks
+/// with non-finite data and rows with a non-finite imatrix go through the scalar reference.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_q3_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
+    let per_row = blocks_per_row(src, dst.len(), size_of::<BlockQ3K>(), n_per_row, imatrix);
+    if any_non_finite_avx512(imatrix) {
+        return quantize_rows_imatrix_ref::<BlockQ3K>(src, dst, n_per_row, imatrix);
+    }
+    let blocks: &mut [BlockQ3K] = bytemuck::cast_slice_mut(dst);
+    let (qw, _) = imatrix.as_chunks::<16>();
+    let (qw, _) = qw.as_chunks::<16>();
+    for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
+        let sigma2 = row_sigma2(x, 2.0);
+        let (x, _) = x.as_chunks::<16>();
+        let (x, _) = x.as_chunks::<16>();
+        for (((x, y), qw), &sigma2) in x.iter().zip(y).zip(qw).zip(&sigma2) {
+            let rows = load_rows(x);
+            let mut xt = rows;
+            transpose16_in_place(&mut xt);
+            if any_non_finite_x16(&xt) {
+                BlockQ3K::quantize_row_imatrix(x.as_flattened(), std::slice::from_mut(y), qw.as_flattened());
+                continue;
+            }
+            let mut qt = load_rows(qw);
+            transpose16_in_place(&mut qt);
+            let sigma2 = _mm512_set1_ps(sigma2);
+            // weight[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sw = the left-to-right sum of a sub-block's.
+            let mut w = [_mm512_setzero_ps(); 16];
+            let mut sum_w = _mm512_setzero_ps();
+            for i in 0..16 {
+                w[i] = _mm512_mul_ps(qt[i], _mm512_sqrt_ps(_mm512_add_ps(sigma2, _mm512_mul_ps(xt[i], xt[i]))));
+                sum_w = _mm512_add_ps(sum_w, w[i]);
+            }
+            let (scale, search_l) = search_qx_x16::<4>(&xt, &w);
+            let mut scales = [0f32; 16];
+            let mut sw = [0f32; 16];
+            // SAFETY: each destination is 16 writable floats.
+            unsafe {
+                _mm512_storeu_ps(scales.as_mut_ptr(), scale);
+                _mm512_storeu_ps(sw.as_mut_ptr(), sum_w);
+            }
+            let ls = set_q3_k_scales_weighted(&scales, &sw, y);
+            requantize_pack_q3_k(&rows, &search_l, &ls, y);
         }
     }
 }

@@ -323,6 +323,15 @@ fn finish_q3_k_block(rows: &[__m512; 16], lanes: &Q3Lanes, y: &mut BlockQ3K) {
     // SAFETY: `scales` is 16 writable floats.
     unsafe { _mm512_storeu_ps(scales.as_mut_ptr(), scale) };
     let ls = set_q3_k_scales(&scales, y);
+    requantize_pack_q3_k(rows, &search_l, &ls, y);
+}
+
+/// The end of both Q3_K quantizers once `y`'s scales and `d` are set (`ls` the stored 6-bit
+/// scales): the codes recomputed against them, a zero d keeping the search's (`search_l`,
+/// transposed), their high bits into `hmask` and their low two bits into `qs`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+pub(super) fn requantize_pack_q3_k(rows: &[__m512; 16], search_l: &[__m512i; 16], ls: &[i8; 16], y: &mut BlockQ3K) {
     // Codes clamp(nearest_int(x / d), -4, 3) + 4 with d = d_all * (stored scale - 32); a zero d
     // keeps the search's codes.
     let d_all = fp16_to_fp32(u16::from_le_bytes(y.d));
@@ -332,7 +341,7 @@ fn finish_q3_k_block(rows: &[__m512; 16], lanes: &Q3Lanes, y: &mut BlockQ3K) {
     for j in 0..16 {
         let d = d_all * (ls[j] as i32 - 32) as f32;
         if d == 0.0 {
-            let lanes = search.get_or_insert_with(|| store_lanes(&search_l));
+            let lanes = search.get_or_insert_with(|| store_lanes(search_l));
             l[j] = lane_as_row(lanes, j);
             continue;
         }
