@@ -174,9 +174,15 @@ pub(crate) fn set_scales_weighted(
 ) -> [i8; QK_K / 16] {
     let mut ls = [0i8; QK_K / 16];
     let d_block = make_qx_quants(32, scales, &mut ls, 1, Some(sw));
-    pack_scales(&ls, &mut y.scales);
-    y.d = fp32_to_fp16(d_block).to_le_bytes();
+    store_scales(&ls, d_block, y);
     ls
+}
+
+/// Stores the biased 6-bit scales `ls` (each 0..64) and the fp16 of `d_block`: the end of
+/// [`set_scales_weighted`], for SIMD kernels that run its `make_qx_quants` in lanes.
+pub(crate) fn store_scales(ls: &[i8; QK_K / 16], d_block: f32, y: &mut BlockQ3K) {
+    pack_scales(ls, &mut y.scales);
+    y.d = fp32_to_fp16(d_block).to_le_bytes();
 }
 
 /// One super-block of `quantize_row_q3_K_impl` with importance weights: weights

@@ -1,6 +1,7 @@
-//! AVX2 importance-weighted quantize kernels for Q4_K, Q5_K and Q6_K: the AVX-512 kernels'
+//! AVX2 importance-weighted quantize kernels for Q2_K..Q6_K: the AVX-512 kernels'
 //! method (see `avx512/kquants_imatrix.rs`) with 8 lanes, one Q4_K/Q5_K super-block's 8
-//! sub-blocks per search (half a Q6_K super-block's 16), on the plain AVX2 kernels' lane searches
+//! sub-blocks per search (half a Q2_K/Q3_K/Q6_K super-block's 16; Q2_K searches the four halves
+//! of two super-blocks together), on the plain AVX2 kernels' lane searches
 //! (`kquants.rs`) given the weighted path's weights. The scalar parts both levels share (the
 //! block's sigma2, the 6-bit scales by `make_qp_quants`, the shape checks) are here.
 //!
@@ -511,6 +512,12 @@ mod tests {
         if Avx2::try_new().is_none() {
             return;
         }
+        // Groups of 8 (Q4_K/Q5_K's sub-blocks) and 16 (Q2_K's).
+        lanes_match::<8>();
+        lanes_match::<16>();
+    }
+
+    fn lanes_match<const N: usize>() {
         let mut s = 0x2545_f491_u32;
         let mut next = move || {
             s ^= s << 13;
@@ -519,7 +526,7 @@ mod tests {
             s
         };
         for round in 0..20_000 {
-            let group = |next: &mut dyn FnMut() -> u32| -> [f32; 8] {
+            let group = |next: &mut dyn FnMut() -> u32| -> [f32; N] {
                 let style = next() % 6;
                 std::array::from_fn(|_| {
                     let u = (next() >> 8) as f32 / (1 << 24) as f32;
@@ -533,8 +540,8 @@ mod tests {
                     }
                 })
             };
-            let x: [[f32; 8]; 4] = std::array::from_fn(|_| group(&mut next));
-            let w: [[f32; 8]; 4] = std::array::from_fn(|_| {
+            let x: [[f32; N]; 4] = std::array::from_fn(|_| group(&mut next));
+            let w: [[f32; N]; 4] = std::array::from_fn(|_| {
                 std::array::from_fn(|_| match next() % 8 {
                     0 => 0.0,
                     1 => 1e30,
@@ -542,10 +549,10 @@ mod tests {
                 })
             });
             for nmax in [15, 63] {
-                // SAFETY: the token above proved AVX2, FMA and F16C.
+                // SAFETY: the caller checked the Avx2 token: AVX2, FMA and F16C are present.
                 let (d, l) = unsafe { make_qp_quants_x4(nmax, &x, &w) };
                 for k in 0..4 {
-                    let mut want = [0u8; 8];
+                    let mut want = [0u8; N];
                     let dk = make_qp_quants(nmax, &x[k], &mut want, &w[k]);
                     assert_eq!(
                         (d[k].to_bits(), l[k]),

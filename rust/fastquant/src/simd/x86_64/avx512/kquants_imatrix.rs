@@ -1,5 +1,5 @@
-//! AVX-512 importance-weighted quantize kernels for Q4_K, Q5_K and Q6_K: ggml's
-//! `quantize_row_q{4,5,6}_K_impl` with quant weights, byte for byte.
+//! AVX-512 importance-weighted quantize kernels for Q2_K..Q6_K: ggml's
+//! `quantize_row_q{2,3,4,5,6}_K_impl` with quant weights, byte for byte.
 //!
 //! The method is the plain kernels' (`kquants.rs`): lane s of every vector is sub-block s, the
 //! inputs (and the imatrix, with them) are transposed, and each lane runs exactly the scalar
@@ -19,6 +19,15 @@
 //! * Q6_K is the plain kernel's `make_qx_quants` lanes with the raw imatrix as weights (ggml
 //!   passes no sigma2 term there).
 //!
+//! * Q2_K: weights with `sigma2 = mean(x^2)` (factor 1), the same qkx2 lanes with nmax 3 on 16
+//!   sub-blocks of 16 per vector, four super-blocks searched together (the search's dependency
+//!   chain, as in the plain kernel), the 4-bit scales and mins by the 4-lane `make_qp_quants`
+//!   (scales and mins of two blocks in one vector), then `kquants_low.rs`'s requantize and packing.
+//! * Q3_K: `make_qx_quants(4, .., 1, weights)` lanes (Q6_K's search with nmax 4); the 6-bit scales,
+//!   `make_qx_quants(32, ..)` over each block's 16 sub-block scales, by the same search with 16
+//!   blocks of a row in the lanes (scalar, it cost as much as the block's own search); then
+//!   `kquants_low.rs`'s requantize and packing.
+//!
 //! A row whose imatrix holds a NaN or an infinity goes to the scalar reference whole, and so
 //! does a block (Q4_K/Q5_K: a pair) with a NaN or an infinity in its data. An odd last Q4_K/Q5_K
 //! block of a row runs as a pair with itself.
@@ -31,7 +40,9 @@ use super::kquants::{
 };
 use super::kquants_low::{load_rows, requantize_pack_q2_k, requantize_pack_q3_k, Rows, Q2_GROUP};
 use super::load_f32x32;
-use crate::formats::kquants::q3_k::set_scales_weighted as set_q3_k_scales_weighted;
+use crate::formats::kquants::q3_k::{
+    set_scales_weighted as set_q3_k_scales_weighted, store_scales as store_q3_k_scales,
+};
 use crate::formats::kquants::q4_k::MinBlock;
 use crate::formats::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::{quantize_rows_imatrix_ref, BlockFormat};
@@ -339,11 +350,88 @@ fn quantize_q2_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, i
     }
 }
 
-/// `quantize_row_q3_K_impl` with quant weights, one super-block (its 16 sub-blocks in the lanes)
-/// at a time: weights `qw * sqrtf(sigma2 + x*x)` with sigma2 twice the block's mean square,
-/// `make_qx_quants(4, .., 1, weights)` lane-wise, the 6-bit scales by the scalar code's
-/// `make_qx_quants(32, ..)` over the 16 scales, then the shared requantize and packing. Blocks
-/// with non-finite data and rows with a non-finite imatrix go through the scalar reference.
+/// Super-blocks whose 6-bit scale searches run together, one per lane.
+const Q3_GROUP: usize = 16;
+
+/// `quantize_row_q3_K_impl` with quant weights for up to 16 super-blocks of a row: per block
+/// (its 16 sub-blocks in the lanes), weights `qw * sqrtf(sigma2 + x*x)` with sigma2 twice the
+/// block's mean square and `make_qx_quants(4, .., 1, weights)` lane-wise; then the 6-bit scales,
+/// `make_qx_quants(32, scales, .., 1, sw)`, for all the blocks at once, block k in lane k (a
+/// block whose scales or weight totals are not finite takes the scalar function); then the shared
+/// requantize and packing. Blocks with non-finite data go through the scalar reference.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn quantize_q3_k_imatrix_group(x: &[Rows], qw: &[Rows], sigma2: &[f32], y: &mut [BlockQ3K]) {
+    let n = x.len();
+    assert!(n <= Q3_GROUP && qw.len() == n && sigma2.len() == n && y.len() == n);
+    let zero = _mm512_setzero_ps();
+    let mut rows = [[zero; 16]; Q3_GROUP];
+    let mut search_l = [[_mm512_setzero_si512(); 16]; Q3_GROUP];
+    let mut scales = [zero; Q3_GROUP];
+    let mut sw = [zero; Q3_GROUP];
+    // Blocks that finish here in lanes (the others are done already).
+    let mut lanes = 0u16;
+    for k in 0..n {
+        rows[k] = load_rows(&x[k]);
+        let mut xt = rows[k];
+        transpose16_in_place(&mut xt);
+        if any_non_finite_x16(&xt) {
+            BlockQ3K::quantize_row_imatrix(x[k].as_flattened(), std::slice::from_mut(&mut y[k]), qw[k].as_flattened());
+            continue;
+        }
+        let mut qt = load_rows(&qw[k]);
+        transpose16_in_place(&mut qt);
+        let s2 = _mm512_set1_ps(sigma2[k]);
+        // weight[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sw = the left-to-right sum of a sub-block's.
+        let mut w = [zero; 16];
+        let mut sum_w = zero;
+        for i in 0..16 {
+            w[i] = _mm512_mul_ps(qt[i], _mm512_sqrt_ps(_mm512_add_ps(s2, _mm512_mul_ps(xt[i], xt[i]))));
+            sum_w = _mm512_add_ps(sum_w, w[i]);
+        }
+        let (scale, l) = search_qx_x16::<4>(&xt, &w);
+        search_l[k] = l;
+        if any_non_finite_x16(&[scale, sum_w]) {
+            let mut s = [0f32; 16];
+            let mut t = [0f32; 16];
+            // SAFETY: each destination is 16 writable floats.
+            unsafe {
+                _mm512_storeu_ps(s.as_mut_ptr(), scale);
+                _mm512_storeu_ps(t.as_mut_ptr(), sum_w);
+            }
+            let ls = set_q3_k_scales_weighted(&s, &t, &mut y[k]);
+            requantize_pack_q3_k(&rows[k], &search_l[k], &ls, &mut y[k]);
+            continue;
+        }
+        (scales[k], sw[k]) = (scale, sum_w);
+        lanes |= 1 << k;
+    }
+    if lanes == 0 {
+        return;
+    }
+    // Lane k of vector j: sub-block scale j of block k (other lanes: zeros, an empty group).
+    transpose16_in_place(&mut scales);
+    transpose16_in_place(&mut sw);
+    let (d, codes) = search_qx_x16::<32>(&scales, &sw);
+    let mut d_block = [0f32; 16];
+    let mut ls = [[0i32; 16]; 16];
+    // SAFETY: each destination is 16 writable floats or ints.
+    unsafe {
+        _mm512_storeu_ps(d_block.as_mut_ptr(), d);
+        for (l, &c) in ls.iter_mut().zip(&codes) {
+            _mm512_storeu_si512(l.as_mut_ptr().cast(), c);
+        }
+    }
+    for k in (0..n).filter(|&k| lanes & (1 << k) != 0) {
+        // `L` of `make_qx_quants(32, ..)`: 0..64, an int8_t.
+        let lk: [i8; 16] = std::array::from_fn(|j| ls[j][k] as i8);
+        store_q3_k_scales(&lk, d_block[k], &mut y[k]);
+        requantize_pack_q3_k(&rows[k], &search_l[k], &lk, &mut y[k]);
+    }
+}
+
+/// `quantize_row_q3_K_impl` with quant weights: the blocks of a row in groups through
+/// [`quantize_q3_k_imatrix_group`], rows with a non-finite imatrix through the scalar reference.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 fn quantize_q3_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
     let per_row = blocks_per_row(src, dst.len(), size_of::<BlockQ3K>(), n_per_row, imatrix);
@@ -357,34 +445,10 @@ fn quantize_q3_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, i
         let sigma2 = row_sigma2(x, 2.0);
         let (x, _) = x.as_chunks::<16>();
         let (x, _) = x.as_chunks::<16>();
-        for (((x, y), qw), &sigma2) in x.iter().zip(y).zip(qw).zip(&sigma2) {
-            let rows = load_rows(x);
-            let mut xt = rows;
-            transpose16_in_place(&mut xt);
-            if any_non_finite_x16(&xt) {
-                BlockQ3K::quantize_row_imatrix(x.as_flattened(), std::slice::from_mut(y), qw.as_flattened());
-                continue;
-            }
-            let mut qt = load_rows(qw);
-            transpose16_in_place(&mut qt);
-            let sigma2 = _mm512_set1_ps(sigma2);
-            // weight[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sw = the left-to-right sum of a sub-block's.
-            let mut w = [_mm512_setzero_ps(); 16];
-            let mut sum_w = _mm512_setzero_ps();
-            for i in 0..16 {
-                w[i] = _mm512_mul_ps(qt[i], _mm512_sqrt_ps(_mm512_add_ps(sigma2, _mm512_mul_ps(xt[i], xt[i]))));
-                sum_w = _mm512_add_ps(sum_w, w[i]);
-            }
-            let (scale, search_l) = search_qx_x16::<4>(&xt, &w);
-            let mut scales = [0f32; 16];
-            let mut sw = [0f32; 16];
-            // SAFETY: each destination is 16 writable floats.
-            unsafe {
-                _mm512_storeu_ps(scales.as_mut_ptr(), scale);
-                _mm512_storeu_ps(sw.as_mut_ptr(), sum_w);
-            }
-            let ls = set_q3_k_scales_weighted(&scales, &sw, y);
-            requantize_pack_q3_k(&rows, &search_l, &ls, y);
+        for (((x, y), qw), sigma2) in
+            x.chunks(Q3_GROUP).zip(y.chunks_mut(Q3_GROUP)).zip(qw.chunks(Q3_GROUP)).zip(sigma2.chunks(Q3_GROUP))
+        {
+            quantize_q3_k_imatrix_group(x, qw, sigma2, y);
         }
     }
 }
