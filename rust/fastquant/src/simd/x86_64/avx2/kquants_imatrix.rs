@@ -366,6 +366,32 @@ fn quantize_q6_k_imatrix_avx2(src: &[f32], dst: &mut [u8], n_per_row: usize, ima
     }
 }
 
+/// The row loop of the Q2_K and Q3_K kernels (both levels): the shape checks, rows with a
+/// non-finite imatrix (`any_non_finite`) through the scalar reference, and per row
+/// `blocks(x, qw, sigma2, y)`: the row's super-blocks and the imatrix as 16 sub-blocks of 16 each,
+/// and each block's `sigma2 = factor * mean(x^2)`.
+#[inline]
+pub(in crate::simd::x86_64) fn sub_block_rows<B: BlockFormat>(
+    (src, dst, n_per_row, imatrix): (&[f32], &mut [u8], usize, &[f32]),
+    factor: f32,
+    any_non_finite: impl Fn(&[f32]) -> bool,
+    mut blocks: impl FnMut(&[Rows], &[Rows], &[f32], &mut [B]),
+) {
+    let per_row = blocks_per_row(src, dst.len(), size_of::<B>(), n_per_row, imatrix);
+    if any_non_finite(imatrix) {
+        return quantize_rows_imatrix_ref::<B>(src, dst, n_per_row, imatrix);
+    }
+    let out: &mut [B] = bytemuck::cast_slice_mut(dst);
+    let (qw, _) = imatrix.as_chunks::<16>();
+    let (qw, _) = qw.as_chunks::<16>();
+    for (x, y) in src.chunks_exact(n_per_row).zip(out.chunks_exact_mut(per_row)) {
+        let sigma2 = row_sigma2(x, factor);
+        let (x, _) = x.as_chunks::<16>();
+        let (x, _) = x.as_chunks::<16>();
+        blocks(x, qw, &sigma2, y);
+    }
+}
+
 /// `quantize_row_q2_K_impl` for two NaN- and infinity-free super-blocks (or one twice): the
 /// weights and the searches of the four halves (8 sub-blocks each) in the lanes, their chains
 /// interleaved, then the scales of both in one [`q2_k_weighted_scales`].
@@ -411,90 +437,82 @@ fn q2_k_block_pair(x: [&Rows; 2], qw: [&Rows; 2], sigma2: [f32; 2], y: [&mut Blo
 /// the other), non-finite blocks and rows with a non-finite imatrix through the scalar reference.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn quantize_q2_k_imatrix_avx2(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
-    let per_row = blocks_per_row(src, dst.len(), size_of::<BlockQ2K>(), n_per_row, imatrix);
-    if any_non_finite_avx2(imatrix) {
-        return quantize_rows_imatrix_ref::<BlockQ2K>(src, dst, n_per_row, imatrix);
-    }
-    let blocks: &mut [BlockQ2K] = bytemuck::cast_slice_mut(dst);
-    let (qw, _) = imatrix.as_chunks::<16>();
-    let (qw, _) = qw.as_chunks::<16>();
-    for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
-        let sigma2 = row_sigma2(x, 1.0);
-        let finite: Vec<bool> = x.chunks_exact(QK_K).map(|b| !any_non_finite_avx2(b)).collect();
-        let (x, _) = x.as_chunks::<16>();
-        let (x, _) = x.as_chunks::<16>();
-        for k in 0..per_row {
-            if !finite[k] {
-                BlockQ2K::quantize_row_imatrix(
-                    x[k].as_flattened(),
-                    std::slice::from_mut(&mut y[k]),
-                    qw[k].as_flattened(),
-                );
+    let args = (src, dst, n_per_row, imatrix);
+    sub_block_rows::<BlockQ2K>(
+        args,
+        1.0,
+        |v| any_non_finite_avx2(v),
+        |x, qw, sigma2, y| {
+            let finite: Vec<bool> = x.iter().map(|b| !any_non_finite_avx2(b.as_flattened())).collect();
+            for (k, &finite) in finite.iter().enumerate() {
+                if !finite {
+                    BlockQ2K::quantize_row_imatrix(
+                        x[k].as_flattened(),
+                        std::slice::from_mut(&mut y[k]),
+                        qw[k].as_flattened(),
+                    );
+                }
             }
-        }
-        // The finite blocks in pairs.
-        let todo: Vec<usize> = (0..per_row).filter(|&k| finite[k]).collect();
-        for pair in todo.chunks(2) {
-            let (a, b) = (pair[0], *pair.last().expect("a non-empty chunk"));
-            let mut scratch = BlockQ2K::zeroed();
-            let (ya, yb) = if a == b {
-                (&mut y[a], &mut scratch)
-            } else {
-                let (lo, hi) = y.split_at_mut(b);
-                (&mut lo[a], &mut hi[0])
-            };
-            q2_k_block_pair([&x[a], &x[b]], [&qw[a], &qw[b]], [sigma2[a], sigma2[b]], [ya, yb]);
-        }
-    }
+            // The finite blocks in pairs.
+            let todo: Vec<usize> = (0..x.len()).filter(|&k| finite[k]).collect();
+            for pair in todo.chunks(2) {
+                let (a, b) = (pair[0], *pair.last().expect("a non-empty chunk"));
+                let mut scratch = BlockQ2K::zeroed();
+                let (ya, yb) = if a == b {
+                    (&mut y[a], &mut scratch)
+                } else {
+                    let (lo, hi) = y.split_at_mut(b);
+                    (&mut lo[a], &mut hi[0])
+                };
+                q2_k_block_pair([&x[a], &x[b]], [&qw[a], &qw[b]], [sigma2[a], sigma2[b]], [ya, yb]);
+            }
+        },
+    );
 }
 
 /// `quantize_row_q3_K_impl` with quant weights, one super-block (two halves of 8 sub-blocks in
 /// the lanes) at a time: the AVX-512 kernel's method (`avx512/kquants_imatrix.rs`) with 8 lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn quantize_q3_k_imatrix_avx2(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
-    let per_row = blocks_per_row(src, dst.len(), size_of::<BlockQ3K>(), n_per_row, imatrix);
-    if any_non_finite_avx2(imatrix) {
-        return quantize_rows_imatrix_ref::<BlockQ3K>(src, dst, n_per_row, imatrix);
-    }
-    let blocks: &mut [BlockQ3K] = bytemuck::cast_slice_mut(dst);
-    let (qw, _) = imatrix.as_chunks::<16>();
-    let (qw, _) = qw.as_chunks::<16>();
-    for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
-        let sigma2 = row_sigma2(x, 2.0);
-        let (x, _) = x.as_chunks::<16>();
-        let (x, _) = x.as_chunks::<16>();
-        for (((x, y), qw), &sigma2) in x.iter().zip(y).zip(qw).zip(&sigma2) {
-            if any_non_finite_avx2(x.as_flattened()) {
-                BlockQ3K::quantize_row_imatrix(x.as_flattened(), std::slice::from_mut(y), qw.as_flattened());
-                continue;
-            }
-            let mut scales = [0f32; 16];
-            let mut sw = [0f32; 16];
-            let mut codes = [[0i32; 16]; 16];
-            for h in 0..2 {
-                let xt = transposed_half(x, h);
-                let qt = transposed_half(qw, h);
-                let sigma2 = _mm256_set1_ps(sigma2);
-                // weight[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sw = the left-to-right sum of a sub-block's.
-                let mut w = [_mm256_setzero_ps(); 16];
-                let mut sum_w = _mm256_setzero_ps();
-                for i in 0..16 {
-                    w[i] = _mm256_mul_ps(qt[i], _mm256_sqrt_ps(_mm256_add_ps(sigma2, _mm256_mul_ps(xt[i], xt[i]))));
-                    sum_w = _mm256_add_ps(sum_w, w[i]);
+    let args = (src, dst, n_per_row, imatrix);
+    sub_block_rows::<BlockQ3K>(
+        args,
+        2.0,
+        |v| any_non_finite_avx2(v),
+        |x, qw, sigma2, y| {
+            for (((x, y), qw), &sigma2) in x.iter().zip(y).zip(qw).zip(sigma2) {
+                if any_non_finite_avx2(x.as_flattened()) {
+                    BlockQ3K::quantize_row_imatrix(x.as_flattened(), std::slice::from_mut(y), qw.as_flattened());
+                    continue;
                 }
-                let (scale, l) = search_qx_x8::<4>(&xt, &w);
-                // SAFETY: `scales[8h..]` and `sw[8h..]` are 8 writable floats for h < 2.
-                unsafe {
-                    _mm256_storeu_ps(scales.as_mut_ptr().add(8 * h), scale);
-                    _mm256_storeu_ps(sw.as_mut_ptr().add(8 * h), sum_w);
+                let mut scales = [0f32; 16];
+                let mut sw = [0f32; 16];
+                let mut codes = [[0i32; 16]; 16];
+                for h in 0..2 {
+                    let xt = transposed_half(x, h);
+                    let qt = transposed_half(qw, h);
+                    let sigma2 = _mm256_set1_ps(sigma2);
+                    // weight[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sw = the left-to-right sum of a sub-block's.
+                    let mut w = [_mm256_setzero_ps(); 16];
+                    let mut sum_w = _mm256_setzero_ps();
+                    for i in 0..16 {
+                        w[i] = _mm256_mul_ps(qt[i], _mm256_sqrt_ps(_mm256_add_ps(sigma2, _mm256_mul_ps(xt[i], xt[i]))));
+                        sum_w = _mm256_add_ps(sum_w, w[i]);
+                    }
+                    let (scale, l) = search_qx_x8::<4>(&xt, &w);
+                    // SAFETY: `scales[8h..]` and `sw[8h..]` are 8 writable floats for h < 2.
+                    unsafe {
+                        _mm256_storeu_ps(scales.as_mut_ptr().add(8 * h), scale);
+                        _mm256_storeu_ps(sw.as_mut_ptr().add(8 * h), sum_w);
+                    }
+                    let four = _mm256_set1_epi32(4);
+                    store_half(&mut codes, h, &l.map(|v| _mm256_add_epi32(_mm256_cvtps_epi32(v), four)));
                 }
-                let four = _mm256_set1_epi32(4);
-                store_half(&mut codes, h, &l.map(|v| _mm256_add_epi32(_mm256_cvtps_epi32(v), four)));
+                let ls = set_q3_k_scales_weighted(&scales, &sw, y);
+                requantize_pack_q3_k(x, &codes, &ls, y);
             }
-            let ls = set_q3_k_scales_weighted(&scales, &sw, y);
-            requantize_pack_q3_k(x, &codes, &ls, y);
-        }
-    }
+        },
+    );
 }
 
 #[cfg(test)]

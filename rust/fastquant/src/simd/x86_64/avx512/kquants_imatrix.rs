@@ -48,7 +48,9 @@ use crate::formats::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, 
 use crate::formats::{quantize_rows_imatrix_ref, BlockFormat};
 use crate::simd::x86_64::any_non_finite_avx512;
 use crate::simd::x86_64::avx2::kquants::{pack_q4_k, pack_q5_k};
-use crate::simd::x86_64::avx2::kquants_imatrix::{blocks_per_row, q2_k_weighted_scales, row_sigma2, weighted_scales};
+use crate::simd::x86_64::avx2::kquants_imatrix::{
+    blocks_per_row, q2_k_weighted_scales, row_sigma2, sub_block_rows, weighted_scales,
+};
 
 /// Defines the safe entry points of the table (`QuantizeImatrixFn`): each calls the
 /// `#[target_feature]` kernel of the same name with `_avx512` appended.
@@ -321,33 +323,29 @@ fn quantize_q2_k_imatrix_group<const K: usize>(
 /// [`quantize_q2_k_imatrix_group`], rows with a non-finite imatrix through the scalar reference.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 fn quantize_q2_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
-    let per_row = blocks_per_row(src, dst.len(), size_of::<BlockQ2K>(), n_per_row, imatrix);
-    if any_non_finite_avx512(imatrix) {
-        return quantize_rows_imatrix_ref::<BlockQ2K>(src, dst, n_per_row, imatrix);
-    }
-    let blocks: &mut [BlockQ2K] = bytemuck::cast_slice_mut(dst);
-    let (qw, _) = imatrix.as_chunks::<16>();
-    let (qw, _) = qw.as_chunks::<16>();
-    for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
-        let sigma2 = row_sigma2(x, 1.0);
-        let (x, _) = x.as_chunks::<16>();
-        let (x, _) = x.as_chunks::<16>();
-        let (xg, x_tail) = x.as_chunks::<Q2_GROUP>();
-        let (yg, y_tail) = y.as_chunks_mut::<Q2_GROUP>();
-        let (qg, q_tail) = qw.as_chunks::<Q2_GROUP>();
-        let (sg, s_tail) = sigma2.as_chunks::<Q2_GROUP>();
-        for (((x, y), qw), sigma2) in xg.iter().zip(yg).zip(qg).zip(sg) {
-            quantize_q2_k_imatrix_group(x, qw, sigma2, y);
-        }
-        for (((x, y), qw), sigma2) in x_tail.iter().zip(y_tail).zip(q_tail).zip(s_tail) {
-            quantize_q2_k_imatrix_group::<1>(
-                std::array::from_ref(x),
-                std::array::from_ref(qw),
-                std::array::from_ref(sigma2),
-                std::array::from_mut(y),
-            );
-        }
-    }
+    let args = (src, dst, n_per_row, imatrix);
+    sub_block_rows::<BlockQ2K>(
+        args,
+        1.0,
+        |v| any_non_finite_avx512(v),
+        |x, qw, sigma2, y| {
+            let (xg, x_tail) = x.as_chunks::<Q2_GROUP>();
+            let (yg, y_tail) = y.as_chunks_mut::<Q2_GROUP>();
+            let (qg, q_tail) = qw.as_chunks::<Q2_GROUP>();
+            let (sg, s_tail) = sigma2.as_chunks::<Q2_GROUP>();
+            for (((x, y), qw), sigma2) in xg.iter().zip(yg).zip(qg).zip(sg) {
+                quantize_q2_k_imatrix_group(x, qw, sigma2, y);
+            }
+            for (((x, y), qw), sigma2) in x_tail.iter().zip(y_tail).zip(q_tail).zip(s_tail) {
+                quantize_q2_k_imatrix_group::<1>(
+                    std::array::from_ref(x),
+                    std::array::from_ref(qw),
+                    std::array::from_ref(sigma2),
+                    std::array::from_mut(y),
+                );
+            }
+        },
+    );
 }
 
 /// Super-blocks whose 6-bit scale searches run together, one per lane.
@@ -434,21 +432,16 @@ fn quantize_q3_k_imatrix_group(x: &[Rows], qw: &[Rows], sigma2: &[f32], y: &mut 
 /// [`quantize_q3_k_imatrix_group`], rows with a non-finite imatrix through the scalar reference.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 fn quantize_q3_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
-    let per_row = blocks_per_row(src, dst.len(), size_of::<BlockQ3K>(), n_per_row, imatrix);
-    if any_non_finite_avx512(imatrix) {
-        return quantize_rows_imatrix_ref::<BlockQ3K>(src, dst, n_per_row, imatrix);
-    }
-    let blocks: &mut [BlockQ3K] = bytemuck::cast_slice_mut(dst);
-    let (qw, _) = imatrix.as_chunks::<16>();
-    let (qw, _) = qw.as_chunks::<16>();
-    for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
-        let sigma2 = row_sigma2(x, 2.0);
-        let (x, _) = x.as_chunks::<16>();
-        let (x, _) = x.as_chunks::<16>();
-        for (((x, y), qw), sigma2) in
-            x.chunks(Q3_GROUP).zip(y.chunks_mut(Q3_GROUP)).zip(qw.chunks(Q3_GROUP)).zip(sigma2.chunks(Q3_GROUP))
-        {
-            quantize_q3_k_imatrix_group(x, qw, sigma2, y);
-        }
-    }
+    let args = (src, dst, n_per_row, imatrix);
+    sub_block_rows::<BlockQ3K>(
+        args,
+        2.0,
+        |v| any_non_finite_avx512(v),
+        |x, qw, sigma2, y| {
+            let groups = x.chunks(Q3_GROUP).zip(y.chunks_mut(Q3_GROUP)).zip(qw.chunks(Q3_GROUP));
+            for (((x, y), qw), sigma2) in groups.zip(sigma2.chunks(Q3_GROUP)) {
+                quantize_q3_k_imatrix_group(x, qw, sigma2, y);
+            }
+        },
+    );
 }
