@@ -15,7 +15,9 @@ use super::kquants::{
 };
 use super::kquants_low::{requantize_pack_q2_k, requantize_pack_q3_k, store_half, transposed_half, Rows};
 use crate::formats::float::fp32_to_fp16;
-use crate::formats::kquants::q3_k::set_scales_weighted as set_q3_k_scales_weighted;
+use crate::formats::kquants::q3_k::{
+    set_scales_weighted as set_q3_k_scales_weighted, store_scales as store_q3_k_scales,
+};
 use crate::formats::kquants::q4_k::MinBlock;
 use crate::formats::kquants::search::{pack_scale_min_k4, GROUP_MAX_EPS};
 use crate::formats::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
@@ -470,8 +472,85 @@ fn quantize_q2_k_imatrix_avx2(src: &[f32], dst: &mut [u8], n_per_row: usize, ima
     );
 }
 
-/// `quantize_row_q3_K_impl` with quant weights, one super-block (two halves of 8 sub-blocks in
-/// the lanes) at a time: the AVX-512 kernel's method (`avx512/kquants_imatrix.rs`) with 8 lanes.
+/// Super-blocks whose 6-bit scale searches run together in the AVX2 Q3_K kernel, one per lane.
+const Q3_GROUP: usize = 8;
+
+/// `quantize_row_q3_K_impl` with quant weights for up to 8 super-blocks of a row: the AVX-512
+/// kernel's method (`avx512/kquants_imatrix.rs`) with 8 lanes, each block's sub-block search in two
+/// halves, then the 6-bit scale searches of the blocks with block k in lane k.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn quantize_q3_k_imatrix_group(x: &[Rows], qw: &[Rows], sigma2: &[f32], y: &mut [BlockQ3K]) {
+    let n = x.len();
+    assert!(n <= Q3_GROUP && qw.len() == n && sigma2.len() == n && y.len() == n);
+    let mut scales = [[0f32; 16]; Q3_GROUP];
+    let mut sw = [[0f32; 16]; Q3_GROUP];
+    let mut codes = [[[0i32; 16]; 16]; Q3_GROUP];
+    // Blocks that finish here in lanes (the others are done already).
+    let mut lanes = [false; Q3_GROUP];
+    for k in 0..n {
+        if any_non_finite_avx2(x[k].as_flattened()) {
+            BlockQ3K::quantize_row_imatrix(x[k].as_flattened(), std::slice::from_mut(&mut y[k]), qw[k].as_flattened());
+            continue;
+        }
+        for h in 0..2 {
+            let xt = transposed_half(&x[k], h);
+            let qt = transposed_half(&qw[k], h);
+            let s2 = _mm256_set1_ps(sigma2[k]);
+            // weight[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sw = the left-to-right sum of a sub-block's.
+            let mut w = [_mm256_setzero_ps(); 16];
+            let mut sum_w = _mm256_setzero_ps();
+            for i in 0..16 {
+                w[i] = _mm256_mul_ps(qt[i], _mm256_sqrt_ps(_mm256_add_ps(s2, _mm256_mul_ps(xt[i], xt[i]))));
+                sum_w = _mm256_add_ps(sum_w, w[i]);
+            }
+            let (scale, l) = search_qx_x8::<4>(&xt, &w);
+            // SAFETY: `scales[k][8h..]` and `sw[k][8h..]` are 8 writable floats for h < 2.
+            unsafe {
+                _mm256_storeu_ps(scales[k].as_mut_ptr().add(8 * h), scale);
+                _mm256_storeu_ps(sw[k].as_mut_ptr().add(8 * h), sum_w);
+            }
+            let four = _mm256_set1_epi32(4);
+            store_half(&mut codes[k], h, &l.map(|v| _mm256_add_epi32(_mm256_cvtps_epi32(v), four)));
+        }
+        if scales[k].iter().chain(&sw[k]).all(|v| v.is_finite()) {
+            lanes[k] = true;
+        } else {
+            let ls = set_q3_k_scales_weighted(&scales[k], &sw[k], &mut y[k]);
+            requantize_pack_q3_k(&x[k], &codes[k], &ls, &mut y[k]);
+        }
+    }
+    if !lanes.contains(&true) {
+        return;
+    }
+    // Lane k of vector j: sub-block scale j of block k (other lanes: zeros, an empty group).
+    let lane = |v: &[[f32; 16]; Q3_GROUP], j: usize| -> __m256 {
+        let col: [f32; Q3_GROUP] = std::array::from_fn(|k| if lanes[k] { v[k][j] } else { 0.0 });
+        // SAFETY: `col` is 8 readable floats.
+        unsafe { _mm256_loadu_ps(col.as_ptr()) }
+    };
+    let xs: [__m256; 16] = std::array::from_fn(|j| lane(&scales, j));
+    let ws: [__m256; 16] = std::array::from_fn(|j| lane(&sw, j));
+    let (d, l) = search_qx_x8::<32>(&xs, &ws);
+    let mut d_block = [0f32; 8];
+    let mut ls = [[0f32; 8]; 16];
+    // SAFETY: each destination is 8 writable floats.
+    unsafe {
+        _mm256_storeu_ps(d_block.as_mut_ptr(), d);
+        for (o, &v) in ls.iter_mut().zip(&l) {
+            _mm256_storeu_ps(o.as_mut_ptr(), v);
+        }
+    }
+    for k in (0..n).filter(|&k| lanes[k]) {
+        // `L = l + 32` of `make_qx_quants(32, ..)`: 0..64, an int8_t.
+        let lk: [i8; 16] = std::array::from_fn(|j| (ls[j][k] as i32 + 32) as i8);
+        store_q3_k_scales(&lk, d_block[k], &mut y[k]);
+        requantize_pack_q3_k(&x[k], &codes[k], &lk, &mut y[k]);
+    }
+}
+
+/// `quantize_row_q3_K_impl` with quant weights: the blocks of a row in groups through
+/// [`quantize_q3_k_imatrix_group`].
 #[target_feature(enable = "avx2,fma,f16c")]
 fn quantize_q3_k_imatrix_avx2(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
     let args = (src, dst, n_per_row, imatrix);
@@ -480,36 +559,9 @@ fn quantize_q3_k_imatrix_avx2(src: &[f32], dst: &mut [u8], n_per_row: usize, ima
         2.0,
         |v| any_non_finite_avx2(v),
         |x, qw, sigma2, y| {
-            for (((x, y), qw), &sigma2) in x.iter().zip(y).zip(qw).zip(sigma2) {
-                if any_non_finite_avx2(x.as_flattened()) {
-                    BlockQ3K::quantize_row_imatrix(x.as_flattened(), std::slice::from_mut(y), qw.as_flattened());
-                    continue;
-                }
-                let mut scales = [0f32; 16];
-                let mut sw = [0f32; 16];
-                let mut codes = [[0i32; 16]; 16];
-                for h in 0..2 {
-                    let xt = transposed_half(x, h);
-                    let qt = transposed_half(qw, h);
-                    let sigma2 = _mm256_set1_ps(sigma2);
-                    // weight[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sw = the left-to-right sum of a sub-block's.
-                    let mut w = [_mm256_setzero_ps(); 16];
-                    let mut sum_w = _mm256_setzero_ps();
-                    for i in 0..16 {
-                        w[i] = _mm256_mul_ps(qt[i], _mm256_sqrt_ps(_mm256_add_ps(sigma2, _mm256_mul_ps(xt[i], xt[i]))));
-                        sum_w = _mm256_add_ps(sum_w, w[i]);
-                    }
-                    let (scale, l) = search_qx_x8::<4>(&xt, &w);
-                    // SAFETY: `scales[8h..]` and `sw[8h..]` are 8 writable floats for h < 2.
-                    unsafe {
-                        _mm256_storeu_ps(scales.as_mut_ptr().add(8 * h), scale);
-                        _mm256_storeu_ps(sw.as_mut_ptr().add(8 * h), sum_w);
-                    }
-                    let four = _mm256_set1_epi32(4);
-                    store_half(&mut codes, h, &l.map(|v| _mm256_add_epi32(_mm256_cvtps_epi32(v), four)));
-                }
-                let ls = set_q3_k_scales_weighted(&scales, &sw, y);
-                requantize_pack_q3_k(x, &codes, &ls, y);
+            let groups = x.chunks(Q3_GROUP).zip(y.chunks_mut(Q3_GROUP)).zip(qw.chunks(Q3_GROUP));
+            for (((x, y), qw), sigma2) in groups.zip(sigma2.chunks(Q3_GROUP)) {
+                quantize_q3_k_imatrix_group(x, qw, sigma2, y);
             }
         },
     );
