@@ -1,4 +1,4 @@
-"""The importance-weighted Q4_K/Q5_K/Q6_K quantize kernels (AVX2, AVX-512: one sub-block's
+"""The importance-weighted Q2_K..Q6_K quantize kernels (AVX2, AVX-512: one sub-block's
 weighted scale search per SIMD lane) against ggml's ``ggml_quantize_chunk`` with the same imatrix,
 at every SIMD level this CPU has: every data set of ``reference/kquant_data.py`` with every imatrix
 style, heavy-tailed rows, rows of odd and even block counts, and hypothesis-drawn data."""
@@ -18,7 +18,7 @@ from reference import kquant_data as data
 ggml_oracle = pytest.importorskip("reference.ggml_oracle")
 pytest.importorskip("ggml", reason="the ggml oracle (ggml-python) is not installed")
 
-KQUANTS = ["Q4_K", "Q5_K", "Q6_K"]
+KQUANTS = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 
 
 def quantize_at(x: np.ndarray, qtype: str, w: np.ndarray, level: str) -> np.ndarray:

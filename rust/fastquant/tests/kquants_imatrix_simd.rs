@@ -8,7 +8,7 @@ use fastquant::formats::scalar_imatrix_quantizer;
 use fastquant::simd::{codec_for, Level};
 use fastquant::QuantType;
 
-const TYPES: [QuantType; 3] = [QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K];
+const TYPES: [QuantType; 5] = [QuantType::Q2_K, QuantType::Q3_K, QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K];
 
 /// A counter-based generator (splitmix64 of a running counter): reproducible, no dependency.
 struct Source(u64);

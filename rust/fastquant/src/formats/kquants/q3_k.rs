@@ -164,6 +164,27 @@ impl BlockFormat for BlockQ3K {
     }
 }
 
+/// The 6-bit sub-block scales and fp16 `d` of `quantize_row_q3_K_impl` from its 16 searches'
+/// scales and the sub-blocks' total weights: `make_qx_quants(32, .., 1, sw)`. Returns the stored
+/// scales. Shared with the SIMD kernels, whose searches give the same scales.
+pub(crate) fn set_scales_weighted(
+    scales: &[f32; QK_K / 16],
+    sw: &[f32; QK_K / 16],
+    y: &mut BlockQ3K,
+) -> [i8; QK_K / 16] {
+    let mut ls = [0i8; QK_K / 16];
+    let d_block = make_qx_quants(32, scales, &mut ls, 1, Some(sw));
+    store_scales(&ls, d_block, y);
+    ls
+}
+
+/// Stores the biased 6-bit scales `ls` (each 0..64) and the fp16 of `d_block`: the end of
+/// [`set_scales_weighted`], for SIMD kernels that run its `make_qx_quants` in lanes.
+pub(crate) fn store_scales(ls: &[i8; QK_K / 16], d_block: f32, y: &mut BlockQ3K) {
+    pack_scales(ls, &mut y.scales);
+    y.d = fp32_to_fp16(d_block).to_le_bytes();
+}
+
 /// One super-block of `quantize_row_q3_K_impl` with importance weights: weights
 /// `qw * sqrt(sigma2 + x^2)` with sigma2 twice the mean square of the super-block,
 /// `make_qx_quants` (rmse type 1) per sub-block, then the 6-bit scales by `make_qx_quants` over
@@ -173,7 +194,6 @@ fn quantize_block_weighted(x: &[f32], y: &mut BlockQ3K, qw: &[f32]) {
     let mut scales = [0f32; QK_K / 16];
     let mut weight = [0f32; 16];
     let mut sw = [0f32; QK_K / 16];
-    let mut ls = [0i8; QK_K / 16];
 
     let mut sumx2 = 0f32;
     for j in 0..QK_K {
@@ -194,10 +214,7 @@ fn quantize_block_weighted(x: &[f32], y: &mut BlockQ3K, qw: &[f32]) {
         scales[j] = make_qx_quants(4, xs, &mut l[16 * j..16 * j + 16], 1, Some(&weight));
     }
 
-    let d_block = make_qx_quants(32, &scales, &mut ls, 1, Some(&sw));
-    pack_scales(&ls, &mut y.scales);
-    y.d = fp32_to_fp16(d_block).to_le_bytes();
-
+    set_scales_weighted(&scales, &sw, y);
     finish_block(x, y, &mut l);
 }
 

@@ -427,15 +427,15 @@ fn quantize_q5_k_avx2(src: &[f32], dst: &mut [u8]) {
 
 // ---- Q6_K ---------------------------------------------------------------------------------------
 
-/// `make_qx_quants(32, x, L, 1, qw)` of ggml for the 8 sub-blocks of 16 whose element i is lane s
-/// of `xt[i]`, with weights `w` transposed the same way (x^2 for the plain path, the imatrix for
-/// the weighted one): the scale and the codes `l` (-32..32, as floats; `L = l + 32`). Empty lanes
-/// (amax < GROUP_MAX_EPS) get scale 0 and codes -32 (`L = 0`). As in the AVX-512 kernel, the
-/// codes of a non-empty lane are within 33 of zero, where nearest_int is a float round trip.
+/// `make_qx_quants(NMAX, x, L, 1, qw)` of ggml for the 8 sub-blocks of 16 whose element i is lane
+/// s of `xt[i]`, with weights `w` transposed the same way (x^2 for Q6_K's plain path, the imatrix
+/// for its weighted one, Q3_K's weighted weights with NMAX 4): the scale and the codes `l`
+/// (-NMAX..NMAX, as floats; `L = l + NMAX`). Empty lanes (amax < GROUP_MAX_EPS) get scale 0 and
+/// codes -NMAX (`L = 0`). As in the AVX-512 kernel, the codes of a non-empty lane are within
+/// NMAX + 1 of zero, where nearest_int is a float round trip.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn search_qx_x8(xt: &[__m256; 16], w: &[__m256; 16]) -> (__m256, [__m256; 16]) {
-    const NMAX: i32 = 32;
+pub(super) fn search_qx_x8<const NMAX: i32>(xt: &[__m256; 16], w: &[__m256; 16]) -> (__m256, [__m256; 16]) {
     let zero = _mm256_setzero_ps();
     let mut max = zero;
     let mut amax = zero;
@@ -518,7 +518,7 @@ pub(super) fn quantize_q6_k_block(x: &[[f32; 16]; 16], qw: Option<&[[f32; 16]; 1
                 std::array::from_fn(|i| unsafe { _mm256_i32gather_ps::<4>(base.add(i), idx) })
             }
         };
-        let (scale, l) = search_qx_x8(&xt, &w);
+        let (scale, l) = search_qx_x8::<32>(&xt, &w);
         // SAFETY: each destination is 8 writable floats.
         unsafe {
             _mm256_storeu_ps(scales.as_mut_ptr().add(8 * half), scale);

@@ -30,7 +30,7 @@ safe_wrappers! {
 const Q2_K: Qkx2 = Qkx2 { nmax: 3, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: true };
 
 /// A super-block as 16 sub-blocks of 16.
-type Rows = [[f32; 16]; 16];
+pub(super) type Rows = [[f32; 16]; 16];
 
 /// Super-blocks processed together by the Q3_K coordinate descent (independent dependency chains).
 const Q3_GROUP: usize = 4;
@@ -40,7 +40,7 @@ const Q3_GROUP: usize = 4;
 /// Half `h` (sub-blocks 8h..8h + 8) of a super-block, transposed: vector i is element i of each.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn transposed_half(x: &Rows, h: usize) -> [__m256; 16] {
+pub(super) fn transposed_half(x: &Rows, h: usize) -> [__m256; 16] {
     let idx = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
     let base = x[8 * h..].as_flattened().as_ptr();
     // SAFETY: lane s reads x[8h + s][i], s < 8 and i < 16: inside `x`.
@@ -102,7 +102,7 @@ fn search_row(codes: &[[i32; 16]; 16], j: usize) -> __m256i {
 /// Stores 8 lanes of each of 16 vectors into lanes `8h..8h + 8` of `out[i]`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn store_half(out: &mut [[i32; 16]; 16], h: usize, v: &[__m256i; 16]) {
+pub(super) fn store_half(out: &mut [[i32; 16]; 16], h: usize, v: &[__m256i; 16]) {
     for (o, &v) in out.iter_mut().zip(v) {
         // SAFETY: `o[8h..8h + 8]` is 8 writable ints for h < 2.
         unsafe { _mm256_storeu_si256(o.as_mut_ptr().add(8 * h).cast(), v) };
@@ -130,15 +130,22 @@ fn quantize_q2_k_block(x: &Rows, y: &mut BlockQ2K) {
         store_half(&mut codes, h, &l.map(|v| _mm256_cvtps_epi32(v)));
     }
     set_q2_k_scales(&scales, &mins, y);
-    // `requantize`: clamp(nearest_int((x + m) / d), 0, 3) per sub-block; a zero d keeps the
-    // search's codes.
+    requantize_pack_q2_k(x, &codes, y);
+}
+
+/// The end of both Q2_K quantizers once `y`'s scales are set: the codes of every sub-block
+/// recomputed against them, `clamp(nearest_int((x + m) / d), 0, 3)`, a zero d keeping the
+/// search's codes (`codes[i][j]`: element i of sub-block j), and the packing.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn requantize_pack_q2_k(x: &Rows, codes: &[[i32; 16]; 16], y: &mut BlockQ2K) {
     let dm = fp16_to_fp32(u16::from_le_bytes(y.d));
     let mm = fp16_to_fp32(u16::from_le_bytes(y.dmin));
     let three = _mm256_set1_epi32(3);
     let l: [__m256i; 16] = std::array::from_fn(|j| {
         let d = dm * (y.scales[j] & 0xF) as f32;
         if d == 0.0 {
-            return search_row(&codes, j);
+            return search_row(codes, j);
         }
         let (m, d) = (_mm256_set1_ps(mm * (y.scales[j] >> 4) as f32), _mm256_set1_ps(d));
         row_i16([0, 1].map(|e| {
@@ -293,6 +300,15 @@ fn finish_q3_k_block(x: &Rows, halves: [&Q3Lanes; 2], y: &mut BlockQ3K) {
         store_half(&mut codes, h, &l);
     }
     let ls = set_q3_k_scales(&scales, y);
+    requantize_pack_q3_k(x, &codes, &ls, y);
+}
+
+/// The end of both Q3_K quantizers once `y`'s scales and `d` are set (`ls` the stored 6-bit
+/// scales): the codes recomputed against them, a zero d keeping the search's (`codes[i][j]`:
+/// element i of sub-block j, 0..8), their high bits into `hmask` and their low two bits into `qs`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn requantize_pack_q3_k(x: &Rows, codes: &[[i32; 16]; 16], ls: &[i8; 16], y: &mut BlockQ3K) {
     // Codes clamp(nearest_int(x / d), -4, 3) + 4 with d = d_all * (stored scale - 32); a zero d
     // keeps the search's codes.
     let d_all = fp16_to_fp32(u16::from_le_bytes(y.d));
@@ -300,7 +316,7 @@ fn finish_q3_k_block(x: &Rows, halves: [&Q3Lanes; 2], y: &mut BlockQ3K) {
     let l: [__m256i; 16] = std::array::from_fn(|j| {
         let d = d_all * (ls[j] as i32 - 32) as f32;
         if d == 0.0 {
-            return search_row(&codes, j);
+            return search_row(codes, j);
         }
         let d = _mm256_set1_ps(d);
         row_i16([0, 1].map(|e| {

@@ -51,6 +51,8 @@ fn imatrix_kernel(qtype: QuantType) -> Option<QuantizeImatrixFn> {
     match qtype {
         QuantType::IQ4_NL => Some(iquants::quantize_iq4_nl_imatrix),
         QuantType::IQ4_XS => Some(iquants::quantize_iq4_xs_imatrix),
+        QuantType::Q2_K => Some(kquants_imatrix::quantize_q2_k_imatrix),
+        QuantType::Q3_K => Some(kquants_imatrix::quantize_q3_k_imatrix),
         QuantType::Q4_K => Some(kquants_imatrix::quantize_q4_k_imatrix),
         QuantType::Q5_K => Some(kquants_imatrix::quantize_q5_k_imatrix),
         QuantType::Q6_K => Some(kquants_imatrix::quantize_q6_k_imatrix),

@@ -475,14 +475,14 @@ fn quantize_q5_k_avx512(src: &[f32], dst: &mut [u8]) {
 
 // ---- Q6_K ---------------------------------------------------------------------------------------
 
-/// `make_qx_quants(32, x, L, 1, qw)` of ggml for the 16 sub-blocks of 16 whose element i is lane
+/// `make_qx_quants(NMAX, x, L, 1, qw)` of ggml for the 16 sub-blocks of 16 whose element i is lane
 /// s of `xt[i]`, with the weights `w` transposed the same way (x^2 for Q6_K's plain search, the
-/// imatrix for its weighted one): the scale and the codes `L = l + 32`. Every line mirrors a line
+/// imatrix for its weighted one, Q3_K's weighted weights with NMAX 4): the scale and the codes
+/// `L = l + NMAX`. Every line mirrors a line
 /// of `formats::kquants::search::make_qx_quants`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn search_qx_x16(xt: &[__m512; 16], w: &[__m512; 16]) -> (__m512, [__m512i; 16]) {
-    const NMAX: i32 = 32;
+pub(super) fn search_qx_x16<const NMAX: i32>(xt: &[__m512; 16], w: &[__m512; 16]) -> (__m512, [__m512i; 16]) {
     let zero = _mm512_setzero_ps();
     // The first element of largest magnitude: `if (ax > amax) { amax = ax; max = x; }`.
     let mut max = zero;
@@ -496,8 +496,8 @@ fn search_qx_x16(xt: &[__m512; 16], w: &[__m512; 16]) -> (__m512, [__m512i; 16])
     // amax < GROUP_MAX_EPS: all codes 0, scale 0 (applied at the end).
     let empty = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(amax, _mm512_set1_ps(GROUP_MAX_EPS));
     // The codes `clamp(nearest_int(iscale * x), -32, 31)`, as floats. In a lane that is not
-    // empty, |x| <= |max| = amax >= GROUP_MAX_EPS, so |iscale * x| <= 32.9 * (1 + 2^-23) (iscale is
-    // at most 32.9 / max): well inside the range where nearest_int is exactly `vrndscaleps`'s
+    // empty, |x| <= |max| = amax >= GROUP_MAX_EPS, so |iscale * x| <= (NMAX + 0.9) * (1 + 2^-23) (iscale
+    // is at most (NMAX + 0.9) / max): well inside the range where nearest_int is exactly `vrndscaleps`'s
     // round-half-even, and the clamp can stay in floats. (`vrndscaleps` gives -0.0 where the bit
     // trick gives 0 for v in (-0.5, 0]; a -0.0 code adds ±0 to sums that start at +0.0, which
     // leaves them as they are, and converts to the integer 0.) Empty lanes compute garbage that
@@ -561,7 +561,7 @@ fn search_qx_x16(xt: &[__m512; 16], w: &[__m512; 16]) -> (__m512, [__m512i; 16])
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
 pub(super) fn quantize_q6_k_block(x: &[[f32; 16]; 16], xt: &[__m512; 16], w: &[__m512; 16], y: &mut BlockQ6K) {
-    let (scale, search_l) = search_qx_x16(xt, w);
+    let (scale, search_l) = search_qx_x16::<32>(xt, w);
     let mut scales = [0f32; 16];
     let mut search = [[0i32; 16]; 16];
     // SAFETY: each destination is 16 writable floats or ints.

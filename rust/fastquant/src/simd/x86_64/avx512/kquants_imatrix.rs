@@ -1,5 +1,5 @@
-//! AVX-512 importance-weighted quantize kernels for Q4_K, Q5_K and Q6_K: ggml's
-//! `quantize_row_q{4,5,6}_K_impl` with quant weights, byte for byte.
+//! AVX-512 importance-weighted quantize kernels for Q2_K..Q6_K: ggml's
+//! `quantize_row_q{2,3,4,5,6}_K_impl` with quant weights, byte for byte.
 //!
 //! The method is the plain kernels' (`kquants.rs`): lane s of every vector is sub-block s, the
 //! inputs (and the imatrix, with them) are transposed, and each lane runs exactly the scalar
@@ -19,6 +19,15 @@
 //! * Q6_K is the plain kernel's `make_qx_quants` lanes with the raw imatrix as weights (ggml
 //!   passes no sigma2 term there).
 //!
+//! * Q2_K: weights with `sigma2 = mean(x^2)` (factor 1), the same qkx2 lanes with nmax 3 on 16
+//!   sub-blocks of 16 per vector, four super-blocks searched together (the search's dependency
+//!   chain, as in the plain kernel), the 4-bit scales and mins by the 4-lane `make_qp_quants`
+//!   (scales and mins of two blocks in one vector), then `kquants_low.rs`'s requantize and packing.
+//! * Q3_K: `make_qx_quants(4, .., 1, weights)` lanes (Q6_K's search with nmax 4); the 6-bit scales,
+//!   `make_qx_quants(32, ..)` over each block's 16 sub-block scales, by the same search with 16
+//!   blocks of a row in the lanes (scalar, it cost as much as the block's own search); then
+//!   `kquants_low.rs`'s requantize and packing.
+//!
 //! A row whose imatrix holds a NaN or an infinity goes to the scalar reference whole, and so
 //! does a block (Q4_K/Q5_K: a pair) with a NaN or an infinity in its data. An odd last Q4_K/Q5_K
 //! block of a row runs as a pair with itself.
@@ -26,15 +35,22 @@
 use std::arch::x86_64::*;
 
 use super::kquants::{
-    any_non_finite_x16, quantize_q6_k_block, requantize, search_qkx2_x16, transpose16, transpose16_in_place, Qkx2,
+    any_non_finite_x16, quantize_q6_k_block, requantize, search_qkx2_x16, search_qx_x16, transpose16,
+    transpose16_in_place, Qkx2,
 };
+use super::kquants_low::{load_rows, requantize_pack_q2_k, requantize_pack_q3_k, Rows, Q2_GROUP};
 use super::load_f32x32;
+use crate::formats::kquants::q3_k::{
+    set_scales_weighted as set_q3_k_scales_weighted, store_scales as store_q3_k_scales,
+};
 use crate::formats::kquants::q4_k::MinBlock;
-use crate::formats::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+use crate::formats::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use crate::formats::{quantize_rows_imatrix_ref, BlockFormat};
 use crate::simd::x86_64::any_non_finite_avx512;
 use crate::simd::x86_64::avx2::kquants::{pack_q4_k, pack_q5_k};
-use crate::simd::x86_64::avx2::kquants_imatrix::{blocks_per_row, row_sigma2, weighted_scales};
+use crate::simd::x86_64::avx2::kquants_imatrix::{
+    blocks_per_row, q2_k_weighted_scales, row_sigma2, sub_block_rows, weighted_scales,
+};
 
 /// Defines the safe entry points of the table (`QuantizeImatrixFn`): each calls the
 /// `#[target_feature]` kernel of the same name with `_avx512` appended.
@@ -52,12 +68,17 @@ imatrix_entry_points! {
     quantize_q4_k_imatrix => quantize_q4_k_imatrix_avx512;
     quantize_q5_k_imatrix => quantize_q5_k_imatrix_avx512;
     quantize_q6_k_imatrix => quantize_q6_k_imatrix_avx512;
+    quantize_q2_k_imatrix => quantize_q2_k_imatrix_avx512;
+    quantize_q3_k_imatrix => quantize_q3_k_imatrix_avx512;
 }
 
 /// `make_qkx3_quants(15, .., -0.9, 0.05, 36, false)` of `quantize_row_q4_K_impl`.
 const Q4_K: Qkx2 = Qkx2 { nmax: 15, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
 /// `make_qkx3_quants(31, .., -0.9, 0.05, 36, false)` of `quantize_row_q5_K_impl`.
 const Q5_K: Qkx2 = Qkx2 { nmax: 31, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
+
+/// `make_qkx3_quants(3, .., -0.9, 0.05, 36, false)` of `quantize_row_q2_K_impl`.
+const Q2_K: Qkx2 = Qkx2 { nmax: 3, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
 
 /// Sub-blocks of 32 in a super-block.
 const SUBS: usize = QK_K / 32;
@@ -150,7 +171,7 @@ fn quantize_min_rows<B: BlockFormat>(
     let (qw, _) = imatrix.as_chunks::<32>();
     let (qw, _) = qw.as_chunks::<SUBS>();
     for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
-        let sigma2 = row_sigma2(x);
+        let sigma2 = row_sigma2(x, 2.0);
         let (x, _) = x.as_chunks::<32>();
         let (x, _) = x.as_chunks::<SUBS>();
         for k in (0..per_row).step_by(2) {
@@ -219,4 +240,208 @@ fn quantize_q6_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, i
             }
         }
     }
+}
+
+/// `quantize_row_q2_K_impl` for `K` super-blocks (the 16 sub-blocks of 16 of each in the lanes)
+/// whose searches run together, their dependency chains interleaved; a group with a NaN or an
+/// infinity in its data goes one block at a time, such a block through the scalar reference.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn quantize_q2_k_imatrix_group<const K: usize>(
+    x: &[Rows; K],
+    qw: &[Rows; K],
+    sigma2: &[f32; K],
+    y: &mut [BlockQ2K; K],
+) {
+    let rows: [[__m512; 16]; K] = std::array::from_fn(|k| load_rows(&x[k]));
+    let mut xt = rows;
+    for xt in &mut xt {
+        transpose16_in_place(xt);
+    }
+    if xt.iter().any(|xt| any_non_finite_x16(xt)) {
+        for ((x, qw), (sigma2, y)) in x.iter().zip(qw).zip(sigma2.iter().zip(y)) {
+            if K > 1 {
+                quantize_q2_k_imatrix_group::<1>(
+                    std::array::from_ref(x),
+                    std::array::from_ref(qw),
+                    std::array::from_ref(sigma2),
+                    std::array::from_mut(y),
+                );
+            } else {
+                BlockQ2K::quantize_row_imatrix(x.as_flattened(), std::slice::from_mut(y), qw.as_flattened());
+            }
+        }
+        return;
+    }
+    let mut w = [[_mm512_setzero_ps(); 16]; K];
+    let mut sw = [[0f32; 16]; K];
+    for k in 0..K {
+        let mut qt = load_rows(&qw[k]);
+        transpose16_in_place(&mut qt);
+        // weight[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sw = the left-to-right sum of a sub-block's.
+        let sigma2 = _mm512_set1_ps(sigma2[k]);
+        let mut sum_w = _mm512_setzero_ps();
+        for i in 0..16 {
+            w[k][i] = _mm512_mul_ps(qt[i], _mm512_sqrt_ps(_mm512_add_ps(sigma2, _mm512_mul_ps(xt[k][i], xt[k][i]))));
+            sum_w = _mm512_add_ps(sum_w, w[k][i]);
+        }
+        // SAFETY: `sw[k]` is 16 writable floats.
+        unsafe { _mm512_storeu_ps(sw[k].as_mut_ptr(), sum_w) };
+    }
+    let searched = search_qkx2_x16(&xt, &w, Q2_K);
+    let mut scales = [[0f32; 16]; K];
+    let mut mins = [[0f32; 16]; K];
+    for k in 0..K {
+        // SAFETY: each destination is 16 writable floats.
+        unsafe {
+            _mm512_storeu_ps(scales[k].as_mut_ptr(), searched[k].scale);
+            _mm512_storeu_ps(mins[k].as_mut_ptr(), searched[k].the_min);
+        }
+    }
+    let mut k = 0;
+    while k < K {
+        if k + 1 < K {
+            let (a, b) = y.split_at_mut(k + 1);
+            q2_k_weighted_scales(
+                [&scales[k], &scales[k + 1]],
+                [&mins[k], &mins[k + 1]],
+                [&sw[k], &sw[k + 1]],
+                [&mut a[k], &mut b[0]],
+            );
+            k += 2;
+        } else {
+            q2_k_weighted_scales([&scales[k]], [&mins[k]], [&sw[k]], [&mut y[k]]);
+            k += 1;
+        }
+    }
+    for k in 0..K {
+        requantize_pack_q2_k(&rows[k], &searched[k], &mut y[k]);
+    }
+}
+
+/// `quantize_row_q2_K_impl` with quant weights: groups of super-blocks through
+/// [`quantize_q2_k_imatrix_group`], rows with a non-finite imatrix through the scalar reference.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_q2_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
+    let args = (src, dst, n_per_row, imatrix);
+    sub_block_rows::<BlockQ2K>(
+        args,
+        1.0,
+        |v| any_non_finite_avx512(v),
+        |x, qw, sigma2, y| {
+            let (xg, x_tail) = x.as_chunks::<Q2_GROUP>();
+            let (yg, y_tail) = y.as_chunks_mut::<Q2_GROUP>();
+            let (qg, q_tail) = qw.as_chunks::<Q2_GROUP>();
+            let (sg, s_tail) = sigma2.as_chunks::<Q2_GROUP>();
+            for (((x, y), qw), sigma2) in xg.iter().zip(yg).zip(qg).zip(sg) {
+                quantize_q2_k_imatrix_group(x, qw, sigma2, y);
+            }
+            for (((x, y), qw), sigma2) in x_tail.iter().zip(y_tail).zip(q_tail).zip(s_tail) {
+                quantize_q2_k_imatrix_group::<1>(
+                    std::array::from_ref(x),
+                    std::array::from_ref(qw),
+                    std::array::from_ref(sigma2),
+                    std::array::from_mut(y),
+                );
+            }
+        },
+    );
+}
+
+/// Super-blocks whose 6-bit scale searches run together, one per lane.
+const Q3_GROUP: usize = 16;
+
+/// `quantize_row_q3_K_impl` with quant weights for up to 16 super-blocks of a row: per block
+/// (its 16 sub-blocks in the lanes), weights `qw * sqrtf(sigma2 + x*x)` with sigma2 twice the
+/// block's mean square and `make_qx_quants(4, .., 1, weights)` lane-wise; then the 6-bit scales,
+/// `make_qx_quants(32, scales, .., 1, sw)`, for all the blocks at once, block k in lane k (a
+/// block whose scales or weight totals are not finite takes the scalar function); then the shared
+/// requantize and packing. Blocks with non-finite data go through the scalar reference.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn quantize_q3_k_imatrix_group(x: &[Rows], qw: &[Rows], sigma2: &[f32], y: &mut [BlockQ3K]) {
+    let n = x.len();
+    assert!(n <= Q3_GROUP && qw.len() == n && sigma2.len() == n && y.len() == n);
+    let zero = _mm512_setzero_ps();
+    let mut rows = [[zero; 16]; Q3_GROUP];
+    let mut search_l = [[_mm512_setzero_si512(); 16]; Q3_GROUP];
+    let mut scales = [zero; Q3_GROUP];
+    let mut sw = [zero; Q3_GROUP];
+    // Blocks that finish here in lanes (the others are done already).
+    let mut lanes = 0u16;
+    for k in 0..n {
+        rows[k] = load_rows(&x[k]);
+        let mut xt = rows[k];
+        transpose16_in_place(&mut xt);
+        if any_non_finite_x16(&xt) {
+            BlockQ3K::quantize_row_imatrix(x[k].as_flattened(), std::slice::from_mut(&mut y[k]), qw[k].as_flattened());
+            continue;
+        }
+        let mut qt = load_rows(&qw[k]);
+        transpose16_in_place(&mut qt);
+        let s2 = _mm512_set1_ps(sigma2[k]);
+        // weight[i] = qw[i] * sqrtf(sigma2 + x[i]*x[i]); sw = the left-to-right sum of a sub-block's.
+        let mut w = [zero; 16];
+        let mut sum_w = zero;
+        for i in 0..16 {
+            w[i] = _mm512_mul_ps(qt[i], _mm512_sqrt_ps(_mm512_add_ps(s2, _mm512_mul_ps(xt[i], xt[i]))));
+            sum_w = _mm512_add_ps(sum_w, w[i]);
+        }
+        let (scale, l) = search_qx_x16::<4>(&xt, &w);
+        search_l[k] = l;
+        if any_non_finite_x16(&[scale, sum_w]) {
+            let mut s = [0f32; 16];
+            let mut t = [0f32; 16];
+            // SAFETY: each destination is 16 writable floats.
+            unsafe {
+                _mm512_storeu_ps(s.as_mut_ptr(), scale);
+                _mm512_storeu_ps(t.as_mut_ptr(), sum_w);
+            }
+            let ls = set_q3_k_scales_weighted(&s, &t, &mut y[k]);
+            requantize_pack_q3_k(&rows[k], &search_l[k], &ls, &mut y[k]);
+            continue;
+        }
+        (scales[k], sw[k]) = (scale, sum_w);
+        lanes |= 1 << k;
+    }
+    if lanes == 0 {
+        return;
+    }
+    // Lane k of vector j: sub-block scale j of block k (other lanes: zeros, an empty group).
+    transpose16_in_place(&mut scales);
+    transpose16_in_place(&mut sw);
+    let (d, codes) = search_qx_x16::<32>(&scales, &sw);
+    let mut d_block = [0f32; 16];
+    let mut ls = [[0i32; 16]; 16];
+    // SAFETY: each destination is 16 writable floats or ints.
+    unsafe {
+        _mm512_storeu_ps(d_block.as_mut_ptr(), d);
+        for (l, &c) in ls.iter_mut().zip(&codes) {
+            _mm512_storeu_si512(l.as_mut_ptr().cast(), c);
+        }
+    }
+    for k in (0..n).filter(|&k| lanes & (1 << k) != 0) {
+        // `L` of `make_qx_quants(32, ..)`: 0..64, an int8_t.
+        let lk: [i8; 16] = std::array::from_fn(|j| ls[j][k] as i8);
+        store_q3_k_scales(&lk, d_block[k], &mut y[k]);
+        requantize_pack_q3_k(&rows[k], &search_l[k], &lk, &mut y[k]);
+    }
+}
+
+/// `quantize_row_q3_K_impl` with quant weights: the blocks of a row in groups through
+/// [`quantize_q3_k_imatrix_group`], rows with a non-finite imatrix through the scalar reference.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn quantize_q3_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
+    let args = (src, dst, n_per_row, imatrix);
+    sub_block_rows::<BlockQ3K>(
+        args,
+        2.0,
+        |v| any_non_finite_avx512(v),
+        |x, qw, sigma2, y| {
+            let groups = x.chunks(Q3_GROUP).zip(y.chunks_mut(Q3_GROUP)).zip(qw.chunks(Q3_GROUP));
+            for (((x, y), qw), sigma2) in groups.zip(sigma2.chunks(Q3_GROUP)) {
+                quantize_q3_k_imatrix_group(x, qw, sigma2, y);
+            }
+        },
+    );
 }

@@ -49,10 +49,10 @@ entry_points! {
 const Q2_K: Qkx2 = Qkx2 { nmax: 3, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: true };
 
 /// A super-block as 16 sub-blocks of 16.
-type Rows = [[f32; 16]; 16];
+pub(super) type Rows = [[f32; 16]; 16];
 
 /// Super-blocks searched together by the Q2_K kernel (independent dependency chains).
-const Q2_GROUP: usize = 4;
+pub(super) const Q2_GROUP: usize = 4;
 
 /// Super-blocks processed together by the Q3_K coordinate descent (independent dependency chains).
 const Q3_GROUP: usize = 8;
@@ -60,7 +60,7 @@ const Q3_GROUP: usize = 8;
 /// The 16 sub-blocks of `x` as vectors (untransposed: vector j is sub-block j).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn load_rows(x: &Rows) -> [__m512; 16] {
+pub(super) fn load_rows(x: &Rows) -> [__m512; 16] {
     // SAFETY: each row is 16 readable floats; `loadu` has no alignment requirement.
     std::array::from_fn(|j| unsafe { _mm512_loadu_ps(x[j].as_ptr()) })
 }
@@ -119,8 +119,15 @@ fn finish_q2_k_block(rows: &[__m512; 16], s: &Searched<16>, y: &mut BlockQ2K) {
         _mm512_storeu_ps(mins.as_mut_ptr(), s.the_min);
     }
     set_q2_k_scales(&scales, &mins, y);
-    // `requantize`: clamp(nearest_int((x + m) / d), 0, 3) per sub-block; a zero d keeps the
-    // search's codes.
+    requantize_pack_q2_k(rows, s, y);
+}
+
+/// The end of both Q2_K quantizers once `y`'s scales are set: the codes of every sub-block
+/// (`rows[j]`) recomputed against them, `clamp(nearest_int((x + m) / d), 0, 3)`, a zero d keeping
+/// the search's codes, and the packing.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+pub(super) fn requantize_pack_q2_k(rows: &[__m512; 16], s: &Searched<16>, y: &mut BlockQ2K) {
     let dm = fp16_to_fp32(u16::from_le_bytes(y.d));
     let mm = fp16_to_fp32(u16::from_le_bytes(y.dmin));
     let three = _mm512_set1_epi32(3);
@@ -316,6 +323,15 @@ fn finish_q3_k_block(rows: &[__m512; 16], lanes: &Q3Lanes, y: &mut BlockQ3K) {
     // SAFETY: `scales` is 16 writable floats.
     unsafe { _mm512_storeu_ps(scales.as_mut_ptr(), scale) };
     let ls = set_q3_k_scales(&scales, y);
+    requantize_pack_q3_k(rows, &search_l, &ls, y);
+}
+
+/// The end of both Q3_K quantizers once `y`'s scales and `d` are set (`ls` the stored 6-bit
+/// scales): the codes recomputed against them, a zero d keeping the search's (`search_l`,
+/// transposed), their high bits into `hmask` and their low two bits into `qs`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+pub(super) fn requantize_pack_q3_k(rows: &[__m512; 16], search_l: &[__m512i; 16], ls: &[i8; 16], y: &mut BlockQ3K) {
     // Codes clamp(nearest_int(x / d), -4, 3) + 4 with d = d_all * (stored scale - 32); a zero d
     // keeps the search's codes.
     let d_all = fp16_to_fp32(u16::from_le_bytes(y.d));
@@ -325,7 +341,7 @@ fn finish_q3_k_block(rows: &[__m512; 16], lanes: &Q3Lanes, y: &mut BlockQ3K) {
     for j in 0..16 {
         let d = d_all * (ls[j] as i32 - 32) as f32;
         if d == 0.0 {
-            let lanes = search.get_or_insert_with(|| store_lanes(&search_l));
+            let lanes = search.get_or_insert_with(|| store_lanes(search_l));
             l[j] = lane_as_row(lanes, j);
             continue;
         }

@@ -60,6 +60,8 @@ pub fn dot_kernel_vnni(_token: Avx512, weight: QuantType) -> Option<crate::matmu
 /// The importance-weighted quantizers at this level (whole rows plus the imatrix).
 fn imatrix_kernel(qtype: QuantType) -> Option<QuantizeImatrixFn> {
     match qtype {
+        QuantType::Q2_K => Some(kquants_imatrix::quantize_q2_k_imatrix),
+        QuantType::Q3_K => Some(kquants_imatrix::quantize_q3_k_imatrix),
         QuantType::Q4_K => Some(kquants_imatrix::quantize_q4_k_imatrix),
         QuantType::Q5_K => Some(kquants_imatrix::quantize_q5_k_imatrix),
         QuantType::Q6_K => Some(kquants_imatrix::quantize_q6_k_imatrix),
