@@ -7,6 +7,11 @@
 //! * `exp`: Cephes' degree-5 polynomial on a range-reduced argument, `vscalefps` for the power of
 //!   two (which also underflows to exactly 0 for very negative inputs), about 1 ulp.
 //! * `transpose`: 16 x 16 blocks in registers.
+//! * `qk_q8`: integer dots of Q8_0 query and key blocks, two blocks per zmm: `|k|` (unsigned) times
+//!   `q` with `k`'s sign (`vpmaddubsw`, no saturation: |q| <= 127 as our quantizer writes it), pairs
+//!   summed by `vpmaddwd`, then scaled per block in f32; 4 query rows share each key's loads.
+//! * `pv_q8`: 4 output rows x 32 columns (one V block) in 8 accumulators; each key's block is
+//!   widened int8 -> f32 and scaled in registers once for the 4 rows.
 //!
 //! Soundness: every kernel is a `#[target_feature]` function called only from the safe wrappers
 //! in the table [`attention_kernels`] hands out for an [`Avx512`] token. Pointer reads and writes
@@ -14,19 +19,23 @@
 
 use std::arch::x86_64::*;
 
-use crate::attention::kernels::{check_pv, check_qk, check_transpose, transpose_edges};
+use super::legacy::{broadcast_fp16, dequantize_q8_codes};
+use crate::attention::kernels::{
+    check_pv, check_pv_q8, check_qk, check_qk_q8, check_transpose, q8_0_scale, transpose_edges, Q8_0_BLOCK_BYTES,
+};
 use crate::attention::TileKernels;
 use crate::simd::x86_64::Avx512;
 use crate::simd::Level;
 
 /// The AVX-512 tile kernels.
 pub fn attention_kernels(_token: Avx512) -> TileKernels {
-    TileKernels { level: Level::Avx512, qk, pv, max, exp_sum, softcap, scale, transpose }
+    TileKernels { level: Level::Avx512, qk, pv, max, exp_sum, softcap, scale, transpose, qk_q8, pv_q8 }
 }
 
 /// Safe entry points for the table: each calls the `#[target_feature]` kernel of the same shape.
 macro_rules! entry_points {
     ($($name:ident => $kernel:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {$(
+        #[allow(clippy::too_many_arguments)]
         fn $name($($arg: $ty),*) $(-> $ret)? {
             // SAFETY: only reachable through the table `attention_kernels` returns for an `Avx512`
             // token, which proves the CPU has every feature the kernel enables.
@@ -43,6 +52,108 @@ entry_points! {
     softcap => softcap_avx512(x: &mut [f32], cap: f32);
     scale => scale_avx512(x: &mut [f32], a: f32);
     transpose => transpose_avx512(k: &[f32], n: usize, d_len: usize, kt: &mut [f32], ld: usize);
+    qk_q8 => qk_q8_avx512(q8: &[u8], rows: usize, k: &[u8], n: usize, row_bytes: usize, s: &mut [f32], ld: usize);
+    pv_q8 => pv_q8_avx512(
+        p: &[f32], rows: usize, ld: usize, n: usize, v: &[u8], row_bytes: usize, o: &mut [f32], dp: usize
+    );
+}
+
+/// The 32 int8 codes of the Q8_0 block at `b`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn q8_codes(b: &[u8]) -> __m256i {
+    let codes: &[u8; 32] = b[2..34].try_into().expect("a Q8_0 block");
+    // SAFETY: `codes` is 32 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(codes.as_ptr().cast()) }
+}
+
+/// Query rows per pass of `qk_q8_avx512`: they share each key block's loads and sign masks.
+const Q8_ROWS: usize = 4;
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn qk_q8_avx512(q8: &[u8], rows: usize, k: &[u8], n: usize, row_bytes: usize, s: &mut [f32], ld: usize) {
+    check_qk_q8(q8, rows, k, n, row_bytes, s, ld);
+    let blocks = row_bytes / Q8_0_BLOCK_BYTES;
+    let ones = _mm512_set1_epi16(1);
+    for r0 in (0..rows).step_by(Q8_ROWS) {
+        let mr = Q8_ROWS.min(rows - r0);
+        for j in 0..n {
+            let krow = &k[j * row_bytes..(j + 1) * row_bytes];
+            let mut acc = [_mm512_setzero_ps(); Q8_ROWS];
+            let mut b = 0;
+            while b < blocks {
+                // Two blocks per zmm (the second lane half zero when one is left).
+                let pair = b + 1 < blocks;
+                let kb = |t: usize| &krow[(b + t) * Q8_0_BLOCK_BYTES..(b + t + 1) * Q8_0_BLOCK_BYTES];
+                let kv = if pair {
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q8_codes(kb(0))), q8_codes(kb(1)))
+                } else {
+                    _mm512_zextsi256_si512(q8_codes(kb(0)))
+                };
+                let k_abs = _mm512_abs_epi8(kv);
+                let k_neg = _mm512_movepi8_mask(kv);
+                let dk = [q8_0_scale(kb(0)), if pair { q8_0_scale(kb(1)) } else { 0.0 }];
+                for (i, a) in acc.iter_mut().enumerate().take(mr) {
+                    let qrow = &q8[(r0 + i) * row_bytes..(r0 + i + 1) * row_bytes];
+                    let qb = |t: usize| &qrow[(b + t) * Q8_0_BLOCK_BYTES..(b + t + 1) * Q8_0_BLOCK_BYTES];
+                    let (qv, dq1) = if pair {
+                        let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q8_codes(qb(0))), q8_codes(qb(1)));
+                        (v, q8_0_scale(qb(1)))
+                    } else {
+                        (_mm512_zextsi256_si512(q8_codes(qb(0))), 0.0)
+                    };
+                    // q with k's sign, so |k| * signed q = k * q in vpmaddubsw.
+                    let q_signed = _mm512_mask_sub_epi8(qv, k_neg, _mm512_setzero_si512(), qv);
+                    let dots = _mm512_madd_epi16(_mm512_maddubs_epi16(k_abs, q_signed), ones);
+                    let scales =
+                        _mm512_insertf32x8::<1>(_mm512_set1_ps(q8_0_scale(qb(0)) * dk[0]), _mm256_set1_ps(dq1 * dk[1]));
+                    *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scales, *a);
+                }
+                b += 2;
+            }
+            for (i, a) in acc.iter().enumerate().take(mr) {
+                s[(r0 + i) * ld + j] = _mm512_reduce_add_ps(*a);
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn pv_q8_avx512(p: &[f32], rows: usize, ld: usize, n: usize, v: &[u8], row_bytes: usize, o: &mut [f32], dp: usize) {
+    check_pv_q8(p, rows, ld, n, v, row_bytes, o, dp);
+    let blocks = row_bytes / Q8_0_BLOCK_BYTES;
+    for r0 in (0..rows).step_by(Q8_ROWS) {
+        let mr = Q8_ROWS.min(rows - r0);
+        for b in 0..blocks {
+            let mut acc = [[_mm512_setzero_ps(); 2]; Q8_ROWS];
+            for (i, a) in acc.iter_mut().enumerate().take(mr) {
+                let at = (r0 + i) * dp + b * 32;
+                // SAFETY: column b*32 + 32 <= D <= dp of row r0 + i < rows (check_pv_q8).
+                unsafe {
+                    a[0] = _mm512_loadu_ps(o.as_ptr().add(at));
+                    a[1] = _mm512_loadu_ps(o.as_ptr().add(at + 16));
+                }
+            }
+            for j in 0..n {
+                let vb = &v[j * row_bytes + b * Q8_0_BLOCK_BYTES..j * row_bytes + (b + 1) * Q8_0_BLOCK_BYTES];
+                let (lo, hi) = dequantize_q8_codes(&vb[2..], broadcast_fp16(vb, 0));
+                for (i, a) in acc.iter_mut().enumerate().take(mr) {
+                    let pj = _mm512_set1_ps(p[(r0 + i) * ld + j]);
+                    a[0] = _mm512_fmadd_ps(pj, lo, a[0]);
+                    a[1] = _mm512_fmadd_ps(pj, hi, a[1]);
+                }
+            }
+            for (i, a) in acc.iter().enumerate().take(mr) {
+                let at = (r0 + i) * dp + b * 32;
+                // SAFETY: as for the loads above.
+                unsafe {
+                    _mm512_storeu_ps(o.as_mut_ptr().add(at), a[0]);
+                    _mm512_storeu_ps(o.as_mut_ptr().add(at + 16), a[1]);
+                }
+            }
+        }
+    }
 }
 
 /// Lanes `0..n` set (n <= 16).
