@@ -236,7 +236,9 @@ fn q8_0_tile_kernels_agree_with_scalar() {
     let mut rng = Rng(1234);
     for level in available_levels() {
         let kern = tile_kernels_for(level).unwrap();
-        for (rows, d, n) in [(1, 32, 1usize), (7, 96, 17), (4, 128, 16), (13, 256, 64), (64, 64, 50), (3, 160, 5)] {
+        for (rows, d, n) in
+            [(1, 32, 1usize), (7, 96, 17), (4, 128, 16), (13, 256, 64), (64, 64, 50), (3, 160, 5), (6, 320, 9)]
+        {
             let ld = n.next_multiple_of(16);
             let row_bytes = QuantType::Q8_0.row_bytes(d).unwrap();
             let (q8, _) = q8_0_rows(&rng.vec(rows * d, 2.0), d);

@@ -9,7 +9,8 @@
 //! * `transpose`: 16 x 16 blocks in registers.
 //! * `qk_q8`: integer dots of Q8_0 query and key blocks, two blocks per zmm: `|k|` (unsigned) times
 //!   `q` with `k`'s sign (`vpmaddubsw`, no saturation: |q| <= 127 as our quantizer writes it), pairs
-//!   summed by `vpmaddwd`, then scaled per block in f32; 4 query rows share each key's loads.
+//!   summed by `vpmaddwd`, then scaled per block in f32; 4 query rows (held in registers, codes and
+//!   scales) share each key's loads, and their 4 scores are reduced together.
 //! * `pv_q8`: 4 output rows x 32 columns (one V block) in 8 accumulators; each key's block is
 //!   widened int8 -> f32 and scaled in registers once for the 4 rows.
 //!
@@ -21,7 +22,7 @@ use std::arch::x86_64::*;
 
 use super::legacy::{broadcast_fp16, dequantize_q8_codes};
 use crate::attention::kernels::{
-    check_pv, check_pv_q8, check_qk, check_qk_q8, check_transpose, q8_0_scale, transpose_edges, Q8_0_BLOCK_BYTES,
+    check_pv, check_pv_q8, check_qk, check_qk_q8, check_transpose, transpose_edges, Q8_0_BLOCK_BYTES,
 };
 use crate::attention::TileKernels;
 use crate::simd::x86_64::Avx512;
@@ -70,6 +71,39 @@ fn q8_codes(b: &[u8]) -> __m256i {
 /// Query rows per pass of `qk_q8_avx512`: they share each key block's loads and sign masks.
 const Q8_ROWS: usize = 4;
 
+/// Block pairs of the query rows kept in registers while the keys stream past; longer rows are
+/// done in chunks of this many pairs, the later chunks adding to the scores.
+const HOISTED_PAIRS: usize = 4;
+
+/// The codes of blocks `2p` and `2p + 1` of a Q8_0 row (zeros for a missing second block) and
+/// their scales as lanes (8 x the first, 8 x the second, matching `vpmaddwd`'s lane order).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn q8_pair(row: &[u8], p: usize, blocks: usize) -> (__m512i, __m512) {
+    let first = &row[2 * p * Q8_0_BLOCK_BYTES..(2 * p + 1) * Q8_0_BLOCK_BYTES];
+    let lo = _mm512_castsi256_si512(q8_codes(first));
+    let d_lo = _mm_set1_epi16(i16::from_le_bytes([first[0], first[1]]));
+    if 2 * p + 1 < blocks {
+        let second = &row[(2 * p + 1) * Q8_0_BLOCK_BYTES..(2 * p + 2) * Q8_0_BLOCK_BYTES];
+        let d_hi = _mm_set1_epi16(i16::from_le_bytes([second[0], second[1]]));
+        let codes = _mm512_inserti64x4::<1>(lo, q8_codes(second));
+        (codes, _mm512_cvtph_ps(_mm256_set_m128i(d_hi, d_lo)))
+    } else {
+        (_mm512_zextsi256_si512(q8_codes(first)), _mm512_cvtph_ps(_mm256_zextsi128_si256(d_lo)))
+    }
+}
+
+/// The sums of the 16 lanes of each of `acc[0..4]`, in that order.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn reduce_add_4(acc: &[__m512; Q8_ROWS]) -> __m128 {
+    let half = |v: __m512| _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
+    let h01 = _mm256_hadd_ps(half(acc[0]), half(acc[1]));
+    let h23 = _mm256_hadd_ps(half(acc[2]), half(acc[3]));
+    let h = _mm256_hadd_ps(h01, h23);
+    _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h))
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 fn qk_q8_avx512(q8: &[u8], rows: usize, k: &[u8], n: usize, row_bytes: usize, s: &mut [f32], ld: usize) {
     check_qk_q8(q8, rows, k, n, row_bytes, s, ld);
@@ -77,42 +111,38 @@ fn qk_q8_avx512(q8: &[u8], rows: usize, k: &[u8], n: usize, row_bytes: usize, s:
     let ones = _mm512_set1_epi16(1);
     for r0 in (0..rows).step_by(Q8_ROWS) {
         let mr = Q8_ROWS.min(rows - r0);
-        for j in 0..n {
-            let krow = &k[j * row_bytes..(j + 1) * row_bytes];
-            let mut acc = [_mm512_setzero_ps(); Q8_ROWS];
-            let mut b = 0;
-            while b < blocks {
-                // Two blocks per zmm (the second lane half zero when one is left).
-                let pair = b + 1 < blocks;
-                let kb = |t: usize| &krow[(b + t) * Q8_0_BLOCK_BYTES..(b + t + 1) * Q8_0_BLOCK_BYTES];
-                let kv = if pair {
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q8_codes(kb(0))), q8_codes(kb(1)))
-                } else {
-                    _mm512_zextsi256_si512(q8_codes(kb(0)))
-                };
-                let k_abs = _mm512_abs_epi8(kv);
-                let k_neg = _mm512_movepi8_mask(kv);
-                let dk = [q8_0_scale(kb(0)), if pair { q8_0_scale(kb(1)) } else { 0.0 }];
-                for (i, a) in acc.iter_mut().enumerate().take(mr) {
-                    let qrow = &q8[(r0 + i) * row_bytes..(r0 + i + 1) * row_bytes];
-                    let qb = |t: usize| &qrow[(b + t) * Q8_0_BLOCK_BYTES..(b + t + 1) * Q8_0_BLOCK_BYTES];
-                    let (qv, dq1) = if pair {
-                        let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q8_codes(qb(0))), q8_codes(qb(1)));
-                        (v, q8_0_scale(qb(1)))
-                    } else {
-                        (_mm512_zextsi256_si512(q8_codes(qb(0))), 0.0)
-                    };
-                    // q with k's sign, so |k| * signed q = k * q in vpmaddubsw.
-                    let q_signed = _mm512_mask_sub_epi8(qv, k_neg, _mm512_setzero_si512(), qv);
-                    let dots = _mm512_madd_epi16(_mm512_maddubs_epi16(k_abs, q_signed), ones);
-                    let scales =
-                        _mm512_insertf32x8::<1>(_mm512_set1_ps(q8_0_scale(qb(0)) * dk[0]), _mm256_set1_ps(dq1 * dk[1]));
-                    *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scales, *a);
+        for p0 in (0..blocks.div_ceil(2)).step_by(HOISTED_PAIRS) {
+            let np = HOISTED_PAIRS.min(blocks.div_ceil(2) - p0);
+            // The query side of this chunk, loaded once for all n keys.
+            let mut qv = [[(_mm512_setzero_si512(), _mm512_setzero_ps()); HOISTED_PAIRS]; Q8_ROWS];
+            for (i, qr) in qv.iter_mut().enumerate().take(mr) {
+                let qrow = &q8[(r0 + i) * row_bytes..(r0 + i + 1) * row_bytes];
+                for (t, x) in qr.iter_mut().enumerate().take(np) {
+                    *x = q8_pair(qrow, p0 + t, blocks);
                 }
-                b += 2;
             }
-            for (i, a) in acc.iter().enumerate().take(mr) {
-                s[(r0 + i) * ld + j] = _mm512_reduce_add_ps(*a);
+            for j in 0..n {
+                let krow = &k[j * row_bytes..(j + 1) * row_bytes];
+                let mut acc = [_mm512_setzero_ps(); Q8_ROWS];
+                for t in 0..np {
+                    let (kv, dk) = q8_pair(krow, p0 + t, blocks);
+                    let k_abs = _mm512_abs_epi8(kv);
+                    let k_neg = _mm512_movepi8_mask(kv);
+                    for (a, qr) in acc.iter_mut().zip(&qv).take(mr) {
+                        let (qc, dq) = qr[t];
+                        // q with k's sign, so |k| * signed q = k * q in vpmaddubsw.
+                        let q_signed = _mm512_mask_sub_epi8(qc, k_neg, _mm512_setzero_si512(), qc);
+                        let dots = _mm512_madd_epi16(_mm512_maddubs_epi16(k_abs, q_signed), ones);
+                        *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(dq, dk), *a);
+                    }
+                }
+                let mut sums = [0f32; Q8_ROWS];
+                // SAFETY: `sums` is 4 writable floats; `storeu` has no alignment requirement.
+                unsafe { _mm_storeu_ps(sums.as_mut_ptr(), reduce_add_4(&acc)) };
+                for (i, x) in sums.iter().enumerate().take(mr) {
+                    let y = &mut s[(r0 + i) * ld + j];
+                    *y = if p0 == 0 { *x } else { *y + x };
+                }
             }
         }
     }
