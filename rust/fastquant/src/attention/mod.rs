@@ -123,7 +123,7 @@ pub fn tile_kernels_for(level: Level) -> Option<TileKernels> {
         use crate::simd::x86_64::{avx2, avx512, Avx2, Avx512};
         if level >= Level::Avx512 {
             if let Some(token) = Avx512::try_new() {
-                return Some(avx512::attention_kernels(token));
+                return Some(avx512::attention_kernels(token, level >= Level::Avx512Vnni));
             }
         }
         if level >= Level::Avx2 {

@@ -9,8 +9,9 @@
 //! * `transpose`: 16 x 16 blocks in registers.
 //! * `qk_q8`: integer dots of Q8_0 query and key blocks, two blocks per zmm: `|k|` (unsigned) times
 //!   `q` with `k`'s sign (`vpmaddubsw`, no saturation: |q| <= 127 as our quantizer writes it), pairs
-//!   summed by `vpmaddwd`, then scaled per block in f32; 4 query rows (held in registers, codes and
-//!   scales) share each key's loads, and their 4 scores are reduced together.
+//!   summed by `vpmaddwd` (with VNNI: `k xor 0x80` times `q` in one `vpdpbusd` started from
+//!   `-128·Σq`), then scaled per block in f32; 4 query rows (held in registers, codes and scales)
+//!   share each key's loads, and their 4 scores are reduced together.
 //! * `pv_q8`: 4 output rows x 32 columns (one V block) in 8 accumulators; each key's block is
 //!   widened int8 -> f32 and scaled in registers once for the 4 rows.
 //!
@@ -28,9 +29,29 @@ use crate::attention::TileKernels;
 use crate::simd::x86_64::Avx512;
 use crate::simd::Level;
 
-/// The AVX-512 tile kernels.
-pub fn attention_kernels(_token: Avx512) -> TileKernels {
-    TileKernels { level: Level::Avx512, qk, pv, max, exp_sum, softcap, scale, transpose, qk_q8, pv_q8 }
+/// The AVX-512 tile kernels; with `vnni` (the `avx512vnni` level) the Q8_0 scores use `vpdpbusd`
+/// when the CPU has it.
+pub fn attention_kernels(_token: Avx512, vnni: bool) -> TileKernels {
+    let vnni = vnni && std::arch::is_x86_feature_detected!("avx512vnni");
+    TileKernels {
+        level: if vnni { Level::Avx512Vnni } else { Level::Avx512 },
+        qk,
+        pv,
+        max,
+        exp_sum,
+        softcap,
+        scale,
+        transpose,
+        qk_q8: if vnni { qk_q8_vnni } else { qk_q8 },
+        pv_q8,
+    }
+}
+
+/// The VNNI `qk_q8` entry point.
+fn qk_q8_vnni(q8: &[u8], rows: usize, k: &[u8], n: usize, row_bytes: usize, s: &mut [f32], ld: usize) {
+    // SAFETY: only reachable through the table `attention_kernels` returns for an `Avx512` token
+    // after detecting `avx512vnni`, so the CPU has every feature the kernel enables.
+    unsafe { qk_q8_avx512vnni(q8, rows, k, n, row_bytes, s, ld) }
 }
 
 /// Safe entry points for the table: each calls the `#[target_feature]` kernel of the same shape.
@@ -104,49 +125,83 @@ fn reduce_add_4(acc: &[__m512; Q8_ROWS]) -> __m128 {
     _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h))
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-fn qk_q8_avx512(q8: &[u8], rows: usize, k: &[u8], n: usize, row_bytes: usize, s: &mut [f32], ld: usize) {
-    check_qk_q8(q8, rows, k, n, row_bytes, s, ld);
-    let blocks = row_bytes / Q8_0_BLOCK_BYTES;
-    let ones = _mm512_set1_epi16(1);
-    for r0 in (0..rows).step_by(Q8_ROWS) {
-        let mr = Q8_ROWS.min(rows - r0);
-        for p0 in (0..blocks.div_ceil(2)).step_by(HOISTED_PAIRS) {
-            let np = HOISTED_PAIRS.min(blocks.div_ceil(2) - p0);
-            // The query side of this chunk, loaded once for all n keys.
-            let mut qv = [[(_mm512_setzero_si512(), _mm512_setzero_ps()); HOISTED_PAIRS]; Q8_ROWS];
-            for (i, qr) in qv.iter_mut().enumerate().take(mr) {
-                let qrow = &q8[(r0 + i) * row_bytes..(r0 + i + 1) * row_bytes];
-                for (t, x) in qr.iter_mut().enumerate().take(np) {
-                    *x = q8_pair(qrow, p0 + t, blocks);
-                }
-            }
-            for j in 0..n {
-                let krow = &k[j * row_bytes..(j + 1) * row_bytes];
-                let mut acc = [_mm512_setzero_ps(); Q8_ROWS];
-                for t in 0..np {
-                    let (kv, dk) = q8_pair(krow, p0 + t, blocks);
-                    let k_abs = _mm512_abs_epi8(kv);
-                    let k_neg = _mm512_movepi8_mask(kv);
-                    for (a, qr) in acc.iter_mut().zip(&qv).take(mr) {
-                        let (qc, dq) = qr[t];
-                        // q with k's sign, so |k| * signed q = k * q in vpmaddubsw.
-                        let q_signed = _mm512_mask_sub_epi8(qc, k_neg, _mm512_setzero_si512(), qc);
-                        let dots = _mm512_madd_epi16(_mm512_maddubs_epi16(k_abs, q_signed), ones);
-                        *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(dq, dk), *a);
+/// A `qk_q8` kernel: 4 query rows' codes and scales (and a per-lane bias) held in registers while
+/// the keys stream past, one block pair per zmm, the rows' 4 scores reduced together. The int8 dot
+/// itself is the macro's argument: `key` prepares a key pair's codes once for the rows, `bias`
+/// makes the accumulator start of a query pair, `dot` gives 16 i32 lanes (8 per block) of k·q.
+macro_rules! qk_q8_kernel {
+    ($name:ident, $features:literal,key: |$kv:ident| $key:expr,bias: |$qb:ident| $bias:expr,dot: |$kp:ident, $qc:ident, $start:ident| $dot:expr) => {
+        #[target_feature(enable = $features)]
+        fn $name(q8: &[u8], rows: usize, k: &[u8], n: usize, row_bytes: usize, s: &mut [f32], ld: usize) {
+            check_qk_q8(q8, rows, k, n, row_bytes, s, ld);
+            let blocks = row_bytes / Q8_0_BLOCK_BYTES;
+            let pairs = blocks.div_ceil(2);
+            for r0 in (0..rows).step_by(Q8_ROWS) {
+                let mr = Q8_ROWS.min(rows - r0);
+                for p0 in (0..pairs).step_by(HOISTED_PAIRS) {
+                    let np = HOISTED_PAIRS.min(pairs - p0);
+                    // The query side of this chunk, loaded once for all n keys.
+                    let mut qv = [[(_mm512_setzero_si512(), _mm512_setzero_ps()); HOISTED_PAIRS]; Q8_ROWS];
+                    let mut starts = [[_mm512_setzero_si512(); HOISTED_PAIRS]; Q8_ROWS];
+                    for (i, (qr, st)) in qv.iter_mut().zip(starts.iter_mut()).enumerate().take(mr) {
+                        let qrow = &q8[(r0 + i) * row_bytes..(r0 + i + 1) * row_bytes];
+                        for t in 0..np {
+                            qr[t] = q8_pair(qrow, p0 + t, blocks);
+                            let $qb = qr[t].0;
+                            st[t] = $bias;
+                        }
                     }
-                }
-                let mut sums = [0f32; Q8_ROWS];
-                // SAFETY: `sums` is 4 writable floats; `storeu` has no alignment requirement.
-                unsafe { _mm_storeu_ps(sums.as_mut_ptr(), reduce_add_4(&acc)) };
-                for (i, x) in sums.iter().enumerate().take(mr) {
-                    let y = &mut s[(r0 + i) * ld + j];
-                    *y = if p0 == 0 { *x } else { *y + x };
+                    for j in 0..n {
+                        let krow = &k[j * row_bytes..(j + 1) * row_bytes];
+                        let mut acc = [_mm512_setzero_ps(); Q8_ROWS];
+                        for t in 0..np {
+                            let ($kv, dk) = q8_pair(krow, p0 + t, blocks);
+                            let $kp = $key;
+                            for ((a, qr), st) in acc.iter_mut().zip(&qv).zip(&starts).take(mr) {
+                                let (($qc, dq), $start) = (qr[t], st[t]);
+                                let dots: __m512i = $dot;
+                                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(dq, dk), *a);
+                            }
+                        }
+                        let mut sums = [0f32; Q8_ROWS];
+                        // SAFETY: `sums` is 4 writable floats; `storeu` has no alignment requirement.
+                        unsafe { _mm_storeu_ps(sums.as_mut_ptr(), reduce_add_4(&acc)) };
+                        for (i, x) in sums.iter().enumerate().take(mr) {
+                            let y = &mut s[(r0 + i) * ld + j];
+                            *y = if p0 == 0 { *x } else { *y + x };
+                        }
+                    }
                 }
             }
         }
-    }
+    };
 }
+
+// |k| (unsigned) times q with k's sign (`vpmaddubsw`; no saturation as |q| <= 127, which our
+// quantizer guarantees), pairs summed by `vpmaddwd`.
+qk_q8_kernel!(
+    qk_q8_avx512,
+    "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c",
+    key: |kv| (_mm512_abs_epi8(kv), _mm512_movepi8_mask(kv)),
+    bias: |_qc| _mm512_setzero_si512(),
+    dot: |kp, qc, _start| {
+        let q_signed = _mm512_mask_sub_epi8(qc, kp.1, _mm512_setzero_si512(), qc);
+        _mm512_madd_epi16(_mm512_maddubs_epi16(kp.0, q_signed), _mm512_set1_epi16(1))
+    }
+);
+
+// `vpdpbusd` wants an unsigned operand: k + 128 (k xor 0x80) times q, started from -128·Σq of each
+// 4-byte group, is exactly Σ k·q, in i32 without saturation.
+qk_q8_kernel!(
+    qk_q8_avx512vnni,
+    "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni",
+    key: |kv| _mm512_xor_si512(kv, _mm512_set1_epi8(i8::MIN)),
+    bias: |qc| _mm512_sub_epi32(
+        _mm512_setzero_si512(),
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(i8::MIN), qc)
+    ),
+    dot: |kp, qc, start| _mm512_dpbusd_epi32(start, kp, qc)
+);
 
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
