@@ -8,7 +8,8 @@
 //! * `transpose`: 8 x 8 blocks in registers.
 //! * `qk_q8`: integer dots of Q8_0 query and key blocks, one block per ymm: `|k|` times `q` with
 //!   `k`'s sign (`vpmaddubsw`, no saturation as |q| <= 127), pairs summed by `vpmaddwd`, scaled per
-//!   block in f32; 4 query rows share each key block's loads.
+//!   block in f32; 4 query rows (held in registers, codes and scales) share each key block's
+//!   loads, and their 4 scores are reduced together.
 //! * `pv_q8`: 4 output rows x 16 columns (half a V block) in 8 accumulators; each key's codes are
 //!   widened int8 -> f32 and scaled in registers once for the 4 rows.
 //!
@@ -21,7 +22,7 @@ use std::arch::x86_64::*;
 use super::broadcast_fp16;
 use super::legacy::{hmax, load_i8x8_as_i32};
 use crate::attention::kernels::{
-    check_pv, check_pv_q8, check_qk, check_qk_q8, check_transpose, q8_0_scale, transpose_edges, Q8_0_BLOCK_BYTES,
+    check_pv, check_pv_q8, check_qk, check_qk_q8, check_transpose, transpose_edges, Q8_0_BLOCK_BYTES,
 };
 use crate::attention::TileKernels;
 use crate::simd::x86_64::Avx2;
@@ -341,31 +342,58 @@ fn q8_codes(b: &[u8]) -> __m256i {
 /// Query (or output) rows per pass of the Q8_0 kernels: they share each key block's loads.
 const Q8_ROWS: usize = 4;
 
+/// Query blocks kept in registers while the keys stream past; longer rows are done in chunks of
+/// this many blocks, the later chunks adding to the scores.
+const HOISTED_BLOCKS: usize = 4;
+
+/// The sums of the 8 lanes of each of `acc[0..4]`, in that order.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn reduce_add_4(acc: &[__m256; Q8_ROWS]) -> __m128 {
+    let h = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+    _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h))
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 fn qk_q8_avx2(q8: &[u8], rows: usize, k: &[u8], n: usize, row_bytes: usize, s: &mut [f32], ld: usize) {
     check_qk_q8(q8, rows, k, n, row_bytes, s, ld);
+    let blocks = row_bytes / Q8_0_BLOCK_BYTES;
     let ones = _mm256_set1_epi16(1);
     for r0 in (0..rows).step_by(Q8_ROWS) {
         let mr = Q8_ROWS.min(rows - r0);
-        for j in 0..n {
-            let krow = &k[j * row_bytes..(j + 1) * row_bytes];
-            let mut acc = [_mm256_setzero_ps(); Q8_ROWS];
-            for (b, kb) in krow.chunks_exact(Q8_0_BLOCK_BYTES).enumerate() {
-                let kv = q8_codes(kb);
-                let k_abs = _mm256_abs_epi8(kv);
-                let dk = q8_0_scale(kb);
-                for (i, a) in acc.iter_mut().enumerate().take(mr) {
-                    let at = (r0 + i) * row_bytes + b * Q8_0_BLOCK_BYTES;
+        for b0 in (0..blocks).step_by(HOISTED_BLOCKS) {
+            let nb = HOISTED_BLOCKS.min(blocks - b0);
+            // The query side of this chunk (codes and scales), loaded once for all n keys.
+            let mut qv = [[(_mm256_setzero_si256(), _mm256_setzero_ps()); HOISTED_BLOCKS]; Q8_ROWS];
+            for (i, qr) in qv.iter_mut().enumerate().take(mr) {
+                for (t, x) in qr.iter_mut().enumerate().take(nb) {
+                    let at = (r0 + i) * row_bytes + (b0 + t) * Q8_0_BLOCK_BYTES;
                     let qb = &q8[at..at + Q8_0_BLOCK_BYTES];
-                    // q with k's sign, so |k| * signed q = k * q in vpmaddubsw.
-                    let q_signed = _mm256_sign_epi8(q8_codes(qb), kv);
-                    let dots = _mm256_madd_epi16(_mm256_maddubs_epi16(k_abs, q_signed), ones);
-                    let scale = _mm256_set1_ps(q8_0_scale(qb) * dk);
-                    *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, *a);
+                    *x = (q8_codes(qb), broadcast_fp16([qb[0], qb[1]]));
                 }
             }
-            for (i, a) in acc.iter().enumerate().take(mr) {
-                s[(r0 + i) * ld + j] = hsum(*a);
+            for j in 0..n {
+                let mut acc = [_mm256_setzero_ps(); Q8_ROWS];
+                for t in 0..nb {
+                    let at = j * row_bytes + (b0 + t) * Q8_0_BLOCK_BYTES;
+                    let kb = &k[at..at + Q8_0_BLOCK_BYTES];
+                    let kv = q8_codes(kb);
+                    let k_abs = _mm256_abs_epi8(kv);
+                    let dk = broadcast_fp16([kb[0], kb[1]]);
+                    for (a, qr) in acc.iter_mut().zip(&qv).take(mr) {
+                        let (qc, dq) = qr[t];
+                        // q with k's sign, so |k| * signed q = k * q in vpmaddubsw.
+                        let dots = _mm256_madd_epi16(_mm256_maddubs_epi16(k_abs, _mm256_sign_epi8(qc, kv)), ones);
+                        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_mul_ps(dq, dk), *a);
+                    }
+                }
+                let mut sums = [0f32; Q8_ROWS];
+                // SAFETY: `sums` is 4 writable floats; `storeu` has no alignment requirement.
+                unsafe { _mm_storeu_ps(sums.as_mut_ptr(), reduce_add_4(&acc)) };
+                for (i, x) in sums.iter().enumerate().take(mr) {
+                    let y = &mut s[(r0 + i) * ld + j];
+                    *y = if b0 == 0 { *x } else { *y + x };
+                }
             }
         }
     }
