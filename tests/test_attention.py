@@ -6,6 +6,11 @@ Documented error bounds (max abs error of the output, inputs ~ N(0, 1)):
 * Quantized K/V: 2e-5 against the reference on the *dequantized* K/V (the kernel sees exactly those
   values); against the unquantized float64 result, the quantization itself costs up to
   F16 3e-3, Q8_0 5e-2, Q4_0 0.6 (QUANT_BOUNDS below; the worst rows attend sharply to a few keys).
+* Decode (at most 16 query rows per kv head and unit) with Q8_0 keys rounds the scaled queries to
+  Q8_0 and takes integer dots, as ggml does: its exact reference is the attention of those rounded
+  queries (2e-5 again). Against the f32 queries the rounding costs a few 1e-3 typically and up to
+  ~2e-2 on rows that attend sharply (each scaled query element moves by at most half its block's
+  step amax/127; rust/fastquant/tests/attention.rs checks the worst-case bound derived from that).
 """
 
 from __future__ import annotations
@@ -18,10 +23,24 @@ from fastquant import InvalidArgumentError, KVCache, ShapeError
 from hypothesis import given
 from hypothesis import strategies as st
 from reference.attention import attention_ref
+from reference import legacy
 from reference.ggml_attention import HAVE_GGML, Q8_0, causal_window_mask, flash_attn_ext
 
 F32_BOUND = 2e-5
 QUANT_BOUNDS = {"F16": 3e-3, "Q8_0": 5e-2, "Q4_0": 0.6}
+
+
+def _q8_decode(hq: int, hkv: int, nq: int) -> bool:
+    """Whether the units of this shape take the int8 path for Q8_0 keys: at most 16 query rows
+    (FEW_ROWS in attention/flash.rs) of the 64 a unit holds (ROWS_PER_UNIT)."""
+    group = hq // hkv
+    return group * min(nq, max(1, 64 // group)) <= 16
+
+
+def _q8_rounded_queries(q: np.ndarray) -> np.ndarray:
+    """The queries the int8 path sees: scaled by 1/sqrt(D) in float32, then rounded to Q8_0."""
+    scaled = (q * (np.float32(1) / np.sqrt(np.float32(q.shape[-1])))).astype(np.float32)
+    return legacy.dequantize(legacy.quantize(scaled.reshape(-1), "Q8_0"), "Q8_0").reshape(q.shape)
 
 
 def _max_err(a: np.ndarray, b: np.ndarray) -> float:
@@ -106,7 +125,10 @@ def test_quantized_kv(qtype, data):
     v = rng.standard_normal((1, hkv, nk, d), dtype=np.float32)
     kq, vq = fastquant.quantize(k, qtype), fastquant.quantize(v, qtype)
     out = fastquant.attention(q, kq, vq, causal=causal)
-    exact, _ = attention_ref(q, kq.dequantize(), vq.dequantize(), causal=causal)
+    if qtype == "Q8_0" and _q8_decode(hq, hkv, nq):
+        exact, _ = attention_ref(_q8_rounded_queries(q), kq.dequantize(), vq.dequantize(), causal=causal, scale=1.0)
+    else:
+        exact, _ = attention_ref(q, kq.dequantize(), vq.dequantize(), causal=causal)
     assert _max_err(out, exact) <= F32_BOUND
     unquantized, _ = attention_ref(q, k, v, causal=causal)
     assert _max_err(out, unquantized) <= QUANT_BOUNDS[qtype]
@@ -250,7 +272,10 @@ def test_kv_cache_pages_match_one_tensor(qtype):
         assert _lse_err(lse, want_lse) <= 1e-4
     # Decoding one token at a time: the newest query sees every position.
     q1 = rng.standard_normal((1, hq, 1, d), dtype=np.float32)
-    want, _ = attention_ref(q1, kd, vd)
+    if qtype == "Q8_0":  # the int8 decode path (see the module docs)
+        want, _ = attention_ref(_q8_rounded_queries(q1), kd, vd, scale=1.0)
+    else:
+        want, _ = attention_ref(q1, kd, vd)
     assert _max_err(cache.attend(q1, causal=True), want) <= F32_BOUND
 
 

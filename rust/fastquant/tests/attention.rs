@@ -165,6 +165,102 @@ fn quantized_kv_is_close_to_dequantized_reference() {
     }
 }
 
+/// Q8_0 rows (`D / 32` blocks of 34 bytes) of `x`, and their dequantized values.
+fn q8_0_rows(x: &[f32], d: usize) -> (Vec<u8>, Vec<f32>) {
+    let mut b = vec![0u8; x.len() / d * QuantType::Q8_0.row_bytes(d).unwrap()];
+    quantize(QuantType::Q8_0, FloatSlice::F32(x), d, &mut b, &QuantizeOptions::default()).unwrap();
+    let mut back = vec![0f32; x.len()];
+    fastquant::dequantize(QuantType::Q8_0, &b, d, fastquant::FloatSliceMut::F32(&mut back), None).unwrap();
+    (b, back)
+}
+
+/// Decode (few query rows per unit) with Q8_0 keys quantizes the scaled query rows to Q8_0 as
+/// ggml does and takes integer dots; Q8_0 values are read straight from their blocks. Beyond f32
+/// rounding, the only extra error is the query rounding: each scaled query element moves by at
+/// most half its block's step amax/127 (plus the f16 rounding of that step, < 2^-11 relative), so
+/// a score moves by at most `delta = Σ_blocks (amax_b/254 + amax_b·2^-11) · Σ_{i∈b} |k_i|`; every
+/// softmax weight then moves by a factor within e^{±2·delta}, so the output by at most
+/// `(e^{2·delta} - 1) · max|v|`. That bound, computed from the data, is what this checks.
+#[test]
+fn q8_0_decode_is_within_the_query_rounding_bound() {
+    fastquant::set_num_threads(2).unwrap();
+    for s in [shape(1, 8, 2, 1, 700, 128), shape(2, 4, 1, 2, 1500, 64), shape(1, 2, 2, 1, 33, 96)] {
+        let d = s.head_dim;
+        let mut rng = Rng(0xdec0de ^ (s.n_keys as u64));
+        let q = rng.vec(s.batch * s.q_heads * s.n_queries * d, 2.0);
+        let k = rng.vec(s.batch * s.kv_heads * s.n_keys * d, 2.0);
+        let v = rng.vec(s.batch * s.kv_heads * s.n_keys * d, 1.0);
+        let ((kb, kd), (vb, vd)) = (q8_0_rows(&k, d), q8_0_rows(&v, d));
+        let opts = AttentionOptions { causal: true, ..Default::default() };
+        let (want, _) = naive(&s, &q, &kd, &vd, &opts);
+        let scale = 1.0 / (d as f32).sqrt();
+        let v_max = vd.iter().fold(0f32, |m, x| m.max(x.abs()));
+        // The largest score shift over every (query row, key) pair of the same (batch, kv head).
+        let mut delta = 0f32;
+        let g = s.q_heads / s.kv_heads;
+        for (qi, qrow) in q.chunks_exact(d).enumerate() {
+            let head = qi / s.n_queries % s.q_heads;
+            let bh = qi / (s.n_queries * s.q_heads) * s.kv_heads + head / g;
+            for krow in kd[bh * s.n_keys * d..(bh + 1) * s.n_keys * d].chunks_exact(d) {
+                let shift: f32 = qrow
+                    .chunks_exact(32)
+                    .zip(krow.chunks_exact(32))
+                    .map(|(qb, kb)| {
+                        let amax = qb.iter().fold(0f32, |m, x| m.max((x * scale).abs()));
+                        (amax / 254.0 + amax / 2048.0) * kb.iter().map(|x| x.abs()).sum::<f32>()
+                    })
+                    .sum();
+                delta = delta.max(shift);
+            }
+        }
+        let bound = ((2.0 * delta).exp() - 1.0) * v_max + 2e-5;
+        for level in available_levels() {
+            let opts = AttentionOptions { level: Some(level), ..opts };
+            let mut out = vec![f32::NAN; want.len()];
+            let (kq, vq) = (
+                KvData::Blocks { qtype: QuantType::Q8_0, data: &kb },
+                KvData::Blocks { qtype: QuantType::Q8_0, data: &vb },
+            );
+            attention(&s, QueryData::F32(&q), kq, vq, &opts, &mut out, None).unwrap();
+            let e = max_err(&out, &want);
+            assert!(e <= bound, "{s:?} {level}: {e} > {bound}");
+            // The query rounding is visible (the int8 path is taken), but far inside the bound.
+            assert!(e > 2e-5, "{s:?} {level}: {e}: the Q8_0 decode path did not quantize the queries");
+        }
+    }
+}
+
+#[test]
+fn q8_0_tile_kernels_agree_with_scalar() {
+    let scalar = tile_kernels_for(fastquant::Level::Scalar).unwrap();
+    let mut rng = Rng(1234);
+    for level in available_levels() {
+        let kern = tile_kernels_for(level).unwrap();
+        for (rows, d, n) in
+            [(1, 32, 1usize), (7, 96, 17), (4, 128, 16), (13, 256, 64), (64, 64, 50), (3, 160, 5), (6, 320, 9)]
+        {
+            let ld = n.next_multiple_of(16);
+            let row_bytes = QuantType::Q8_0.row_bytes(d).unwrap();
+            let (q8, _) = q8_0_rows(&rng.vec(rows * d, 2.0), d);
+            let (mut k8, _) = q8_0_rows(&rng.vec(n * d, 2.0), d);
+            k8[2] = 0x80; // a -128 code (a Q8_0 file may hold one) must still multiply exactly
+            let (mut sa, mut sb) = (vec![7f32; rows * ld], vec![7f32; rows * ld]);
+            (scalar.qk_q8)(&q8, rows, &k8, n, row_bytes, &mut sa, ld);
+            (kern.qk_q8)(&q8, rows, &k8, n, row_bytes, &mut sb, ld);
+            let s_max = sa.iter().fold(1f32, |m, x| m.max(x.abs()));
+            assert!(max_err(&sa, &sb) <= 1e-6 * s_max * (d / 32) as f32, "qk_q8 {level} {rows}x{d}x{n}");
+            let dp = d.next_multiple_of(16);
+            let (v8, _) = q8_0_rows(&rng.vec(n * d, 1.0), d);
+            let p = rng.vec(rows * ld, 1.0);
+            let o0 = rng.vec(rows * dp, 1.0);
+            let (mut oa, mut ob) = (o0.clone(), o0);
+            (scalar.pv_q8)(&p, rows, ld, n, &v8, row_bytes, &mut oa, dp);
+            (kern.pv_q8)(&p, rows, ld, n, &v8, row_bytes, &mut ob, dp);
+            assert!(max_err(&oa, &ob) <= 1e-5 * n as f32, "pv_q8 {level} {rows}x{d}x{n}");
+        }
+    }
+}
+
 #[test]
 fn tile_kernels_agree_with_scalar() {
     let scalar = tile_kernels_for(fastquant::Level::Scalar).unwrap();

@@ -8,6 +8,13 @@
 //! row of the unit can see (causal, window) is visited, so causal attention does about half the
 //! work; a tile where a row sees nothing costs that row nothing.
 //!
+//! Decode units (at most [`FEW_ROWS`] query rows) skip the f32 tiles for Q8_0 K/V: as ggml does for
+//! quantized keys, the scaled query rows are rounded to Q8_0 once per unit and the scores are
+//! integer dots with the raw key blocks ([`TileKernels::qk_q8`]); Q8_0 values are widened and
+//! scaled in registers while accumulating ([`TileKernels::pv_q8`]). The query rounding moves each
+//! scaled query element by at most half its block's step (amax/127), the one extra error of this
+//! path (bounds in `tests/attention.rs` and `tests/test_attention.py`).
+//!
 //! When there are fewer units than threads (decode: one query, long keys), each unit's key range is
 //! split into chunks run as separate tasks, whose partial `(m, l, O)` are merged afterwards with
 //! the log-sum-exp rule. Extra memory is one scratch set per worker plus the partials of split
@@ -15,7 +22,7 @@
 
 use super::{AttentionOptions, AttentionShape, KvData, MaskView, QueryData, TileKernels};
 use crate::error::Result;
-use crate::formats::DequantizeFn;
+use crate::formats::{DequantizeFn, QuantizeFn};
 use crate::parallel::{for_each_task, num_threads};
 use crate::simd::{codec_for, Level};
 use crate::types::QuantType;
@@ -33,6 +40,16 @@ const DECODE_KEY_TILE: usize = 16;
 const ROWS_PER_UNIT: usize = 64;
 /// A split decode task gets at least this many keys, so the merge stays negligible.
 const MIN_KEYS_PER_SPLIT: usize = 512;
+
+/// Raw Q8_0 rows of a K or V source that the decode path reads with the int8 kernels
+/// ([`TileKernels::qk_q8`], [`TileKernels::pv_q8`]); `None` for other sources or units with many
+/// rows, whose tiles are converted to f32 for the GEMM kernels instead.
+fn q8_0_rows(kv: KvData<'_>, decode: bool) -> Option<&[u8]> {
+    match kv {
+        KvData::Blocks { qtype: QuantType::Q8_0, data } if decode => Some(data),
+        _ => None,
+    }
+}
 
 /// A K or V source with per-row addressing.
 #[derive(Clone, Copy)]
@@ -119,6 +136,12 @@ struct Job<'a> {
     scale: f32,
     k: KvRows<'a>,
     v: KvRows<'a>,
+    /// Q8_0 keys read with integer dots against the query rows quantized to Q8_0 (decode only).
+    k_q8: Option<&'a [u8]>,
+    /// Q8_0 values accumulated straight from their blocks (decode only).
+    v_q8: Option<&'a [u8]>,
+    q8_row_bytes: usize,
+    q8_quantize: QuantizeFn,
     head_stride: usize,
     mask: Option<Mask<'a>>,
     causal: bool,
@@ -131,6 +154,7 @@ struct Job<'a> {
 /// Per-worker scratch, allocated once per worker.
 struct Scratch {
     q: Vec<f32>,
+    q8: Vec<u8>,
     kt: Vec<f32>,
     k_rows: Vec<f32>,
     v_rows: Vec<f32>,
@@ -147,6 +171,7 @@ impl Scratch {
         let d = job.shape.head_dim;
         Scratch {
             q: vec![0.0; rows * d],
+            q8: vec![0; if job.k_q8.is_some() { rows * job.q8_row_bytes } else { 0 }],
             kt: vec![0.0; d * job.key_tile],
             k_rows: vec![0.0; job.key_tile * d],
             v_rows: vec![0.0; job.key_tile * job.dp],
@@ -246,6 +271,10 @@ impl<'a> Job<'a> {
             }
             (kern.scale)(dst, self.scale);
         }
+        if self.k_q8.is_some() {
+            // As ggml does for quantized keys: the scaled query rows become Q8_0 once per unit.
+            (self.q8_quantize)(&sc.q[..rows * d], &mut sc.q8[..rows * self.q8_row_bytes]);
+        }
         for r in 0..rows {
             sc.range[r] = self.visible(q0 + r % nq_tile);
         }
@@ -258,9 +287,15 @@ impl<'a> Job<'a> {
         while k0 < k_hi {
             let n = self.key_tile.min(k_hi - k0);
             let ld = n.next_multiple_of(16);
-            let k_rows = self.k.rows(first_row + k0, n, d, &mut sc.k_rows);
-            (kern.transpose)(k_rows, n, d, &mut sc.kt, ld);
-            (kern.qk)(&sc.q, rows, d, &sc.kt, ld, &mut sc.s);
+            if let Some(k8) = self.k_q8 {
+                let rb = self.q8_row_bytes;
+                let keys = &k8[(first_row + k0) * rb..(first_row + k0 + n) * rb];
+                (kern.qk_q8)(&sc.q8, rows, keys, n, rb, &mut sc.s, ld);
+            } else {
+                let k_rows = self.k.rows(first_row + k0, n, d, &mut sc.k_rows);
+                (kern.transpose)(k_rows, n, d, &mut sc.kt, ld);
+                (kern.qk)(&sc.q, rows, d, &sc.kt, ld, &mut sc.s);
+            }
 
             let mut any = false;
             for r in 0..rows {
@@ -305,7 +340,11 @@ impl<'a> Job<'a> {
                 sc.m[r] = m_new;
                 any = true;
             }
-            if any {
+            if let (true, Some(v8)) = (any, self.v_q8) {
+                let rb = self.q8_row_bytes;
+                let values = &v8[(first_row + k0) * rb..(first_row + k0 + n) * rb];
+                (kern.pv_q8)(&sc.s, rows, ld, n, values, rb, &mut sc.o, dp);
+            } else if any {
                 let v_rows: &[f32] = if dp == d {
                     self.v.rows(first_row + k0, n, d, &mut sc.v_rows)
                 } else {
@@ -405,11 +444,12 @@ pub(super) fn run(
     } else {
         1
     };
+    let decode = group * q_per_tile <= FEW_ROWS;
     let job = Job {
         shape: s,
         group,
         q_per_tile,
-        key_tile: if group * q_per_tile <= FEW_ROWS { DECODE_KEY_TILE } else { KEY_TILE },
+        key_tile: if decode { DECODE_KEY_TILE } else { KEY_TILE },
         n_qtiles,
         n_splits,
         dp: d.next_multiple_of(16),
@@ -418,6 +458,10 @@ pub(super) fn run(
         scale: options.scale.unwrap_or(1.0 / (d as f32).sqrt()),
         k: KvRows::new(k, d, level)?,
         v: KvRows::new(v, d, level)?,
+        k_q8: q8_0_rows(k, decode),
+        v_q8: q8_0_rows(v, decode),
+        q8_row_bytes: if d.is_multiple_of(32) { QuantType::Q8_0.row_bytes(d)? } else { 0 },
+        q8_quantize: codec_for(QuantType::Q8_0, level)?.and_then(|c| c.quantize).expect("Q8_0 quantizes"),
         head_stride,
         mask: options.mask.as_ref().map(Mask::new),
         causal: options.causal,

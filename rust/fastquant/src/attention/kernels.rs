@@ -3,6 +3,7 @@
 //! their exp/tanh approximations, within a few ulp).
 
 use super::TileKernels;
+use crate::formats::float::fp16_to_fp32;
 use crate::simd::Level;
 
 pub const SCALAR: TileKernels = TileKernels {
@@ -14,7 +15,68 @@ pub const SCALAR: TileKernels = TileKernels {
     softcap: softcap_scalar,
     scale: scale_scalar,
     transpose: transpose_scalar,
+    qk_q8: qk_q8_scalar,
+    pv_q8: pv_q8_scalar,
 };
+
+/// Bytes of one Q8_0 block: f16 scale, 32 int8 codes.
+pub const Q8_0_BLOCK_BYTES: usize = 34;
+
+/// The scale of the Q8_0 block at `b` (its first two bytes, little-endian f16).
+#[inline]
+pub fn q8_0_scale(b: &[u8]) -> f32 {
+    fp16_to_fp32(u16::from_le_bytes([b[0], b[1]]))
+}
+
+/// Asserts the sizes every `qk_q8` kernel relies on.
+pub fn check_qk_q8(q8: &[u8], rows: usize, k: &[u8], n: usize, row_bytes: usize, s: &[f32], ld: usize) {
+    assert!(row_bytes.is_multiple_of(Q8_0_BLOCK_BYTES), "Q8_0 row of {row_bytes} bytes");
+    assert!(n <= ld && q8.len() >= rows * row_bytes && k.len() >= n * row_bytes, "qk_q8 tile sizes");
+    assert!(rows == 0 || s.len() >= (rows - 1) * ld + n, "qk_q8 score sizes");
+}
+
+/// Asserts the sizes every `pv_q8` kernel relies on.
+#[allow(clippy::too_many_arguments)]
+pub fn check_pv_q8(p: &[f32], rows: usize, ld: usize, n: usize, v: &[u8], row_bytes: usize, o: &[f32], dp: usize) {
+    assert!(row_bytes.is_multiple_of(Q8_0_BLOCK_BYTES), "Q8_0 row of {row_bytes} bytes");
+    let d_len = row_bytes / Q8_0_BLOCK_BYTES * 32;
+    assert!(d_len <= dp && n <= ld, "pv_q8 widths");
+    assert!(p.len() >= rows * ld && v.len() >= n * row_bytes && o.len() >= rows * dp, "pv_q8 tile sizes");
+}
+
+fn qk_q8_scalar(q8: &[u8], rows: usize, k: &[u8], n: usize, row_bytes: usize, s: &mut [f32], ld: usize) {
+    check_qk_q8(q8, rows, k, n, row_bytes, s, ld);
+    for r in 0..rows {
+        let qrow = &q8[r * row_bytes..(r + 1) * row_bytes];
+        for j in 0..n {
+            let krow = &k[j * row_bytes..(j + 1) * row_bytes];
+            let mut sum = 0f32;
+            for (qb, kb) in qrow.chunks_exact(Q8_0_BLOCK_BYTES).zip(krow.chunks_exact(Q8_0_BLOCK_BYTES)) {
+                let dot: i32 = qb[2..].iter().zip(&kb[2..]).map(|(&a, &b)| a as i8 as i32 * b as i8 as i32).sum();
+                sum += dot as f32 * (q8_0_scale(qb) * q8_0_scale(kb));
+            }
+            s[r * ld + j] = sum;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pv_q8_scalar(p: &[f32], rows: usize, ld: usize, n: usize, v: &[u8], row_bytes: usize, o: &mut [f32], dp: usize) {
+    check_pv_q8(p, rows, ld, n, v, row_bytes, o, dp);
+    for r in 0..rows {
+        let orow = &mut o[r * dp..(r + 1) * dp];
+        for j in 0..n {
+            let pj = p[r * ld + j];
+            let vrow = &v[j * row_bytes..(j + 1) * row_bytes];
+            for (ob, vb) in orow.chunks_exact_mut(32).zip(vrow.chunks_exact(Q8_0_BLOCK_BYTES)) {
+                let d = q8_0_scale(vb);
+                for (oc, &c) in ob.iter_mut().zip(&vb[2..]) {
+                    *oc += pj * (d * c as i8 as f32);
+                }
+            }
+        }
+    }
+}
 
 /// Asserts the sizes every `qk` kernel relies on.
 pub fn check_qk(q: &[f32], rows: usize, d_len: usize, kt: &[f32], ld: usize, s: &[f32]) {

@@ -80,6 +80,10 @@ pub struct AttentionOptions<'a> {
 pub type QkFn = fn(&[f32], usize, usize, &[f32], usize, &mut [f32]);
 /// `pv(p, rows, ld, n, v, dp, o)`; see [`TileKernels::pv`].
 pub type PvFn = fn(&[f32], usize, usize, usize, &[f32], usize, &mut [f32]);
+/// `qk_q8(q8, rows, k, n, row_bytes, s, ld)`; see [`TileKernels::qk_q8`].
+pub type QkQ8Fn = fn(&[u8], usize, &[u8], usize, usize, &mut [f32], usize);
+/// `pv_q8(p, rows, ld, n, v, row_bytes, o, dp)`; see [`TileKernels::pv_q8`].
+pub type PvQ8Fn = fn(&[f32], usize, usize, usize, &[u8], usize, &mut [f32], usize);
 
 /// The tile kernels of one SIMD level. Every kernel is safe to call with any slices that satisfy
 /// the documented sizes (they assert them).
@@ -100,6 +104,13 @@ pub struct TileKernels {
     pub scale: fn(x: &mut [f32], a: f32),
     /// `kt[d*ld + j] = k[j*d_len + d]` for `j < n`, `d < d_len` (`n <= ld`).
     pub transpose: fn(k: &[f32], n: usize, d_len: usize, kt: &mut [f32], ld: usize),
+    /// Scores from Q8_0 rows of `row_bytes` bytes (`D / 32` blocks): `s[r*ld + j] =
+    /// Σ_blocks d_q·d_k · Σ_i q_i·k_i` (ggml's `vec_dot_q8_0_q8_0`) for query rows `r < rows` of `q8`
+    /// and key rows `j < n` of `k`; `s[r*ld + j]` for `j >= n` is left alone.
+    pub qk_q8: QkQ8Fn,
+    /// `o[r*dp + c] += Σ_{j<n} p[r*ld + j] · d_{j, c/32} · v_{j, c}` for `r < rows`, `c < D`, with `v` the
+    /// Q8_0 rows (`row_bytes` bytes each) decoded while accumulating.
+    pub pv_q8: PvQ8Fn,
 }
 
 /// The tile kernels at `level`; `None` when the CPU lacks it.
@@ -112,7 +123,7 @@ pub fn tile_kernels_for(level: Level) -> Option<TileKernels> {
         use crate::simd::x86_64::{avx2, avx512, Avx2, Avx512};
         if level >= Level::Avx512 {
             if let Some(token) = Avx512::try_new() {
-                return Some(avx512::attention_kernels(token));
+                return Some(avx512::attention_kernels(token, level >= Level::Avx512Vnni));
             }
         }
         if level >= Level::Avx2 {

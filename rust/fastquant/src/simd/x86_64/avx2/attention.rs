@@ -6,6 +6,12 @@
 //! * `exp`: Cephes' degree-5 polynomial, the power of two built in the exponent bits; inputs
 //!   below -87.3 give exactly 0 (a normal power of two cannot go lower).
 //! * `transpose`: 8 x 8 blocks in registers.
+//! * `qk_q8`: integer dots of Q8_0 query and key blocks, one block per ymm: `|k|` times `q` with
+//!   `k`'s sign (`vpmaddubsw`, no saturation as |q| <= 127), pairs summed by `vpmaddwd`, scaled per
+//!   block in f32; 4 query rows (held in registers, codes and scales) share each key block's
+//!   loads, and their 4 scores are reduced together.
+//! * `pv_q8`: 4 output rows x 16 columns (half a V block) in 8 accumulators; each key's codes are
+//!   widened int8 -> f32 and scaled in registers once for the 4 rows.
 //!
 //! Soundness: every kernel is a `#[target_feature]` function called only from the safe wrappers
 //! in the table [`attention_kernels`] hands out for an [`Avx2`] token. Pointer reads and writes
@@ -13,20 +19,24 @@
 
 use std::arch::x86_64::*;
 
-use super::legacy::hmax;
-use crate::attention::kernels::{check_pv, check_qk, check_transpose, transpose_edges};
+use super::broadcast_fp16;
+use super::legacy::{hmax, load_i8x8_as_i32};
+use crate::attention::kernels::{
+    check_pv, check_pv_q8, check_qk, check_qk_q8, check_transpose, transpose_edges, Q8_0_BLOCK_BYTES,
+};
 use crate::attention::TileKernels;
 use crate::simd::x86_64::Avx2;
 use crate::simd::Level;
 
 /// The AVX2 tile kernels.
 pub fn attention_kernels(_token: Avx2) -> TileKernels {
-    TileKernels { level: Level::Avx2, qk, pv, max, exp_sum, softcap, scale, transpose }
+    TileKernels { level: Level::Avx2, qk, pv, max, exp_sum, softcap, scale, transpose, qk_q8, pv_q8 }
 }
 
 /// Safe entry points for the table: each calls the `#[target_feature]` kernel of the same shape.
 macro_rules! entry_points {
     ($($name:ident => $kernel:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {$(
+        #[allow(clippy::too_many_arguments)]
         fn $name($($arg: $ty),*) $(-> $ret)? {
             // SAFETY: only reachable through the table `attention_kernels` returns for an `Avx2`
             // token, which proves the CPU has every feature the kernel enables.
@@ -42,6 +52,10 @@ entry_points! {
     exp_sum => exp_sum_avx2(x: &mut [f32], m: f32) -> f32;
     softcap => softcap_avx2(x: &mut [f32], cap: f32);
     scale => scale_avx2(x: &mut [f32], a: f32);
+    qk_q8 => qk_q8_avx2(q8: &[u8], rows: usize, k: &[u8], n: usize, row_bytes: usize, s: &mut [f32], ld: usize);
+    pv_q8 => pv_q8_avx2(
+        p: &[f32], rows: usize, ld: usize, n: usize, v: &[u8], row_bytes: usize, o: &mut [f32], dp: usize
+    );
     transpose => transpose_avx2(k: &[f32], n: usize, d_len: usize, kt: &mut [f32], ld: usize);
 }
 
@@ -314,4 +328,115 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
         w[4 + m] = _mm256_permute2f128_ps::<0x31>(u[m], u[4 + m]);
     }
     w
+}
+
+/// The 32 int8 codes of the Q8_0 block at `b`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q8_codes(b: &[u8]) -> __m256i {
+    let codes: &[u8; 32] = b[2..34].try_into().expect("a Q8_0 block");
+    // SAFETY: `codes` is 32 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(codes.as_ptr().cast()) }
+}
+
+/// Query (or output) rows per pass of the Q8_0 kernels: they share each key block's loads.
+const Q8_ROWS: usize = 4;
+
+/// Query blocks kept in registers while the keys stream past; longer rows are done in chunks of
+/// this many blocks, the later chunks adding to the scores.
+const HOISTED_BLOCKS: usize = 4;
+
+/// The sums of the 8 lanes of each of `acc[0..4]`, in that order.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn reduce_add_4(acc: &[__m256; Q8_ROWS]) -> __m128 {
+    let h = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+    _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn qk_q8_avx2(q8: &[u8], rows: usize, k: &[u8], n: usize, row_bytes: usize, s: &mut [f32], ld: usize) {
+    check_qk_q8(q8, rows, k, n, row_bytes, s, ld);
+    let blocks = row_bytes / Q8_0_BLOCK_BYTES;
+    let ones = _mm256_set1_epi16(1);
+    for r0 in (0..rows).step_by(Q8_ROWS) {
+        let mr = Q8_ROWS.min(rows - r0);
+        for b0 in (0..blocks).step_by(HOISTED_BLOCKS) {
+            let nb = HOISTED_BLOCKS.min(blocks - b0);
+            // The query side of this chunk (codes and scales), loaded once for all n keys.
+            let mut qv = [[(_mm256_setzero_si256(), _mm256_setzero_ps()); HOISTED_BLOCKS]; Q8_ROWS];
+            for (i, qr) in qv.iter_mut().enumerate().take(mr) {
+                for (t, x) in qr.iter_mut().enumerate().take(nb) {
+                    let at = (r0 + i) * row_bytes + (b0 + t) * Q8_0_BLOCK_BYTES;
+                    let qb = &q8[at..at + Q8_0_BLOCK_BYTES];
+                    *x = (q8_codes(qb), broadcast_fp16([qb[0], qb[1]]));
+                }
+            }
+            for j in 0..n {
+                let mut acc = [_mm256_setzero_ps(); Q8_ROWS];
+                for t in 0..nb {
+                    let at = j * row_bytes + (b0 + t) * Q8_0_BLOCK_BYTES;
+                    let kb = &k[at..at + Q8_0_BLOCK_BYTES];
+                    let kv = q8_codes(kb);
+                    let k_abs = _mm256_abs_epi8(kv);
+                    let dk = broadcast_fp16([kb[0], kb[1]]);
+                    for (a, qr) in acc.iter_mut().zip(&qv).take(mr) {
+                        let (qc, dq) = qr[t];
+                        // q with k's sign, so |k| * signed q = k * q in vpmaddubsw.
+                        let dots = _mm256_madd_epi16(_mm256_maddubs_epi16(k_abs, _mm256_sign_epi8(qc, kv)), ones);
+                        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_mul_ps(dq, dk), *a);
+                    }
+                }
+                let mut sums = [0f32; Q8_ROWS];
+                // SAFETY: `sums` is 4 writable floats; `storeu` has no alignment requirement.
+                unsafe { _mm_storeu_ps(sums.as_mut_ptr(), reduce_add_4(&acc)) };
+                for (i, x) in sums.iter().enumerate().take(mr) {
+                    let y = &mut s[(r0 + i) * ld + j];
+                    *y = if b0 == 0 { *x } else { *y + x };
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pv_q8_avx2(p: &[f32], rows: usize, ld: usize, n: usize, v: &[u8], row_bytes: usize, o: &mut [f32], dp: usize) {
+    check_pv_q8(p, rows, ld, n, v, row_bytes, o, dp);
+    let d_len = row_bytes / Q8_0_BLOCK_BYTES * 32;
+    for r0 in (0..rows).step_by(Q8_ROWS) {
+        let mr = Q8_ROWS.min(rows - r0);
+        for c in (0..d_len).step_by(16) {
+            let (b, half) = (c / 32, c % 32);
+            let mut acc = [[_mm256_setzero_ps(); 2]; Q8_ROWS];
+            for (i, a) in acc.iter_mut().enumerate().take(mr) {
+                let at = (r0 + i) * dp + c;
+                // SAFETY: columns c..c + 16 <= D <= dp of row r0 + i < rows (check_pv_q8).
+                unsafe {
+                    a[0] = _mm256_loadu_ps(o.as_ptr().add(at));
+                    a[1] = _mm256_loadu_ps(o.as_ptr().add(at + 8));
+                }
+            }
+            for j in 0..n {
+                let at = j * row_bytes + b * Q8_0_BLOCK_BYTES;
+                let vb: &[u8; Q8_0_BLOCK_BYTES] = v[at..at + Q8_0_BLOCK_BYTES].try_into().expect("a Q8_0 block");
+                let d = broadcast_fp16([vb[0], vb[1]]);
+                let lo = _mm256_mul_ps(_mm256_cvtepi32_ps(load_i8x8_as_i32(vb, 2 + half)), d);
+                let hi = _mm256_mul_ps(_mm256_cvtepi32_ps(load_i8x8_as_i32(vb, 2 + half + 8)), d);
+                for (i, a) in acc.iter_mut().enumerate().take(mr) {
+                    let pj = _mm256_set1_ps(p[(r0 + i) * ld + j]);
+                    a[0] = _mm256_fmadd_ps(pj, lo, a[0]);
+                    a[1] = _mm256_fmadd_ps(pj, hi, a[1]);
+                }
+            }
+            for (i, a) in acc.iter().enumerate().take(mr) {
+                let at = (r0 + i) * dp + c;
+                // SAFETY: as for the loads above.
+                unsafe {
+                    _mm256_storeu_ps(o.as_mut_ptr().add(at), a[0]);
+                    _mm256_storeu_ps(o.as_mut_ptr().add(at + 8), a[1]);
+                }
+            }
+        }
+    }
 }

@@ -96,7 +96,7 @@ fn load_u8x8_as_u32<const N: usize>(x: &[u8; N], at: usize) -> __m256i {
 /// Eight bytes at `x[at..at + 8]`, sign-extended to eight i32 lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn load_i8x8_as_i32<const N: usize>(x: &[u8; N], at: usize) -> __m256i {
+pub(super) fn load_i8x8_as_i32<const N: usize>(x: &[u8; N], at: usize) -> __m256i {
     assert!(at + 8 <= N);
     // SAFETY: bytes at..at+8 are inside `x` (checked above); `loadl_epi64` needs no alignment.
     _mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(x.as_ptr().add(at).cast()) })

@@ -7,6 +7,13 @@
 //! * `exp`: Cephes' degree-5 polynomial on a range-reduced argument, `vscalefps` for the power of
 //!   two (which also underflows to exactly 0 for very negative inputs), about 1 ulp.
 //! * `transpose`: 16 x 16 blocks in registers.
+//! * `qk_q8`: integer dots of Q8_0 query and key blocks, two blocks per zmm: `|k|` (unsigned) times
+//!   `q` with `k`'s sign (`vpmaddubsw`, no saturation: |q| <= 127 as our quantizer writes it), pairs
+//!   summed by `vpmaddwd` (with VNNI: `k xor 0x80` times `q` in one `vpdpbusd` started from
+//!   `-128·Σq`), then scaled per block in f32; 4 query rows (held in registers, codes and scales)
+//!   share each key's loads, and their 4 scores are reduced together.
+//! * `pv_q8`: 4 output rows x 32 columns (one V block) in 8 accumulators; each key's block is
+//!   widened int8 -> f32 and scaled in registers once for the 4 rows.
 //!
 //! Soundness: every kernel is a `#[target_feature]` function called only from the safe wrappers
 //! in the table [`attention_kernels`] hands out for an [`Avx512`] token. Pointer reads and writes
@@ -14,19 +21,43 @@
 
 use std::arch::x86_64::*;
 
-use crate::attention::kernels::{check_pv, check_qk, check_transpose, transpose_edges};
+use super::legacy::{broadcast_fp16, dequantize_q8_codes};
+use crate::attention::kernels::{
+    check_pv, check_pv_q8, check_qk, check_qk_q8, check_transpose, transpose_edges, Q8_0_BLOCK_BYTES,
+};
 use crate::attention::TileKernels;
 use crate::simd::x86_64::Avx512;
 use crate::simd::Level;
 
-/// The AVX-512 tile kernels.
-pub fn attention_kernels(_token: Avx512) -> TileKernels {
-    TileKernels { level: Level::Avx512, qk, pv, max, exp_sum, softcap, scale, transpose }
+/// The AVX-512 tile kernels; with `vnni` (the `avx512vnni` level) the Q8_0 scores use `vpdpbusd`
+/// when the CPU has it.
+pub fn attention_kernels(_token: Avx512, vnni: bool) -> TileKernels {
+    let vnni = vnni && std::arch::is_x86_feature_detected!("avx512vnni");
+    TileKernels {
+        level: if vnni { Level::Avx512Vnni } else { Level::Avx512 },
+        qk,
+        pv,
+        max,
+        exp_sum,
+        softcap,
+        scale,
+        transpose,
+        qk_q8: if vnni { qk_q8_vnni } else { qk_q8 },
+        pv_q8,
+    }
+}
+
+/// The VNNI `qk_q8` entry point.
+fn qk_q8_vnni(q8: &[u8], rows: usize, k: &[u8], n: usize, row_bytes: usize, s: &mut [f32], ld: usize) {
+    // SAFETY: only reachable through the table `attention_kernels` returns for an `Avx512` token
+    // after detecting `avx512vnni`, so the CPU has every feature the kernel enables.
+    unsafe { qk_q8_avx512vnni(q8, rows, k, n, row_bytes, s, ld) }
 }
 
 /// Safe entry points for the table: each calls the `#[target_feature]` kernel of the same shape.
 macro_rules! entry_points {
     ($($name:ident => $kernel:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {$(
+        #[allow(clippy::too_many_arguments)]
         fn $name($($arg: $ty),*) $(-> $ret)? {
             // SAFETY: only reachable through the table `attention_kernels` returns for an `Avx512`
             // token, which proves the CPU has every feature the kernel enables.
@@ -43,6 +74,171 @@ entry_points! {
     softcap => softcap_avx512(x: &mut [f32], cap: f32);
     scale => scale_avx512(x: &mut [f32], a: f32);
     transpose => transpose_avx512(k: &[f32], n: usize, d_len: usize, kt: &mut [f32], ld: usize);
+    qk_q8 => qk_q8_avx512(q8: &[u8], rows: usize, k: &[u8], n: usize, row_bytes: usize, s: &mut [f32], ld: usize);
+    pv_q8 => pv_q8_avx512(
+        p: &[f32], rows: usize, ld: usize, n: usize, v: &[u8], row_bytes: usize, o: &mut [f32], dp: usize
+    );
+}
+
+/// The 32 int8 codes of the Q8_0 block at `b`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn q8_codes(b: &[u8]) -> __m256i {
+    let codes: &[u8; 32] = b[2..34].try_into().expect("a Q8_0 block");
+    // SAFETY: `codes` is 32 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(codes.as_ptr().cast()) }
+}
+
+/// Query rows per pass of `qk_q8_avx512`: they share each key block's loads and sign masks.
+const Q8_ROWS: usize = 4;
+
+/// Block pairs of the query rows kept in registers while the keys stream past; longer rows are
+/// done in chunks of this many pairs, the later chunks adding to the scores.
+const HOISTED_PAIRS: usize = 4;
+
+/// The codes of blocks `2p` and `2p + 1` of a Q8_0 row (zeros for a missing second block) and
+/// their scales as lanes (8 x the first, 8 x the second, matching `vpmaddwd`'s lane order).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn q8_pair(row: &[u8], p: usize, blocks: usize) -> (__m512i, __m512) {
+    let first = &row[2 * p * Q8_0_BLOCK_BYTES..(2 * p + 1) * Q8_0_BLOCK_BYTES];
+    let lo = _mm512_castsi256_si512(q8_codes(first));
+    let d_lo = _mm_set1_epi16(i16::from_le_bytes([first[0], first[1]]));
+    if 2 * p + 1 < blocks {
+        let second = &row[(2 * p + 1) * Q8_0_BLOCK_BYTES..(2 * p + 2) * Q8_0_BLOCK_BYTES];
+        let d_hi = _mm_set1_epi16(i16::from_le_bytes([second[0], second[1]]));
+        let codes = _mm512_inserti64x4::<1>(lo, q8_codes(second));
+        (codes, _mm512_cvtph_ps(_mm256_set_m128i(d_hi, d_lo)))
+    } else {
+        (_mm512_zextsi256_si512(q8_codes(first)), _mm512_cvtph_ps(_mm256_zextsi128_si256(d_lo)))
+    }
+}
+
+/// The sums of the 16 lanes of each of `acc[0..4]`, in that order.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn reduce_add_4(acc: &[__m512; Q8_ROWS]) -> __m128 {
+    let half = |v: __m512| _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
+    let h01 = _mm256_hadd_ps(half(acc[0]), half(acc[1]));
+    let h23 = _mm256_hadd_ps(half(acc[2]), half(acc[3]));
+    let h = _mm256_hadd_ps(h01, h23);
+    _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h))
+}
+
+/// A `qk_q8` kernel: 4 query rows' codes and scales (and a per-lane bias) held in registers while
+/// the keys stream past, one block pair per zmm, the rows' 4 scores reduced together. The int8 dot
+/// itself is the macro's argument: `key` prepares a key pair's codes once for the rows, `bias`
+/// makes the accumulator start of a query pair, `dot` gives 16 i32 lanes (8 per block) of k·q.
+macro_rules! qk_q8_kernel {
+    ($name:ident, $features:literal,key: |$kv:ident| $key:expr,bias: |$qb:ident| $bias:expr,dot: |$kp:ident, $qc:ident, $start:ident| $dot:expr) => {
+        #[target_feature(enable = $features)]
+        fn $name(q8: &[u8], rows: usize, k: &[u8], n: usize, row_bytes: usize, s: &mut [f32], ld: usize) {
+            check_qk_q8(q8, rows, k, n, row_bytes, s, ld);
+            let blocks = row_bytes / Q8_0_BLOCK_BYTES;
+            let pairs = blocks.div_ceil(2);
+            for r0 in (0..rows).step_by(Q8_ROWS) {
+                let mr = Q8_ROWS.min(rows - r0);
+                for p0 in (0..pairs).step_by(HOISTED_PAIRS) {
+                    let np = HOISTED_PAIRS.min(pairs - p0);
+                    // The query side of this chunk, loaded once for all n keys.
+                    let mut qv = [[(_mm512_setzero_si512(), _mm512_setzero_ps()); HOISTED_PAIRS]; Q8_ROWS];
+                    let mut starts = [[_mm512_setzero_si512(); HOISTED_PAIRS]; Q8_ROWS];
+                    for (i, (qr, st)) in qv.iter_mut().zip(starts.iter_mut()).enumerate().take(mr) {
+                        let qrow = &q8[(r0 + i) * row_bytes..(r0 + i + 1) * row_bytes];
+                        for t in 0..np {
+                            qr[t] = q8_pair(qrow, p0 + t, blocks);
+                            let $qb = qr[t].0;
+                            st[t] = $bias;
+                        }
+                    }
+                    for j in 0..n {
+                        let krow = &k[j * row_bytes..(j + 1) * row_bytes];
+                        let mut acc = [_mm512_setzero_ps(); Q8_ROWS];
+                        for t in 0..np {
+                            let ($kv, dk) = q8_pair(krow, p0 + t, blocks);
+                            let $kp = $key;
+                            for ((a, qr), st) in acc.iter_mut().zip(&qv).zip(&starts).take(mr) {
+                                let (($qc, dq), $start) = (qr[t], st[t]);
+                                let dots: __m512i = $dot;
+                                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(dq, dk), *a);
+                            }
+                        }
+                        let mut sums = [0f32; Q8_ROWS];
+                        // SAFETY: `sums` is 4 writable floats; `storeu` has no alignment requirement.
+                        unsafe { _mm_storeu_ps(sums.as_mut_ptr(), reduce_add_4(&acc)) };
+                        for (i, x) in sums.iter().enumerate().take(mr) {
+                            let y = &mut s[(r0 + i) * ld + j];
+                            *y = if p0 == 0 { *x } else { *y + x };
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+// |k| (unsigned) times q with k's sign (`vpmaddubsw`; no saturation as |q| <= 127, which our
+// quantizer guarantees), pairs summed by `vpmaddwd`.
+qk_q8_kernel!(
+    qk_q8_avx512,
+    "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c",
+    key: |kv| (_mm512_abs_epi8(kv), _mm512_movepi8_mask(kv)),
+    bias: |_qc| _mm512_setzero_si512(),
+    dot: |kp, qc, _start| {
+        let q_signed = _mm512_mask_sub_epi8(qc, kp.1, _mm512_setzero_si512(), qc);
+        _mm512_madd_epi16(_mm512_maddubs_epi16(kp.0, q_signed), _mm512_set1_epi16(1))
+    }
+);
+
+// `vpdpbusd` wants an unsigned operand: k + 128 (k xor 0x80) times q, started from -128·Σq of each
+// 4-byte group, is exactly Σ k·q, in i32 without saturation.
+qk_q8_kernel!(
+    qk_q8_avx512vnni,
+    "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni",
+    key: |kv| _mm512_xor_si512(kv, _mm512_set1_epi8(i8::MIN)),
+    bias: |qc| _mm512_sub_epi32(
+        _mm512_setzero_si512(),
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(i8::MIN), qc)
+    ),
+    dot: |kp, qc, start| _mm512_dpbusd_epi32(start, kp, qc)
+);
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+fn pv_q8_avx512(p: &[f32], rows: usize, ld: usize, n: usize, v: &[u8], row_bytes: usize, o: &mut [f32], dp: usize) {
+    check_pv_q8(p, rows, ld, n, v, row_bytes, o, dp);
+    let blocks = row_bytes / Q8_0_BLOCK_BYTES;
+    for r0 in (0..rows).step_by(Q8_ROWS) {
+        let mr = Q8_ROWS.min(rows - r0);
+        for b in 0..blocks {
+            let mut acc = [[_mm512_setzero_ps(); 2]; Q8_ROWS];
+            for (i, a) in acc.iter_mut().enumerate().take(mr) {
+                let at = (r0 + i) * dp + b * 32;
+                // SAFETY: column b*32 + 32 <= D <= dp of row r0 + i < rows (check_pv_q8).
+                unsafe {
+                    a[0] = _mm512_loadu_ps(o.as_ptr().add(at));
+                    a[1] = _mm512_loadu_ps(o.as_ptr().add(at + 16));
+                }
+            }
+            for j in 0..n {
+                let vb = &v[j * row_bytes + b * Q8_0_BLOCK_BYTES..j * row_bytes + (b + 1) * Q8_0_BLOCK_BYTES];
+                let (lo, hi) = dequantize_q8_codes(&vb[2..], broadcast_fp16(vb, 0));
+                for (i, a) in acc.iter_mut().enumerate().take(mr) {
+                    let pj = _mm512_set1_ps(p[(r0 + i) * ld + j]);
+                    a[0] = _mm512_fmadd_ps(pj, lo, a[0]);
+                    a[1] = _mm512_fmadd_ps(pj, hi, a[1]);
+                }
+            }
+            for (i, a) in acc.iter().enumerate().take(mr) {
+                let at = (r0 + i) * dp + b * 32;
+                // SAFETY: as for the loads above.
+                unsafe {
+                    _mm512_storeu_ps(o.as_mut_ptr().add(at), a[0]);
+                    _mm512_storeu_ps(o.as_mut_ptr().add(at + 16), a[1]);
+                }
+            }
+        }
+    }
 }
 
 /// Lanes `0..n` set (n <= 16).

@@ -350,7 +350,7 @@ fn scale_affine(q: __m512i, d: __m512, m: __m512, d_is_finite: bool) -> __m512 {
 /// The fp16 at `b[at..at + 2]` as f32, in every lane.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn broadcast_fp16(b: &[u8], at: usize) -> __m512 {
+pub(super) fn broadcast_fp16(b: &[u8], at: usize) -> __m512 {
     // Broadcast, then convert: converting a scalar first lets LLVM insert the 16 bits into a stale
     // register (`vpinsrw`), a false dependency that chains every block to the one before it.
     _mm512_cvtph_ps(_mm256_set1_epi16(i16::from_le_bytes([b[at], b[at + 1]])))
@@ -637,7 +637,7 @@ fn store_q8_codes(qs: &mut [u8], lo: __m512i, hi: __m512i) {
 /// 32 int8 codes at `qs` as f32 times `d`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn dequantize_q8_codes(qs: &[u8], d: __m512) -> (__m512, __m512) {
+pub(super) fn dequantize_q8_codes(qs: &[u8], d: __m512) -> (__m512, __m512) {
     let lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(load_u8x16(&qs[..16])));
     let hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(load_u8x16(&qs[16..])));
     (_mm512_mul_ps(lo, d), _mm512_mul_ps(hi, d))
