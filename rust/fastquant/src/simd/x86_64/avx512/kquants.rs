@@ -541,16 +541,14 @@ pub(super) fn search_qx_x16s<const NMAX: i32, const K: usize>(
         // The scalar `-(nmax + 0.1*is) / max`, its numerator evaluated once for all lanes.
         let numerator = _mm512_set1_ps(-(NMAX as f32 + 0.1 * is as f32));
         let iscale: [__m512; K] = std::array::from_fn(|k| _mm512_div_ps(numerator, max[k]));
-        // sumlx += (w * x) * l, suml2 += (w * l) * l.
-        let mut sumlx = [zero; K];
-        let mut suml2 = [zero; K];
-        for i in 0..16 {
-            for k in 0..K {
-                let lf = codes_of(iscale[k], xt[k][i]);
-                sumlx[k] = _mm512_add_ps(sumlx[k], _mm512_mul_ps(wx[k][i], lf));
-                suml2[k] = _mm512_add_ps(suml2[k], _mm512_mul_ps(_mm512_mul_ps(w[k][i], lf), lf));
-            }
-        }
+        // In a lane that is not empty, |iscale * x| <= |iscale * max| < n * (1 + 2^-22) (two
+        // roundings), so a clamp side that this bound cannot reach is the identity: left out.
+        let reach = (NMAX as f32 + 0.1 * is as f32).abs() * (1.0 + 1.0 / 1_048_576.0);
+        let (sumlx, suml2) = match (reach >= NMAX as f32 + 0.5, reach >= NMAX as f32 - 0.5) {
+            (false, false) => qx_candidate_sums::<K, false, false>(xt, w, &wx, &iscale, lo, hi),
+            (false, true) => qx_candidate_sums::<K, false, true>(xt, w, &wx, &iscale, lo, hi),
+            (true, _) => qx_candidate_sums::<K, true, true>(xt, w, &wx, &iscale, lo, hi),
+        };
         for k in 0..K {
             let (sumlx, suml2) = (sumlx[k], suml2[k]);
             if is == 0 {
@@ -580,6 +578,40 @@ pub(super) fn search_qx_x16s<const NMAX: i32, const K: usize>(
         }
         (_mm512_mask_mov_ps(scale[k], empty[k], zero), codes)
     })
+}
+
+/// One candidate's `sumlx += (w * x) * l` and `suml2 += (w * l) * l` of [`search_qx_x16s`] for its
+/// `K` sets, the codes `l = clamp(nearest_int(iscale * x), lo, hi)`; `CLAMP_LO`/`CLAMP_HI` false
+/// leave out a side of the clamp that the caller has shown to be the identity.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+#[allow(clippy::needless_range_loop)] // element-major over the sets
+fn qx_candidate_sums<const K: usize, const CLAMP_LO: bool, const CLAMP_HI: bool>(
+    xt: &[[__m512; 16]; K],
+    w: &[[__m512; 16]; K],
+    wx: &[[__m512; 16]; K],
+    iscale: &[__m512; K],
+    lo: __m512,
+    hi: __m512,
+) -> ([__m512; K], [__m512; K]) {
+    let mut sumlx = [_mm512_setzero_ps(); K];
+    let mut suml2 = [_mm512_setzero_ps(); K];
+    for i in 0..16 {
+        for k in 0..K {
+            let mut lf = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+                iscale[k], xt[k][i],
+            ));
+            if CLAMP_LO {
+                lf = _mm512_max_ps(lf, lo);
+            }
+            if CLAMP_HI {
+                lf = _mm512_min_ps(lf, hi);
+            }
+            sumlx[k] = _mm512_add_ps(sumlx[k], _mm512_mul_ps(wx[k][i], lf));
+            suml2[k] = _mm512_add_ps(suml2[k], _mm512_mul_ps(_mm512_mul_ps(w[k][i], lf), lf));
+        }
+    }
+    (sumlx, suml2)
 }
 
 /// `quantize_row_q6_K_ref` (weights `w` = x^2) or `quantize_row_q6_K_impl` (`w` = the imatrix)
