@@ -205,7 +205,7 @@ fn quantize_q5_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, i
 
 /// `quantize_row_q6_K_impl` with quant weights: `make_qx_quants(32, .., 1, qw)` per sub-block of
 /// 16, lane-wise, with the imatrix itself as the weights. The imatrix is transposed once per call
-/// (it is the same for every row), and two blocks of a row are searched together, their
+/// (it is the same for every row), and four blocks of a row are searched together, their
 /// dependency chains interleaved.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 fn quantize_q6_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, imatrix: &[f32]) {
@@ -220,10 +220,13 @@ fn quantize_q6_k_imatrix_avx512(src: &[f32], dst: &mut [u8], n_per_row: usize, i
     for (x, y) in src.chunks_exact(n_per_row).zip(blocks.chunks_exact_mut(per_row)) {
         let (x, _) = x.as_chunks::<16>();
         let (x, _) = x.as_chunks::<16>();
-        for (((x, y), qw), qt) in x.chunks(2).zip(y.chunks_mut(2)).zip(qw.chunks(2)).zip(qt.chunks(2)) {
-            let xt: [[__m512; 16]; 2] = std::array::from_fn(|k| transpose_q6_k(&x[k.min(x.len() - 1)]));
-            if x.len() == 2 && !any_non_finite_x16(&xt[0]) && !any_non_finite_x16(&xt[1]) {
-                let searched = search_qx_x16s::<32, 2>(&xt, &[qt[0], qt[1]]);
+        // Four blocks at a time (measured faster than two here; the plain kernel prefers two).
+        const G: usize = 4;
+        for (((x, y), qw), qt) in x.chunks(G).zip(y.chunks_mut(G)).zip(qw.chunks(G)).zip(qt.chunks(G)) {
+            let xt: [[__m512; 16]; G] = std::array::from_fn(|k| transpose_q6_k(&x[k.min(x.len() - 1)]));
+            if x.len() == G && !xt.iter().any(|xt| any_non_finite_x16(xt)) {
+                let w: [[__m512; 16]; G] = std::array::from_fn(|k| qt[k]);
+                let searched = search_qx_x16s::<32, G>(&xt, &w);
                 for ((x, y), (scale, l)) in x.iter().zip(y).zip(&searched) {
                     finish_q6_k_block(x, *scale, l, y);
                 }
