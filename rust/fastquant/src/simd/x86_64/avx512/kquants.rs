@@ -561,9 +561,8 @@ pub(super) fn search_qx_x16s<const NMAX: i32, const K: usize>(
             }
             let better = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(suml2, zero)
                 & _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_mul_ps(sumlx, sumlx), _mm512_mul_ps(best[k], suml2));
-            if better == 0 {
-                continue;
-            }
+            // No `better == 0` early exit: which candidates win varies from block to block, and
+            // the mispredicted branch cost more than the masked updates it skipped.
             // ggml recomputes L with the same iscale: the codes of the sums.
             best_iscale[k] = _mm512_mask_mov_ps(best_iscale[k], better, iscale[k]);
             scale[k] = _mm512_mask_mov_ps(scale[k], better, _mm512_div_ps(sumlx, suml2));
