@@ -176,8 +176,11 @@ fn zero_and_constant_data_and_weights() {
 fn non_finite_data_or_weights_take_the_scalar_path() {
     let mut src = Source(7);
     for qtype in TYPES {
-        for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, -f32::MAX] {
-            let n_per_row = 768;
+        // 3 blocks a row: pairs and a single block; 4: one full group of the Q6_K kernel.
+        for (special, n_per_row) in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, -f32::MAX]
+            .into_iter()
+            .flat_map(|s| [(s, 768), (s, 1024)])
+        {
             let mut x = data(&mut src, 2 * n_per_row);
             let qw = imatrix(&mut src, n_per_row);
             let at = src.pick(x.len());

@@ -478,23 +478,46 @@ fn quantize_q5_k_avx512(src: &[f32], dst: &mut [u8]) {
 /// `make_qx_quants(NMAX, x, L, 1, qw)` of ggml for the 16 sub-blocks of 16 whose element i is lane
 /// s of `xt[i]`, with the weights `w` transposed the same way (x^2 for Q6_K's plain search, the
 /// imatrix for its weighted one, Q3_K's weighted weights with NMAX 4): the scale and the codes
-/// `L = l + NMAX`. Every line mirrors a line
-/// of `formats::kquants::search::make_qx_quants`.
+/// `L = l + NMAX`. One set of 16 sub-blocks: [`search_qx_x16s`] with `K` 1.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
 pub(super) fn search_qx_x16<const NMAX: i32>(xt: &[__m512; 16], w: &[__m512; 16]) -> (__m512, [__m512i; 16]) {
+    let [searched] = search_qx_x16s::<NMAX, 1>(std::array::from_ref(xt), std::array::from_ref(w));
+    searched
+}
+
+/// [`search_qx_x16`] for `K` independent sets of 16 sub-blocks (set k: `xt[k]`, `w[k]`). Every
+/// line mirrors a line of `formats::kquants::search::make_qx_quants`; the sets only share the
+/// loop, so that their dependency chains (each candidate's division, sums and compare) overlap.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+#[allow(clippy::needless_range_loop)] // element-major over the sets
+pub(super) fn search_qx_x16s<const NMAX: i32, const K: usize>(
+    xt: &[[__m512; 16]; K],
+    w: &[[__m512; 16]; K],
+) -> [(__m512, [__m512i; 16]); K] {
     let zero = _mm512_setzero_ps();
-    // The first element of largest magnitude: `if (ax > amax) { amax = ax; max = x; }`.
-    let mut max = zero;
-    let mut amax = zero;
-    for &x in xt {
-        let ax = _mm512_abs_ps(x);
-        let larger = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(ax, amax);
-        amax = _mm512_mask_mov_ps(amax, larger, ax);
-        max = _mm512_mask_mov_ps(max, larger, x);
+    let mut max = [zero; K];
+    let mut empty = [0 as __mmask16; K];
+    // w * x, the same in every candidate.
+    let mut wx = [[zero; 16]; K];
+    for k in 0..K {
+        // The first element of largest magnitude: `if (ax > amax) { amax = ax; max = x; }`.
+        let mut mx = zero;
+        let mut amax = zero;
+        for &x in &xt[k] {
+            let ax = _mm512_abs_ps(x);
+            let larger = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(ax, amax);
+            amax = _mm512_mask_mov_ps(amax, larger, ax);
+            mx = _mm512_mask_mov_ps(mx, larger, x);
+        }
+        max[k] = mx;
+        // amax < GROUP_MAX_EPS: all codes 0, scale 0 (applied at the end).
+        empty[k] = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(amax, _mm512_set1_ps(GROUP_MAX_EPS));
+        for i in 0..16 {
+            wx[k][i] = _mm512_mul_ps(w[k][i], xt[k][i]);
+        }
     }
-    // amax < GROUP_MAX_EPS: all codes 0, scale 0 (applied at the end).
-    let empty = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(amax, _mm512_set1_ps(GROUP_MAX_EPS));
     // The codes `clamp(nearest_int(iscale * x), -32, 31)`, as floats. In a lane that is not
     // empty, |x| <= |max| = amax >= GROUP_MAX_EPS, so |iscale * x| <= (NMAX + 0.9) * (1 + 2^-23) (iscale
     // is at most (NMAX + 0.9) / max): well inside the range where nearest_int is exactly `vrndscaleps`'s
@@ -503,55 +526,91 @@ pub(super) fn search_qx_x16<const NMAX: i32>(xt: &[__m512; 16], w: &[__m512; 16]
     // leaves them as they are, and converts to the integer 0.) Empty lanes compute garbage that
     // is dropped.
     let (lo, hi) = (_mm512_set1_ps(-(NMAX as f32)), _mm512_set1_ps((NMAX - 1) as f32));
-    // w * x, the same in every candidate.
-    let mut wx = [zero; 16];
-    for i in 0..16 {
-        wx[i] = _mm512_mul_ps(w[i], xt[i]);
-    }
-    let mut best_l = [zero; 16];
-    let mut scale = zero;
-    let mut best = zero;
-    let mut laux = [zero; 16];
+    // The codes of a candidate are a function of its iscale: keep the best one's iscale and
+    // recompute its codes once at the end instead of copying 16 vectors per better candidate.
+    let codes_of = |iscale: __m512, x: __m512| {
+        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(iscale, x));
+        _mm512_min_ps(_mm512_max_ps(r, lo), hi)
+    };
+    let mut best_iscale = [zero; K];
+    let mut scale = [zero; K];
+    let mut best = [zero; K];
     // The plain rounding first (`is` 0: its `-(nmax + 0.1*0)` is `-nmax`), then the 18 others. One
     // loop with no closures: as closures, LLVM outlined the sums and copied their arrays.
     for is in std::iter::once(0).chain((-9..=9).filter(|&is| is != 0)) {
         // The scalar `-(nmax + 0.1*is) / max`, its numerator evaluated once for all lanes.
-        let iscale = _mm512_div_ps(_mm512_set1_ps(-(NMAX as f32 + 0.1 * is as f32)), max);
-        // sumlx += (w * x) * l, suml2 += (w * l) * l.
-        let mut sumlx = zero;
-        let mut suml2 = zero;
-        for i in 0..16 {
-            let r =
-                _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(iscale, xt[i]));
-            let lf = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
-            laux[i] = lf;
-            sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(wx[i], lf));
-            suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(w[i], lf), lf));
+        let numerator = _mm512_set1_ps(-(NMAX as f32 + 0.1 * is as f32));
+        let iscale: [__m512; K] = std::array::from_fn(|k| _mm512_div_ps(numerator, max[k]));
+        // In a lane that is not empty, |iscale * x| <= |iscale * max| < n * (1 + 2^-22) (two
+        // roundings), so a clamp side that this bound cannot reach is the identity: left out.
+        let reach = (NMAX as f32 + 0.1 * is as f32).abs() * (1.0 + 1.0 / 1_048_576.0);
+        let (sumlx, suml2) = match (reach >= NMAX as f32 + 0.5, reach >= NMAX as f32 - 0.5) {
+            (false, false) => qx_candidate_sums::<K, false, false>(xt, w, &wx, &iscale, lo, hi),
+            (false, true) => qx_candidate_sums::<K, false, true>(xt, w, &wx, &iscale, lo, hi),
+            (true, _) => qx_candidate_sums::<K, true, true>(xt, w, &wx, &iscale, lo, hi),
+        };
+        for k in 0..K {
+            let (sumlx, suml2) = (sumlx[k], suml2[k]);
+            if is == 0 {
+                best_iscale[k] = iscale[k];
+                // `suml2 ? sumlx / suml2 : 0`: NaN counts as true, hence the unordered compare.
+                scale[k] =
+                    _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(suml2, zero), _mm512_div_ps(sumlx, suml2));
+                best[k] = _mm512_mul_ps(scale[k], sumlx);
+                continue;
+            }
+            let better = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(suml2, zero)
+                & _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_mul_ps(sumlx, sumlx), _mm512_mul_ps(best[k], suml2));
+            // No `better == 0` early exit: which candidates win varies from block to block, and
+            // the mispredicted branch cost more than the masked updates it skipped.
+            // ggml recomputes L with the same iscale: the codes of the sums.
+            best_iscale[k] = _mm512_mask_mov_ps(best_iscale[k], better, iscale[k]);
+            scale[k] = _mm512_mask_mov_ps(scale[k], better, _mm512_div_ps(sumlx, suml2));
+            best[k] = _mm512_mask_mov_ps(best[k], better, _mm512_mul_ps(scale[k], sumlx));
         }
-        if is == 0 {
-            best_l = laux;
-            // `suml2 ? sumlx / suml2 : 0`: NaN counts as true, hence the unordered compare.
-            scale = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(suml2, zero), _mm512_div_ps(sumlx, suml2));
-            best = _mm512_mul_ps(scale, sumlx);
-            continue;
-        }
-        let better = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(suml2, zero)
-            & _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_mul_ps(sumlx, sumlx), _mm512_mul_ps(best, suml2));
-        if better == 0 {
-            continue;
-        }
-        // ggml recomputes L with the same iscale: the codes of the sums.
-        for (b, &l) in best_l.iter_mut().zip(&laux) {
-            *b = _mm512_mask_mov_ps(*b, better, l);
-        }
-        scale = _mm512_mask_mov_ps(scale, better, _mm512_div_ps(sumlx, suml2));
-        best = _mm512_mask_mov_ps(best, better, _mm512_mul_ps(scale, sumlx));
     }
-    let mut codes = [_mm512_setzero_si512(); 16];
-    for (c, &l) in codes.iter_mut().zip(&best_l) {
-        *c = _mm512_maskz_add_epi32(!empty, _mm512_cvtps_epi32(l), _mm512_set1_epi32(NMAX));
+    std::array::from_fn(|k| {
+        let mut codes = [_mm512_setzero_si512(); 16];
+        for (c, &x) in codes.iter_mut().zip(&xt[k]) {
+            let l = codes_of(best_iscale[k], x);
+            *c = _mm512_maskz_add_epi32(!empty[k], _mm512_cvtps_epi32(l), _mm512_set1_epi32(NMAX));
+        }
+        (_mm512_mask_mov_ps(scale[k], empty[k], zero), codes)
+    })
+}
+
+/// One candidate's `sumlx += (w * x) * l` and `suml2 += (w * l) * l` of [`search_qx_x16s`] for its
+/// `K` sets, the codes `l = clamp(nearest_int(iscale * x), lo, hi)`; `CLAMP_LO`/`CLAMP_HI` false
+/// leave out a side of the clamp that the caller has shown to be the identity.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+#[allow(clippy::needless_range_loop)] // element-major over the sets
+fn qx_candidate_sums<const K: usize, const CLAMP_LO: bool, const CLAMP_HI: bool>(
+    xt: &[[__m512; 16]; K],
+    w: &[[__m512; 16]; K],
+    wx: &[[__m512; 16]; K],
+    iscale: &[__m512; K],
+    lo: __m512,
+    hi: __m512,
+) -> ([__m512; K], [__m512; K]) {
+    let mut sumlx = [_mm512_setzero_ps(); K];
+    let mut suml2 = [_mm512_setzero_ps(); K];
+    for i in 0..16 {
+        for k in 0..K {
+            let mut lf = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+                iscale[k], xt[k][i],
+            ));
+            if CLAMP_LO {
+                lf = _mm512_max_ps(lf, lo);
+            }
+            if CLAMP_HI {
+                lf = _mm512_min_ps(lf, hi);
+            }
+            sumlx[k] = _mm512_add_ps(sumlx[k], _mm512_mul_ps(wx[k][i], lf));
+            suml2[k] = _mm512_add_ps(suml2[k], _mm512_mul_ps(_mm512_mul_ps(w[k][i], lf), lf));
+        }
     }
-    (_mm512_mask_mov_ps(scale, empty, zero), codes)
+    (sumlx, suml2)
 }
 
 /// `quantize_row_q6_K_ref` (weights `w` = x^2) or `quantize_row_q6_K_impl` (`w` = the imatrix)
@@ -562,12 +621,21 @@ pub(super) fn search_qx_x16<const NMAX: i32>(xt: &[__m512; 16], w: &[__m512; 16]
 #[inline]
 pub(super) fn quantize_q6_k_block(x: &[[f32; 16]; 16], xt: &[__m512; 16], w: &[__m512; 16], y: &mut BlockQ6K) {
     let (scale, search_l) = search_qx_x16::<32>(xt, w);
+    finish_q6_k_block(x, scale, &search_l, y);
+}
+
+/// The part of [`quantize_q6_k_block`] after the search: the 8-bit scales and fp16 d from the
+/// search's `scale`, the codes recomputed against them (a sub-block whose stored scale is 0 keeps
+/// the search's codes `search_l`), and ggml's bit layout.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+pub(super) fn finish_q6_k_block(x: &[[f32; 16]; 16], scale: __m512, search_l: &[__m512i; 16], y: &mut BlockQ6K) {
     let mut scales = [0f32; 16];
     let mut search = [[0i32; 16]; 16];
     // SAFETY: each destination is 16 writable floats or ints.
     unsafe {
         _mm512_storeu_ps(scales.as_mut_ptr(), scale);
-        for (s, &l) in search.iter_mut().zip(&search_l) {
+        for (s, &l) in search.iter_mut().zip(search_l) {
             _mm512_storeu_si512(s.as_mut_ptr().cast(), l);
         }
     }
@@ -617,17 +685,36 @@ fn quantize_q6_k_avx512(src: &[f32], dst: &mut [u8]) {
     let (xs, x_rest) = src.as_chunks::<16>();
     let (xs, _) = xs.as_chunks::<16>();
     assert!(x_rest.is_empty() && xs.len() * 256 == src.len() && xs.len() == blocks.len(), "partial blocks");
-    for (x, y) in xs.iter().zip(blocks) {
-        let mut rows = [_mm512_setzero_ps(); 16];
-        for (r, x) in rows.iter_mut().zip(x) {
-            // SAFETY: `x` is 16 readable floats; `loadu` has no alignment requirement.
-            *r = unsafe { _mm512_loadu_ps(x.as_ptr()) };
+    // Two blocks at a time, their searches interleaved (four measured slower here).
+    const G: usize = 2;
+    for (x, y) in xs.chunks(G).zip(blocks.chunks_mut(G)) {
+        let xt: [[__m512; 16]; G] = std::array::from_fn(|k| transpose_q6_k(&x[k.min(x.len() - 1)]));
+        if x.len() == G && !xt.iter().any(|xt| any_non_finite_x16(xt)) {
+            let w = xt.map(|xt| xt.map(|x| _mm512_mul_ps(x, x)));
+            let searched = search_qx_x16s::<32, G>(&xt, &w);
+            for ((x, y), (scale, l)) in x.iter().zip(y).zip(&searched) {
+                finish_q6_k_block(x, *scale, l, y);
+            }
+            continue;
         }
-        let xt = transpose16(rows);
-        if any_non_finite_x16(&xt) {
-            BlockQ6K::quantize_block(x.as_flattened(), y);
-        } else {
-            quantize_q6_k_block(x, &xt, &xt.map(|x| _mm512_mul_ps(x, x)), y);
+        for ((x, y), xt) in x.iter().zip(y).zip(&xt) {
+            if any_non_finite_x16(xt) {
+                BlockQ6K::quantize_block(x.as_flattened(), y);
+            } else {
+                quantize_q6_k_block(x, xt, &xt.map(|x| _mm512_mul_ps(x, x)), y);
+            }
         }
     }
+}
+
+/// The 16 vectors whose lane s holds element i of sub-block s of a Q6_K block (or of its imatrix).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+pub(super) fn transpose_q6_k(x: &[[f32; 16]; 16]) -> [__m512; 16] {
+    let mut rows = [_mm512_setzero_ps(); 16];
+    for (r, x) in rows.iter_mut().zip(x) {
+        // SAFETY: `x` is 16 readable floats; `loadu` has no alignment requirement.
+        *r = unsafe { _mm512_loadu_ps(x.as_ptr()) };
+    }
+    transpose16(rows)
 }
