@@ -8,6 +8,9 @@ use fastquant::matmul::dot_kquants::{dot_kquant_kernel, kquant_layout, superbloc
 use fastquant::simd::{available_levels, Level};
 use fastquant::QuantType;
 
+mod common;
+use common::Rng;
+
 const TYPES: [QuantType; 8] = [
     QuantType::Q2_K,
     QuantType::Q3_K,
@@ -18,27 +21,6 @@ const TYPES: [QuantType; 8] = [
     QuantType::TQ1_0,
     QuantType::TQ2_0,
 ];
-
-/// xorshift64*: reproducible without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn bytes(&mut self, out: &mut [u8]) {
-        out.iter_mut().for_each(|b| *b = self.next() as u8);
-    }
-}
 
 /// Where the fp16 scales (d, and dmin where there is one) of a super-block sit.
 fn scale_offsets(qtype: QuantType) -> &'static [usize] {

@@ -7,25 +7,8 @@ use fastquant::formats::scalar_codec;
 use fastquant::simd::{codec_for, Level};
 use fastquant::{QuantType, TYPE_TABLE};
 
-/// xorshift32: reproducible data without a dependency.
-struct Rng(u32);
-
-impl Rng {
-    fn next_u32(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 17;
-        self.0 ^= self.0 << 5;
-        self.0
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.next_u32() >> 8) as f32 / (1u32 << 24) as f32
-    }
-    fn normal(&mut self) -> f32 {
-        let u1 = self.uniform().max(1e-12);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-    }
-}
+mod common;
+use common::Rng32 as Rng;
 
 /// Named data sets, each a whole number of 256-element super-blocks long.
 fn data_sets() -> Vec<(&'static str, Vec<f32>)> {

@@ -10,30 +10,12 @@ use fastquant::formats::scalar_codec;
 use fastquant::simd::{codec_for, Level};
 use fastquant::QuantType;
 
+mod common;
+use common::Rng;
+
 /// The K-quants with SIMD quantize kernels.
 const QUANTIZE_KERNELS: [QuantType; 5] =
     [QuantType::Q2_K, QuantType::Q3_K, QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K];
-
-/// xorshift64*: reproducible without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn normal(&mut self) -> f32 {
-        (0..12).map(|_| self.uniform()).sum::<f32>() - 6.0
-    }
-}
 
 /// One 16-element group (half a Q4_K sub-block, a Q6_K sub-block) in one of many shapes, at
 /// scale `s`: the search's special cases (empty range, positive-only groups whose min is

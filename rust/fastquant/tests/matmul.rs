@@ -9,34 +9,8 @@ use fastquant::matmul::{matmul, MatmulWeight};
 use fastquant::simd::{available_levels, Level};
 use fastquant::{Error, QuantType};
 
-/// xorshift32: reproducible data without a dependency.
-struct Rng(u32);
-
-impl Rng {
-    fn next_u32(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 17;
-        self.0 ^= self.0 << 5;
-        self.0
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.next_u32() >> 8) as f32 / (1u32 << 24) as f32
-    }
-    fn normal(&mut self) -> f32 {
-        let u1 = self.uniform().max(1e-12);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-    }
-    /// Finite fp16 bits of any magnitude, subnormals and zeros included.
-    fn fp16(&mut self) -> [u8; 2] {
-        loop {
-            let h = self.next_u32() as u16;
-            if h & 0x7c00 != 0x7c00 {
-                return h.to_le_bytes();
-            }
-        }
-    }
-}
+mod common;
+use common::Rng32 as Rng;
 
 /// The weight types the dot table covers here (the K-quants come with their own tests).
 const TYPES: [QuantType; 9] = [
