@@ -82,38 +82,20 @@ fn plain_kernels(qtype: QuantType) -> (Option<QuantizeFn>, Option<DequantizeFn>)
         QuantType::Q8_1 => (legacy::quantize_q8_1, legacy::dequantize_q8_1),
         QuantType::F16 => (float::quantize_f16, float::dequantize_f16),
         QuantType::BF16 => (float::quantize_bf16, float::dequantize_bf16),
-        // K-quants with a quantize kernel at this level; dequantize as dequantize_only says.
-        QuantType::Q2_K => return (Some(kquants_low::quantize_q2_k), dequantize_only(qtype)),
-        QuantType::Q3_K => return (Some(kquants_low::quantize_q3_k), dequantize_only(qtype)),
-        QuantType::Q4_K => return (Some(kquants::quantize_q4_k), dequantize_only(qtype)),
-        QuantType::Q5_K => return (Some(kquants::quantize_q5_k), dequantize_only(qtype)),
-        QuantType::Q6_K => return (Some(kquants::quantize_q6_k), dequantize_only(qtype)),
-        QuantType::IQ4_NL => return (Some(iquants::quantize_iq4_nl), dequantize_only(qtype)),
-        QuantType::IQ4_XS => return (Some(iquants::quantize_iq4_xs), dequantize_only(qtype)),
-        QuantType::TQ1_0 => return (Some(iquants::quantize_tq1_0), dequantize_only(qtype)),
-        QuantType::TQ2_0 => return (Some(iquants::quantize_tq2_0), dequantize_only(qtype)),
-        QuantType::MXFP4 => return (Some(iquants::quantize_mxfp4), dequantize_only(qtype)),
-        // Types with only a dequantize kernel at this level.
-        _ => return (None, dequantize_only(qtype)),
+        QuantType::Q2_K => (kquants_low::quantize_q2_k, kquants_dequantize::dequantize_q2_k),
+        QuantType::Q3_K => (kquants_low::quantize_q3_k, kquants_dequantize::dequantize_q3_k),
+        QuantType::Q4_K => (kquants::quantize_q4_k, kquants_dequantize::dequantize_q4_k),
+        QuantType::Q5_K => (kquants::quantize_q5_k, kquants_dequantize::dequantize_q5_k),
+        QuantType::Q6_K => (kquants::quantize_q6_k, kquants_dequantize::dequantize_q6_k),
+        QuantType::IQ4_NL => (iquants::quantize_iq4_nl, iquants_dequantize::dequantize_iq4_nl),
+        QuantType::IQ4_XS => (iquants::quantize_iq4_xs, iquants_dequantize::dequantize_iq4_xs),
+        QuantType::TQ1_0 => (iquants::quantize_tq1_0, ternary_dequantize::dequantize_tq1_0),
+        QuantType::TQ2_0 => (iquants::quantize_tq2_0, ternary_dequantize::dequantize_tq2_0),
+        QuantType::MXFP4 => (iquants::quantize_mxfp4, iquants_dequantize::dequantize_mxfp4),
+        // Every other type falls back to the next lower level.
+        _ => return (None, None),
     };
     (Some(quantize), Some(dequantize))
-}
-
-/// The dequantize kernels of types that have no quantize kernel at this level.
-fn dequantize_only(qtype: QuantType) -> Option<DequantizeFn> {
-    Some(match qtype {
-        QuantType::Q2_K => kquants_dequantize::dequantize_q2_k,
-        QuantType::Q3_K => kquants_dequantize::dequantize_q3_k,
-        QuantType::Q4_K => kquants_dequantize::dequantize_q4_k,
-        QuantType::Q5_K => kquants_dequantize::dequantize_q5_k,
-        QuantType::Q6_K => kquants_dequantize::dequantize_q6_k,
-        QuantType::IQ4_NL => iquants_dequantize::dequantize_iq4_nl,
-        QuantType::IQ4_XS => iquants_dequantize::dequantize_iq4_xs,
-        QuantType::MXFP4 => iquants_dequantize::dequantize_mxfp4,
-        QuantType::TQ1_0 => ternary_dequantize::dequantize_tq1_0,
-        QuantType::TQ2_0 => ternary_dequantize::dequantize_tq2_0,
-        _ => return None,
-    })
 }
 
 /// Defines safe entry points for the table: each calls the `#[target_feature]` kernel of the same
