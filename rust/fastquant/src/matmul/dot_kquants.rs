@@ -322,21 +322,12 @@ scalar_kernels! {
     dot_tq2_0_q8_k => TQ2_0;
 }
 
-/// The best dot kernel for a K-quant, IQ4_XS or ternary `weight` (against Q8_K activations) at `level` or
-/// below, through the crate's one table (`dot::dot_kernel_for`); `None` for other types. A level
+/// The best dot kernel for a K-quant, IQ4_XS or ternary `weight` (against Q8_K activations) at
+/// `level` or below, through the crate's one table (`dot::dot_kernel_for`); `None` for other types. A level
 /// above the detected one gets the best the CPU has.
 pub fn dot_kquant_kernel(weight: QuantType, level: Level) -> Option<VecDotFn> {
-    if !matches!(
-        weight,
-        QuantType::Q2_K
-            | QuantType::Q3_K
-            | QuantType::Q4_K
-            | QuantType::Q5_K
-            | QuantType::Q6_K
-            | QuantType::IQ4_XS
-            | QuantType::TQ1_0
-            | QuantType::TQ2_0
-    ) {
+    // The types of this file are exactly those that pair with Q8_K activations.
+    if super::dot::activation_type(weight) != Some(QuantType::Q8_K) {
         return None;
     }
     let level = level.min(crate::simd::detected_level());
