@@ -9,6 +9,8 @@ use crate::types::QuantType;
 
 use super::activation::prepare_activations;
 use super::dot::{dot_kernel_for, VecDotFn, MAX_ROWS};
+use super::packed::packed_kernel_for;
+use super::packed_driver::{self, Panels};
 
 /// A weight matrix as GGUF stores it: `rows` output rows (N) of `k` elements (K) of `qtype`, each
 /// row its blocks, rows one after another.
@@ -37,29 +39,12 @@ const PIECE_BYTES: usize = 24 << 10;
 
 /// `out = x @ dequantize(w).T`: `x` is `m` rows of `w.k` floats, `out` is `m` rows of `w.rows`.
 /// `level` forces a SIMD level (else the active one). Activations are quantized per row to the
-/// weight's paired type first (see [`super::dot`]).
+/// weight's paired type first (see [`super::dot`]). More than [`MAX_ROWS`] rows go to the packed
+/// GEMM ([`super::packed_driver`], panels packed tile by tile) where the type has a packed kernel.
 pub fn matmul(w: &MatmulWeight<'_>, x: &[f32], out: &mut [f32], level: Option<Level>) -> Result<()> {
     let (n, k) = (w.rows, w.k);
-    let weight_row_bytes = w.qtype.row_bytes(k)?;
-    let expected = n.checked_mul(weight_row_bytes).ok_or(Error::TooLarge(n))?;
-    if w.data.len() != expected {
-        return Err(Error::Size { what: "weight bytes", expected, got: w.data.len() });
-    }
-    if k == 0 {
-        return Err(Error::Invalid("matmul: the inner dimension K is 0".into()));
-    }
-    if !x.len().is_multiple_of(k) {
-        return Err(Error::Size {
-            what: "activation elements (a whole number of rows of K)",
-            expected: k,
-            got: x.len(),
-        });
-    }
-    let m = x.len() / k;
-    let expected = m.checked_mul(n).ok_or(Error::TooLarge(m))?;
-    if out.len() != expected {
-        return Err(Error::Size { what: "output elements (rows x N)", expected, got: out.len() });
-    }
+    let weight_row_bytes = check_weight(w)?;
+    let m = check_shapes(n, k, x, out)?;
     let level = match level {
         Some(l) => l,
         None => simd::active_level()?,
@@ -68,6 +53,12 @@ pub fn matmul(w: &MatmulWeight<'_>, x: &[f32], out: &mut [f32], level: Option<Le
         .ok_or(Error::SimdUnavailable { requested: level.name(), best: simd::detected_level().name() })?;
     if m == 0 || n == 0 {
         return Ok(());
+    }
+    if m > MAX_ROWS {
+        if let Some(packed) = packed_kernel_for(w.qtype, level) {
+            let panels = Panels::Gguf { data: w.data, row_bytes: weight_row_bytes };
+            return packed_driver::run(&packed, panels, n, k, x, m, out, level);
+        }
     }
     let (acts, act_row_bytes) = prepare_activations(kernel.act_type, x, k, level)?;
     let job = Job {
@@ -83,6 +74,37 @@ pub fn matmul(w: &MatmulWeight<'_>, x: &[f32], out: &mut [f32], level: Option<Le
     } else {
         job.gemm(w.data, &acts, out)
     }
+}
+
+/// The weight's row bytes, after checking that its bytes are `rows` rows of `k` elements.
+pub(crate) fn check_weight(w: &MatmulWeight<'_>) -> Result<usize> {
+    let row_bytes = w.qtype.row_bytes(w.k)?;
+    let expected = w.rows.checked_mul(row_bytes).ok_or(Error::TooLarge(w.rows))?;
+    if w.data.len() != expected {
+        return Err(Error::Size { what: "weight bytes", expected, got: w.data.len() });
+    }
+    Ok(row_bytes)
+}
+
+/// The number of activation rows, after checking that `x` is whole rows of `k` (> 0) and `out`
+/// that many rows of `n`.
+pub(crate) fn check_shapes(n: usize, k: usize, x: &[f32], out: &[f32]) -> Result<usize> {
+    if k == 0 {
+        return Err(Error::Invalid("matmul: the inner dimension K is 0".into()));
+    }
+    if !x.len().is_multiple_of(k) {
+        return Err(Error::Size {
+            what: "activation elements (a whole number of rows of K)",
+            expected: k,
+            got: x.len(),
+        });
+    }
+    let m = x.len() / k;
+    let expected = m.checked_mul(n).ok_or(Error::TooLarge(m))?;
+    if out.len() != expected {
+        return Err(Error::Size { what: "output elements (rows x N)", expected, got: out.len() });
+    }
+    Ok(m)
 }
 
 struct Job {

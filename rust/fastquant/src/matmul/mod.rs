@@ -16,6 +16,8 @@ pub mod dot;
 pub mod dot_kquants;
 pub mod gemm;
 pub mod packed;
+pub mod packed_driver;
+pub mod packed_legacy;
 
 pub use dot::{activation_type, dot_kernel_for, DotKernel, VecDotFn};
 pub use gemm::{matmul, MatmulWeight};

@@ -1,0 +1,261 @@
+//! Packed GEMM for the weight types that pair with Q8_0 activations: Q4_0, IQ4_NL and Q8_0. The
+//! layouts, the scalar reference `gemm` (the specification of the float order), and the table
+//! arms; the SIMD microkernels are in `simd/x86_64/{avx2,avx512}/gemm_legacy.rs`.
+//!
+//! # Layouts
+//!
+//! Every weight code is stored **unsigned**, `u = q + BIAS`: a Q4_0 nibble as it is (`BIAS` 8),
+//! a Q8_0 code with its sign bit flipped and an IQ4_NL code as its 4-bit index (both `BIAS` 128,
+//! IQ4_NL through a table of `kvalue + 128`). The activation codes stay signed, which is what
+//! `vpdpbusd` (u8 x s8) wants, and each activation block carries `BIAS * sum(a)`, so a block's
+//! exact integer dot is `sum(u * a) - BIAS * sum(a) = sum(q * a)`.
+//!
+//! * **Activation row**: per block of 32, [`ACT_BLOCK_BYTES`] bytes: the Q8_0 scale as f32, the
+//!   i32 `BIAS * sum(a)`, the 32 signed codes (those of the crate's Q8_0 quantizer).
+//! * **Panel**: blocks go in pairs, each pair a whole number of 64-byte lines:
+//!   `[codes of block 2i][codes of block 2i+1][16 fp16 scales of 2i][16 fp16 scales of 2i+1]`
+//!   (an odd last block leaves its partner's codes and scales zero). A block's codes are
+//!   `CODE_BYTES / 64` chunks of 64 bytes; chunk `t` holds, for column `c`, 4 bytes at `64 t + 4 c`:
+//!   - 4-bit types (256 code bytes): bytes `4t..4t+4` of the column's GGUF block, so the low
+//!     nibbles are elements `4t..4t+4` and the high nibbles elements `16+4t..16+4t+4`;
+//!   - Q8_0 (512 code bytes): elements `4t..4t+4`, sign bit flipped.
+//!
+//!   A 64-byte chunk is one zmm of 16 columns x 4 bytes, so one broadcast of 4 activation bytes
+//!   meets 16 columns in one `vpdpbusd`. A panel is as large as the 16 GGUF rows (Q4_0 and IQ4_NL
+//!   288 bytes per block, Q8_0 544) plus at most one zero block.
+//!
+//! # Float order (the same at every level)
+//!
+//! Output `(r, c)` has one f32 accumulator starting at +0.0; block by block
+//! `acc = (d_w * d_a).mul_add(isum as f32, acc)`, with `d_w * d_a` a plain f32 product and `isum`
+//! the block's exact integer dot. `out = acc`. A SIMD kernel keeps 16 columns in the lanes of a
+//! register and runs the same sequence per lane.
+
+use crate::codec::{quantize, FloatSlice, QuantizeOptions};
+use crate::formats::float::fp16_to_fp32;
+use crate::formats::iquants::iq4::KVALUES_IQ4NL;
+use crate::simd::Level;
+use crate::types::QuantType;
+
+use super::packed::{PackedKernel, PANEL_ROWS};
+
+/// Elements per block.
+pub const QK: usize = 32;
+/// Bytes of one activation block: d (f32), `BIAS * sum(a)` (i32), 32 codes.
+pub const ACT_BLOCK_BYTES: usize = 8 + QK;
+/// Bytes of the 16 fp16 scales of one block in a panel.
+pub const SCALE_BYTES: usize = 2 * PANEL_ROWS;
+
+/// How a type's codes sit in a panel (a constant of each kernel).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    Q4_0,
+    Iq4Nl,
+    Q8_0,
+}
+
+impl Kind {
+    /// Code bytes of one block of 16 columns.
+    pub const fn code_bytes(self) -> usize {
+        match self {
+            Kind::Q4_0 | Kind::Iq4Nl => 256,
+            Kind::Q8_0 => 512,
+        }
+    }
+
+    /// What the stored unsigned codes exceed the signed ones by.
+    pub const fn bias(self) -> i32 {
+        match self {
+            Kind::Q4_0 => 8,
+            Kind::Iq4Nl | Kind::Q8_0 => 128,
+        }
+    }
+
+    /// Bytes of one GGUF block.
+    const fn gguf_block_bytes(self) -> usize {
+        match self {
+            Kind::Q4_0 | Kind::Iq4Nl => 18,
+            Kind::Q8_0 => 34,
+        }
+    }
+
+    /// Bytes of a pair of blocks in a panel.
+    pub const fn pair_bytes(self) -> usize {
+        2 * (self.code_bytes() + SCALE_BYTES)
+    }
+
+    /// Byte offsets in a panel of block `b`'s codes and of its 16 scales.
+    #[inline(always)]
+    pub const fn block_at(self, b: usize) -> (usize, usize) {
+        let pair = (b / 2) * self.pair_bytes();
+        let half = b % 2;
+        (pair + half * self.code_bytes(), pair + 2 * self.code_bytes() + half * SCALE_BYTES)
+    }
+
+    /// The signed code of element `e` (0..32) of column `c` in a block's packed codes.
+    fn code(self, codes: &[u8], c: usize, e: usize) -> i32 {
+        match self {
+            Kind::Q4_0 | Kind::Iq4Nl => {
+                let j = e % 16;
+                let byte = codes[64 * (j / 4) + 4 * c + j % 4];
+                let nibble = if e < 16 { byte & 0x0f } else { byte >> 4 };
+                if self == Kind::Q4_0 {
+                    nibble as i32 - 8
+                } else {
+                    KVALUES_IQ4NL[nibble as usize] as i32
+                }
+            }
+            Kind::Q8_0 => (codes[64 * (e / 4) + 4 * c + e % 4] ^ 0x80) as i8 as i32,
+        }
+    }
+
+    fn panel_bytes(self, k: usize) -> usize {
+        (k / QK).div_ceil(2) * self.pair_bytes()
+    }
+
+    fn pack_panel(self, k: usize, rows: &[u8], row_bytes: usize, panel: &mut [u8]) {
+        let nb = k / QK;
+        let wb = self.gguf_block_bytes();
+        assert!(row_bytes == nb * wb && rows.len().is_multiple_of(row_bytes), "weight rows of the wrong size");
+        assert!(rows.len() / row_bytes <= PANEL_ROWS && panel.len() == self.panel_bytes(k), "panel of the wrong size");
+        panel.fill(0);
+        // The Q8_0 sign flip, four codes at a time.
+        let flip = if self == Kind::Q8_0 { 0x8080_8080u32 } else { 0 };
+        for (c, row) in rows.chunks_exact(row_bytes).enumerate() {
+            for (b, block) in row.chunks_exact(wb).enumerate() {
+                let (codes_at, scales_at) = self.block_at(b);
+                panel[scales_at + 2 * c..scales_at + 2 * c + 2].copy_from_slice(&block[..2]);
+                for (t, four) in block[2..].chunks_exact(4).enumerate() {
+                    let v = u32::from_le_bytes([four[0], four[1], four[2], four[3]]) ^ flip;
+                    let at = codes_at + 64 * t + 4 * c;
+                    panel[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// The scalar reference gemm (see the module docs for the float order).
+    fn gemm(self, k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out: &mut [f32], out_stride: usize) {
+        let nb = k / QK;
+        let panel_bytes = self.panel_bytes(k);
+        let act_row_bytes = nb * ACT_BLOCK_BYTES;
+        check_gemm_args(panels, panel_bytes, acts, act_row_bytes, m, cols, out, out_stride);
+        for r in 0..m {
+            let act_row = &acts[r * act_row_bytes..(r + 1) * act_row_bytes];
+            for c in 0..cols {
+                let panel = &panels[(c / PANEL_ROWS) * panel_bytes..][..panel_bytes];
+                let col = c % PANEL_ROWS;
+                let mut acc = 0f32;
+                for (b, ab) in act_row.chunks_exact(ACT_BLOCK_BYTES).enumerate() {
+                    let (codes_at, scales_at) = self.block_at(b);
+                    let codes = &panel[codes_at..codes_at + self.code_bytes()];
+                    let isum: i32 = (0..QK).map(|e| self.code(codes, col, e) * ab[8 + e] as i8 as i32).sum();
+                    let d_w =
+                        fp16_to_fp32(u16::from_le_bytes([panel[scales_at + 2 * col], panel[scales_at + 2 * col + 1]]));
+                    let d_a = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
+                    acc = (d_w * d_a).mul_add(isum as f32, acc);
+                }
+                out[r * out_stride + c] = acc;
+            }
+        }
+    }
+}
+
+/// The shape checks every level's `gemm` makes before touching memory.
+#[allow(clippy::too_many_arguments)]
+pub fn check_gemm_args(
+    panels: &[u8],
+    panel_bytes: usize,
+    acts: &[u8],
+    act_row_bytes: usize,
+    m: usize,
+    cols: usize,
+    out: &[f32],
+    out_stride: usize,
+) {
+    let n_panels = panels.len().checked_div(panel_bytes).unwrap_or(0);
+    assert!(panels.len() == n_panels * panel_bytes && cols <= n_panels * PANEL_ROWS, "panels of the wrong size");
+    assert!(acts.len() >= m * act_row_bytes, "activation rows too short");
+    assert!(cols <= out_stride || m == 0, "output stride shorter than the columns");
+    assert!(m == 0 || out.len() >= (m - 1) * out_stride + cols, "output too short");
+}
+
+/// Bytes of an activation row of `k` elements.
+pub fn act_row_bytes(k: usize) -> usize {
+    k / QK * ACT_BLOCK_BYTES
+}
+
+/// Quantizes rows of `k` floats to Q8_0 and lays them out with `bias * sum(a)` per block.
+fn prepare_acts(bias: i32, x: &[f32], k: usize, out: &mut [u8]) {
+    let nb = k / QK;
+    let rows = x.len().checked_div(k).unwrap_or(0);
+    assert!(k.is_multiple_of(QK) && out.len() == rows * nb * ACT_BLOCK_BYTES, "activation buffer of the wrong size");
+    let q8_bytes = QuantType::Q8_0.block_bytes();
+    let mut q8 = vec![0u8; nb * q8_bytes];
+    let options = QuantizeOptions { check_finite: false, imatrix: None, level: None };
+    for (row, dst) in x.chunks_exact(k).zip(out.chunks_exact_mut(nb * ACT_BLOCK_BYTES)) {
+        // Q8_0 of a finite row cannot fail; were it to, the row would stay zero and the
+        // caller's finite check has already reported the cause.
+        if quantize(QuantType::Q8_0, FloatSlice::F32(row), k, &mut q8, &options).is_err() {
+            q8.fill(0);
+        }
+        for (src, d) in q8.chunks_exact(q8_bytes).zip(dst.chunks_exact_mut(ACT_BLOCK_BYTES)) {
+            let scale = fp16_to_fp32(u16::from_le_bytes([src[0], src[1]]));
+            let sum: i32 = src[2..].iter().map(|&a| a as i8 as i32).sum();
+            d[..4].copy_from_slice(&scale.to_le_bytes());
+            d[4..8].copy_from_slice(&(bias * sum).to_le_bytes());
+            d[8..].copy_from_slice(&src[2..]);
+        }
+    }
+}
+
+/// The functions of one type's kernel: the layouts plus the scalar gemm, as plain `fn` items.
+macro_rules! legacy_kind_fns {
+    ($($kind:ident: $prepare:ident, $panel_bytes:ident, $pack:ident, $gemm:ident;)*) => {$(
+        fn $prepare(x: &[f32], k: usize, out: &mut [u8]) {
+            prepare_acts(Kind::$kind.bias(), x, k, out)
+        }
+        fn $panel_bytes(k: usize) -> usize {
+            Kind::$kind.panel_bytes(k)
+        }
+        fn $pack(k: usize, rows: &[u8], row_bytes: usize, panel: &mut [u8]) {
+            Kind::$kind.pack_panel(k, rows, row_bytes, panel)
+        }
+        /// Scalar reference gemm (the module docs give its float order).
+        pub fn $gemm(k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out: &mut [f32], out_stride: usize) {
+            Kind::$kind.gemm(k, panels, acts, m, cols, out, out_stride)
+        }
+    )*};
+}
+
+legacy_kind_fns! {
+    Q4_0: prepare_acts_q4_0, panel_bytes_q4_0, pack_panel_q4_0, gemm_q4_0;
+    Iq4Nl: prepare_acts_iq4_nl, panel_bytes_iq4_nl, pack_panel_iq4_nl, gemm_iq4_nl;
+    Q8_0: prepare_acts_q8_0, panel_bytes_q8_0, pack_panel_q8_0, gemm_q8_0;
+}
+
+/// The packed kernel of a Q8_0-paired legacy type at `level` (available on this CPU), or `None`
+/// for another type.
+pub fn packed_kernel(weight: QuantType, level: Level) -> Option<PackedKernel> {
+    let (kind, prepare_acts, panel_bytes, pack_panel, scalar): (Kind, _, _, _, super::packed::PackedGemmFn) =
+        match weight {
+            QuantType::Q4_0 => {
+                (Kind::Q4_0, prepare_acts_q4_0 as _, panel_bytes_q4_0 as _, pack_panel_q4_0 as _, gemm_q4_0)
+            }
+            QuantType::IQ4_NL => {
+                (Kind::Iq4Nl, prepare_acts_iq4_nl as _, panel_bytes_iq4_nl as _, pack_panel_iq4_nl as _, gemm_iq4_nl)
+            }
+            QuantType::Q8_0 => {
+                (Kind::Q8_0, prepare_acts_q8_0 as _, panel_bytes_q8_0 as _, pack_panel_q8_0 as _, gemm_q8_0)
+            }
+            _ => return None,
+        };
+    let (gemm, gemm_level) = simd_gemm(kind, level).unwrap_or((scalar, Level::Scalar));
+    Some(PackedKernel { act_row_bytes, prepare_acts, panel_bytes, pack_panel, gemm, level: gemm_level })
+}
+
+/// The fastest SIMD gemm of `kind` at or below `level`, or `None` for the scalar one.
+fn simd_gemm(kind: Kind, level: Level) -> Option<(super::packed::PackedGemmFn, Level)> {
+    let _ = (kind, level);
+    None
+}
