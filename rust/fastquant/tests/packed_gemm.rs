@@ -123,6 +123,9 @@ fn every_level_gives_the_scalar_bits() {
             for level in available_levels() {
                 let kernel = packed_kernel_for(qtype, level).unwrap();
                 assert!(kernel.level <= level);
+                if matches!(qtype, QuantType::Q4_0 | QuantType::IQ4_NL | QuantType::Q8_0) && level >= Level::Avx2 {
+                    assert!(kernel.level >= Level::Avx2, "{qtype} has a SIMD kernel at {level}");
+                }
                 // Layouts belong to the type: every level packs and prepares the same bytes.
                 assert_eq!(pack_all(&kernel, &w, n, k, row_bytes), panels, "{qtype} {level} panels");
                 assert_eq!(prepare(&kernel, &x, k), acts, "{qtype} {level} activations");

@@ -135,6 +135,7 @@ impl Kind {
     }
 
     /// The scalar reference gemm (see the module docs for the float order).
+    #[allow(clippy::too_many_arguments)]
     fn gemm(self, k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out: &mut [f32], out_stride: usize) {
         let nb = k / QK;
         let panel_bytes = self.panel_bytes(k);
@@ -256,6 +257,21 @@ pub fn packed_kernel(weight: QuantType, level: Level) -> Option<PackedKernel> {
 
 /// The fastest SIMD gemm of `kind` at or below `level`, or `None` for the scalar one.
 fn simd_gemm(kind: Kind, level: Level) -> Option<(super::packed::PackedGemmFn, Level)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::simd::x86_64;
+        if level >= Level::Avx512Vnni {
+            if let Some(f) = x86_64::Avx512::try_new().and_then(|t| x86_64::avx512::packed_gemm_legacy_vnni(t, kind)) {
+                return Some((f, Level::Avx512Vnni));
+            }
+        }
+        // AVX-512 without VNNI runs the AVX2 kernel.
+        if level >= Level::Avx2 {
+            if let Some(t) = x86_64::Avx2::try_new() {
+                return Some((x86_64::avx2::packed_gemm_legacy(t, kind), Level::Avx2));
+            }
+        }
+    }
     let _ = (kind, level);
     None
 }

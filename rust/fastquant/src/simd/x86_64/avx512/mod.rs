@@ -17,6 +17,7 @@ mod attention;
 mod dot;
 mod dot_kquants;
 mod float;
+mod gemm_legacy;
 mod iquants;
 mod iquants_dequantize;
 mod kquants;
@@ -55,6 +56,15 @@ pub fn dot_kernel(_token: Avx512, weight: QuantType) -> Option<crate::matmul::Ve
 /// the CPU has VNNI (`Level::Avx512Vnni` detected).
 pub fn dot_kernel_vnni(_token: Avx512, weight: QuantType) -> Option<crate::matmul::VecDotFn> {
     dot::kernel_vnni(weight).or_else(|| dot_kquants::kernel(weight, true))
+}
+
+/// The VNNI packed-GEMM microkernel of a Q8_0-paired legacy type (`matmul::packed_legacy`), or
+/// `None` without VNNI.
+pub fn packed_gemm_legacy_vnni(
+    _token: Avx512,
+    kind: crate::matmul::packed_legacy::Kind,
+) -> Option<crate::matmul::packed::PackedGemmFn> {
+    std::arch::is_x86_feature_detected!("avx512vnni").then(|| gemm_legacy::kernel(kind))
 }
 
 /// The importance-weighted quantizers at this level (whole rows plus the imatrix).
