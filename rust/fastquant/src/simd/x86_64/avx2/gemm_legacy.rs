@@ -8,6 +8,8 @@
 //! are turned back into signed codes `q` and multiplied as `|q| x (a with q's sign)`, every pair
 //! within ±2·127·127. Both give each block's exact integer dot, so the float sequence is the
 //! scalar one.
+// Register tiles are indexed by (row, panel) as the math is written.
+#![allow(clippy::needless_range_loop)]
 
 use std::arch::x86_64::*;
 

@@ -6,6 +6,8 @@
 //! `R` rows x `P` panels keeps `R x P` integer block sums and as many f32 accumulators in
 //! registers; per block the sums lose `BIAS * sum(a)` (exact), become floats, and meet
 //! `d_w * d_a` in one FMA per lane, as the scalar reference does.
+// Register tiles are indexed by (row, panel) as the math is written.
+#![allow(clippy::needless_range_loop)]
 
 use std::arch::x86_64::*;
 
