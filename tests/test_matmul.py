@@ -173,8 +173,10 @@ def test_linear_reuses_its_buffer_and_adds_the_bias():
     a = lin(x, copy=False)
     b = lin(x * 2, copy=False)
     assert a is b  # the same buffer, overwritten
-    want = fastquant.matmul(x * 2, fastquant.quantize(w, "Q8_0")) + bias
-    assert np.array_equal(b, want)
+    # The bias is added to the product the layer computes without one (its packed GEMM).
+    product = fastquant.Linear(fastquant.quantize(w, "Q8_0"))(x * 2)
+    assert np.array_equal(b, product + bias)
+    _check(product, x * 2, fastquant.dequantize(lin.weight), "Q8_0")
     c = lin(x)
     assert c is not lin(x)
     with pytest.raises(ShapeError, match="bias must have shape"):
@@ -219,3 +221,63 @@ def test_clear_errors():
         fastquant.matmul(np.zeros((1, 256), np.float32), iq2)
     with pytest.raises(fastquant.SimdError):
         fastquant.matmul(np.zeros((1, 64), np.float32), q, simd="nonsense")
+
+
+# Types whose Linear runs on a packed copy of the weight (the packed GEMM's panels).
+PACKED = [t for t in TYPES if fastquant.Linear(fastquant.quantize(np.zeros((1, 256), np.float32), t)).packed]
+
+
+def test_the_legacy_types_that_must_pack_do():
+    for t in ["Q4_0", "Q8_0", "IQ4_NL"]:
+        assert t in PACKED
+
+
+@pytest.mark.parametrize("qtype", PACKED)
+@given(data=st.data())
+def test_packed_linear_is_within_the_bound_and_the_same_at_every_level(qtype, data):
+    block = max(32, fastquant.QuantType(qtype).block_size)
+    k = block * data.draw(st.integers(1, 9 if block == 32 else 3), label="blocks")
+    n = data.draw(st.integers(1, 70), label="N")
+    rows = data.draw(st.sampled_from([1, 2, 5, 8, 9, 17, 66]), label="rows")
+    seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
+    scale = data.draw(st.sampled_from([1.0, 1e-3, 50.0]), label="x scale")
+    rng = np.random.default_rng(seed)
+    q, wd = _weight(rng, n, k, qtype)
+    x = (rng.standard_normal((rows, k)) * scale).astype(np.float32)
+    lin = fastquant.Linear(q)
+    assert lin.packed
+    want = lin(x, simd="scalar")
+    _check(want, x, wd, qtype)
+    for level in SIMD_LEVELS[1:]:
+        got = lin(x, simd=level)
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), f"{qtype} packed Linear at {level}"
+    if rows > 8:
+        # matmul packs the same panels on the fly for more than 8 rows: the same bits.
+        assert np.array_equal(fastquant.matmul(x, q, simd="scalar").view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_packed_linear_thread_count_does_not_change_the_result(threads):
+    rng = np.random.default_rng(11)
+    q, _ = _weight(rng, 333, 1024, "Q4_0")
+    lin = fastquant.Linear(q)
+    for rows in (1, 8, 70):
+        x = rng.standard_normal((rows, 1024)).astype(np.float32)
+        fastquant.set_num_threads(1)
+        want = lin(x)
+        fastquant.set_num_threads(threads)
+        assert np.array_equal(lin(x), want)
+
+
+def test_packed_linear_errors():
+    rng = np.random.default_rng(12)
+    lin = fastquant.Linear(rng.standard_normal((6, 64)).astype(np.float32), "Q4_0")
+    assert lin.packed
+    with pytest.raises(ShapeError, match="x has 32 columns.*K = 64"):
+        lin(np.zeros((2, 32), np.float32))
+    x = np.zeros((2, 64), np.float32)
+    x[1, 3] = np.inf
+    with pytest.raises(fastquant.NonFiniteError, match="67"):
+        lin(x)
+    with pytest.raises(fastquant.SimdError):
+        lin(np.zeros((1, 64), np.float32), simd="nonsense")

@@ -12,11 +12,14 @@ __version__: str
 __all__ = [
     "__version__",
     "GgufWriter",
+    "PackedWeight",
     "attention",
     "available_simd_levels",
     "dequantize",
     "gguf_read_header",
     "matmul",
+    "matmul_packed",
+    "has_packed_kernel",
     "detected_simd_level",
     "num_threads",
     "quantize",
@@ -60,6 +63,24 @@ def matmul(
     simd: Optional[str] = None,
 ) -> npt.NDArray[np.float32]:
     """``x @ dequantize(weight).T`` for flat f32 rows of ``k`` and ``n_out`` weight rows; into ``out``."""
+@final
+class PackedWeight:
+    """A weight packed once into its type's GEMM panels (a copy of the blocks, 64-byte aligned)."""
+
+    def __new__(cls, weight: npt.NDArray[np.uint8], qtype_id: int, n_out: int, k: int) -> PackedWeight: ...
+    @property
+    def nbytes(self) -> int: ...
+
+def has_packed_kernel(qtype_id: int) -> bool:
+    """Whether weights of this type can be a ``PackedWeight``."""
+
+def matmul_packed(
+    x: npt.NDArray[np.float32],
+    weight: PackedWeight,
+    out: Optional[npt.NDArray[np.float32]] = None,
+    simd: Optional[str] = None,
+) -> npt.NDArray[np.float32]:
+    """``matmul`` with a packed weight: flat f32 rows of its K; into ``out``."""
 def attention(
     q: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
     q_type: int,

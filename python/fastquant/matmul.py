@@ -59,7 +59,13 @@ def _as_activations(x: Any, k: int) -> Tuple[np.ndarray, Tuple[int, ...]]:
     return x32.reshape(-1), tuple(x.shape[:-1])
 
 
-def _run(x: Any, qt: QuantizedTensor, out: Optional[np.ndarray], simd: Optional[str]) -> np.ndarray:
+def _run(
+    x: Any,
+    qt: QuantizedTensor,
+    out: Optional[np.ndarray],
+    simd: Optional[str],
+    packed: Optional[_core.PackedWeight] = None,
+) -> np.ndarray:
     n, k = qt.shape
     flat, lead = _as_activations(x, k)
     rows = flat.size // k if k else int(np.prod(lead, dtype=np.int64))
@@ -73,7 +79,10 @@ def _run(x: Any, qt: QuantizedTensor, out: Optional[np.ndarray], simd: Optional[
     if rows * n == 0 or k == 0:
         target.fill(0.0)  # an empty inner dimension sums nothing
         return target.reshape(shape)
-    _core.matmul(flat, qt.data, qt.qtype.id, n, k, target, simd)
+    if packed is not None:
+        _core.matmul_packed(flat, packed, target, simd)
+    else:
+        _core.matmul(flat, qt.data, qt.qtype.id, n, k, target, simd)
     return target.reshape(shape)
 
 
@@ -138,6 +147,13 @@ class Linear:
     quantize it to once. Calls with the same number of rows reuse the output buffer, so an engine
     calling it per token does not allocate (``copy=False`` returns that buffer itself, which the
     next call overwrites).
+
+    Weights of a type with a packed GEMM kernel (Q4_0, Q8_0, IQ4_NL) are repacked once, here, into
+    panels of 16 rows that the integer microkernels read directly (as llama.cpp repacks Q4_0), and
+    every call runs on them, one row or many: that is faster than the GGUF layout at every row
+    count. The packed copy is the size of the blocks (plus at most one block per row); ``weight``
+    still refers to the :class:`QuantizedTensor` (not copied when you passed one), so memory
+    holds the blocks twice while you keep both. ``packed`` tells whether a packed copy exists.
     """
 
     def __init__(self, w: WeightLike, qtype: Optional[Union[QuantType, str]] = None, bias: Any = None) -> None:
@@ -151,6 +167,15 @@ class Linear:
         if self.bias is not None and self.bias.shape != (n,):
             raise ShapeError(f"bias must have shape ({n},), not {self.bias.shape}")
         self._out: Optional[np.ndarray] = None
+        qt = self.weight
+        self._packed: Optional[_core.PackedWeight] = None
+        if qt.shape[0] > 0 and qt.shape[1] > 0 and _core.has_packed_kernel(qt.qtype.id):
+            self._packed = _core.PackedWeight(qt.data, qt.qtype.id, qt.shape[0], qt.shape[1])
+
+    @property
+    def packed(self) -> bool:
+        """Whether calls run on a packed copy of the weight (see the class docs)."""
+        return self._packed is not None
 
     @property
     def in_features(self) -> int:
@@ -165,7 +190,7 @@ class Linear:
         shape = tuple(x.shape[:-1]) + (self.out_features,)
         if self._out is None or self._out.shape != shape:
             self._out = np.empty(shape, dtype=np.float32)
-        _run(x, self.weight, self._out, simd)
+        _run(x, self.weight, self._out, simd, self._packed)
         y = self._out
         if self.bias is not None:
             y += self.bias
