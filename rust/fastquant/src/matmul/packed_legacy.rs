@@ -118,17 +118,24 @@ impl Kind {
         let wb = self.gguf_block_bytes();
         assert!(row_bytes == nb * wb && rows.len().is_multiple_of(row_bytes), "weight rows of the wrong size");
         assert!(rows.len() / row_bytes <= PANEL_ROWS && panel.len() == self.panel_bytes(k), "panel of the wrong size");
-        panel.fill(0);
+        let n_rows = rows.len() / row_bytes;
+        if n_rows < PANEL_ROWS || !nb.is_multiple_of(2) {
+            panel.fill(0); // missing rows and the odd last block's partner stay zero
+        }
         // The Q8_0 sign flip, four codes at a time.
         let flip = if self == Kind::Q8_0 { 0x8080_8080u32 } else { 0 };
-        for (c, row) in rows.chunks_exact(row_bytes).enumerate() {
-            for (b, block) in row.chunks_exact(wb).enumerate() {
-                let (codes_at, scales_at) = self.block_at(b);
-                panel[scales_at + 2 * c..scales_at + 2 * c + 2].copy_from_slice(&block[..2]);
-                for (t, four) in block[2..].chunks_exact(4).enumerate() {
-                    let v = u32::from_le_bytes([four[0], four[1], four[2], four[3]]) ^ flip;
-                    let at = codes_at + 64 * t + 4 * c;
-                    panel[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        let code_bytes = self.code_bytes();
+        // Block by block, so each block's panel bytes are written together.
+        for b in 0..nb {
+            let (codes_at, scales_at) = self.block_at(b);
+            let (codes, scales) = panel.split_at_mut(scales_at);
+            let codes = &mut codes[codes_at..codes_at + code_bytes];
+            for c in 0..n_rows {
+                let block = &rows[c * row_bytes + b * wb..][..wb];
+                scales[2 * c..2 * c + 2].copy_from_slice(&block[..2]);
+                for (chunk, four) in codes.chunks_exact_mut(64).zip(block[2..].as_chunks::<4>().0) {
+                    let v = u32::from_le_bytes(*four) ^ flip;
+                    chunk[4 * c..4 * c + 4].copy_from_slice(&v.to_le_bytes());
                 }
             }
         }
