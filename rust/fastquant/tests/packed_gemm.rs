@@ -181,7 +181,7 @@ fn scalar_gemm_is_the_dot_of_the_dequantized_operands() {
 fn the_drivers_give_the_kernel_bits() {
     let mut rng = Rng(0x0dd_beef);
     for qtype in packed_types() {
-        // m > 8 takes the packed path inside `matmul`; 70 rows run in two row chunks.
+        // More than 8 rows always take the packed path inside `matmul`; 70 rows run in two row chunks.
         for &(m, n, blocks) in &[(9, 37, 3), (70, 100, 5), (1, 48, 2), (20, 300, 40)] {
             let k = 32 * blocks;
             let row_bytes = qtype.row_bytes(k).unwrap();

@@ -1,6 +1,6 @@
 //! The packed-GEMM driver: runs a [`PackedKernel`] over a weight either packed once
 //! ([`PackedWeight`], what a `Linear` keeps) or packed tile by tile on the fly (what [`super::matmul`]
-//! does for more than 8 activation rows of a GGUF-layout weight).
+//! does for a GGUF-layout weight from a few activation rows on).
 //!
 //! Work is split by columns: a task is a tile of consecutive panels (at most [`TILE_BYTES`], so it
 //! stays in a core's L2) and meets every activation row, so each weight byte is read from memory
