@@ -1,6 +1,6 @@
-//! Packed GEMM for the weight types that pair with Q8_0 activations: Q4_0, IQ4_NL and Q8_0. The
-//! layouts, the scalar reference `gemm` (the specification of the float order), and the table
-//! arms; the SIMD microkernels are in `simd/x86_64/{avx2,avx512}/gemm_legacy.rs`.
+//! Packed GEMM for the legacy weight types Q4_0, IQ4_NL and Q8_0 (with Q8_0 activations) and Q4_1
+//! (with Q8_1). The layouts, the scalar reference `gemm` (the specification of the float order),
+//! and the table arms; the SIMD microkernels are in `simd/x86_64/{avx2,avx512}/gemm_legacy.rs`.
 //!
 //! # Layouts
 //!
@@ -8,13 +8,15 @@
 //! a Q8_0 code with its sign bit flipped and an IQ4_NL code as its 4-bit index (both `BIAS` 128,
 //! IQ4_NL through a table of `kvalue + 128`). The activation codes stay signed, which is what
 //! `vpdpbusd` (u8 x s8) wants, and each activation block carries `BIAS * sum(a)`, so a block's
-//! exact integer dot is `sum(u * a) - BIAS * sum(a) = sum(q * a)`.
+//! exact integer dot is `sum(u * a) - BIAS * sum(a) = sum(q * a)`. Q4_1's nibbles are its codes
+//! (the weight is `d * q + m`, `BIAS` 0); its activations are Q8_1 and carry `s = d_a * sum(a)`.
 //!
-//! * **Activation row**: per block of 32, [`ACT_BLOCK_BYTES`] bytes: the Q8_0 scale as f32, the
-//!   i32 `BIAS * sum(a)`, the 32 signed codes (those of the crate's Q8_0 quantizer).
+//! * **Activation row**: per block of 32, [`ACT_BLOCK_BYTES`] bytes: the scale as f32, then the
+//!   i32 `BIAS * sum(a)` (Q8_0 pairs) or Q8_1's `s` as f32 (Q4_1), then the 32 signed codes
+//!   (those of the crate's Q8_0 / Q8_1 quantizer).
 //! * **Panel**: blocks go in pairs, each pair a whole number of 64-byte lines:
-//!   `[codes of block 2i][codes of block 2i+1][16 fp16 scales of 2i][16 fp16 scales of 2i+1]`
-//!   (an odd last block leaves its partner's codes and scales zero). A block's codes are
+//!   `[codes of block 2i][codes of block 2i+1][scales of 2i][scales of 2i+1]`, the scales 16 fp16
+//!   `d` (Q4_1: then 16 fp16 `m`); an odd last block leaves its partner's codes and scales zero. A block's codes are
 //!   `CODE_BYTES / 64` chunks of 64 bytes; chunk `t` holds, for column `c`, 4 bytes at `64 t + 4 c`:
 //!   - 4-bit types (256 code bytes): bytes `4t..4t+4` of the column's GGUF block, so the low
 //!     nibbles are elements `4t..4t+4` and the high nibbles elements `16+4t..16+4t+4`;
@@ -28,7 +30,8 @@
 //!
 //! Output `(r, c)` has one f32 accumulator starting at +0.0; block by block
 //! `acc = (d_w * d_a).mul_add(isum as f32, acc)`, with `d_w * d_a` a plain f32 product and `isum`
-//! the block's exact integer dot. `out = acc`. A SIMD kernel keeps 16 columns in the lanes of a
+//! the block's exact integer dot; Q4_1 then adds its offset term, `acc = m_w.mul_add(s_a, acc)`.
+//! `out = acc`. A SIMD kernel keeps 16 columns in the lanes of a
 //! register and runs the same sequence per lane.
 
 use crate::codec::{quantize, FloatSlice, QuantizeOptions};
@@ -43,7 +46,7 @@ use super::packed::{PackedKernel, PANEL_ROWS};
 pub const QK: usize = 32;
 /// Bytes of one activation block: d (f32), `BIAS * sum(a)` (i32), 32 codes.
 pub const ACT_BLOCK_BYTES: usize = 8 + QK;
-/// Bytes of the 16 fp16 scales of one block in a panel.
+/// Bytes of 16 fp16 values (one block's `d` or `m` in a panel).
 pub const SCALE_BYTES: usize = 2 * PANEL_ROWS;
 
 /// How a type's codes sit in a panel (a constant of each kernel).
@@ -52,13 +55,14 @@ pub enum Kind {
     Q4_0,
     Iq4Nl,
     Q8_0,
+    Q4_1,
 }
 
 impl Kind {
     /// Code bytes of one block of 16 columns.
     pub const fn code_bytes(self) -> usize {
         match self {
-            Kind::Q4_0 | Kind::Iq4Nl => 256,
+            Kind::Q4_0 | Kind::Iq4Nl | Kind::Q4_1 => 256,
             Kind::Q8_0 => 512,
         }
     }
@@ -68,6 +72,7 @@ impl Kind {
         match self {
             Kind::Q4_0 => 8,
             Kind::Iq4Nl | Kind::Q8_0 => 128,
+            Kind::Q4_1 => 0,
         }
     }
 
@@ -76,12 +81,36 @@ impl Kind {
         match self {
             Kind::Q4_0 | Kind::Iq4Nl => 18,
             Kind::Q8_0 => 34,
+            Kind::Q4_1 => 20,
+        }
+    }
+
+    /// Whether the weight has an offset `m` (and the activations Q8_1's `s`).
+    pub const fn has_offset(self) -> bool {
+        matches!(self, Kind::Q4_1)
+    }
+
+    /// Bytes of one block's scales in a panel (`d`, and `m` after it for Q4_1).
+    pub const fn scale_bytes(self) -> usize {
+        if self.has_offset() {
+            2 * SCALE_BYTES
+        } else {
+            SCALE_BYTES
+        }
+    }
+
+    /// The activation type the weight pairs with.
+    fn act_type(self) -> QuantType {
+        if self.has_offset() {
+            QuantType::Q8_1
+        } else {
+            QuantType::Q8_0
         }
     }
 
     /// Bytes of a pair of blocks in a panel.
     pub const fn pair_bytes(self) -> usize {
-        2 * (self.code_bytes() + SCALE_BYTES)
+        2 * (self.code_bytes() + self.scale_bytes())
     }
 
     /// Byte offsets in a panel of block `b`'s codes and of its 16 scales.
@@ -89,20 +118,20 @@ impl Kind {
     pub const fn block_at(self, b: usize) -> (usize, usize) {
         let pair = (b / 2) * self.pair_bytes();
         let half = b % 2;
-        (pair + half * self.code_bytes(), pair + 2 * self.code_bytes() + half * SCALE_BYTES)
+        (pair + half * self.code_bytes(), pair + 2 * self.code_bytes() + half * self.scale_bytes())
     }
 
     /// The signed code of element `e` (0..32) of column `c` in a block's packed codes.
     fn code(self, codes: &[u8], c: usize, e: usize) -> i32 {
         match self {
-            Kind::Q4_0 | Kind::Iq4Nl => {
+            Kind::Q4_0 | Kind::Iq4Nl | Kind::Q4_1 => {
                 let j = e % 16;
                 let byte = codes[64 * (j / 4) + 4 * c + j % 4];
                 let nibble = if e < 16 { byte & 0x0f } else { byte >> 4 };
-                if self == Kind::Q4_0 {
-                    nibble as i32 - 8
-                } else {
-                    KVALUES_IQ4NL[nibble as usize] as i32
+                match self {
+                    Kind::Q4_0 => nibble as i32 - 8,
+                    Kind::Iq4Nl => KVALUES_IQ4NL[nibble as usize] as i32,
+                    _ => nibble as i32,
                 }
             }
             Kind::Q8_0 => (codes[64 * (e / 4) + 4 * c + e % 4] ^ 0x80) as i8 as i32,
@@ -132,8 +161,12 @@ impl Kind {
             let codes = &mut codes[codes_at..codes_at + code_bytes];
             for c in 0..n_rows {
                 let block = &rows[c * row_bytes + b * wb..][..wb];
+                let code_at = if self.has_offset() { 4 } else { 2 };
                 scales[2 * c..2 * c + 2].copy_from_slice(&block[..2]);
-                for (chunk, four) in codes.chunks_exact_mut(64).zip(block[2..].as_chunks::<4>().0) {
+                if self.has_offset() {
+                    scales[SCALE_BYTES + 2 * c..SCALE_BYTES + 2 * c + 2].copy_from_slice(&block[2..4]);
+                }
+                for (chunk, four) in codes.chunks_exact_mut(64).zip(block[code_at..].as_chunks::<4>().0) {
                     let v = u32::from_le_bytes(*four) ^ flip;
                     chunk[4 * c..4 * c + 4].copy_from_slice(&v.to_le_bytes());
                 }
@@ -162,6 +195,11 @@ impl Kind {
                         fp16_to_fp32(u16::from_le_bytes([panel[scales_at + 2 * col], panel[scales_at + 2 * col + 1]]));
                     let d_a = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
                     acc = (d_w * d_a).mul_add(isum as f32, acc);
+                    if self.has_offset() {
+                        let at = scales_at + SCALE_BYTES + 2 * col;
+                        let m_w = fp16_to_fp32(u16::from_le_bytes([panel[at], panel[at + 1]]));
+                        acc = m_w.mul_add(f32::from_le_bytes([ab[4], ab[5], ab[6], ab[7]]), acc);
+                    }
                 }
                 out[r * out_stride + c] = acc;
             }
@@ -193,26 +231,34 @@ pub fn act_row_bytes(k: usize) -> usize {
     k / QK * ACT_BLOCK_BYTES
 }
 
-/// Quantizes rows of `k` floats to Q8_0 and lays them out with `bias * sum(a)` per block.
-fn prepare_acts(bias: i32, x: &[f32], k: usize, out: &mut [u8]) {
+/// Quantizes rows of `k` floats to `kind`'s activation type (Q8_0 or Q8_1) and lays them out
+/// (see the module docs).
+fn prepare_acts(kind: Kind, x: &[f32], k: usize, out: &mut [u8]) {
     let nb = k / QK;
     let rows = x.len().checked_div(k).unwrap_or(0);
     assert!(k.is_multiple_of(QK) && out.len() == rows * nb * ACT_BLOCK_BYTES, "activation buffer of the wrong size");
-    let q8_bytes = QuantType::Q8_0.block_bytes();
+    let act_type = kind.act_type();
+    let q8_bytes = act_type.block_bytes();
+    let codes_at = q8_bytes - QK;
     let mut q8 = vec![0u8; nb * q8_bytes];
     let options = QuantizeOptions { check_finite: false, imatrix: None, level: None };
     for (row, dst) in x.chunks_exact(k).zip(out.chunks_exact_mut(nb * ACT_BLOCK_BYTES)) {
-        // Q8_0 of a finite row cannot fail; were it to, the row would stay zero and the
+        // Quantizing a finite row cannot fail; were it to, the row would stay zero and the
         // caller's finite check has already reported the cause.
-        if quantize(QuantType::Q8_0, FloatSlice::F32(row), k, &mut q8, &options).is_err() {
+        if quantize(act_type, FloatSlice::F32(row), k, &mut q8, &options).is_err() {
             q8.fill(0);
         }
         for (src, d) in q8.chunks_exact(q8_bytes).zip(dst.chunks_exact_mut(ACT_BLOCK_BYTES)) {
             let scale = fp16_to_fp32(u16::from_le_bytes([src[0], src[1]]));
-            let sum: i32 = src[2..].iter().map(|&a| a as i8 as i32).sum();
+            let second = if kind.has_offset() {
+                fp16_to_fp32(u16::from_le_bytes([src[2], src[3]])).to_le_bytes()
+            } else {
+                let sum: i32 = src[codes_at..].iter().map(|&a| a as i8 as i32).sum();
+                (kind.bias() * sum).to_le_bytes()
+            };
             d[..4].copy_from_slice(&scale.to_le_bytes());
-            d[4..8].copy_from_slice(&(bias * sum).to_le_bytes());
-            d[8..].copy_from_slice(&src[2..]);
+            d[4..8].copy_from_slice(&second);
+            d[8..].copy_from_slice(&src[codes_at..]);
         }
     }
 }
@@ -221,7 +267,7 @@ fn prepare_acts(bias: i32, x: &[f32], k: usize, out: &mut [u8]) {
 macro_rules! legacy_kind_fns {
     ($($kind:ident: $prepare:ident, $panel_bytes:ident, $pack:ident, $gemm:ident;)*) => {$(
         fn $prepare(x: &[f32], k: usize, out: &mut [u8]) {
-            prepare_acts(Kind::$kind.bias(), x, k, out)
+            prepare_acts(Kind::$kind, x, k, out)
         }
         fn $panel_bytes(k: usize) -> usize {
             Kind::$kind.panel_bytes(k)
@@ -240,9 +286,10 @@ legacy_kind_fns! {
     Q4_0: prepare_acts_q4_0, panel_bytes_q4_0, pack_panel_q4_0, gemm_q4_0;
     Iq4Nl: prepare_acts_iq4_nl, panel_bytes_iq4_nl, pack_panel_iq4_nl, gemm_iq4_nl;
     Q8_0: prepare_acts_q8_0, panel_bytes_q8_0, pack_panel_q8_0, gemm_q8_0;
+    Q4_1: prepare_acts_q4_1, panel_bytes_q4_1, pack_panel_q4_1, gemm_q4_1;
 }
 
-/// The packed kernel of a Q8_0-paired legacy type at `level` (available on this CPU), or `None`
+/// The packed kernel of Q4_0, IQ4_NL, Q8_0 or Q4_1 at `level` (available on this CPU), or `None`
 /// for another type.
 pub fn packed_kernel(weight: QuantType, level: Level) -> Option<PackedKernel> {
     let (kind, prepare_acts, panel_bytes, pack_panel, scalar): (Kind, _, _, _, super::packed::PackedGemmFn) =
@@ -255,6 +302,9 @@ pub fn packed_kernel(weight: QuantType, level: Level) -> Option<PackedKernel> {
             }
             QuantType::Q8_0 => {
                 (Kind::Q8_0, prepare_acts_q8_0 as _, panel_bytes_q8_0 as _, pack_panel_q8_0 as _, gemm_q8_0)
+            }
+            QuantType::Q4_1 => {
+                (Kind::Q4_1, prepare_acts_q4_1 as _, panel_bytes_q4_1 as _, pack_panel_q4_1 as _, gemm_q4_1)
             }
             _ => return None,
         };

@@ -1,10 +1,10 @@
-//! AVX2 packed-GEMM microkernels for Q4_0, IQ4_NL and Q8_0 (layouts and float order:
+//! AVX2 packed-GEMM microkernels for Q4_0, IQ4_NL, Q8_0 and Q4_1 (layouts and float order:
 //! `matmul::packed_legacy`).
 //!
 //! A panel's 64-byte chunk is two ymm of 8 columns x 4 code bytes; 4 broadcast activation bytes
 //! of a row meet them through `maddubs` + `madd` (u8 x s8 pairs summed to i16, then to i32).
-//! `maddubs` saturates above 32767, so only the Q4_0 nibbles (<= 15) go in unsigned with the
-//! activations' `BIAS * sum(a)` subtracted after; the Q8_0 and IQ4_NL codes (up to 255 biased)
+//! `maddubs` saturates above 32767, so only the 4-bit nibbles (<= 15) go in unsigned (Q4_0 with
+//! the activations' `BIAS * sum(a)` subtracted after, Q4_1's are its codes); the Q8_0 and IQ4_NL codes (up to 255 biased)
 //! are turned back into signed codes `q` and multiplied as `|q| x (a with q's sign)`, every pair
 //! within ±2·127·127. Both give each block's exact integer dot, so the float sequence is the
 //! scalar one.
@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 
 use crate::formats::iquants::iq4::KVALUES_IQ4NL;
 use crate::matmul::packed::{PackedGemmFn, PANEL_ROWS};
-use crate::matmul::packed_legacy::{act_row_bytes, check_gemm_args, Kind, ACT_BLOCK_BYTES, QK};
+use crate::matmul::packed_legacy::{act_row_bytes, check_gemm_args, Kind, ACT_BLOCK_BYTES, QK, SCALE_BYTES};
 
 /// Rows of a register tile (one panel wide: two ymm of columns per row).
 const TILE_ROWS: usize = 2;
@@ -26,6 +26,7 @@ pub(super) fn kernel(kind: Kind) -> PackedGemmFn {
         Kind::Q4_0 => gemm_q4_0,
         Kind::Iq4Nl => gemm_iq4_nl,
         Kind::Q8_0 => gemm_q8_0,
+        Kind::Q4_1 => gemm_q4_1,
     }
 }
 
@@ -37,6 +38,9 @@ fn gemm_iq4_nl(k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out:
 }
 fn gemm_q8_0(k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out: &mut [f32], out_stride: usize) {
     gemm(Kind::Q8_0, k, panels, acts, m, cols, out, out_stride)
+}
+fn gemm_q4_1(k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out: &mut [f32], out_stride: usize) {
+    gemm(Kind::Q4_1, k, panels, acts, m, cols, out, out_stride)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -107,7 +111,7 @@ fn tile<const R: usize>(kind: Kind, nb: usize, panel: &[u8], acts: &[u8], act_ro
             for r in 0..R {
                 let a = broadcast4(acts, r * act_row_bytes + act_at + a_off);
                 for h in 0..2 {
-                    isum[r][h] = if kind == Kind::Q4_0 {
+                    isum[r][h] = if matches!(kind, Kind::Q4_0 | Kind::Q4_1) {
                         dot_add(isum[r][h], w[h], a)
                     } else {
                         dot_add(isum[r][h], _mm256_sign_epi8(w[h], w[h]), _mm256_sign_epi8(a, w[h]))
@@ -143,6 +147,19 @@ fn tile<const R: usize>(kind: Kind, nb: usize, panel: &[u8], acts: &[u8], act_ro
                 _mm256_cvtph_ps(_mm_loadu_si128(panel.as_ptr().add(scales_at + 16).cast())),
             ]
         };
+        let m_w = if kind.has_offset() {
+            assert!(scales_at + SCALE_BYTES + 32 <= panel.len());
+            let at = scales_at + SCALE_BYTES;
+            // SAFETY: the 16 fp16 offsets of block b lie inside `panel` (checked above).
+            unsafe {
+                [
+                    _mm256_cvtph_ps(_mm_loadu_si128(panel.as_ptr().add(at).cast())),
+                    _mm256_cvtph_ps(_mm_loadu_si128(panel.as_ptr().add(at + 16).cast())),
+                ]
+            }
+        } else {
+            [_mm256_setzero_ps(); 2]
+        };
         for r in 0..R {
             let at = r * act_row_bytes + b * ACT_BLOCK_BYTES;
             let d_a = _mm256_castsi256_ps(broadcast4(acts, at));
@@ -151,6 +168,11 @@ fn tile<const R: usize>(kind: Kind, nb: usize, panel: &[u8], acts: &[u8], act_ro
             for h in 0..2 {
                 let exact = _mm256_cvtepi32_ps(_mm256_sub_epi32(isum[r][h], bias_sum));
                 acc[r][h] = _mm256_fmadd_ps(_mm256_mul_ps(d_w[h], d_a), exact, acc[r][h]);
+                if kind.has_offset() {
+                    // Q4_1: the offset term m_w * s_a.
+                    let s_a = _mm256_castsi256_ps(broadcast4(acts, at + 4));
+                    acc[r][h] = _mm256_fmadd_ps(m_w[h], s_a, acc[r][h]);
+                }
             }
         }
     }

@@ -1,4 +1,4 @@
-//! AVX-512 VNNI packed-GEMM microkernels for Q4_0, IQ4_NL and Q8_0 (layouts and float order:
+//! AVX-512 VNNI packed-GEMM microkernels for Q4_0, IQ4_NL, Q8_0 and Q4_1 (layouts and float order:
 //! `matmul::packed_legacy`).
 //!
 //! A zmm holds 16 columns x 4 code bytes (one 64-byte chunk of a panel); one `vpdpbusd` with 4
@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 
 use crate::formats::iquants::iq4::KVALUES_IQ4NL;
 use crate::matmul::packed::{PackedGemmFn, PANEL_ROWS};
-use crate::matmul::packed_legacy::{act_row_bytes, check_gemm_args, Kind, ACT_BLOCK_BYTES, QK};
+use crate::matmul::packed_legacy::{act_row_bytes, check_gemm_args, Kind, ACT_BLOCK_BYTES, QK, SCALE_BYTES};
 
 /// Rows of a register tile.
 const TILE_ROWS: usize = 4;
@@ -26,6 +26,7 @@ pub(super) fn kernel(kind: Kind) -> PackedGemmFn {
         Kind::Q4_0 => gemm_q4_0,
         Kind::Iq4Nl => gemm_iq4_nl,
         Kind::Q8_0 => gemm_q8_0,
+        Kind::Q4_1 => gemm_q4_1,
     }
 }
 
@@ -37,6 +38,9 @@ fn gemm_iq4_nl(k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out:
 }
 fn gemm_q8_0(k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out: &mut [f32], out_stride: usize) {
     gemm(Kind::Q8_0, k, panels, acts, m, cols, out, out_stride)
+}
+fn gemm_q4_1(k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out: &mut [f32], out_stride: usize) {
+    gemm(Kind::Q4_1, k, panels, acts, m, cols, out, out_stride)
 }
 
 /// What the tiles share: the operands and their strides.
@@ -156,6 +160,25 @@ fn tile<const R: usize, const P: usize>(
             // SAFETY: the 16 fp16 scales of block b lie inside panel p0 + p.
             _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(ops.panels.as_ptr().add(panel_base[p] + scales_at).cast()) })
         });
+        if kind.has_offset() {
+            // Q4_1: unsigned codes as they are, then the offset term m_w * s_a.
+            let m_w: [__m512; P] = std::array::from_fn(|p| {
+                let at = panel_base[p] + scales_at + SCALE_BYTES;
+                // SAFETY: the 16 fp16 offsets of block b lie inside panel p0 + p.
+                _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(ops.panels.as_ptr().add(at).cast()) })
+            });
+            for r in 0..R {
+                let at = row_base[r] + b * ACT_BLOCK_BYTES;
+                let d_a = _mm512_castsi512_ps(broadcast4(ops.acts, at));
+                let s_a = _mm512_castsi512_ps(broadcast4(ops.acts, at + 4));
+                for p in 0..P {
+                    let exact = _mm512_cvtepi32_ps(isum[r][p]);
+                    acc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(d_w[p], d_a), exact, acc[r][p]);
+                    acc[r][p] = _mm512_fmadd_ps(m_w[p], s_a, acc[r][p]);
+                }
+            }
+            continue;
+        }
         for r in 0..R {
             let at = row_base[r] + b * ACT_BLOCK_BYTES;
             let d_a = _mm512_castsi512_ps(broadcast4(ops.acts, at));
