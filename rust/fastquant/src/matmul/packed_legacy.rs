@@ -138,7 +138,8 @@ impl Kind {
         }
     }
 
-    fn panel_bytes(self, k: usize) -> usize {
+    /// Bytes of a panel of `k` elements per row.
+    pub fn panel_bytes(self, k: usize) -> usize {
         (k / QK).div_ceil(2) * self.pair_bytes()
     }
 
@@ -177,10 +178,7 @@ impl Kind {
     /// The scalar reference gemm (see the module docs for the float order).
     #[allow(clippy::too_many_arguments)]
     fn gemm(self, k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out: &mut [f32], out_stride: usize) {
-        let nb = k / QK;
-        let panel_bytes = self.panel_bytes(k);
-        let act_row_bytes = nb * ACT_BLOCK_BYTES;
-        check_gemm_args(panels, panel_bytes, acts, act_row_bytes, m, cols, out, out_stride);
+        let (_, panel_bytes, act_row_bytes) = checked_shapes(self, k, panels, acts, m, cols, out, out_stride);
         for r in 0..m {
             let act_row = &acts[r * act_row_bytes..(r + 1) * act_row_bytes];
             for c in 0..cols {
@@ -225,6 +223,40 @@ pub fn check_gemm_args(
     assert!(cols <= out_stride || m == 0, "output stride shorter than the columns");
     assert!(m == 0 || out.len() >= (m - 1) * out_stride + cols, "output too short");
 }
+
+/// The shapes of a `gemm` call of `kind` after [`check_gemm_args`]: (blocks, panel bytes,
+/// activation row bytes).
+#[allow(clippy::too_many_arguments)]
+pub fn checked_shapes(
+    kind: Kind,
+    k: usize,
+    panels: &[u8],
+    acts: &[u8],
+    m: usize,
+    cols: usize,
+    out: &[f32],
+    out_stride: usize,
+) -> (usize, usize, usize) {
+    let (panel_bytes, act_row_bytes) = (kind.panel_bytes(k), act_row_bytes(k));
+    check_gemm_args(panels, panel_bytes, acts, act_row_bytes, m, cols, out, out_stride);
+    (k / QK, panel_bytes, act_row_bytes)
+}
+
+/// Defines, in a SIMD module with a `gemm(kind, k, panels, acts, m, cols, out, out_stride)`,
+/// `kernel(Kind) -> PackedGemmFn` and its one entry point per kind.
+macro_rules! gemm_entry_points {
+    () => {
+        pub(super) fn kernel(kind: Kind) -> $crate::matmul::packed::PackedGemmFn {
+            match kind {
+                Kind::Q4_0 => |k, p, a, m, c, o, s| gemm(Kind::Q4_0, k, p, a, m, c, o, s),
+                Kind::Iq4Nl => |k, p, a, m, c, o, s| gemm(Kind::Iq4Nl, k, p, a, m, c, o, s),
+                Kind::Q8_0 => |k, p, a, m, c, o, s| gemm(Kind::Q8_0, k, p, a, m, c, o, s),
+                Kind::Q4_1 => |k, p, a, m, c, o, s| gemm(Kind::Q4_1, k, p, a, m, c, o, s),
+            }
+        }
+    };
+}
+pub(crate) use gemm_entry_points;
 
 /// Bytes of an activation row of `k` elements.
 pub fn act_row_bytes(k: usize) -> usize {

@@ -12,36 +12,16 @@
 use std::arch::x86_64::*;
 
 use crate::formats::iquants::iq4::KVALUES_IQ4NL;
-use crate::matmul::packed::{PackedGemmFn, PANEL_ROWS};
-use crate::matmul::packed_legacy::{act_row_bytes, check_gemm_args, Kind, ACT_BLOCK_BYTES, QK, SCALE_BYTES};
+use crate::matmul::packed::PANEL_ROWS;
+use crate::matmul::packed_legacy::{checked_shapes, Kind, ACT_BLOCK_BYTES, QK, SCALE_BYTES};
 
 /// Rows of a register tile.
 const TILE_ROWS: usize = 4;
 /// Panels of a register tile.
 const TILE_PANELS: usize = 2;
 
-/// The VNNI gemm of `kind`; the caller has checked that the CPU has AVX-512 F/BW/VL/DQ and VNNI.
-pub(super) fn kernel(kind: Kind) -> PackedGemmFn {
-    match kind {
-        Kind::Q4_0 => gemm_q4_0,
-        Kind::Iq4Nl => gemm_iq4_nl,
-        Kind::Q8_0 => gemm_q8_0,
-        Kind::Q4_1 => gemm_q4_1,
-    }
-}
-
-fn gemm_q4_0(k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out: &mut [f32], out_stride: usize) {
-    gemm(Kind::Q4_0, k, panels, acts, m, cols, out, out_stride)
-}
-fn gemm_iq4_nl(k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out: &mut [f32], out_stride: usize) {
-    gemm(Kind::Iq4Nl, k, panels, acts, m, cols, out, out_stride)
-}
-fn gemm_q8_0(k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out: &mut [f32], out_stride: usize) {
-    gemm(Kind::Q8_0, k, panels, acts, m, cols, out, out_stride)
-}
-fn gemm_q4_1(k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out: &mut [f32], out_stride: usize) {
-    gemm(Kind::Q4_1, k, panels, acts, m, cols, out, out_stride)
-}
+// The VNNI gemm of each kind; the caller has checked that the CPU has AVX-512 F/BW/VL/DQ and VNNI.
+crate::matmul::packed_legacy::gemm_entry_points!();
 
 /// What the tiles share: the operands and their strides.
 struct Operands<'a> {
@@ -55,10 +35,7 @@ struct Operands<'a> {
 
 #[allow(clippy::too_many_arguments)]
 fn gemm(kind: Kind, k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out: &mut [f32], out_stride: usize) {
-    let nb = k / QK;
-    let panel_bytes = nb.div_ceil(2) * kind.pair_bytes();
-    let act_row_bytes = act_row_bytes(k);
-    check_gemm_args(panels, panel_bytes, acts, act_row_bytes, m, cols, out, out_stride);
+    let (nb, panel_bytes, act_row_bytes) = checked_shapes(kind, k, panels, acts, m, cols, out, out_stride);
     let ops = Operands { kind, nb, panels, panel_bytes, acts, act_row_bytes };
     let n_panels = cols.div_ceil(PANEL_ROWS);
     for r0 in (0..m).step_by(TILE_ROWS) {
