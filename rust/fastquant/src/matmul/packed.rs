@@ -66,6 +66,10 @@ pub struct PackedKernel {
 /// The packed kernel for `weight` at `level`, or `None` where the type has none (the matmul then
 /// uses the GEMV kernels for every row count). `level` must be available on this CPU.
 pub fn packed_kernel_for(weight: QuantType, level: Level) -> Option<PackedKernel> {
-    let _ = (weight, level);
-    None
+    match weight {
+        QuantType::Q4_K | QuantType::Q5_K | QuantType::Q6_K | QuantType::IQ4_XS => {
+            super::packed_kquants::packed_kquant_kernel(weight, level)
+        }
+        _ => None,
+    }
 }

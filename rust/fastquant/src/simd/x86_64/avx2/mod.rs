@@ -16,6 +16,7 @@ mod attention;
 pub(super) mod dot;
 pub(super) mod dot_kquants; // its unpacking and driver are shared with AVX-512
 mod float;
+mod gemm_kquants;
 pub(super) mod iquants; // its group loop is shared with AVX-512
 mod iquants_dequantize;
 pub(super) mod kquants;
@@ -44,6 +45,12 @@ pub fn kernels(_token: Avx2, qtype: QuantType) -> IsaKernels {
 /// IQ4_NL and float kernels of `dot.rs`, the K-quant and IQ4_XS ones of `dot_kquants.rs`.
 pub fn dot_kernel(_token: Avx2, weight: QuantType) -> Option<crate::matmul::VecDotFn> {
     dot::kernel(weight).or_else(|| dot_kquants::kernel(weight))
+}
+
+/// The packed-GEMM microkernel of format `index` of `matmul::packed_kquants` (Q4_K, Q5_K, Q6_K,
+/// IQ4_XS) at this level.
+pub fn packed_kquant_gemm(_token: Avx2, index: usize) -> crate::matmul::packed::PackedGemmFn {
+    gemm_kquants::kernel(index)
 }
 
 /// The importance-weighted quantizers at this level (whole rows plus the imatrix).

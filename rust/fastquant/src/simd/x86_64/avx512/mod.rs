@@ -17,6 +17,7 @@ mod attention;
 mod dot;
 mod dot_kquants;
 mod float;
+mod gemm_kquants;
 mod iquants;
 mod iquants_dequantize;
 mod kquants;
@@ -55,6 +56,12 @@ pub fn dot_kernel(_token: Avx512, weight: QuantType) -> Option<crate::matmul::Ve
 /// the CPU has VNNI (`Level::Avx512Vnni` detected).
 pub fn dot_kernel_vnni(_token: Avx512, weight: QuantType) -> Option<crate::matmul::VecDotFn> {
     dot::kernel_vnni(weight).or_else(|| dot_kquants::kernel(weight, true))
+}
+
+/// The packed-GEMM microkernel of format `index` of `matmul::packed_kquants` (Q4_K, Q5_K, Q6_K,
+/// IQ4_XS), with VNNI when `vnni` and the CPU has it.
+pub fn packed_kquant_gemm(_token: Avx512, index: usize, vnni: bool) -> crate::matmul::packed::PackedGemmFn {
+    gemm_kquants::kernel(index, vnni)
 }
 
 /// The importance-weighted quantizers at this level (whole rows plus the imatrix).
