@@ -46,15 +46,22 @@ fn on_cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Median (on-core seconds, wall seconds) of `reps` runs of `f`.
+/// Median (on-core seconds, wall seconds) per run of `reps` samples of `f`; a sample repeats `f`
+/// for at least 0.2 s of wall time, since the schedstat clock only moves at scheduler ticks.
 fn time(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
+    let start = Instant::now();
+    f();
+    let once = start.elapsed().as_secs_f64();
+    let inner = ((0.2 / once).ceil() as usize).max(1);
     let mut cpu = Vec::new();
     let mut wall = Vec::new();
     for _ in 0..reps {
         let (c0, w0) = (on_cpu_ns(), Instant::now());
-        f();
-        wall.push(w0.elapsed().as_secs_f64());
-        cpu.push((on_cpu_ns() - c0) as f64 * 1e-9);
+        for _ in 0..inner {
+            f();
+        }
+        wall.push(w0.elapsed().as_secs_f64() / inner as f64);
+        cpu.push((on_cpu_ns() - c0) as f64 * 1e-9 / inner as f64);
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);

@@ -20,7 +20,7 @@ use crate::matmul::packed_kquants::{
 };
 
 /// Activation rows per tile.
-const MR: usize = 4;
+const MR: usize = 6;
 /// Panels per tile.
 const NP: usize = 2;
 
@@ -88,6 +88,22 @@ fn dot4_vnni(acc: __m512i, w: (__m512i, __mmask64), a: __m512i, _signed: bool) -
 #[inline]
 fn dot2_vnni(acc: __m512i, w: __m512i, a: __m512i) -> __m512i {
     _mm512_dpwssd_epi32(acc, w, a)
+}
+
+/// Asks for the activation blocks at `starts` in L1: the rows of the next tile lie an activation
+/// row apart, a stride the hardware prefetchers do not follow.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn prefetch_acts(acts: &[u8], starts: impl Iterator<Item = usize>) {
+    for start in starts {
+        for line in (start..start + ACT_BLOCK_BYTES).step_by(64) {
+            // A prefetch never faults, but the pointer must stay inside the allocation to be formed.
+            if line < acts.len() {
+                // SAFETY: `line` is inside `acts`.
+                _mm_prefetch::<_MM_HINT_T0>(unsafe { acts.as_ptr().add(line) }.cast());
+            }
+        }
+    }
 }
 
 /// Where a tile reads and writes: the super-block's offset in the first panel and the panel
@@ -224,6 +240,7 @@ macro_rules! gemm_level {
                 });
                 for i in 0..nb {
                     for r0 in (0..m).step_by(MR) {
+                        prefetch_acts(acts, (r0 + MR..m.min(r0 + 2 * MR)).map(|r| r * arb + i * ACT_BLOCK_BYTES));
                         let at = TileAt {
                             panel: p0 * pb + i * sbb,
                             panel_stride: pb,
@@ -234,15 +251,19 @@ macro_rules! gemm_level {
                             masks,
                             first: i == 0,
                         };
-                        match ((m - r0).min(MR) - 1) * 2 + np {
-                            1 => $tile::<FMT, 1, 1>(panels, acts, out, at),
-                            2 => $tile::<FMT, 1, 2>(panels, acts, out, at),
-                            3 => $tile::<FMT, 2, 1>(panels, acts, out, at),
-                            4 => $tile::<FMT, 2, 2>(panels, acts, out, at),
-                            5 => $tile::<FMT, 3, 1>(panels, acts, out, at),
-                            6 => $tile::<FMT, 3, 2>(panels, acts, out, at),
-                            7 => $tile::<FMT, 4, 1>(panels, acts, out, at),
-                            _ => $tile::<FMT, 4, 2>(panels, acts, out, at),
+                        match ((m - r0).min(MR), np) {
+                            (1, 1) => $tile::<FMT, 1, 1>(panels, acts, out, at),
+                            (1, _) => $tile::<FMT, 1, 2>(panels, acts, out, at),
+                            (2, 1) => $tile::<FMT, 2, 1>(panels, acts, out, at),
+                            (2, _) => $tile::<FMT, 2, 2>(panels, acts, out, at),
+                            (3, 1) => $tile::<FMT, 3, 1>(panels, acts, out, at),
+                            (3, _) => $tile::<FMT, 3, 2>(panels, acts, out, at),
+                            (4, 1) => $tile::<FMT, 4, 1>(panels, acts, out, at),
+                            (4, _) => $tile::<FMT, 4, 2>(panels, acts, out, at),
+                            (5, 1) => $tile::<FMT, 5, 1>(panels, acts, out, at),
+                            (5, _) => $tile::<FMT, 5, 2>(panels, acts, out, at),
+                            (_, 1) => $tile::<FMT, 6, 1>(panels, acts, out, at),
+                            (_, _) => $tile::<FMT, 6, 2>(panels, acts, out, at),
                         }
                     }
                 }
