@@ -192,34 +192,46 @@ pub fn pack_panel(f: PackedFormat, k: usize, rows: &[u8], row_bytes: usize, pane
     let n_rows = rows.len().checked_div(row_bytes).unwrap_or(0);
     assert!((1..=PANEL_ROWS).contains(&n_rows) && rows.len() == n_rows * row_bytes, "1..=16 whole rows");
     assert_eq!(panel.len(), panel_bytes(f, k), "panel size");
-    panel.fill(0);
     let sbb = f.superblock_bytes();
-    for lane in 0..n_rows {
-        let row = &rows[lane * row_bytes..(lane + 1) * row_bytes];
-        for (block, w) in row.chunks_exact(layout.block_bytes).zip(panel.chunks_exact_mut(sbb)) {
-            write_lane(f, &(layout.unpack)(block), lane, w);
+    let empty = Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: 0.0, dmin: 0.0 };
+    let mut blocks = [empty; PANEL_ROWS];
+    for (i, w) in panel.chunks_exact_mut(sbb).enumerate() {
+        for (lane, s) in blocks.iter_mut().enumerate().take(n_rows) {
+            *s = (layout.unpack)(&rows[lane * row_bytes + i * layout.block_bytes..][..layout.block_bytes]);
         }
+        write_superblock(f, &blocks, w);
     }
 }
 
-/// One unpacked super-block into lane `lane` of a panel super-block.
-fn write_lane(f: PackedFormat, s: &Superblock, lane: usize, w: &mut [u8]) {
-    for e in 0..QK_K {
-        w[64 * (e / 4) + 4 * lane + e % 4] = s.codes[e] as u8;
-    }
-    let per = f.sub / 16;
-    for j in 0..f.nsub() {
-        let at = f.scales_at() + 64 * j + 4 * lane;
-        w[at..at + 4].copy_from_slice(&(s.scales[per * j] as i32).to_le_bytes());
-        if f.min {
-            let at = f.mins_at() + 64 * (j / 2) + 4 * lane + 2 * (j % 2);
-            w[at..at + 2].copy_from_slice(&s.biases[per * j].to_le_bytes());
+/// 16 unpacked super-blocks (one per lane) into a panel super-block, written in address order.
+fn write_superblock(f: PackedFormat, blocks: &[Superblock; PANEL_ROWS], w: &mut [u8]) {
+    let (codes, rest) = w.split_at_mut(PANEL_CODES_BYTES);
+    for (g, group) in codes.chunks_exact_mut(4 * PANEL_ROWS).enumerate() {
+        for (lane, out) in group.chunks_exact_mut(4).enumerate() {
+            let c = &blocks[lane].codes[4 * g..4 * g + 4];
+            out.copy_from_slice(&[c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]);
         }
     }
-    w[f.d_at() + 4 * lane..][..4].copy_from_slice(&s.d.to_le_bytes());
-    if f.min {
-        w[f.dmin_at() + 4 * lane..][..4].copy_from_slice(&s.dmin.to_le_bytes());
+    let per = f.sub / 16;
+    let lanes = |w: &mut [u8], at: usize, value: &dyn Fn(&Superblock) -> [u8; 4]| {
+        for (lane, s) in blocks.iter().enumerate() {
+            w[at + 4 * lane..at + 4 * lane + 4].copy_from_slice(&value(s));
+        }
+    };
+    let rest_at = |at: usize| at - PANEL_CODES_BYTES;
+    for j in 0..f.nsub() {
+        lanes(rest, rest_at(f.scales_at() + 64 * j), &|s| (s.scales[per * j] as i32).to_le_bytes());
     }
+    if f.min {
+        for q in 0..f.nsub() / 2 {
+            lanes(rest, rest_at(f.mins_at() + 64 * q), &|s| {
+                let (a, b) = (s.biases[per * 2 * q].to_le_bytes(), s.biases[per * (2 * q + 1)].to_le_bytes());
+                [a[0], a[1], b[0], b[1]]
+            });
+        }
+        lanes(rest, rest_at(f.dmin_at()), &|s| s.dmin.to_le_bytes());
+    }
+    lanes(rest, rest_at(f.d_at()), &|s| s.d.to_le_bytes());
 }
 
 /// Checks the arguments of a `gemm` call against the contract; returns (super-blocks, panels).

@@ -34,6 +34,22 @@ fn load32(p: *const u8) -> __m256i {
     unsafe { _mm256_loadu_si256(p.cast()) }
 }
 
+/// Asks for the activation blocks at `starts` in L1: the rows of the next tile lie an activation
+/// row apart, a stride the hardware prefetchers do not follow.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in super::super) fn prefetch_acts(acts: &[u8], starts: impl Iterator<Item = usize>) {
+    for start in starts {
+        for line in (start..start + ACT_BLOCK_BYTES).step_by(64) {
+            // A prefetch never faults, but the pointer must stay inside the allocation to be formed.
+            if line < acts.len() {
+                // SAFETY: `line` is inside `acts`.
+                _mm_prefetch::<_MM_HINT_T0>(unsafe { acts.as_ptr().add(line) }.cast());
+            }
+        }
+    }
+}
+
 /// One tile: `R` activation rows x one panel of one super-block. `out` is the output of the first
 /// row and the panel's first column, `lanes` the panel's valid columns, `first` whether this is
 /// the first super-block (the accumulator starts at +0.0).
@@ -149,16 +165,21 @@ fn gemm<const FMT: usize>(
     let f = FORMATS[FMT];
     let (nb, n_panels) = check_gemm_args(f, k, panels, acts, m, cols, out, out_stride);
     let (pb, arb, sbb) = (panel_bytes(f, k), act_row_bytes(k), f.superblock_bytes());
-    for p in 0..n_panels.min(cols.div_ceil(16)) {
-        let lanes = cols.saturating_sub(16 * p).min(16);
+    // Two panels per pass over the activations: the second reads the tile's rows from L1.
+    let n_panels = n_panels.min(cols.div_ceil(16));
+    for p0 in (0..n_panels).step_by(2) {
         for i in 0..nb {
-            let w = &panels[p * pb + i * sbb..][..sbb];
             for r0 in (0..m).step_by(MR) {
-                let (act_at, out_at) = (r0 * arb + i * ACT_BLOCK_BYTES, r0 * out_stride + 16 * p);
-                if m - r0 >= 2 {
-                    tile::<FMT, 2>(w, acts, act_at, arb, out, out_at, out_stride, lanes, i == 0);
-                } else {
-                    tile::<FMT, 1>(w, acts, act_at, arb, out, out_at, out_stride, lanes, i == 0);
+                prefetch_acts(acts, (r0 + MR..m.min(r0 + 2 * MR)).map(|r| r * arb + i * ACT_BLOCK_BYTES));
+                let act_at = r0 * arb + i * ACT_BLOCK_BYTES;
+                for p in p0..n_panels.min(p0 + 2) {
+                    let w = &panels[p * pb + i * sbb..][..sbb];
+                    let (out_at, lanes) = (r0 * out_stride + 16 * p, cols.saturating_sub(16 * p).min(16));
+                    if m - r0 >= 2 {
+                        tile::<FMT, 2>(w, acts, act_at, arb, out, out_at, out_stride, lanes, i == 0);
+                    } else {
+                        tile::<FMT, 1>(w, acts, act_at, arb, out, out_at, out_stride, lanes, i == 0);
+                    }
                 }
             }
         }

@@ -16,7 +16,7 @@ mod attention;
 pub(super) mod dot;
 pub(super) mod dot_kquants; // its unpacking and driver are shared with AVX-512
 mod float;
-mod gemm_kquants;
+pub(super) mod gemm_kquants; // its activation prefetch is shared with AVX-512
 pub(super) mod iquants; // its group loop is shared with AVX-512
 mod iquants_dequantize;
 pub(super) mod kquants;

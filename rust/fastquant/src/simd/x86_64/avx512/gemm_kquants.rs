@@ -13,6 +13,7 @@
 
 use std::arch::x86_64::*;
 
+use super::super::avx2::gemm_kquants::prefetch_acts;
 use crate::matmul::packed::PackedGemmFn;
 use crate::matmul::packed_kquants::{
     act_row_bytes, check_gemm_args, panel_bytes, PackedFormat, ACT_BLOCK_BYTES, ACT_CODES, ACT_EXTRAS, FORMATS, IQ4_XS,
@@ -88,22 +89,6 @@ fn dot4_vnni(acc: __m512i, w: (__m512i, __mmask64), a: __m512i, _signed: bool) -
 #[inline]
 fn dot2_vnni(acc: __m512i, w: __m512i, a: __m512i) -> __m512i {
     _mm512_dpwssd_epi32(acc, w, a)
-}
-
-/// Asks for the activation blocks at `starts` in L1: the rows of the next tile lie an activation
-/// row apart, a stride the hardware prefetchers do not follow.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-#[inline]
-fn prefetch_acts(acts: &[u8], starts: impl Iterator<Item = usize>) {
-    for start in starts {
-        for line in (start..start + ACT_BLOCK_BYTES).step_by(64) {
-            // A prefetch never faults, but the pointer must stay inside the allocation to be formed.
-            if line < acts.len() {
-                // SAFETY: `line` is inside `acts`.
-                _mm_prefetch::<_MM_HINT_T0>(unsafe { acts.as_ptr().add(line) }.cast());
-            }
-        }
-    }
 }
 
 /// Where a tile reads and writes: the super-block's offset in the first panel and the panel
