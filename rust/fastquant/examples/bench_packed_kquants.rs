@@ -1,11 +1,12 @@
-//! Timing of the packed GEMM microkernels of Q4_K, Q5_K, Q6_K and IQ4_XS (`matmul::packed_kquants`)
+//! Timing of the packed GEMM microkernels of Q2_K..Q6_K and IQ4_XS (`matmul::packed_kquants`)
 //! next to the GEMV dot kernels on the same data: W = 4096 x 14336 (random normal data quantized
 //! with the crate's quantizer), 512 and 8 activation rows, one thread.
 //!
 //! `cargo run --release -p fastquant --example bench_packed_kquants [reps] [type,...] [level,...] [rows,...]`
 //!
 //! Packed: the weight packed once (the packing time is printed), then per tile of `PANELS_PER_TILE`
-//! panels (about 0.5 MiB, L2) one `gemm` over every activation row. GEMV: per tile of 64 weight
+//! panels one `gemm` over every activation row (a `gemm` goes super-block by super-block, so a
+//! panel super-block is read into L1 once and every activation row meets it there). GEMV: per tile of 64 weight
 //! rows (L2) and group of 8 activation rows, one dot call per weight row. Times are the on-core
 //! time of this thread (`/proc/thread-self/schedstat`, so other work on the machine does not count)
 //! and wall time; the medians of `reps` passes; GFLOP/s = 2 * rows * N * K / time.
@@ -18,8 +19,8 @@ use fastquant::simd::{available_levels, Level};
 use fastquant::{quantize, FloatSlice, QuantType, QuantizeOptions};
 
 const K: usize = 14336;
-/// Panels per `gemm` call.
-const PANELS_PER_TILE: usize = 2;
+/// Panels per `gemm` call: a multiple of the kernels' panels per pass (2 for AVX2, 3 for AVX-512).
+const PANELS_PER_TILE: usize = 6;
 /// Weight rows per GEMV tile.
 const GEMV_TILE: usize = 64;
 

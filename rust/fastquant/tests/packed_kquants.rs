@@ -1,4 +1,4 @@
-//! The packed GEMM of Q4_K, Q5_K, Q6_K and IQ4_XS (`matmul::packed_kquants`): every level against
+//! The packed GEMM of Q2_K..Q6_K and IQ4_XS (`matmul::packed_kquants`): every level against
 //! the scalar reference bit for bit, the scalar reference against an f64 dot of the dequantized
 //! weight and the dequantized Q8_K activation, and against the GEMV kernels.
 
@@ -13,12 +13,15 @@ use fastquant::{dequantize, quantize, FloatSlice, FloatSliceMut, QuantType, Quan
 mod common;
 use common::Rng;
 
-const TYPES: [QuantType; 4] = [QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K, QuantType::IQ4_XS];
+const TYPES: [QuantType; 6] =
+    [QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K, QuantType::IQ4_XS, QuantType::Q2_K, QuantType::Q3_K];
 
 /// Where the fp16 scales (d, and dmin where there is one) of a super-block sit.
 fn scale_offsets(qtype: QuantType) -> &'static [usize] {
     match qtype {
         QuantType::Q4_K | QuantType::Q5_K => &[0, 2],
+        QuantType::Q2_K => &[80, 82],
+        QuantType::Q3_K => &[108],
         QuantType::Q6_K => &[208],
         _ => &[0],
     }

@@ -10,7 +10,7 @@
 //!   rows stay in L1).
 //! * [`packed`]: GEMM on weights repacked into panels of 16 rows, per type a register-blocked
 //!   microkernel ([`packed::PackedKernel`]: panel and activation layouts, scalar reference, SIMD).
-//! * [`packed_kquants`]: the packed kernels of Q4_K, Q5_K, Q6_K and IQ4_XS.
+//! * [`packed_kquants`]: the packed kernels of Q2_K..Q6_K and IQ4_XS.
 
 pub mod activation;
 pub mod dot;

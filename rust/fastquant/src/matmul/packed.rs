@@ -67,7 +67,7 @@ pub struct PackedKernel {
 /// uses the GEMV kernels for every row count). `level` must be available on this CPU.
 pub fn packed_kernel_for(weight: QuantType, level: Level) -> Option<PackedKernel> {
     match weight {
-        QuantType::Q4_K | QuantType::Q5_K | QuantType::Q6_K | QuantType::IQ4_XS => {
+        QuantType::Q2_K | QuantType::Q3_K | QuantType::Q4_K | QuantType::Q5_K | QuantType::Q6_K | QuantType::IQ4_XS => {
             super::packed_kquants::packed_kquant_kernel(weight, level)
         }
         _ => None,

@@ -1,28 +1,30 @@
-//! Packed GEMM of Q4_K, Q5_K, Q6_K and IQ4_XS weights with Q8_K activations: the panel and
-//! activation layouts, the scalar reference `gemm`, and the [`PackedKernel`]s of every level.
+//! Packed GEMM of Q4_K, Q5_K, Q6_K, IQ4_XS, Q2_K and Q3_K weights with Q8_K activations: the panel
+//! and activation layouts, the scalar reference `gemm`, and the [`PackedKernel`]s of every level.
 //!
-//! All four types share one layout, shaped for `vpdpbusd` (u8 weight x i8 activation, 4 bytes
+//! All these types share one layout, shaped for `vpdpbusd` (u8 weight x i8 activation, 4 bytes
 //! into one i32 lane): a super-block of a panel (16 weight rows x 256 elements) is
 //!
 //! | bytes | what |
 //! |---|---|
 //! | 4096 | codes as one byte each: group `g` of 4 elements at `64 g`, row (lane) `c` at `+4 c` |
 //! | `64 * nsub` | sub-block scales as i32, sub-block `j` at `64 j`, lane `c` at `+4 c` |
-//! | 256 (min types) | sub-block mins as i16 pairs: pair `q` (sub-blocks `2q`, `2q + 1`) at `64 q + 4 c` |
+//! | `32 * nsub` (min types) | sub-block mins as i16 pairs: pair `q` (sub-blocks `2q`, `2q + 1`) at `64 q + 4 c` |
 //! | 64 | `d` of each lane as f32 |
 //! | 64 (min types) | `dmin` of each lane as f32 |
 //!
-//! `nsub` is 8 (sub-blocks of 32: Q4_K, Q5_K, IQ4_XS) or 16 (sub-blocks of 16: Q6_K). The codes
-//! are the [`Superblock`] codes: Q4_K 0..16, Q5_K 0..32, Q6_K 0..64 (its `-32` goes through the
-//! activation sums), IQ4_XS the signed table values. Bytes are unpacked rather than kept as
+//! `nsub` is 8 (sub-blocks of 32: Q4_K, Q5_K, IQ4_XS) or 16 (sub-blocks of 16: Q6_K, Q2_K, Q3_K).
+//! The codes are the [`Superblock`] codes: Q2_K 0..4, Q3_K 0..8, Q4_K 0..16, Q5_K 0..32, Q6_K
+//! 0..64 (the `-4` of Q3_K and `-32` of Q6_K go through the activation sums), IQ4_XS the signed
+//! table values. Bytes are unpacked rather than kept as
 //! nibbles: the microkernel then loads a weight vector and uses it for several activation rows
 //! with no shuffles, and a panel's super-block (under 5.2 KiB) stays in L1 while every activation
 //! row passes it.
 //!
 //! An activation super-block ([`ACT_BLOCK_BYTES`]) is the Q8_K block of the GEMV path (the same
 //! codes and `d`) rearranged: f32 `d`, the 256 i8 codes, then 64 bytes of per-type sums of codes
-//! (`extras`): for the min types the 8 sums of 32 codes as i16 (the partners of the i16 mins);
-//! for Q6_K the 16 values `-32 * bsum16_j` as i32, for IQ4_XS the 8 values `-128 * bsum32_j`.
+//! (`extras`): for the min types the `nsub` sums of a sub-block's codes as i16 (the partners of the
+//! i16 mins); for the bias types the `nsub` values `-bias_factor * (sum of the sub-block's codes)`
+//! as i32 (Q6_K `-32 * bsum16_j`, Q3_K `-4 * bsum16_j`, IQ4_XS `-128 * bsum32_j`).
 //!
 //! # The integers of one super-block (exact)
 //!
@@ -36,9 +38,9 @@
 //! # Float order (every level gives these bits)
 //!
 //! Per output (activation row, weight row): `acc = +0.0`, then super-block by super-block
-//! * min types (Q4_K, Q5_K): `acc = fma(d_w * d_a, isum as f32, acc)`, then
+//! * min types (Q2_K, Q4_K, Q5_K): `acc = fma(d_w * d_a, isum as f32, acc)`, then
 //!   `acc = fma(-(dmin_w * d_a), msum as f32, acc)`;
-//! * bias types (Q6_K, IQ4_XS): `acc = fma(d_w * d_a, isum as f32, acc)` (the bias is in `isum`).
+//! * bias types (Q3_K, Q6_K, IQ4_XS): `acc = fma(d_w * d_a, isum as f32, acc)` (the bias is in `isum`).
 //!
 //! `d_w * d_a` is a plain f32 product rounded before the fma; `as f32` rounds to nearest even. The
 //! GEMV ([`super::dot_kquants`]) sums the same terms into 8 partials, so the two paths differ only
@@ -63,13 +65,13 @@ pub const ACT_EXTRAS: usize = 260;
 /// Bytes of the codes of a panel super-block.
 pub const PANEL_CODES_BYTES: usize = QK_K * PANEL_ROWS;
 
-/// How one of the four types sits in the shared layout (module docs).
+/// How one of the types sits in the shared layout (module docs).
 #[derive(Clone, Copy, Debug)]
 pub struct PackedFormat {
     pub qtype: QuantType,
     /// Elements per sub-block scale: 32 or 16.
     pub sub: usize,
-    /// Whether the type has its own min scale `dmin` (Q4_K, Q5_K); else its bias goes through
+    /// Whether the type has its own min scale `dmin` (Q2_K, Q4_K, Q5_K); else its bias goes through
     /// the activation extras.
     pub min: bool,
     /// Whether the codes are signed (IQ4_XS): the unsigned byte is the code plus 128.
@@ -93,7 +95,7 @@ impl PackedFormat {
     }
     /// Offset of the 16 f32 `d`.
     pub const fn d_at(&self) -> usize {
-        self.mins_at() + if self.min { 4 * PANEL_ROWS * 4 } else { 0 }
+        self.mins_at() + if self.min { 4 * PANEL_ROWS * self.nsub() / 2 } else { 0 }
     }
     /// Offset of the 16 f32 `dmin` (min types).
     pub const fn dmin_at(&self) -> usize {
@@ -110,13 +112,17 @@ pub const Q4_K: usize = 0;
 pub const Q5_K: usize = 1;
 pub const Q6_K: usize = 2;
 pub const IQ4_XS: usize = 3;
+pub const Q2_K: usize = 4;
+pub const Q3_K: usize = 5;
 
-/// The four types' formats, indexed by [`Q4_K`], [`Q5_K`], [`Q6_K`], [`IQ4_XS`].
-pub const FORMATS: [PackedFormat; 4] = [
+/// The types' formats, indexed by [`Q4_K`], [`Q5_K`], [`Q6_K`], [`IQ4_XS`], [`Q2_K`], [`Q3_K`].
+pub const FORMATS: [PackedFormat; 6] = [
     PackedFormat { qtype: QuantType::Q4_K, sub: 32, min: true, signed: false, bias_factor: 0 },
     PackedFormat { qtype: QuantType::Q5_K, sub: 32, min: true, signed: false, bias_factor: 0 },
     PackedFormat { qtype: QuantType::Q6_K, sub: 16, min: false, signed: false, bias_factor: 32 },
     PackedFormat { qtype: QuantType::IQ4_XS, sub: 32, min: false, signed: true, bias_factor: 128 },
+    PackedFormat { qtype: QuantType::Q2_K, sub: 16, min: true, signed: false, bias_factor: 0 },
+    PackedFormat { qtype: QuantType::Q3_K, sub: 16, min: false, signed: false, bias_factor: 4 },
 ];
 
 fn format_index(qtype: QuantType) -> Option<usize> {
@@ -339,6 +345,8 @@ type_entry_points! {
     Q5_K: act_row_q5_k, prepare_q5_k, panel_bytes_q5_k, pack_q5_k, gemm_q5_k;
     Q6_K: act_row_q6_k, prepare_q6_k, panel_bytes_q6_k, pack_q6_k, gemm_q6_k;
     IQ4_XS: act_row_iq4_xs, prepare_iq4_xs, panel_bytes_iq4_xs, pack_iq4_xs, gemm_iq4_xs;
+    Q2_K: act_row_q2_k, prepare_q2_k, panel_bytes_q2_k, pack_q2_k, gemm_q2_k;
+    Q3_K: act_row_q3_k, prepare_q3_k, panel_bytes_q3_k, pack_q3_k, gemm_q3_k;
 }
 
 /// A type's scalar [`PackedKernel`] from its entry points.
@@ -355,7 +363,7 @@ macro_rules! scalar_kernel {
     };
 }
 
-/// The packed kernel of Q4_K, Q5_K, Q6_K or IQ4_XS at `level` (or the best below it); `None`
+/// The packed kernel of Q2_K..Q6_K or IQ4_XS at `level` (or the best below it); `None`
 /// for other types. `level` must be available on this CPU.
 pub fn packed_kquant_kernel(weight: QuantType, level: Level) -> Option<PackedKernel> {
     let index = format_index(weight)?;
@@ -363,7 +371,9 @@ pub fn packed_kquant_kernel(weight: QuantType, level: Level) -> Option<PackedKer
         Q4_K => scalar_kernel!(act_row_q4_k, prepare_q4_k, panel_bytes_q4_k, pack_q4_k, gemm_q4_k),
         Q5_K => scalar_kernel!(act_row_q5_k, prepare_q5_k, panel_bytes_q5_k, pack_q5_k, gemm_q5_k),
         Q6_K => scalar_kernel!(act_row_q6_k, prepare_q6_k, panel_bytes_q6_k, pack_q6_k, gemm_q6_k),
-        _ => scalar_kernel!(act_row_iq4_xs, prepare_iq4_xs, panel_bytes_iq4_xs, pack_iq4_xs, gemm_iq4_xs),
+        IQ4_XS => scalar_kernel!(act_row_iq4_xs, prepare_iq4_xs, panel_bytes_iq4_xs, pack_iq4_xs, gemm_iq4_xs),
+        Q2_K => scalar_kernel!(act_row_q2_k, prepare_q2_k, panel_bytes_q2_k, pack_q2_k, gemm_q2_k),
+        _ => scalar_kernel!(act_row_q3_k, prepare_q3_k, panel_bytes_q3_k, pack_q3_k, gemm_q3_k),
     };
     #[cfg(target_arch = "x86_64")]
     {

@@ -1,17 +1,18 @@
-//! AVX2 packed GEMM of Q4_K, Q5_K, Q6_K and IQ4_XS (`matmul::packed_kquants` has the layouts
+//! AVX2 packed GEMM of Q2_K..Q6_K and IQ4_XS (`matmul::packed_kquants` has the layouts
 //! and the float order). A panel is two ymm halves of 8 weight rows; one broadcast of 4 activation
 //! codes meets 32 weights per half in `vpmaddubsw` (the i16 pair sums stay in range: codes below
 //! 64 against |a| <= 127, or IQ4_XS's |code| <= 127 with the activation's sign flipped by
 //! `vpsignb`), `vpmaddwd` by ones and `vpaddd`. A tile is up to 2 activation rows x one panel: 8
-//! ymm of i32 sums, the rest of the 16 registers for weights and broadcasts. As in the AVX-512
-//! kernel, the output is the float accumulator between super-blocks.
+//! ymm of i32 sums, the rest of the 16 registers for weights and broadcasts; a pass over the
+//! activation rows takes two panels, so the second panel's tile reads its rows from L1. As in the
+//! AVX-512 kernel, the output is the float accumulator between super-blocks.
 
 use std::arch::x86_64::*;
 
 use crate::matmul::packed::PackedGemmFn;
 use crate::matmul::packed_kquants::{
     act_row_bytes, check_gemm_args, panel_bytes, PackedFormat, ACT_BLOCK_BYTES, ACT_CODES, ACT_EXTRAS, FORMATS, IQ4_XS,
-    Q4_K, Q5_K, Q6_K,
+    Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
 };
 
 /// Activation rows per tile.
@@ -114,7 +115,7 @@ fn tile<const FMT: usize, const R: usize>(
         let d_a = _mm256_set1_ps(unsafe { (ap[r] as *const f32).read_unaligned() });
         let mut msum = [_mm256_setzero_si256(); 2];
         if min {
-            for q in 0..4 {
+            for q in 0..f.nsub() / 2 {
                 // SAFETY: pair q of the extras and of the mins are inside the blocks.
                 let a = broadcast4(unsafe { ap[r].add(ACT_EXTRAS + 4 * q) });
                 for (h, msum) in msum.iter_mut().enumerate() {
@@ -202,6 +203,8 @@ entry_points! {
     gemm_q5_k => Q5_K;
     gemm_q6_k => Q6_K;
     gemm_iq4_xs => IQ4_XS;
+    gemm_q2_k => Q2_K;
+    gemm_q3_k => Q3_K;
 }
 
 /// The gemm of format `index` (`packed_kquants::FORMATS`).
@@ -210,6 +213,8 @@ pub(super) fn kernel(index: usize) -> PackedGemmFn {
         Q4_K => gemm_q4_k,
         Q5_K => gemm_q5_k,
         Q6_K => gemm_q6_k,
-        _ => gemm_iq4_xs,
+        IQ4_XS => gemm_iq4_xs,
+        Q2_K => gemm_q2_k,
+        _ => gemm_q3_k,
     }
 }

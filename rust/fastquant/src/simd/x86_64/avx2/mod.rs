@@ -47,7 +47,7 @@ pub fn dot_kernel(_token: Avx2, weight: QuantType) -> Option<crate::matmul::VecD
     dot::kernel(weight).or_else(|| dot_kquants::kernel(weight))
 }
 
-/// The packed-GEMM microkernel of format `index` of `matmul::packed_kquants` (Q4_K, Q5_K, Q6_K,
+/// The packed-GEMM microkernel of format `index` of `matmul::packed_kquants` (Q2_K..Q6_K,
 /// IQ4_XS) at this level.
 pub fn packed_kquant_gemm(_token: Avx2, index: usize) -> crate::matmul::packed::PackedGemmFn {
     gemm_kquants::kernel(index)

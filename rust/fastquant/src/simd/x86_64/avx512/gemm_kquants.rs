@@ -1,4 +1,4 @@
-//! AVX-512 packed GEMM of Q4_K, Q5_K, Q6_K and IQ4_XS (`matmul::packed_kquants` has the layouts
+//! AVX-512 packed GEMM of Q2_K..Q6_K and IQ4_XS (`matmul::packed_kquants` has the layouts
 //! and the float order). One zmm holds 4 code bytes of each of a panel's 16 weight rows, so one
 //! broadcast of 4 activation codes meets 64 weights: with VNNI in one `vpdpbusd`, without it in
 //! `vpmaddubsw` + `vpmaddwd` + `vpaddd`. A tile of `MR` activation rows x `NP` panels keeps per
@@ -18,7 +18,7 @@ use super::super::avx2::gemm_kquants::prefetch_acts;
 use crate::matmul::packed::PackedGemmFn;
 use crate::matmul::packed_kquants::{
     act_row_bytes, check_gemm_args, panel_bytes, PackedFormat, ACT_BLOCK_BYTES, ACT_CODES, ACT_EXTRAS, FORMATS, IQ4_XS,
-    Q4_K, Q5_K, Q6_K,
+    Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
 };
 
 /// Activation rows per tile.
@@ -167,7 +167,7 @@ macro_rules! gemm_level {
                 let d_a = _mm512_set1_ps(unsafe { (ap[r] as *const f32).read_unaligned() });
                 let mut msum = [_mm512_setzero_si512(); P];
                 if min {
-                    for q in 0..4 {
+                    for q in 0..f.nsub() / 2 {
                         // SAFETY: pair q of the extras and of the mins are inside the blocks.
                         let a = broadcast4(unsafe { ap[r].add(ACT_EXTRAS + 4 * q) });
                         for p in 0..P {
@@ -301,10 +301,14 @@ entry_points! {
     gemm_q5_k => gemm_madd::<Q5_K>;
     gemm_q6_k => gemm_madd::<Q6_K>;
     gemm_iq4_xs => gemm_madd::<IQ4_XS>;
+    gemm_q2_k => gemm_madd::<Q2_K>;
+    gemm_q3_k => gemm_madd::<Q3_K>;
     gemm_q4_k_vnni => gemm_vnni::<Q4_K>;
     gemm_q5_k_vnni => gemm_vnni::<Q5_K>;
     gemm_q6_k_vnni => gemm_vnni::<Q6_K>;
     gemm_iq4_xs_vnni => gemm_vnni::<IQ4_XS>;
+    gemm_q2_k_vnni => gemm_vnni::<Q2_K>;
+    gemm_q3_k_vnni => gemm_vnni::<Q3_K>;
 }
 
 /// The gemm of format `index` (`packed_kquants::FORMATS`), with `vpdpbusd` when `vnni` and the
@@ -319,6 +323,10 @@ pub(super) fn kernel(index: usize, vnni: bool) -> PackedGemmFn {
         (Q4_K, true) => gemm_q4_k_vnni,
         (Q5_K, true) => gemm_q5_k_vnni,
         (Q6_K, true) => gemm_q6_k_vnni,
-        (_, _) => gemm_iq4_xs_vnni,
+        (IQ4_XS, true) => gemm_iq4_xs_vnni,
+        (Q2_K, false) => gemm_q2_k,
+        (Q2_K, true) => gemm_q2_k_vnni,
+        (_, false) => gemm_q3_k,
+        (_, true) => gemm_q3_k_vnni,
     }
 }

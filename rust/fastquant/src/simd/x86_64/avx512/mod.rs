@@ -58,7 +58,7 @@ pub fn dot_kernel_vnni(_token: Avx512, weight: QuantType) -> Option<crate::matmu
     dot::kernel_vnni(weight).or_else(|| dot_kquants::kernel(weight, true))
 }
 
-/// The packed-GEMM microkernel of format `index` of `matmul::packed_kquants` (Q4_K, Q5_K, Q6_K,
+/// The packed-GEMM microkernel of format `index` of `matmul::packed_kquants` (Q2_K..Q6_K,
 /// IQ4_XS), with VNNI when `vnni` and the CPU has it.
 pub fn packed_kquant_gemm(_token: Avx512, index: usize, vnni: bool) -> crate::matmul::packed::PackedGemmFn {
     gemm_kquants::kernel(index, vnni)
