@@ -4,7 +4,7 @@
 
 use fastquant::formats::float::fp32_to_fp16;
 use fastquant::matmul::dot_kernel_for;
-use fastquant::matmul::dot_kquants::{kquant_layout, Q8K_BYTES};
+use fastquant::matmul::dot_kquants::{kquant_layout, superblock_sums, Q8K_BYTES};
 use fastquant::matmul::packed::{packed_kernel_for, PackedKernel, PANEL_ROWS};
 use fastquant::matmul::packed_kquants::{ACT_BLOCK_BYTES, ACT_CODES};
 use fastquant::simd::{available_levels, Level};
@@ -176,6 +176,33 @@ fn dequantized_acts(acts: &[u8], k: usize, m: usize) -> Vec<f64> {
     y
 }
 
+/// The rows of `x` in Q8_K, as the GEMV path takes them.
+fn q8_k(x: &[f32], k: usize) -> Vec<u8> {
+    let mut q8 = vec![0u8; x.len() / 256 * Q8K_BYTES];
+    quantize(QuantType::Q8_K, FloatSlice::F32(x), k, &mut q8, &QuantizeOptions::default()).unwrap();
+    q8
+}
+
+/// The magnitude the float steps of one output round against: per super-block `|d d_a isum|` and
+/// `|dmin d_a msum|` (or `|d d_a (isum - msum)|`), which can be far above the dequantized products
+/// where the weight's two terms cancel.
+fn step_magnitude(qtype: QuantType, w_row: &[u8], q8_row: &[u8]) -> f64 {
+    let layout = kquant_layout(qtype).unwrap();
+    let blocks = w_row.chunks_exact(layout.block_bytes).zip(q8_row.chunks_exact(Q8K_BYTES));
+    blocks
+        .map(|(block, act)| {
+            let d_a = f32::from_le_bytes(act[..4].try_into().unwrap()) as f64;
+            let sb = (layout.unpack)(block);
+            let (isum, msum) = superblock_sums(&sb, act);
+            if layout.separate_min {
+                (sb.d as f64 * d_a * isum as f64).abs() + (sb.dmin as f64 * d_a * msum as f64).abs()
+            } else {
+                (sb.d as f64 * d_a * (isum - msum) as f64).abs()
+            }
+        })
+        .sum()
+}
+
 #[test]
 fn scalar_matches_an_f64_dot_of_the_dequantized_values() {
     let mut rng = Rng(0x9e44_0003);
@@ -187,17 +214,19 @@ fn scalar_matches_an_f64_dot_of_the_dequantized_values() {
             let w = weights(&mut rng, qtype, k, cols, false);
             let mut wf = vec![0f32; cols * k];
             dequantize(qtype, &w, k, FloatSliceMut::F32(&mut wf), None).unwrap();
-            let acts = prepare(&scalar, &data(&mut rng, m * k), k);
+            let x = data(&mut rng, m * k);
+            let (acts, q8) = (prepare(&scalar, &x, k), q8_k(&x, k));
             let af = dequantized_acts(&acts, k, m);
             let got = run(&scalar, k, &pack(&scalar, k, &w, row_bytes), &acts, m, cols, cols);
+            let q8_row = k / 256 * Q8K_BYTES;
             for r in 0..m {
                 for c in 0..cols {
                     let terms = (0..k).map(|e| wf[c * k + e] as f64 * af[r * k + e]);
                     let (exact, magnitude) = terms.fold((0f64, 0f64), |(s, a), t| (s + t, a + t.abs()));
+                    let steps = step_magnitude(qtype, &w[c * row_bytes..][..row_bytes], &q8[r * q8_row..][..q8_row]);
                     // The dequantized f32 weights, the int -> f32 conversions, the products and the
-                    // sums round at 2^-24 a few times per super-block. The min types subtract two
-                    // terms of up to 2x the magnitude each.
-                    let bound = 16.0 * f32::EPSILON as f64 * magnitude * (k / 256) as f64 + 1e-30;
+                    // running sum round at 2^-24 a few times per super-block.
+                    let bound = 4.0 * f32::EPSILON as f64 * (magnitude + steps) + 1e-30;
                     let g = got[r * cols + c] as f64;
                     assert!(
                         (g - exact).abs() <= bound,
@@ -222,17 +251,16 @@ fn scalar_agrees_with_the_gemv_kernels() {
             let w = weights(&mut rng, qtype, k, cols, false);
             let x = data(&mut rng, m * k);
             let got = run(&packed, k, &pack(&packed, k, &w, row_bytes), &prepare(&packed, &x, k), m, cols, cols);
-            let mut q8 = vec![0u8; m * k / 256 * Q8K_BYTES];
-            quantize(QuantType::Q8_K, FloatSlice::F32(&x), k, &mut q8, &QuantizeOptions::default()).unwrap();
-            let mut wf = vec![0f32; cols * k];
-            dequantize(qtype, &w, k, FloatSliceMut::F32(&mut wf), None).unwrap();
-            let af = dequantized_acts(&prepare(&packed, &x, k), k, m);
+            let q8 = q8_k(&x, k);
+            let q8_row = k / 256 * Q8K_BYTES;
             for c in 0..cols {
+                let w_row = &w[c * row_bytes..(c + 1) * row_bytes];
                 let mut want = vec![0f32; m];
-                (gemv.vec_dot)(k, &w[c * row_bytes..(c + 1) * row_bytes], &q8, k / 256 * Q8K_BYTES, &mut want);
+                (gemv.vec_dot)(k, w_row, &q8, q8_row, &mut want);
                 for r in 0..m {
-                    let magnitude: f64 = (0..k).map(|e| (wf[c * k + e] as f64 * af[r * k + e]).abs()).sum();
-                    let bound = 8.0 * f32::EPSILON as f64 * magnitude * (k / 256) as f64 + 1e-30;
+                    // The same terms summed in another order: both within a few roundings of the
+                    // terms' magnitude.
+                    let bound = 4.0 * f32::EPSILON as f64 * step_magnitude(qtype, w_row, &q8[r * q8_row..][..q8_row]);
                     let (g, w) = (got[r * cols + c], want[r]);
                     assert!(
                         ((g - w) as f64).abs() <= bound,
