@@ -10,6 +10,7 @@
 //!   rows stay in L1).
 //! * [`packed`]: GEMM on weights repacked into panels of 16 rows, per type a register-blocked
 //!   microkernel ([`packed::PackedKernel`]: panel and activation layouts, scalar reference, SIMD).
+//! * [`packed_kquants`]: the packed kernels of Q2_K..Q6_K and IQ4_XS.
 
 pub mod activation;
 pub mod dot;
@@ -18,6 +19,7 @@ pub mod gemm;
 pub mod packed;
 pub mod packed_driver;
 pub mod packed_legacy;
+pub mod packed_kquants;
 
 pub use dot::{activation_type, dot_kernel_for, DotKernel, VecDotFn};
 pub use gemm::{matmul, MatmulWeight};

@@ -66,5 +66,10 @@ pub struct PackedKernel {
 /// The packed kernel for `weight` at `level`, or `None` where the type has none (the matmul then
 /// uses the GEMV kernels for every row count). `level` must be available on this CPU.
 pub fn packed_kernel_for(weight: QuantType, level: Level) -> Option<PackedKernel> {
-    super::packed_legacy::packed_kernel(weight, level)
+    match weight {
+        QuantType::Q2_K | QuantType::Q3_K | QuantType::Q4_K | QuantType::Q5_K | QuantType::Q6_K | QuantType::IQ4_XS => {
+            super::packed_kquants::packed_kquant_kernel(weight, level)
+        }
+        _ => super::packed_legacy::packed_kernel(weight, level),
+    }
 }

@@ -17,6 +17,7 @@ pub(super) mod dot;
 pub(super) mod dot_kquants; // its unpacking and driver are shared with AVX-512
 mod float;
 mod gemm_legacy;
+pub(super) mod gemm_kquants; // its activation prefetch is shared with AVX-512
 pub(super) mod iquants; // its group loop is shared with AVX-512
 mod iquants_dequantize;
 pub(super) mod kquants;
@@ -53,6 +54,12 @@ pub fn packed_gemm_legacy(
     kind: crate::matmul::packed_legacy::Kind,
 ) -> crate::matmul::packed::PackedGemmFn {
     gemm_legacy::kernel(kind)
+}
+
+/// The packed-GEMM microkernel of format `index` of `matmul::packed_kquants` (Q2_K..Q6_K,
+/// IQ4_XS) at this level.
+pub fn packed_kquant_gemm(_token: Avx2, index: usize) -> crate::matmul::packed::PackedGemmFn {
+    gemm_kquants::kernel(index)
 }
 
 /// The importance-weighted quantizers at this level (whole rows plus the imatrix).

@@ -18,6 +18,7 @@ mod dot;
 mod dot_kquants;
 mod float;
 mod gemm_legacy;
+mod gemm_kquants;
 mod iquants;
 mod iquants_dequantize;
 mod kquants;
@@ -65,6 +66,12 @@ pub fn packed_gemm_legacy_vnni(
     kind: crate::matmul::packed_legacy::Kind,
 ) -> Option<crate::matmul::packed::PackedGemmFn> {
     std::arch::is_x86_feature_detected!("avx512vnni").then(|| gemm_legacy::kernel(kind))
+}
+
+/// The packed-GEMM microkernel of format `index` of `matmul::packed_kquants` (Q2_K..Q6_K,
+/// IQ4_XS), with VNNI when `vnni` and the CPU has it.
+pub fn packed_kquant_gemm(_token: Avx512, index: usize, vnni: bool) -> crate::matmul::packed::PackedGemmFn {
+    gemm_kquants::kernel(index, vnni)
 }
 
 /// The importance-weighted quantizers at this level (whole rows plus the imatrix).

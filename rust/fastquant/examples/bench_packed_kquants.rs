@@ -1,0 +1,172 @@
+//! Timing of the packed GEMM microkernels of Q2_K..Q6_K and IQ4_XS (`matmul::packed_kquants`)
+//! next to the GEMV dot kernels on the same data: W = 4096 x 14336 (random normal data quantized
+//! with the crate's quantizer), 512 and 8 activation rows, one thread.
+//!
+//! `cargo run --release -p fastquant --example bench_packed_kquants [reps] [type,...] [level,...] [rows,...]`
+//!
+//! Packed: the weight packed once (the packing time is printed), then per tile of `PANELS_PER_TILE`
+//! panels one `gemm` over every activation row (a `gemm` goes super-block by super-block, so a
+//! panel super-block is read into L1 once and every activation row meets it there). GEMV: per tile of 64 weight
+//! rows (L2) and group of 8 activation rows, one dot call per weight row. Times are the on-core
+//! time of this thread (`/proc/thread-self/schedstat`, so other work on the machine does not count)
+//! and wall time; the medians of `reps` passes; GFLOP/s = 2 * rows * N * K / time.
+
+use std::time::Instant;
+
+use fastquant::matmul::packed::{packed_kernel_for, PackedKernel, PANEL_ROWS};
+use fastquant::matmul::{dot_kernel_for, DotKernel};
+use fastquant::simd::{available_levels, Level};
+use fastquant::{quantize, FloatSlice, QuantType, QuantizeOptions};
+
+const K: usize = 14336;
+/// Panels per `gemm` call: a multiple of the kernels' panels per pass (2 for AVX2, 3 for AVX-512).
+const PANELS_PER_TILE: usize = 6;
+/// Weight rows per GEMV tile.
+const GEMV_TILE: usize = 64;
+
+fn n_rows() -> usize {
+    std::env::var("BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(4096)
+}
+
+/// Roughly normal floats (sum of 4 uniforms) from a xorshift generator.
+fn normal_data(seed: &mut u64, n: usize) -> Vec<f32> {
+    let mut uniform = || {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        (*seed >> 40) as f32 / (1u64 << 24) as f32
+    };
+    (0..n).map(|_| (0..4).map(|_| uniform()).sum::<f32>() - 2.0).collect()
+}
+
+/// Nanoseconds this thread has run on a CPU (the first field of its schedstat).
+fn on_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Median (on-core seconds, wall seconds) per run of `reps` samples of `f`; a sample repeats `f`
+/// for at least 0.2 s of wall time, since the schedstat clock only moves at scheduler ticks.
+fn time(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
+    let start = Instant::now();
+    f();
+    let once = start.elapsed().as_secs_f64();
+    let inner = ((0.2 / once).ceil() as usize).max(1);
+    let mut cpu = Vec::new();
+    let mut wall = Vec::new();
+    for _ in 0..reps {
+        let (c0, w0) = (on_cpu_ns(), Instant::now());
+        for _ in 0..inner {
+            f();
+        }
+        wall.push(w0.elapsed().as_secs_f64() / inner as f64);
+        cpu.push((on_cpu_ns() - c0) as f64 * 1e-9 / inner as f64);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(&mut cpu), median(&mut wall))
+}
+
+fn pack(kernel: &PackedKernel, w: &[u8], row_bytes: usize) -> Vec<u8> {
+    let pb = (kernel.panel_bytes)(K);
+    let mut panels = vec![0u8; n_rows().div_ceil(PANEL_ROWS) * pb];
+    for (rows, panel) in w.chunks(PANEL_ROWS * row_bytes).zip(panels.chunks_exact_mut(pb)) {
+        (kernel.pack_panel)(K, rows, row_bytes, panel);
+    }
+    panels
+}
+
+fn packed_pass(kernel: &PackedKernel, panels: &[u8], acts: &[u8], m: usize, out: &mut [f32]) {
+    let (n, pb) = (n_rows(), (kernel.panel_bytes)(K));
+    for (t, tile) in panels.chunks(PANELS_PER_TILE * pb).enumerate() {
+        let c0 = t * PANELS_PER_TILE * PANEL_ROWS;
+        let cols = (n - c0).min(PANELS_PER_TILE * PANEL_ROWS);
+        (kernel.gemm)(K, tile, acts, m, cols, &mut out[c0..], n);
+    }
+}
+
+fn gemv_pass(kernel: &DotKernel, w: &[u8], row_bytes: usize, q8: &[u8], m: usize, out: &mut [f32]) {
+    let act_row = q8.len() / m;
+    let mut col = [0f32; 8];
+    for (t, tile) in w.chunks(GEMV_TILE * row_bytes).enumerate() {
+        for r0 in (0..m).step_by(8) {
+            let rows = (m - r0).min(8);
+            let acts = &q8[r0 * act_row..(r0 + rows) * act_row];
+            for (i, wrow) in tile.chunks_exact(row_bytes).enumerate() {
+                (kernel.vec_dot)(K, wrow, acts, act_row, &mut col[..rows]);
+                let c = t * GEMV_TILE + i;
+                for r in 0..rows {
+                    out[(r0 + r) * n_rows() + c] = col[r];
+                }
+            }
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let reps: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(3);
+    let types: Vec<QuantType> = match args.get(2) {
+        Some(list) => list.split(',').map(|t| QuantType::from_name(t).expect("a type name")).collect(),
+        None => vec![QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K, QuantType::IQ4_XS],
+    };
+    let levels: Vec<Level> = match args.get(3) {
+        Some(list) => list.split(',').map(|l| Level::from_name(l).expect("a level name")).collect(),
+        None => available_levels().into_iter().filter(|&l| l > Level::Scalar).collect(),
+    };
+    let row_counts: Vec<usize> = match args.get(4) {
+        Some(list) => list.split(',').map(|r| r.parse().expect("a row count")).collect(),
+        None => vec![512, 8],
+    };
+    let n = n_rows();
+    let mut seed = 0x5eed_u64;
+    let x_w = normal_data(&mut seed, n * K);
+    let max_m = row_counts.iter().copied().max().unwrap_or(8);
+    let x_a = normal_data(&mut seed, max_m * K);
+    println!("W {n} x {K}, one thread; GFLOP/s on-core (wall) of the median of {reps} passes\n");
+    println!("| type | level | rows | packed | GEMV | packed / GEMV |");
+    println!("|---|---|---|---|---|---|");
+    for &qtype in &types {
+        let row_bytes = qtype.row_bytes(K).unwrap();
+        let mut w = vec![0u8; n * row_bytes];
+        quantize(qtype, FloatSlice::F32(&x_w), K, &mut w, &QuantizeOptions::default()).unwrap();
+        for &level in &levels {
+            let kernel = packed_kernel_for(qtype, level).expect("a packed kernel");
+            let gemv = dot_kernel_for(qtype, level).unwrap().expect("an available level");
+            let (c0, start) = (on_cpu_ns(), Instant::now());
+            let panels = pack(&kernel, &w, row_bytes);
+            let (pack_cpu, pack_wall) = ((on_cpu_ns() - c0) as f64 * 1e-9, start.elapsed().as_secs_f64());
+            for &m in &row_counts {
+                let mut acts = vec![0u8; m * (kernel.act_row_bytes)(K)];
+                (kernel.prepare_acts)(&x_a[..m * K], K, &mut acts);
+                let mut q8 = vec![0u8; m * QuantType::Q8_K.row_bytes(K).unwrap()];
+                quantize(QuantType::Q8_K, FloatSlice::F32(&x_a[..m * K]), K, &mut q8, &QuantizeOptions::default())
+                    .unwrap();
+                let mut out = vec![0f32; m * n];
+                let flop = 2.0 * (m * n * K) as f64;
+                let (p_cpu, p_wall) = time(reps, || packed_pass(&kernel, &panels, &acts, m, &mut out));
+                let (g_cpu, g_wall) = time(reps, || gemv_pass(&gemv, &w, row_bytes, &q8, m, &mut out));
+                println!(
+                    "| {} | {} | {m} | {:.0} ({:.0}) | {:.0} ({:.0}) | {:.2} |",
+                    qtype.name(),
+                    kernel.level,
+                    flop / p_cpu * 1e-9,
+                    flop / p_wall * 1e-9,
+                    flop / g_cpu * 1e-9,
+                    flop / g_wall * 1e-9,
+                    g_cpu / p_cpu
+                );
+            }
+            eprintln!(
+                "{} {level}: packing took {:.0} ms on-core ({:.0} wall)",
+                qtype.name(),
+                pack_cpu * 1e3,
+                pack_wall * 1e3
+            );
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! Packed GEMM of Q4_K, Q5_K, Q6_K, IQ4_XS, Q2_K and Q3_K weights with Q8_K activations: the panel
+//! and activation layouts, the scalar reference `gemm`, and the [`PackedKernel`]s of every level.
+//!
+//! All these types share one layout, shaped for `vpdpbusd` (u8 weight x i8 activation, 4 bytes
+//! into one i32 lane): a super-block of a panel (16 weight rows x 256 elements) is
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 4096 | codes as one byte each: group `g` of 4 elements at `64 g`, row (lane) `c` at `+4 c` |
+//! | `64 * nsub` | sub-block scales as i32, sub-block `j` at `64 j`, lane `c` at `+4 c` |
+//! | `32 * nsub` (min types) | sub-block mins as i16 pairs: pair `q` (sub-blocks `2q`, `2q + 1`) at `64 q + 4 c` |
+//! | 64 | `d` of each lane as f32 |
+//! | 64 (min types) | `dmin` of each lane as f32 |
+//!
+//! `nsub` is 8 (sub-blocks of 32: Q4_K, Q5_K, IQ4_XS) or 16 (sub-blocks of 16: Q6_K, Q2_K, Q3_K).
+//! The codes are the [`Superblock`] codes: Q2_K 0..4, Q3_K 0..8, Q4_K 0..16, Q5_K 0..32, Q6_K
+//! 0..64 (the `-4` of Q3_K and `-32` of Q6_K go through the activation sums), IQ4_XS the signed
+//! table values. Bytes are unpacked rather than kept as
+//! nibbles: the microkernel then loads a weight vector and uses it for several activation rows
+//! with no shuffles, and a panel's super-block (under 5.2 KiB) stays in L1 while every activation
+//! row passes it.
+//!
+//! An activation super-block ([`ACT_BLOCK_BYTES`]) is the Q8_K block of the GEMV path (the same
+//! codes and `d`) rearranged: f32 `d`, the 256 i8 codes, then 64 bytes of per-type sums of codes
+//! (`extras`): for the min types the `nsub` sums of a sub-block's codes as i16 (the partners of the
+//! i16 mins); for the bias types the `nsub` values `-bias_factor * (sum of the sub-block's codes)`
+//! as i32 (Q6_K `-32 * bsum16_j`, Q3_K `-4 * bsum16_j`, IQ4_XS `-128 * bsum32_j`).
+//!
+//! # The integers of one super-block (exact)
+//!
+//! Per lane and sub-block `j`: `sb_j = extra_j + sum_e u_e * a_e` for the bias types, where `u_e`
+//! is the code as an unsigned byte (IQ4_XS: the signed code plus 128, which the `extra` takes off
+//! again; the kernels without `vpdpbusd` may use the signed codes and no extra, the same integer);
+//! `sb_j = sum_e u_e * a_e` for the min types. Then `isum = sum_j scale_j * sb_j`, and for the min
+//! types `msum = sum_j min_j * bsum32_j`. With the activation codes in -127..=127 (ggml's Q8_K
+//! never writes -128) nothing here overflows i32 or the i16 pair sums of `maddubs`.
+//!
+//! # Float order (every level gives these bits)
+//!
+//! Per output (activation row, weight row): `acc = +0.0`, then super-block by super-block
+//! * min types (Q2_K, Q4_K, Q5_K): `acc = fma(d_w * d_a, isum as f32, acc)`, then
+//!   `acc = fma(-(dmin_w * d_a), msum as f32, acc)`;
+//! * bias types (Q3_K, Q6_K, IQ4_XS): `acc = fma(d_w * d_a, isum as f32, acc)` (the bias is in `isum`).
+//!
+//! `d_w * d_a` is a plain f32 product rounded before the fma; `as f32` rounds to nearest even. The
+//! GEMV ([`super::dot_kquants`]) sums the same terms into 8 partials, so the two paths differ only
+//! in the last bits.
+
+// Loops index by lane and element so each line can be checked against the layout table above.
+#![allow(clippy::needless_range_loop)]
+
+use super::dot_kquants::{kquant_layout, Superblock, Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
+use super::packed::{PackedKernel, PANEL_ROWS};
+use crate::codec::{quantize, FloatSlice, QuantizeOptions};
+use crate::formats::kquants::QK_K;
+use crate::simd::Level;
+use crate::types::QuantType;
+
+/// Bytes of one activation super-block: f32 d, 256 codes, 64 bytes of sums.
+pub const ACT_BLOCK_BYTES: usize = 324;
+/// Offset of the codes in an activation super-block.
+pub const ACT_CODES: usize = 4;
+/// Offset of the per-type sums in an activation super-block.
+pub const ACT_EXTRAS: usize = 260;
+/// Bytes of the codes of a panel super-block.
+pub const PANEL_CODES_BYTES: usize = QK_K * PANEL_ROWS;
+
+/// How one of the types sits in the shared layout (module docs).
+#[derive(Clone, Copy, Debug)]
+pub struct PackedFormat {
+    pub qtype: QuantType,
+    /// Elements per sub-block scale: 32 or 16.
+    pub sub: usize,
+    /// Whether the type has its own min scale `dmin` (Q2_K, Q4_K, Q5_K); else its bias goes through
+    /// the activation extras.
+    pub min: bool,
+    /// Whether the codes are signed (IQ4_XS): the unsigned byte is the code plus 128.
+    pub signed: bool,
+    /// For the bias types, `extra_j = -bias_factor * (sum of the sub-block's activation codes)`.
+    pub bias_factor: i32,
+}
+
+impl PackedFormat {
+    /// Sub-blocks per super-block.
+    pub const fn nsub(&self) -> usize {
+        QK_K / self.sub
+    }
+    /// Offset of the i32 scales in a panel super-block.
+    pub const fn scales_at(&self) -> usize {
+        PANEL_CODES_BYTES
+    }
+    /// Offset of the i16 min pairs (min types).
+    pub const fn mins_at(&self) -> usize {
+        self.scales_at() + 4 * PANEL_ROWS * self.nsub()
+    }
+    /// Offset of the 16 f32 `d`.
+    pub const fn d_at(&self) -> usize {
+        self.mins_at() + if self.min { 4 * PANEL_ROWS * self.nsub() / 2 } else { 0 }
+    }
+    /// Offset of the 16 f32 `dmin` (min types).
+    pub const fn dmin_at(&self) -> usize {
+        self.d_at() + 4 * PANEL_ROWS
+    }
+    /// Bytes of one panel super-block.
+    pub const fn superblock_bytes(&self) -> usize {
+        self.dmin_at() + if self.min { 4 * PANEL_ROWS } else { 0 }
+    }
+}
+
+/// Index of each type in [`FORMATS`] (the SIMD kernels take it as a const generic).
+pub const Q4_K: usize = 0;
+pub const Q5_K: usize = 1;
+pub const Q6_K: usize = 2;
+pub const IQ4_XS: usize = 3;
+pub const Q2_K: usize = 4;
+pub const Q3_K: usize = 5;
+
+/// The types' formats, indexed by [`Q4_K`], [`Q5_K`], [`Q6_K`], [`IQ4_XS`], [`Q2_K`], [`Q3_K`].
+pub const FORMATS: [PackedFormat; 6] = [
+    PackedFormat { qtype: QuantType::Q4_K, sub: 32, min: true, signed: false, bias_factor: 0 },
+    PackedFormat { qtype: QuantType::Q5_K, sub: 32, min: true, signed: false, bias_factor: 0 },
+    PackedFormat { qtype: QuantType::Q6_K, sub: 16, min: false, signed: false, bias_factor: 32 },
+    PackedFormat { qtype: QuantType::IQ4_XS, sub: 32, min: false, signed: true, bias_factor: 128 },
+    PackedFormat { qtype: QuantType::Q2_K, sub: 16, min: true, signed: false, bias_factor: 0 },
+    PackedFormat { qtype: QuantType::Q3_K, sub: 16, min: false, signed: false, bias_factor: 4 },
+];
+
+fn format_index(qtype: QuantType) -> Option<usize> {
+    FORMATS.iter().position(|f| f.qtype == qtype)
+}
+
+fn read_f32(b: &[u8], at: usize) -> f32 {
+    f32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn read_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn read_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_le_bytes([b[at], b[at + 1]])
+}
+
+/// Bytes of `k` elements of activations (`k` a multiple of 256).
+pub fn act_row_bytes(k: usize) -> usize {
+    k / QK_K * ACT_BLOCK_BYTES
+}
+
+/// Bytes of a panel of `k` elements of `f`.
+pub fn panel_bytes(f: PackedFormat, k: usize) -> usize {
+    k / QK_K * f.superblock_bytes()
+}
+
+/// Super-blocks quantized per call of the Q8_K quantizer in [`prepare_acts`] (a stack buffer).
+const PREPARE_CHUNK: usize = 8;
+
+/// Quantizes the rows of `x` to Q8_K with the crate's quantizer and lays them out for `f`.
+pub fn prepare_acts(f: PackedFormat, x: &[f32], k: usize, out: &mut [u8]) {
+    assert!(k > 0 && k.is_multiple_of(QK_K), "k = {k} is not a positive multiple of {QK_K}");
+    let blocks = x.len() / QK_K;
+    assert!(x.len().is_multiple_of(k) && out.len() == blocks * ACT_BLOCK_BYTES, "activation buffer size");
+    let mut q8 = [0u8; PREPARE_CHUNK * Q8K_BYTES];
+    let options = QuantizeOptions { check_finite: false, imatrix: None, level: None };
+    for (src, dst) in x.chunks(PREPARE_CHUNK * QK_K).zip(out.chunks_mut(PREPARE_CHUNK * ACT_BLOCK_BYTES)) {
+        let n = src.len() / QK_K;
+        let q8 = &mut q8[..n * Q8K_BYTES];
+        quantize(QuantType::Q8_K, FloatSlice::F32(src), QK_K, q8, &options).expect("whole Q8_K blocks");
+        for (b, a) in q8.chunks_exact(Q8K_BYTES).zip(dst.chunks_exact_mut(ACT_BLOCK_BYTES)) {
+            arrange_act_block(f, b, a);
+        }
+    }
+}
+
+/// One Q8_K block into the activation layout (module docs).
+fn arrange_act_block(f: PackedFormat, q8: &[u8], a: &mut [u8]) {
+    a[..4].copy_from_slice(&q8[..4]);
+    a[ACT_CODES..ACT_CODES + QK_K].copy_from_slice(&q8[Q8K_QS..Q8K_QS + QK_K]);
+    let extras = &mut a[ACT_EXTRAS..ACT_BLOCK_BYTES];
+    extras.fill(0);
+    let bsum16 = |j: usize| read_i16(q8, Q8K_BSUMS + 2 * j) as i32;
+    let per = f.sub / 16;
+    for j in 0..f.nsub() {
+        let sum: i32 = (per * j..per * (j + 1)).map(bsum16).sum();
+        if f.min {
+            // |sum| <= 32 * 127: an i16.
+            extras[2 * j..2 * j + 2].copy_from_slice(&(sum as i16).to_le_bytes());
+        } else {
+            extras[4 * j..4 * j + 4].copy_from_slice(&(-f.bias_factor * sum).to_le_bytes());
+        }
+    }
+}
+
+/// Packs up to 16 weight rows of `f` (GGUF layout) into one panel (module docs).
+pub fn pack_panel(f: PackedFormat, k: usize, rows: &[u8], row_bytes: usize, panel: &mut [u8]) {
+    let layout = kquant_layout(f.qtype).expect("a K-quant layout");
+    let nb = k / QK_K;
+    assert!(k.is_multiple_of(QK_K) && row_bytes == nb * layout.block_bytes, "row bytes for k = {k}");
+    let n_rows = rows.len().checked_div(row_bytes).unwrap_or(0);
+    assert!((1..=PANEL_ROWS).contains(&n_rows) && rows.len() == n_rows * row_bytes, "1..=16 whole rows");
+    assert_eq!(panel.len(), panel_bytes(f, k), "panel size");
+    let sbb = f.superblock_bytes();
+    let empty = Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: 0.0, dmin: 0.0 };
+    let mut blocks = [empty; PANEL_ROWS];
+    for (i, w) in panel.chunks_exact_mut(sbb).enumerate() {
+        for (lane, s) in blocks.iter_mut().enumerate().take(n_rows) {
+            *s = (layout.unpack)(&rows[lane * row_bytes + i * layout.block_bytes..][..layout.block_bytes]);
+        }
+        write_superblock(f, &blocks, w);
+    }
+}
+
+/// 16 unpacked super-blocks (one per lane) into a panel super-block, written in address order.
+fn write_superblock(f: PackedFormat, blocks: &[Superblock; PANEL_ROWS], w: &mut [u8]) {
+    let (codes, rest) = w.split_at_mut(PANEL_CODES_BYTES);
+    for (g, group) in codes.chunks_exact_mut(4 * PANEL_ROWS).enumerate() {
+        for (lane, out) in group.chunks_exact_mut(4).enumerate() {
+            let c = &blocks[lane].codes[4 * g..4 * g + 4];
+            out.copy_from_slice(&[c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]);
+        }
+    }
+    let per = f.sub / 16;
+    let lanes = |w: &mut [u8], at: usize, value: &dyn Fn(&Superblock) -> [u8; 4]| {
+        for (lane, s) in blocks.iter().enumerate() {
+            w[at + 4 * lane..at + 4 * lane + 4].copy_from_slice(&value(s));
+        }
+    };
+    let rest_at = |at: usize| at - PANEL_CODES_BYTES;
+    for j in 0..f.nsub() {
+        lanes(rest, rest_at(f.scales_at() + 64 * j), &|s| (s.scales[per * j] as i32).to_le_bytes());
+    }
+    if f.min {
+        for q in 0..f.nsub() / 2 {
+            lanes(rest, rest_at(f.mins_at() + 64 * q), &|s| {
+                let (a, b) = (s.biases[per * 2 * q].to_le_bytes(), s.biases[per * (2 * q + 1)].to_le_bytes());
+                [a[0], a[1], b[0], b[1]]
+            });
+        }
+        lanes(rest, rest_at(f.dmin_at()), &|s| s.dmin.to_le_bytes());
+    }
+    lanes(rest, rest_at(f.d_at()), &|s| s.d.to_le_bytes());
+}
+
+/// Checks the arguments of a `gemm` call against the contract; returns (super-blocks, panels).
+#[allow(clippy::too_many_arguments)]
+pub fn check_gemm_args(
+    f: PackedFormat,
+    k: usize,
+    panels: &[u8],
+    acts: &[u8],
+    m: usize,
+    cols: usize,
+    out: &[f32],
+    out_stride: usize,
+) -> (usize, usize) {
+    assert!(k > 0 && k.is_multiple_of(QK_K), "k = {k} is not a positive multiple of {QK_K}");
+    let pb = panel_bytes(f, k);
+    assert!(panels.len().is_multiple_of(pb), "panels are whole panels");
+    let n_panels = panels.len() / pb;
+    assert!(cols <= PANEL_ROWS * n_panels, "{cols} columns in {n_panels} panels");
+    assert!(acts.len() >= m * act_row_bytes(k), "{m} activation rows");
+    if m > 0 && cols > 0 {
+        assert!(m == 1 || out_stride >= cols, "out_stride {out_stride} below {cols} columns");
+        assert!(out.len() >= (m - 1) * out_stride + cols, "output too short");
+    }
+    (k / QK_K, n_panels)
+}
+
+/// The exact `(isum, msum)` of lane `lane` of a panel super-block `w` with an activation block.
+pub fn superblock_ints(f: PackedFormat, w: &[u8], lane: usize, a: &[u8]) -> (i32, i32) {
+    let offset = if f.signed { 0x80 } else { 0 };
+    let mut isum = 0i32;
+    for j in 0..f.nsub() {
+        let mut sb = if f.min { 0 } else { read_i32(a, ACT_EXTRAS + 4 * j) };
+        for e in f.sub * j..f.sub * (j + 1) {
+            let u = w[64 * (e / 4) + 4 * lane + e % 4] ^ offset;
+            sb += u as i32 * a[ACT_CODES + e] as i8 as i32;
+        }
+        isum += read_i32(w, f.scales_at() + 64 * j + 4 * lane) * sb;
+    }
+    let mut msum = 0i32;
+    if f.min {
+        for j in 0..f.nsub() {
+            let min = read_i16(w, f.mins_at() + 64 * (j / 2) + 4 * lane + 2 * (j % 2)) as i32;
+            msum += min * read_i16(a, ACT_EXTRAS + 2 * j) as i32;
+        }
+    }
+    (isum, msum)
+}
+
+/// The scalar reference `gemm` (module docs for the float order).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_scalar(
+    f: PackedFormat,
+    k: usize,
+    panels: &[u8],
+    acts: &[u8],
+    m: usize,
+    cols: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let (nb, _) = check_gemm_args(f, k, panels, acts, m, cols, out, out_stride);
+    let (pb, arb, sbb) = (panel_bytes(f, k), act_row_bytes(k), f.superblock_bytes());
+    for c in 0..cols {
+        let (panel, lane) = (&panels[c / PANEL_ROWS * pb..][..pb], c % PANEL_ROWS);
+        for r in 0..m {
+            let act = &acts[r * arb..][..arb];
+            let mut acc = 0f32;
+            for (w, a) in panel.chunks_exact(sbb).zip(act.chunks_exact(ACT_BLOCK_BYTES)).take(nb) {
+                let (isum, msum) = superblock_ints(f, w, lane, a);
+                let d_a = read_f32(a, 0);
+                acc = (read_f32(w, f.d_at() + 4 * lane) * d_a).mul_add(isum as f32, acc);
+                if f.min {
+                    acc = (-(read_f32(w, f.dmin_at() + 4 * lane) * d_a)).mul_add(msum as f32, acc);
+                }
+            }
+            out[r * out_stride + c] = acc;
+        }
+    }
+}
+
+/// Per-type entry points with the contract's plain signatures.
+macro_rules! type_entry_points {
+    ($($index:ident: $act_row:ident, $prepare:ident, $panel_bytes:ident, $pack:ident, $gemm:ident;)*) => {$(
+        fn $act_row(k: usize) -> usize {
+            act_row_bytes(k)
+        }
+        fn $prepare(x: &[f32], k: usize, out: &mut [u8]) {
+            prepare_acts(FORMATS[$index], x, k, out)
+        }
+        fn $panel_bytes(k: usize) -> usize {
+            panel_bytes(FORMATS[$index], k)
+        }
+        fn $pack(k: usize, rows: &[u8], row_bytes: usize, panel: &mut [u8]) {
+            pack_panel(FORMATS[$index], k, rows, row_bytes, panel)
+        }
+        fn $gemm(k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out: &mut [f32], out_stride: usize) {
+            gemm_scalar(FORMATS[$index], k, panels, acts, m, cols, out, out_stride)
+        }
+    )*};
+}
+
+type_entry_points! {
+    Q4_K: act_row_q4_k, prepare_q4_k, panel_bytes_q4_k, pack_q4_k, gemm_q4_k;
+    Q5_K: act_row_q5_k, prepare_q5_k, panel_bytes_q5_k, pack_q5_k, gemm_q5_k;
+    Q6_K: act_row_q6_k, prepare_q6_k, panel_bytes_q6_k, pack_q6_k, gemm_q6_k;
+    IQ4_XS: act_row_iq4_xs, prepare_iq4_xs, panel_bytes_iq4_xs, pack_iq4_xs, gemm_iq4_xs;
+    Q2_K: act_row_q2_k, prepare_q2_k, panel_bytes_q2_k, pack_q2_k, gemm_q2_k;
+    Q3_K: act_row_q3_k, prepare_q3_k, panel_bytes_q3_k, pack_q3_k, gemm_q3_k;
+}
+
+/// A type's scalar [`PackedKernel`] from its entry points.
+macro_rules! scalar_kernel {
+    ($act_row:ident, $prepare:ident, $panel_bytes:ident, $pack:ident, $gemm:ident) => {
+        PackedKernel {
+            act_row_bytes: $act_row,
+            prepare_acts: $prepare,
+            panel_bytes: $panel_bytes,
+            pack_panel: $pack,
+            gemm: $gemm,
+            level: Level::Scalar,
+        }
+    };
+}
+
+/// The packed kernel of Q2_K..Q6_K or IQ4_XS at `level` (or the best below it); `None`
+/// for other types. `level` must be available on this CPU.
+pub fn packed_kquant_kernel(weight: QuantType, level: Level) -> Option<PackedKernel> {
+    let index = format_index(weight)?;
+    let mut kernel = match index {
+        Q4_K => scalar_kernel!(act_row_q4_k, prepare_q4_k, panel_bytes_q4_k, pack_q4_k, gemm_q4_k),
+        Q5_K => scalar_kernel!(act_row_q5_k, prepare_q5_k, panel_bytes_q5_k, pack_q5_k, gemm_q5_k),
+        Q6_K => scalar_kernel!(act_row_q6_k, prepare_q6_k, panel_bytes_q6_k, pack_q6_k, gemm_q6_k),
+        IQ4_XS => scalar_kernel!(act_row_iq4_xs, prepare_iq4_xs, panel_bytes_iq4_xs, pack_iq4_xs, gemm_iq4_xs),
+        Q2_K => scalar_kernel!(act_row_q2_k, prepare_q2_k, panel_bytes_q2_k, pack_q2_k, gemm_q2_k),
+        _ => scalar_kernel!(act_row_q3_k, prepare_q3_k, panel_bytes_q3_k, pack_q3_k, gemm_q3_k),
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::simd::x86_64;
+        let level = level.min(crate::simd::detected_level());
+        if level >= Level::Avx2 {
+            if let Some(token) = x86_64::Avx2::try_new() {
+                kernel.gemm = x86_64::avx2::packed_kquant_gemm(token, index);
+                kernel.level = Level::Avx2;
+            }
+        }
+        if level >= Level::Avx512 {
+            if let Some(token) = x86_64::Avx512::try_new() {
+                let vnni = level >= Level::Avx512Vnni;
+                kernel.gemm = x86_64::avx512::packed_kquant_gemm(token, index, vnni);
+                kernel.level = if vnni { Level::Avx512Vnni } else { Level::Avx512 };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = level;
+    Some(kernel)
+}

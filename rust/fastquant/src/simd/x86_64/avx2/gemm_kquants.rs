@@ -1,0 +1,220 @@
+//! AVX2 packed GEMM of Q2_K..Q6_K and IQ4_XS (`matmul::packed_kquants` has the layouts
+//! and the float order). A panel is two ymm halves of 8 weight rows; one broadcast of 4 activation
+//! codes meets 32 weights per half in `vpmaddubsw` (the i16 pair sums stay in range: codes below
+//! 64 against |a| <= 127, or IQ4_XS's |code| <= 127 with the activation's sign flipped by
+//! `vpsignb`), `vpmaddwd` by ones and `vpaddd`. A tile is up to 2 activation rows x one panel: 8
+//! ymm of i32 sums, the rest of the 16 registers for weights and broadcasts; a pass over the
+//! activation rows takes two panels, so the second panel's tile reads its rows from L1. As in the
+//! AVX-512 kernel, the output is the float accumulator between super-blocks.
+
+use std::arch::x86_64::*;
+
+use crate::matmul::packed::PackedGemmFn;
+use crate::matmul::packed_kquants::{
+    act_row_bytes, check_gemm_args, panel_bytes, PackedFormat, ACT_BLOCK_BYTES, ACT_CODES, ACT_EXTRAS, FORMATS, IQ4_XS,
+    Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+};
+
+/// Activation rows per tile.
+const MR: usize = 2;
+
+/// 4 bytes at `p` broadcast to every i32 lane.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn broadcast4(p: *const u8) -> __m256i {
+    // SAFETY: the callers pass a pointer into a block whose bounds the tile checked on entry;
+    // `read_unaligned` has no alignment requirement.
+    _mm256_set1_epi32(unsafe { (p as *const i32).read_unaligned() })
+}
+
+/// 32 bytes at `p`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load32(p: *const u8) -> __m256i {
+    // SAFETY: as in `broadcast4`: in a panel super-block checked on entry; `loadu` is unaligned.
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
+/// Asks for the activation blocks at `starts` in L1: the rows of the next tile lie an activation
+/// row apart, a stride the hardware prefetchers do not follow.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in super::super) fn prefetch_acts(acts: &[u8], starts: impl Iterator<Item = usize>) {
+    for start in starts {
+        for line in (start..start + ACT_BLOCK_BYTES).step_by(64) {
+            // A prefetch never faults, but the pointer must stay inside the allocation to be formed.
+            if line < acts.len() {
+                // SAFETY: `line` is inside `acts`.
+                _mm_prefetch::<_MM_HINT_T0>(unsafe { acts.as_ptr().add(line) }.cast());
+            }
+        }
+    }
+}
+
+/// One tile: `R` activation rows x one panel of one super-block. `out` is the output of the first
+/// row and the panel's first column, `lanes` the panel's valid columns, `first` whether this is
+/// the first super-block (the accumulator starts at +0.0).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn tile<const FMT: usize, const R: usize>(
+    w: &[u8],
+    acts: &[u8],
+    act_at: usize,
+    act_stride: usize,
+    out: &mut [f32],
+    out_at: usize,
+    out_stride: usize,
+    lanes: usize,
+    first: bool,
+) {
+    let f: PackedFormat = FORMATS[FMT];
+    let (signed, min) = (f.signed, f.min);
+    // The bounds every pointer below stays in.
+    let w = &w[..f.superblock_bytes()];
+    assert!(act_at + (R - 1) * act_stride + ACT_BLOCK_BYTES <= acts.len(), "activation block");
+    assert!(lanes == 0 || out_at + (R - 1) * out_stride + lanes <= out.len(), "output");
+    let wp = w.as_ptr();
+    let ap: [*const u8; R] = std::array::from_fn(|r| acts[act_at + r * act_stride..].as_ptr());
+    let ones = _mm256_set1_epi16(1);
+    let groups = f.sub / 4;
+    let mut isum = [[_mm256_setzero_si256(); 2]; R];
+    for j in 0..f.nsub() {
+        let mut sb = [[_mm256_setzero_si256(); 2]; R];
+        if !min && !signed {
+            for r in 0..R {
+                // SAFETY: the extras are inside the activation block checked above.
+                sb[r] = [broadcast4(unsafe { ap[r].add(ACT_EXTRAS + 4 * j) }); 2];
+            }
+        }
+        for g in groups * j..groups * (j + 1) {
+            // SAFETY: group g's 64 bytes are inside the panel super-block.
+            let wv: [__m256i; 2] = std::array::from_fn(|h| load32(unsafe { wp.add(64 * g + 32 * h) }));
+            let wu = if signed { wv.map(|v| _mm256_abs_epi8(v)) } else { wv };
+            for r in 0..R {
+                // SAFETY: codes 4g..4g + 4 are inside the activation block.
+                let a = broadcast4(unsafe { ap[r].add(ACT_CODES + 4 * g) });
+                for h in 0..2 {
+                    let a = if signed { _mm256_sign_epi8(a, wv[h]) } else { a };
+                    let pairs = _mm256_maddubs_epi16(wu[h], a);
+                    sb[r][h] = _mm256_add_epi32(sb[r][h], _mm256_madd_epi16(pairs, ones));
+                }
+            }
+        }
+        for h in 0..2 {
+            // SAFETY: the scales of sub-block j are inside the panel super-block.
+            let scale = load32(unsafe { wp.add(f.scales_at() + 64 * j + 32 * h) });
+            for r in 0..R {
+                isum[r][h] = _mm256_add_epi32(isum[r][h], _mm256_mullo_epi32(sb[r][h], scale));
+            }
+        }
+    }
+    let lane_index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for r in 0..R {
+        // SAFETY: d is the first 4 bytes of the activation block.
+        let d_a = _mm256_set1_ps(unsafe { (ap[r] as *const f32).read_unaligned() });
+        let mut msum = [_mm256_setzero_si256(); 2];
+        if min {
+            for q in 0..f.nsub() / 2 {
+                // SAFETY: pair q of the extras and of the mins are inside the blocks.
+                let a = broadcast4(unsafe { ap[r].add(ACT_EXTRAS + 4 * q) });
+                for (h, msum) in msum.iter_mut().enumerate() {
+                    // SAFETY: as above.
+                    let m = load32(unsafe { wp.add(f.mins_at() + 64 * q + 32 * h) });
+                    *msum = _mm256_add_epi32(*msum, _mm256_madd_epi16(m, a));
+                }
+            }
+        }
+        for h in 0..2 {
+            let valid = lanes.saturating_sub(8 * h).min(8);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid as i32), lane_index);
+            let o = out_at + r * out_stride + 8 * h;
+            // SAFETY: the lanes under `mask` are inside `out` (checked above); masked-off lanes
+            // are neither read nor written.
+            let optr = unsafe { out.as_mut_ptr().add(o.min(out.len())) };
+            let mut acc = if first {
+                _mm256_setzero_ps()
+            } else {
+                // SAFETY: as above.
+                unsafe { _mm256_maskload_ps(optr, mask) }
+            };
+            // SAFETY: d and dmin are inside the panel super-block.
+            let d_w = _mm256_castsi256_ps(load32(unsafe { wp.add(f.d_at() + 32 * h) }));
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(d_w, d_a), _mm256_cvtepi32_ps(isum[r][h]), acc);
+            if min {
+                // SAFETY: as above.
+                let dmin_w = _mm256_castsi256_ps(load32(unsafe { wp.add(f.dmin_at() + 32 * h) }));
+                acc = _mm256_fnmadd_ps(_mm256_mul_ps(dmin_w, d_a), _mm256_cvtepi32_ps(msum[h]), acc);
+            }
+            // SAFETY: as above.
+            unsafe { _mm256_maskstore_ps(optr, mask, acc) };
+        }
+    }
+}
+
+/// The whole `gemm` of one type: panels, super-blocks, row tiles.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm<const FMT: usize>(
+    k: usize,
+    panels: &[u8],
+    acts: &[u8],
+    m: usize,
+    cols: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let f = FORMATS[FMT];
+    let (nb, n_panels) = check_gemm_args(f, k, panels, acts, m, cols, out, out_stride);
+    let (pb, arb, sbb) = (panel_bytes(f, k), act_row_bytes(k), f.superblock_bytes());
+    // Two panels per pass over the activations: the second reads the tile's rows from L1.
+    let n_panels = n_panels.min(cols.div_ceil(16));
+    for p0 in (0..n_panels).step_by(2) {
+        for i in 0..nb {
+            for r0 in (0..m).step_by(MR) {
+                prefetch_acts(acts, (r0 + MR..m.min(r0 + 2 * MR)).map(|r| r * arb + i * ACT_BLOCK_BYTES));
+                let act_at = r0 * arb + i * ACT_BLOCK_BYTES;
+                for p in p0..n_panels.min(p0 + 2) {
+                    let w = &panels[p * pb + i * sbb..][..sbb];
+                    let (out_at, lanes) = (r0 * out_stride + 16 * p, cols.saturating_sub(16 * p).min(16));
+                    if m - r0 >= 2 {
+                        tile::<FMT, 2>(w, acts, act_at, arb, out, out_at, out_stride, lanes, i == 0);
+                    } else {
+                        tile::<FMT, 1>(w, acts, act_at, arb, out, out_at, out_stride, lanes, i == 0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Safe entry points: each runs one type's `gemm`. Private to this folder and handed out only by
+/// [`super::packed_kquant_gemm`], which takes the [`super::Avx2`] token.
+macro_rules! entry_points {
+    ($($name:ident => $fmt:ident;)*) => {$(
+        fn $name(k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out: &mut [f32], out_stride: usize) {
+            // SAFETY: the AVX2 features are proven by the token `packed_kquant_gemm` takes.
+            unsafe { gemm::<$fmt>(k, panels, acts, m, cols, out, out_stride) }
+        }
+    )*};
+}
+
+entry_points! {
+    gemm_q4_k => Q4_K;
+    gemm_q5_k => Q5_K;
+    gemm_q6_k => Q6_K;
+    gemm_iq4_xs => IQ4_XS;
+    gemm_q2_k => Q2_K;
+    gemm_q3_k => Q3_K;
+}
+
+/// The gemm of format `index` (`packed_kquants::FORMATS`).
+pub(super) fn kernel(index: usize) -> PackedGemmFn {
+    match index {
+        Q4_K => gemm_q4_k,
+        Q5_K => gemm_q5_k,
+        Q6_K => gemm_q6_k,
+        IQ4_XS => gemm_iq4_xs,
+        Q2_K => gemm_q2_k,
+        _ => gemm_q3_k,
+    }
+}

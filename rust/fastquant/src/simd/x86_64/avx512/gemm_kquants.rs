@@ -1,0 +1,332 @@
+//! AVX-512 packed GEMM of Q2_K..Q6_K and IQ4_XS (`matmul::packed_kquants` has the layouts
+//! and the float order). One zmm holds 4 code bytes of each of a panel's 16 weight rows, so one
+//! broadcast of 4 activation codes meets 64 weights: with VNNI in one `vpdpbusd`, without it in
+//! `vpmaddubsw` + `vpmaddwd` + `vpaddd`. A tile of `MR` activation rows x `NP` panels keeps per
+//! output one i32 sub-block sum and one i32 super-block sum in registers (`MR = 4`, `NP = 3`: 24
+//! zmm, 12 independent `vpdpbusd` chains; 6 x 2 measured the same) and adds each super-block's floats into the output, which is the accumulator between
+//! super-blocks: the loop over super-blocks is the outer one, so a panel super-block stays in L1
+//! while every activation row passes it; the next tile's activation blocks, an activation row
+//! apart, are prefetched.
+//!
+//! IQ4_XS's signed codes: with VNNI they become `code + 128` (xor 0x80, one op per weight vector)
+//! and the activation extras take the `128 * sum(a)` off again; without VNNI the kernel multiplies
+//! `|code|` by the activation negated where the code is negative (a masked subtract).
+
+use std::arch::x86_64::*;
+
+use super::super::avx2::gemm_kquants::prefetch_acts;
+use crate::matmul::packed::PackedGemmFn;
+use crate::matmul::packed_kquants::{
+    act_row_bytes, check_gemm_args, panel_bytes, PackedFormat, ACT_BLOCK_BYTES, ACT_CODES, ACT_EXTRAS, FORMATS, IQ4_XS,
+    Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+};
+
+/// Activation rows per tile.
+const MR: usize = 4;
+/// Panels per tile.
+const NP: usize = 3;
+
+/// 4 bytes at `p` broadcast to every i32 lane.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn broadcast4(p: *const u8) -> __m512i {
+    // SAFETY: the callers pass a pointer into a block whose bounds the tile checked on entry;
+    // `read_unaligned` has no alignment requirement.
+    _mm512_set1_epi32(unsafe { (p as *const i32).read_unaligned() })
+}
+
+/// 64 bytes at `p`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn load64(p: *const u8) -> __m512i {
+    // SAFETY: as in `broadcast4`: in a panel super-block checked on entry; `loadu` is unaligned.
+    unsafe { _mm512_loadu_si512(p.cast()) }
+}
+
+/// The weight vector as the byte product takes it, and the mask of its negative codes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn weights_madd(w: __m512i, signed: bool) -> (__m512i, __mmask64) {
+    if signed {
+        (_mm512_abs_epi8(w), _mm512_movepi8_mask(w))
+    } else {
+        (w, 0)
+    }
+}
+
+/// `acc + (4-byte dot products of w and a)` with `vpmaddubsw`; the i16 pair sums stay in range
+/// (codes below 64 or |code| <= 127 against |a| <= 127).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn dot4_madd(acc: __m512i, w: (__m512i, __mmask64), a: __m512i, signed: bool) -> __m512i {
+    let a = if signed { _mm512_mask_sub_epi8(a, w.1, _mm512_setzero_si512(), a) } else { a };
+    _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w.0, a), _mm512_set1_epi16(1)))
+}
+
+/// `acc + (i16 pair products of w and a)`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn dot2_madd(acc: __m512i, w: __m512i, a: __m512i) -> __m512i {
+    _mm512_add_epi32(acc, _mm512_madd_epi16(w, a))
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
+#[inline]
+fn weights_vnni(w: __m512i, signed: bool) -> (__m512i, __mmask64) {
+    if signed {
+        (_mm512_xor_si512(w, _mm512_set1_epi8(-128)), 0)
+    } else {
+        (w, 0)
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
+#[inline]
+fn dot4_vnni(acc: __m512i, w: (__m512i, __mmask64), a: __m512i, _signed: bool) -> __m512i {
+    _mm512_dpbusd_epi32(acc, w.0, a)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
+#[inline]
+fn dot2_vnni(acc: __m512i, w: __m512i, a: __m512i) -> __m512i {
+    _mm512_dpwssd_epi32(acc, w, a)
+}
+
+/// Where a tile reads and writes: the super-block's offset in the first panel and the panel
+/// stride, the first activation row's block and the row stride, the output of the first row
+/// and column and the output row stride, the valid lanes of each panel, and whether this is the
+/// first super-block (the accumulator starts at +0.0).
+#[derive(Clone, Copy)]
+struct TileAt {
+    panel: usize,
+    panel_stride: usize,
+    act: usize,
+    act_stride: usize,
+    out: usize,
+    out_stride: usize,
+    masks: [u16; NP],
+    first: bool,
+}
+
+/// Stamps one level's tile and driver; `$weights`/`$dot4`/`$dot2` are its byte and pair products.
+macro_rules! gemm_level {
+    ($features:literal, $vnni:literal, $tile:ident, $gemm:ident, $weights:ident, $dot4:ident, $dot2:ident) => {
+        /// One tile: `R` activation rows x `P` panels of one super-block (module docs).
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn $tile<const FMT: usize, const R: usize, const P: usize>(
+            panels: &[u8],
+            acts: &[u8],
+            out: &mut [f32],
+            at: TileAt,
+        ) {
+            let f: PackedFormat = FORMATS[FMT];
+            let (signed, min) = (f.signed, f.min);
+            let sbb = f.superblock_bytes();
+            // The bounds every pointer below stays in.
+            assert!(at.panel + (P - 1) * at.panel_stride + sbb <= panels.len(), "panel super-block");
+            assert!(at.act + (R - 1) * at.act_stride + ACT_BLOCK_BYTES <= acts.len(), "activation block");
+            for (p, &mask) in at.masks.iter().enumerate().take(P) {
+                let lanes = 16 - mask.leading_zeros() as usize;
+                assert!(lanes == 0 || at.out + (R - 1) * at.out_stride + 16 * p + lanes <= out.len(), "output");
+            }
+            let wp: [*const u8; P] = std::array::from_fn(|p| panels[at.panel + p * at.panel_stride..].as_ptr());
+            let ap: [*const u8; R] = std::array::from_fn(|r| acts[at.act + r * at.act_stride..].as_ptr());
+            let bias_in_extras = !min && (!signed || $vnni);
+            let groups = f.sub / 4;
+            let mut isum = [[_mm512_setzero_si512(); P]; R];
+            for j in 0..f.nsub() {
+                let mut sb = [[_mm512_setzero_si512(); P]; R];
+                if bias_in_extras {
+                    for r in 0..R {
+                        // SAFETY: the extras are inside the activation block checked above.
+                        sb[r] = [broadcast4(unsafe { ap[r].add(ACT_EXTRAS + 4 * j) }); P];
+                    }
+                }
+                for g in groups * j..groups * (j + 1) {
+                    // SAFETY: group g's 64 bytes are inside the panel super-block checked above.
+                    let w: [_; P] = std::array::from_fn(|p| $weights(load64(unsafe { wp[p].add(64 * g) }), signed));
+                    for r in 0..R {
+                        // SAFETY: codes 4g..4g + 4 are inside the activation block.
+                        let a = broadcast4(unsafe { ap[r].add(ACT_CODES + 4 * g) });
+                        for p in 0..P {
+                            sb[r][p] = $dot4(sb[r][p], w[p], a, signed);
+                        }
+                    }
+                }
+                for p in 0..P {
+                    // SAFETY: the scales of sub-block j are inside the panel super-block.
+                    let scale = load64(unsafe { wp[p].add(f.scales_at() + 64 * j) });
+                    for r in 0..R {
+                        isum[r][p] = _mm512_add_epi32(isum[r][p], _mm512_mullo_epi32(sb[r][p], scale));
+                    }
+                }
+            }
+            for r in 0..R {
+                // SAFETY: d is the first 4 bytes of the activation block.
+                let d_a = _mm512_set1_ps(unsafe { (ap[r] as *const f32).read_unaligned() });
+                let mut msum = [_mm512_setzero_si512(); P];
+                if min {
+                    for q in 0..f.nsub() / 2 {
+                        // SAFETY: pair q of the extras and of the mins are inside the blocks.
+                        let a = broadcast4(unsafe { ap[r].add(ACT_EXTRAS + 4 * q) });
+                        for p in 0..P {
+                            // SAFETY: as above.
+                            let mins = load64(unsafe { wp[p].add(f.mins_at() + 64 * q) });
+                            msum[p] = $dot2(msum[p], mins, a);
+                        }
+                    }
+                }
+                for p in 0..P {
+                    let mask = at.masks[p];
+                    let o = at.out + r * at.out_stride + 16 * p;
+                    // SAFETY: the lanes under `mask` are inside `out` (checked above); masked-off
+                    // lanes are neither read nor written.
+                    let optr = unsafe { out.as_mut_ptr().add(o.min(out.len())) };
+                    let mut acc = if at.first {
+                        _mm512_setzero_ps()
+                    } else {
+                        // SAFETY: as above.
+                        unsafe { _mm512_maskz_loadu_ps(mask, optr) }
+                    };
+                    // SAFETY: d and dmin are inside the panel super-block.
+                    let d_w = _mm512_castsi512_ps(load64(unsafe { wp[p].add(f.d_at()) }));
+                    acc = _mm512_fmadd_ps(_mm512_mul_ps(d_w, d_a), _mm512_cvtepi32_ps(isum[r][p]), acc);
+                    if min {
+                        // SAFETY: as above.
+                        let dmin_w = _mm512_castsi512_ps(load64(unsafe { wp[p].add(f.dmin_at()) }));
+                        acc = _mm512_fnmadd_ps(_mm512_mul_ps(dmin_w, d_a), _mm512_cvtepi32_ps(msum[p]), acc);
+                    }
+                    // SAFETY: as above.
+                    unsafe { _mm512_mask_storeu_ps(optr, mask, acc) };
+                }
+            }
+        }
+
+        /// The whole `gemm` of one type at this level: panels in pairs, super-blocks, row tiles.
+        #[target_feature(enable = $features)]
+        fn $gemm<const FMT: usize>(
+            k: usize,
+            panels: &[u8],
+            acts: &[u8],
+            m: usize,
+            cols: usize,
+            out: &mut [f32],
+            out_stride: usize,
+        ) {
+            let f = FORMATS[FMT];
+            let (nb, n_panels) = check_gemm_args(f, k, panels, acts, m, cols, out, out_stride);
+            let (pb, arb, sbb) = (panel_bytes(f, k), act_row_bytes(k), f.superblock_bytes());
+            let n_panels = n_panels.min(cols.div_ceil(16));
+            for p0 in (0..n_panels).step_by(NP) {
+                let np = NP.min(n_panels - p0);
+                let masks = std::array::from_fn(|p| {
+                    let lanes = cols.saturating_sub(16 * (p0 + p)).min(16);
+                    ((1u32 << lanes) - 1) as u16
+                });
+                for i in 0..nb {
+                    for r0 in (0..m).step_by(MR) {
+                        prefetch_acts(acts, (r0 + MR..m.min(r0 + 2 * MR)).map(|r| r * arb + i * ACT_BLOCK_BYTES));
+                        let at = TileAt {
+                            panel: p0 * pb + i * sbb,
+                            panel_stride: pb,
+                            act: r0 * arb + i * ACT_BLOCK_BYTES,
+                            act_stride: arb,
+                            out: r0 * out_stride + 16 * p0,
+                            out_stride,
+                            masks,
+                            first: i == 0,
+                        };
+                        match ((m - r0).min(MR), np) {
+                            (1, 1) => $tile::<FMT, 1, 1>(panels, acts, out, at),
+                            (1, 2) => $tile::<FMT, 1, 2>(panels, acts, out, at),
+                            (1, 3) => $tile::<FMT, 1, 3>(panels, acts, out, at),
+                            (2, 1) => $tile::<FMT, 2, 1>(panels, acts, out, at),
+                            (2, 2) => $tile::<FMT, 2, 2>(panels, acts, out, at),
+                            (2, 3) => $tile::<FMT, 2, 3>(panels, acts, out, at),
+                            (3, 1) => $tile::<FMT, 3, 1>(panels, acts, out, at),
+                            (3, 2) => $tile::<FMT, 3, 2>(panels, acts, out, at),
+                            (3, 3) => $tile::<FMT, 3, 3>(panels, acts, out, at),
+                            (4, 1) => $tile::<FMT, 4, 1>(panels, acts, out, at),
+                            (4, 2) => $tile::<FMT, 4, 2>(panels, acts, out, at),
+                            (4, 3) => $tile::<FMT, 4, 3>(panels, acts, out, at),
+                            (5, 1) => $tile::<FMT, 5, 1>(panels, acts, out, at),
+                            (5, 2) => $tile::<FMT, 5, 2>(panels, acts, out, at),
+                            (5, 3) => $tile::<FMT, 5, 3>(panels, acts, out, at),
+                            (6, 1) => $tile::<FMT, 6, 1>(panels, acts, out, at),
+                            (6, 2) => $tile::<FMT, 6, 2>(panels, acts, out, at),
+                            (6, 3) => $tile::<FMT, 6, 3>(panels, acts, out, at),
+                            _ => unreachable!("tiles of at most {MR} rows and {NP} panels"),
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+gemm_level!(
+    "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c",
+    false,
+    tile_madd,
+    gemm_madd,
+    weights_madd,
+    dot4_madd,
+    dot2_madd
+);
+gemm_level!(
+    "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni",
+    true,
+    tile_vnni,
+    gemm_vnni,
+    weights_vnni,
+    dot4_vnni,
+    dot2_vnni
+);
+
+/// Safe entry points: each runs one type's `gemm` at one variant. Private to this folder and
+/// handed out only by [`super::packed_kquant_gemm`], which takes the [`super::Avx512`] token.
+macro_rules! entry_points {
+    ($($name:ident => $gemm:ident::<$fmt:ident>;)*) => {$(
+        fn $name(k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize, out: &mut [f32], out_stride: usize) {
+            // SAFETY: the AVX-512 features are proven by the token `packed_kquant_gemm` takes; the
+            // VNNI entry points are only handed out after detecting VNNI.
+            unsafe { $gemm::<$fmt>(k, panels, acts, m, cols, out, out_stride) }
+        }
+    )*};
+}
+
+entry_points! {
+    gemm_q4_k => gemm_madd::<Q4_K>;
+    gemm_q5_k => gemm_madd::<Q5_K>;
+    gemm_q6_k => gemm_madd::<Q6_K>;
+    gemm_iq4_xs => gemm_madd::<IQ4_XS>;
+    gemm_q2_k => gemm_madd::<Q2_K>;
+    gemm_q3_k => gemm_madd::<Q3_K>;
+    gemm_q4_k_vnni => gemm_vnni::<Q4_K>;
+    gemm_q5_k_vnni => gemm_vnni::<Q5_K>;
+    gemm_q6_k_vnni => gemm_vnni::<Q6_K>;
+    gemm_iq4_xs_vnni => gemm_vnni::<IQ4_XS>;
+    gemm_q2_k_vnni => gemm_vnni::<Q2_K>;
+    gemm_q3_k_vnni => gemm_vnni::<Q3_K>;
+}
+
+/// The gemm of format `index` (`packed_kquants::FORMATS`), with `vpdpbusd` when `vnni` and the
+/// CPU has it.
+pub(super) fn kernel(index: usize, vnni: bool) -> PackedGemmFn {
+    let vnni = vnni && std::arch::is_x86_feature_detected!("avx512vnni");
+    match (index, vnni) {
+        (Q4_K, false) => gemm_q4_k,
+        (Q5_K, false) => gemm_q5_k,
+        (Q6_K, false) => gemm_q6_k,
+        (IQ4_XS, false) => gemm_iq4_xs,
+        (Q4_K, true) => gemm_q4_k_vnni,
+        (Q5_K, true) => gemm_q5_k_vnni,
+        (Q6_K, true) => gemm_q6_k_vnni,
+        (IQ4_XS, true) => gemm_iq4_xs_vnni,
+        (Q2_K, false) => gemm_q2_k,
+        (Q2_K, true) => gemm_q2_k_vnni,
+        (_, false) => gemm_q3_k,
+        (_, true) => gemm_q3_k_vnni,
+    }
+}
