@@ -9,13 +9,15 @@
 //!   tiles kept in L2 and reused across groups of 8 activation rows; K in pieces whose activation
 //!   rows stay in L1).
 //! * [`packed`]: GEMM on weights repacked into panels of 16 rows, per type a register-blocked
-//!   microkernel ([`packed::PackedKernel`]: panel and activation layouts, scalar reference, SIMD).
+//!   microkernel ([`packed::PackedKernel`]: panel and activation layouts, scalar reference, SIMD);
+//!   [`packed_float`] has the float types'.
 
 pub mod activation;
 pub mod dot;
 pub mod dot_kquants;
 pub mod gemm;
 pub mod packed;
+pub mod packed_float;
 
 pub use dot::{activation_type, dot_kernel_for, DotKernel, VecDotFn};
 pub use gemm::{matmul, MatmulWeight};

@@ -66,6 +66,8 @@ pub struct PackedKernel {
 /// The packed kernel for `weight` at `level`, or `None` where the type has none (the matmul then
 /// uses the GEMV kernels for every row count). `level` must be available on this CPU.
 pub fn packed_kernel_for(weight: QuantType, level: Level) -> Option<PackedKernel> {
-    let _ = (weight, level);
-    None
+    match weight {
+        QuantType::F32 | QuantType::F16 | QuantType::BF16 => super::packed_float::kernel(weight, level),
+        _ => None,
+    }
 }
