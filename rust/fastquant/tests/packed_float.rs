@@ -30,7 +30,7 @@ fn weight_value(rng: &mut Rng, values: Values, i: usize) -> f32 {
         Values::Normal => v,
         Values::Tiny => v * 2f32.powi(-20),
         Values::Huge => v * 2f32.powi(12),
-        Values::Zeros if i % 4 == 0 => [0.0, -0.0][i / 4 % 2],
+        Values::Zeros if i.is_multiple_of(4) => [0.0, -0.0][i / 4 % 2],
         Values::Zeros => v,
     }
 }

@@ -8,7 +8,7 @@ use std::arch::x86_64::*;
 use super::dot_float::load_weights8;
 use crate::matmul::dot::FloatKind;
 use crate::matmul::packed::PackedGemmFn;
-use crate::matmul::packed_float::{drive, MicroTile};
+use crate::matmul::packed_float::{drive, MicroTile, PANEL_PREFETCH_BYTES};
 
 /// Activation rows per register tile.
 const MR: usize = 6;
@@ -77,6 +77,7 @@ unsafe fn tile<const KIND: usize, const R: usize>(t: &mut MicroTile<'_>) {
         let x: [*const f32; R] = std::array::from_fn(|r| t.acts.as_ptr().add(r * t.act_row_bytes).cast());
         for k in t.k0..t.k1 {
             let wk = w.add(k * step);
+            _mm_prefetch::<_MM_HINT_T0>(wk.wrapping_add(PANEL_PREFETCH_BYTES).cast());
             let wv = [load_weights8(kind, wk), load_weights8(kind, wk.add(step / 2))];
             for (acc, x) in acc.iter_mut().zip(x) {
                 let xb = _mm256_set1_ps(x.add(k).read_unaligned());

@@ -52,13 +52,13 @@ pub(super) unsafe fn load_weights16(kind: FloatKind, p: *const u8) -> __m512 {
 /// `w` has `64 * steps` readable weights of `kind`, and every `x[g]` `64 * steps` floats.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-unsafe fn steps<const G: usize>(
-    kind: FloatKind,
+unsafe fn steps<const KIND: usize, const G: usize>(
     w: *const u8,
     x: [*const f32; G],
     steps: usize,
     acc: &mut [[__m512; 4]; G],
 ) {
+    let kind = FloatKind::ALL[KIND];
     let step_bytes = FLOAT_LANES * kind.bytes();
     for s in 0..steps {
         // SAFETY: the weights and floats of step `s < steps` are in bounds (the caller's
@@ -83,27 +83,25 @@ unsafe fn steps<const G: usize>(
 /// the zero-padded last partial step) that step too.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn group<const G: usize>(
-    kind: FloatKind,
+fn group<const KIND: usize, const G: usize>(
     weight: &[u8],
     rows: &[&[u8]],
     first: usize,
     (s0, s1): (usize, usize),
     acc: &mut [[__m512; 4]; G],
 ) {
-    let bytes = kind.bytes();
+    let bytes = FloatKind::ALL[KIND].bytes();
     assert!(weight.len() >= s1 * FLOAT_LANES * bytes && rows[first..first + G].iter().all(|r| r.len() >= s1 * 256));
     let x: [*const f32; G] = std::array::from_fn(|g| rows[first + g][s0 * 256..].as_ptr().cast());
     // SAFETY: asserted above: `s1 - s0` steps of weights and floats from step `s0` on.
-    unsafe { steps::<G>(kind, weight[s0 * FLOAT_LANES * bytes..].as_ptr(), x, s1 - s0, acc) }
+    unsafe { steps::<KIND, G>(weight[s0 * FLOAT_LANES * bytes..].as_ptr(), x, s1 - s0, acc) }
 }
 
 /// The zero-padded last partial step of rows `first..first + G`. Padding adds +0.0 products, which
 /// leave every lane as it is.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-fn tail_step<const G: usize>(
-    kind: FloatKind,
+fn tail_step<const KIND: usize, const G: usize>(
     n: usize,
     weight: &[u8],
     rows: &[&[u8]],
@@ -114,7 +112,7 @@ fn tail_step<const G: usize>(
     if full == n || G == 0 {
         return;
     }
-    let bytes = kind.bytes();
+    let bytes = FloatKind::ALL[KIND].bytes();
     let mut wbuf = [0u8; FLOAT_LANES * 4];
     wbuf[..(n - full) * bytes].copy_from_slice(&weight[full * bytes..n * bytes]);
     let mut xbuf = [[0f32; FLOAT_LANES]; G];
@@ -125,7 +123,7 @@ fn tail_step<const G: usize>(
     }
     let x: [*const f32; G] = std::array::from_fn(|g| xbuf[g].as_ptr());
     // SAFETY: one step of weights and of floats in the buffers.
-    unsafe { steps::<G>(kind, wbuf.as_ptr(), x, 1, acc) }
+    unsafe { steps::<KIND, G>(wbuf.as_ptr(), x, 1, acc) }
 }
 
 /// `matmul::dot`'s halving sum of 64 lanes held in four registers.
@@ -160,13 +158,13 @@ fn float_rows<const KIND: usize, const A: usize, const B: usize>(
     let chunk_steps = if B == 0 { full_steps.max(1) } else { CHUNK / FLOAT_LANES };
     for s0 in (0..full_steps).step_by(chunk_steps) {
         let range = (s0, (s0 + chunk_steps).min(full_steps));
-        group::<A>(kind, weight, rows, 0, range, &mut acc_a);
+        group::<KIND, A>(weight, rows, 0, range, &mut acc_a);
         if B > 0 {
-            group::<B>(kind, weight, rows, A, range, &mut acc_b);
+            group::<KIND, B>(weight, rows, A, range, &mut acc_b);
         }
     }
-    tail_step::<A>(kind, n, weight, rows, 0, &mut acc_a);
-    tail_step::<B>(kind, n, weight, rows, A, &mut acc_b);
+    tail_step::<KIND, A>(n, weight, rows, 0, &mut acc_a);
+    tail_step::<KIND, B>(n, weight, rows, A, &mut acc_b);
     for (o, acc) in out.iter_mut().zip(acc_a.into_iter().chain(acc_b)) {
         *o = reduce_halving_64(acc);
     }

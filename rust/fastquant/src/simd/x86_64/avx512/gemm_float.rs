@@ -8,7 +8,7 @@ use std::arch::x86_64::*;
 use super::dot_float::load_weights16;
 use crate::matmul::dot::FloatKind;
 use crate::matmul::packed::PackedGemmFn;
-use crate::matmul::packed_float::{drive, MicroTile};
+use crate::matmul::packed_float::{drive, MicroTile, PANEL_PREFETCH_BYTES};
 
 /// Activation rows per register tile.
 const MR: usize = 8;
@@ -39,22 +39,38 @@ fn gemm_float<const KIND: usize>(
 /// Runs the register tile of the tile's shape.
 fn micro<const KIND: usize>(t: &mut MicroTile<'_>) {
     t.check(FloatKind::ALL[KIND].bytes());
-    macro_rules! shapes {
-        ($($mr:literal),*) => {
-            match (t.mr, t.nr) {
-                $(
-                    ($mr, 1) => tile::<KIND, $mr, 1>(t),
-                    ($mr, 2) => tile::<KIND, $mr, 2>(t),
-                    ($mr, 3) => tile::<KIND, $mr, 3>(t),
-                )*
-                (mr, nr) => unreachable!("register tile {mr} x {nr}"),
-            }
-        };
-    }
     // SAFETY: only reachable through `gemm`, which the ISA module hands out only with a proof token
     // of the features `tile` enables; `check` above proved the tile's slices hold what it reads
     // and writes.
-    unsafe { shapes!(1, 2, 3, 4, 5, 6, 7, 8) }
+    unsafe {
+        match t.nr {
+            1 => rows::<KIND, 1>(t),
+            2 => rows::<KIND, 2>(t),
+            3 => rows::<KIND, 3>(t),
+            nr => unreachable!("register tile of {nr} panels"),
+        }
+    }
+}
+
+/// [`tile`] with the tile's number of rows as a constant.
+///
+/// # Safety
+/// As [`tile`], for `t.nr == P`.
+unsafe fn rows<const KIND: usize, const P: usize>(t: &mut MicroTile<'_>) {
+    // SAFETY: the caller's guarantee, with `t.mr == R` matched here.
+    unsafe {
+        match t.mr {
+            1 => tile::<KIND, 1, P>(t),
+            2 => tile::<KIND, 2, P>(t),
+            3 => tile::<KIND, 3, P>(t),
+            4 => tile::<KIND, 4, P>(t),
+            5 => tile::<KIND, 5, P>(t),
+            6 => tile::<KIND, 6, P>(t),
+            7 => tile::<KIND, 7, P>(t),
+            8 => tile::<KIND, 8, P>(t),
+            mr => unreachable!("register tile of {mr} rows"),
+        }
+    }
 }
 
 /// `R` rows x `P` panels over the tile's K range (see [`MicroTile`]).
@@ -80,6 +96,9 @@ unsafe fn tile<const KIND: usize, const R: usize, const P: usize>(t: &mut MicroT
         let w: [*const u8; P] = std::array::from_fn(|p| t.panels.as_ptr().add(p * t.panel_bytes));
         let x: [*const f32; R] = std::array::from_fn(|r| t.acts.as_ptr().add(r * t.act_row_bytes).cast());
         for k in t.k0..t.k1 {
+            for w in w {
+                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(k * step + PANEL_PREFETCH_BYTES).cast());
+            }
             let wv: [__m512; P] = std::array::from_fn(|p| load_weights16(kind, w[p].add(k * step)));
             for (acc, x) in acc.iter_mut().zip(x) {
                 let xb = _mm512_set1_ps(x.add(k).read_unaligned());
