@@ -97,12 +97,20 @@ fn pack_panel<const B: usize>(k: usize, rows: &[u8], row_bytes: usize, panel: &m
     }
 }
 
+/// `$gemm::<KIND>` (a [`PackedGemmFn`] generic over the kind's [`FloatKind::id`]) for `$kind`.
+macro_rules! gemm_of_kind {
+    ($gemm:ident, $kind:expr) => {
+        match $kind {
+            FloatKind::F32 => $gemm::<{ FloatKind::F32.id() }> as PackedGemmFn,
+            FloatKind::F16 => $gemm::<{ FloatKind::F16.id() }>,
+            FloatKind::Bf16 => $gemm::<{ FloatKind::Bf16.id() }>,
+        }
+    };
+}
+pub(crate) use gemm_of_kind;
+
 fn scalar_gemm(kind: FloatKind) -> PackedGemmFn {
-    match kind {
-        FloatKind::F32 => gemm_scalar::<{ FloatKind::F32.id() }>,
-        FloatKind::F16 => gemm_scalar::<{ FloatKind::F16.id() }>,
-        FloatKind::Bf16 => gemm_scalar::<{ FloatKind::Bf16.id() }>,
-    }
+    gemm_of_kind!(gemm_scalar, kind)
 }
 
 /// The scalar reference: one FMA chain per output over K in order (see the module docs).

@@ -8,7 +8,7 @@ use std::arch::x86_64::*;
 use super::dot_float::load_weights16;
 use crate::matmul::dot::FloatKind;
 use crate::matmul::packed::PackedGemmFn;
-use crate::matmul::packed_float::{drive, MicroTile, PANEL_PREFETCH_BYTES};
+use crate::matmul::packed_float::{drive, gemm_of_kind, MicroTile, PANEL_PREFETCH_BYTES};
 
 /// Activation rows per register tile.
 const MR: usize = 8;
@@ -17,11 +17,7 @@ const NR: usize = 3;
 
 /// The gemm of `kind` at this level.
 pub(super) fn gemm(kind: FloatKind) -> PackedGemmFn {
-    match kind {
-        FloatKind::F32 => gemm_float::<{ FloatKind::F32.id() }>,
-        FloatKind::F16 => gemm_float::<{ FloatKind::F16.id() }>,
-        FloatKind::Bf16 => gemm_float::<{ FloatKind::Bf16.id() }>,
-    }
+    gemm_of_kind!(gemm_float, kind)
 }
 
 fn gemm_float<const KIND: usize>(
