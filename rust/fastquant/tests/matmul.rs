@@ -107,7 +107,7 @@ fn activations(rng: &mut Rng, weight: QuantType, n: usize, rows: usize) -> (Vec<
 
 fn lengths(qtype: QuantType) -> Vec<usize> {
     if qtype.block_elems() == 1 {
-        vec![1, 15, 16, 17, 64, 100, 256 + 13, 4096]
+        vec![1, 15, 16, 17, 64, 100, 256 + 13, 2500, 4096]
     } else {
         vec![32, 64, 32 * 7, 32 * 8, 32 * 9, 32 * 37, 4096]
     }

@@ -18,8 +18,10 @@
 //!   partial sums with a fused multiply-add, `acc[b % 8] = (d_w * d_a).mul_add(isum_b as f32, acc)`;
 //!   the Q8_1 pairs then add their offset term the same way, `acc = m_w.mul_add(s_a, acc)`. The
 //!   eight lanes are an AVX2 register holding eight blocks' terms.
-//! * **Float weights**: element `j` goes into lane `j % 16` of sixteen partial sums,
-//!   `acc[j % 16] = w_j.mul_add(x_j, acc)`.
+//! * **Float weights**: element `j` goes into lane `j % 64` of sixty-four partial sums,
+//!   `acc[j % 64] = w_j.mul_add(x_j, acc)`. Sixty-four lanes are four AVX-512 (eight AVX2)
+//!   registers, so one activation row is four independent FMA chains, enough to hide the FMA
+//!   latency while the weight row streams from memory (one chain held the F16 GEMV at half of it).
 //! * **The end**: lanes are summed by halving, lane `i` plus lane `i + P/2` until one is left
 //!   ([`reduce_halving`]); that is the usual register reduction (high half plus low half).
 //!
@@ -57,7 +59,7 @@ pub const MAX_ROWS: usize = 8;
 /// Lanes of partial sums of the quantized kernels (blocks `b % BLOCK_LANES`).
 pub const BLOCK_LANES: usize = 8;
 /// Lanes of partial sums of the float kernels (elements `j % FLOAT_LANES`).
-pub const FLOAT_LANES: usize = 16;
+pub const FLOAT_LANES: usize = 64;
 
 /// The activation type ggml pairs with `weight` in its dot products; `None` for a type without one.
 pub fn activation_type(weight: QuantType) -> Option<QuantType> {
@@ -276,6 +278,52 @@ legacy_dots! {
 }
 
 // ---- float weights x f32 activations ------------------------------------------------------------
+
+/// The element type of a float weight (the GEMV and packed GEMM kernels of every level use it).
+/// Kernels take it as a constant, `FloatKind::ALL[KIND]`, so the load is chosen at compile time.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FloatKind {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl FloatKind {
+    /// Every kind, indexed by [`FloatKind::id`].
+    pub const ALL: [FloatKind; 3] = [FloatKind::F32, FloatKind::F16, FloatKind::Bf16];
+
+    /// The index of `self` in [`FloatKind::ALL`].
+    pub const fn id(self) -> usize {
+        self as usize
+    }
+
+    /// The kind of a float weight type.
+    pub fn of(weight: QuantType) -> Option<FloatKind> {
+        Some(match weight {
+            QuantType::F32 => FloatKind::F32,
+            QuantType::F16 => FloatKind::F16,
+            QuantType::BF16 => FloatKind::Bf16,
+            _ => return None,
+        })
+    }
+
+    /// Bytes per weight.
+    pub const fn bytes(self) -> usize {
+        match self {
+            FloatKind::F32 => 4,
+            FloatKind::F16 | FloatKind::Bf16 => 2,
+        }
+    }
+
+    /// The weight in the first [`FloatKind::bytes`] bytes of `b`, as f32 (exact).
+    pub fn to_f32(self, b: &[u8]) -> f32 {
+        match self {
+            FloatKind::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            FloatKind::F16 => fp16_to_fp32(u16::from_le_bytes([b[0], b[1]])),
+            FloatKind::Bf16 => bf16_to_fp32(u16::from_le_bytes([b[0], b[1]])),
+        }
+    }
+}
 
 fn vec_dot_float<const WB: usize>(
     n: usize,

@@ -9,8 +9,9 @@
 //!   tiles kept in L2 and reused across groups of 8 activation rows; K in pieces whose activation
 //!   rows stay in L1).
 //! * [`packed`]: GEMM on weights repacked into panels of 16 rows, per type a register-blocked
-//!   microkernel ([`packed::PackedKernel`]: panel and activation layouts, scalar reference, SIMD).
-//! * [`packed_kquants`]: the packed kernels of Q2_K..Q6_K and IQ4_XS.
+//!   microkernel ([`packed::PackedKernel`]: panel and activation layouts, scalar reference, SIMD);
+//!   [`packed_legacy`], [`packed_kquants`] and [`packed_float`] have the types' kernels, and
+//!   [`packed_driver`] runs them (threads, tiles, weights packed once or on the fly).
 
 pub mod activation;
 pub mod dot;
@@ -20,6 +21,7 @@ pub mod packed;
 pub mod packed_driver;
 pub mod packed_legacy;
 pub mod packed_kquants;
+pub mod packed_float;
 
 pub use dot::{activation_type, dot_kernel_for, DotKernel, VecDotFn};
 pub use gemm::{matmul, MatmulWeight};

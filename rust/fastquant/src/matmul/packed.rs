@@ -70,6 +70,7 @@ pub fn packed_kernel_for(weight: QuantType, level: Level) -> Option<PackedKernel
         QuantType::Q2_K | QuantType::Q3_K | QuantType::Q4_K | QuantType::Q5_K | QuantType::Q6_K | QuantType::IQ4_XS => {
             super::packed_kquants::packed_kquant_kernel(weight, level)
         }
+        QuantType::F32 | QuantType::F16 | QuantType::BF16 => super::packed_float::kernel(weight, level),
         _ => super::packed_legacy::packed_kernel(weight, level),
     }
 }

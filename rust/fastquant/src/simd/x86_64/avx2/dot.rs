@@ -1,5 +1,5 @@
-//! AVX2 matmul dot kernels: the legacy types and IQ4_NL against Q8_0/Q8_1 (`maddubs` + `madd`), and
-//! F32/F16/BF16 weights against f32 activations (FMA, F16C).
+//! AVX2 matmul dot kernels: the legacy types and IQ4_NL against Q8_0/Q8_1 (`maddubs` + `madd`).
+//! The float weights' kernels are in `dot_float.rs`.
 //!
 //! The quantized kernels are written once, as [`legacy_dot_kernels`], and instantiated here with
 //! AVX2's byte dot product and in `avx512/dot.rs` with VNNI's `vpdpbusd`. They follow the order
@@ -13,7 +13,7 @@ use crate::types::QuantType;
 
 /// The kernel for `weight`, or `None` where this level has none.
 pub(super) fn kernel(weight: QuantType) -> Option<VecDotFn> {
-    legacy::kernel(weight).or_else(|| float::kernel(weight))
+    legacy::kernel(weight)
 }
 
 /// Sums of adjacent byte products `x[2i] * y[2i] + x[2i+1] * y[2i+1]` (x unsigned, y signed) summed
@@ -277,159 +277,3 @@ pub(crate) fn reduce_halving_8(v: __m256) -> f32 {
     let v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
     _mm_cvtss_f32(_mm_add_ss(v2, _mm_shuffle_ps::<1>(v2, v2)))
 }
-
-// ---- float weights ------------------------------------------------------------------------------
-
-/// Defines the float-weight kernels (module `float`, with `kernel(QuantType) -> Option<VecDotFn>`)
-/// for the target features `$features`. AVX-512 builds them too: the same 256-bit code, but with
-/// 32 registers the 16 accumulators of 8 rows no longer spill.
-macro_rules! float_dot_kernels {
-    ($features:literal) => {
-        mod float {
-            use std::arch::x86_64::*;
-
-            use crate::matmul::dot::{act_rows, VecDotFn, FLOAT_LANES};
-            use crate::types::QuantType;
-
-            pub(crate) fn kernel(weight: QuantType) -> Option<VecDotFn> {
-                Some(match weight {
-                    QuantType::F32 => vec_dot_f32,
-                    QuantType::F16 => vec_dot_f16,
-                    QuantType::BF16 => vec_dot_bf16,
-                    _ => return None,
-                })
-            }
-
-            /// The element type of a float weight row.
-            #[derive(Clone, Copy, PartialEq, Eq)]
-            enum FloatKind {
-                F32,
-                F16,
-                Bf16,
-            }
-
-            /// Sixteen weights as floats (`CB` bytes: 64 for F32, 32 for F16/BF16).
-            #[target_feature(enable = $features)]
-            #[inline]
-            fn load16<const CB: usize>(kind: FloatKind, w: &[u8; CB]) -> [__m256; 2] {
-                match kind {
-                    FloatKind::F32 => load_f32x16(&w.as_chunks::<64>().0[0]),
-                    FloatKind::F16 => load_f16x16(&w.as_chunks::<32>().0[0]),
-                    FloatKind::Bf16 => load_bf16x16(&w.as_chunks::<32>().0[0]),
-                }
-            }
-
-            /// Dot of one float weight row with `R` f32 rows: element j in lane j % 16 (two registers). `CB`
-            /// is the bytes of 16 weights.
-            #[target_feature(enable = $features)]
-            #[inline]
-            fn float_rows<const CB: usize, const R: usize>(
-                kind: FloatKind,
-                n: usize,
-                weight: &[u8],
-                acts: &[u8],
-                act_row_bytes: usize,
-                out: &mut [f32],
-            ) {
-                let elem_bytes = CB / FLOAT_LANES;
-                let (chunks, tail) = weight[..n * elem_bytes].as_chunks::<CB>();
-                let mut acc = [[_mm256_setzero_ps(); 2]; R];
-                let rows = act_rows(acts, act_row_bytes, n * 4, R);
-                for (row, acc) in rows.zip(acc.iter_mut()) {
-                    let (xs, x_tail) = row.as_chunks::<64>();
-                    for (w, x) in chunks.iter().zip(xs) {
-                        let w = load16(kind, w);
-                        let x = load_f32x16(x);
-                        acc[0] = _mm256_fmadd_ps(w[0], x[0], acc[0]);
-                        acc[1] = _mm256_fmadd_ps(w[1], x[1], acc[1]);
-                    }
-                    if !tail.is_empty() {
-                        // Zero padding adds +0.0 products, which leave every lane as it is.
-                        let mut wbuf = [0u8; CB];
-                        wbuf[..tail.len()].copy_from_slice(tail);
-                        let mut xbuf = [0u8; 64];
-                        xbuf[..x_tail.len()].copy_from_slice(x_tail);
-                        let w = load16(kind, &wbuf);
-                        let x = load_f32x16(&xbuf);
-                        acc[0] = _mm256_fmadd_ps(w[0], x[0], acc[0]);
-                        acc[1] = _mm256_fmadd_ps(w[1], x[1], acc[1]);
-                    }
-                }
-                for (o, acc) in out.iter_mut().zip(acc) {
-                    // Halving: lane i + lane i + 8 is the sum of the two registers, then eight lanes.
-                    *o = crate::simd::x86_64::avx2::dot::reduce_halving_8(_mm256_add_ps(acc[0], acc[1]));
-                }
-            }
-
-            #[target_feature(enable = $features)]
-            #[inline]
-            fn load_f32x16(w: &[u8; 64]) -> [__m256; 2] {
-                // SAFETY: 64 bytes are sixteen floats.
-                unsafe { [_mm256_loadu_ps(w.as_ptr().cast()), _mm256_loadu_ps(w.as_ptr().add(32).cast())] }
-            }
-
-            #[target_feature(enable = $features)]
-            #[inline]
-            fn load_f16x16(w: &[u8; 32]) -> [__m256; 2] {
-                // SAFETY: 32 bytes are sixteen fp16 values; `vcvtph2ps` is exact.
-                unsafe {
-                    [
-                        _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().cast())),
-                        _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(16).cast())),
-                    ]
-                }
-            }
-
-            #[target_feature(enable = $features)]
-            #[inline]
-            fn load_bf16x16(w: &[u8; 32]) -> [__m256; 2] {
-                let p = w.as_ptr();
-                // SAFETY: 32 bytes are sixteen bf16 values; a bf16 is the high half of its f32.
-                let (lo, hi) = unsafe { (_mm_loadu_si128(p.cast()), _mm_loadu_si128(p.add(16).cast())) };
-                let widen = |h: __m128i| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)));
-                [widen(lo), widen(hi)]
-            }
-
-            /// Runs [`float_rows`] with the number of activation rows as a constant.
-            fn run_float<const CB: usize>(
-                kind: FloatKind,
-                n: usize,
-                weight: &[u8],
-                acts: &[u8],
-                act_row_bytes: usize,
-                out: &mut [f32],
-            ) {
-                // SAFETY: only reachable through `kernel`, which the ISA module hands out only with a proof
-                // token of the features `float_rows` enables.
-                unsafe {
-                    match out.len() {
-                        1 => float_rows::<CB, 1>(kind, n, weight, acts, act_row_bytes, out),
-                        2 => float_rows::<CB, 2>(kind, n, weight, acts, act_row_bytes, out),
-                        3 => float_rows::<CB, 3>(kind, n, weight, acts, act_row_bytes, out),
-                        4 => float_rows::<CB, 4>(kind, n, weight, acts, act_row_bytes, out),
-                        5 => float_rows::<CB, 5>(kind, n, weight, acts, act_row_bytes, out),
-                        6 => float_rows::<CB, 6>(kind, n, weight, acts, act_row_bytes, out),
-                        7 => float_rows::<CB, 7>(kind, n, weight, acts, act_row_bytes, out),
-                        8 => float_rows::<CB, 8>(kind, n, weight, acts, act_row_bytes, out),
-                        r => panic!("{r} activation rows: a kernel call takes 1..=8"),
-                    }
-                }
-            }
-
-            fn vec_dot_f32(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
-                run_float::<64>(FloatKind::F32, n, weight, acts, act_row_bytes, out)
-            }
-
-            fn vec_dot_f16(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
-                run_float::<32>(FloatKind::F16, n, weight, acts, act_row_bytes, out)
-            }
-
-            fn vec_dot_bf16(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
-                run_float::<32>(FloatKind::Bf16, n, weight, acts, act_row_bytes, out)
-            }
-        }
-    };
-}
-pub(crate) use float_dot_kernels;
-
-float_dot_kernels!("avx2,fma,f16c");

@@ -14,10 +14,12 @@
 
 mod attention;
 pub(super) mod dot;
+pub(super) mod dot_float; // its prefetch distance is shared with AVX-512
 pub(super) mod dot_kquants; // its unpacking and driver are shared with AVX-512
 mod float;
 mod gemm_legacy;
 pub(super) mod gemm_kquants; // its activation prefetch is shared with AVX-512
+mod gemm_float;
 pub(super) mod iquants; // its group loop is shared with AVX-512
 mod iquants_dequantize;
 pub(super) mod kquants;
@@ -43,9 +45,15 @@ pub fn kernels(_token: Avx2, qtype: QuantType) -> IsaKernels {
 }
 
 /// The matmul dot kernel for `weight` at this level (`matmul::dot` has the contract): the legacy,
-/// IQ4_NL and float kernels of `dot.rs`, the K-quant and IQ4_XS ones of `dot_kquants.rs`.
+/// IQ4_NL kernels of `dot.rs`, the float ones of `dot_float.rs`, the K-quant and IQ4_XS ones of
+/// `dot_kquants.rs`.
 pub fn dot_kernel(_token: Avx2, weight: QuantType) -> Option<crate::matmul::VecDotFn> {
-    dot::kernel(weight).or_else(|| dot_kquants::kernel(weight))
+    dot::kernel(weight).or_else(|| dot_float::kernel(weight)).or_else(|| dot_kquants::kernel(weight))
+}
+
+/// The packed float GEMM of `kind` at this level (`matmul::packed_float` has the contract).
+pub fn packed_float_gemm(_token: Avx2, kind: crate::matmul::dot::FloatKind) -> crate::matmul::packed::PackedGemmFn {
+    gemm_float::gemm(kind)
 }
 
 /// The packed-GEMM microkernel of a Q8_0-paired legacy type (`matmul::packed_legacy`).

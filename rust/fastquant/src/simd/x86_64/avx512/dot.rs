@@ -1,16 +1,11 @@
 //! AVX-512 matmul dot kernels: the legacy types and IQ4_NL against Q8_0/Q8_1 with VNNI, the AVX2
-//! kernels' code (`avx2::dot::legacy_dot_kernels`) with `vpdpbusd` as the byte dot product; and
-//! the float weights, the AVX2 code (`avx2::dot::float_dot_kernels`) with 32 registers.
+//! kernels' code (`avx2::dot::legacy_dot_kernels`) with `vpdpbusd` as the byte dot product. The
+//! float weights' kernels are in `dot_float.rs`.
 
 use std::arch::x86_64::*;
 
 use crate::matmul::dot::VecDotFn;
 use crate::types::QuantType;
-
-/// The AVX-512 (F, BW, VL, DQ) kernel for `weight`, or `None` where there is none.
-pub(super) fn kernel(weight: QuantType) -> Option<VecDotFn> {
-    float::kernel(weight)
-}
 
 /// The VNNI kernel for `weight`, or `None` where there is none or the CPU lacks VNNI.
 pub(super) fn kernel_vnni(weight: QuantType) -> Option<VecDotFn> {
@@ -32,5 +27,3 @@ super::super::avx2::dot::legacy_dot_kernels!(
     "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c",
     super::dot_u8_i8
 );
-
-super::super::avx2::dot::float_dot_kernels!("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c");

@@ -15,10 +15,12 @@
 
 mod attention;
 mod dot;
+mod dot_float;
 mod dot_kquants;
 mod float;
 mod gemm_legacy;
 mod gemm_kquants;
+mod gemm_float;
 mod iquants;
 mod iquants_dequantize;
 mod kquants;
@@ -47,10 +49,15 @@ pub fn kernels(_token: Avx512, qtype: QuantType) -> IsaKernels {
 }
 
 /// The matmul dot kernel for `weight` with AVX-512 but without VNNI: the float kernels of
-/// `dot.rs`, the K-quant and IQ4_XS ones of `dot_kquants.rs` (the legacy types fall back to AVX2).
+/// `dot_float.rs`, the K-quant and IQ4_XS ones of `dot_kquants.rs` (the legacy types fall back to AVX2).
 /// `matmul::dot` has the contract.
 pub fn dot_kernel(_token: Avx512, weight: QuantType) -> Option<crate::matmul::VecDotFn> {
-    dot::kernel(weight).or_else(|| dot_kquants::kernel(weight, false))
+    dot_float::kernel(weight).or_else(|| dot_kquants::kernel(weight, false))
+}
+
+/// The packed float GEMM of `kind` at this level (`matmul::packed_float` has the contract).
+pub fn packed_float_gemm(_token: Avx512, kind: crate::matmul::dot::FloatKind) -> crate::matmul::packed::PackedGemmFn {
+    gemm_float::gemm(kind)
 }
 
 /// The matmul dot kernel for `weight` with AVX-512 VNNI (`vpdpbusd`); the caller has checked that
