@@ -25,6 +25,53 @@ fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
 }
 
+/// Defines, in a module with a `dot_rows::<WB, AB, R>(kind, n, weight, acts, act_row_bytes, out)`
+/// kernel, its table `kernel(QuantType) -> Option<VecDotFn>` and the entry points, which pass the
+/// number of activation rows as a constant.
+macro_rules! legacy_entry_points {
+    () => {
+        pub(crate) fn kernel(weight: QuantType) -> Option<VecDotFn> {
+            Some(match weight {
+                QuantType::Q4_0 => |n, w, a, arb, out| run::<18, 34>(Kind::Q4_0, n, w, a, arb, out),
+                QuantType::Q5_0 => |n, w, a, arb, out| run::<22, 34>(Kind::Q5_0, n, w, a, arb, out),
+                QuantType::Q8_0 => |n, w, a, arb, out| run::<34, 34>(Kind::Q8_0, n, w, a, arb, out),
+                QuantType::IQ4_NL => |n, w, a, arb, out| run::<18, 34>(Kind::Iq4Nl, n, w, a, arb, out),
+                QuantType::Q4_1 => |n, w, a, arb, out| run::<20, 36>(Kind::Q4_1, n, w, a, arb, out),
+                QuantType::Q5_1 => |n, w, a, arb, out| run::<24, 36>(Kind::Q5_1, n, w, a, arb, out),
+                _ => return None,
+            })
+        }
+
+        /// Runs [`dot_rows`] with the number of activation rows as a constant.
+        #[inline(always)]
+        fn run<const WB: usize, const AB: usize>(
+            kind: Kind,
+            n: usize,
+            weight: &[u8],
+            acts: &[u8],
+            act_row_bytes: usize,
+            out: &mut [f32],
+        ) {
+            // SAFETY: only reachable through `kernel`, which the ISA module hands out only with a
+            // proof token of the features `dot_rows` enables (VNNI only after detecting it).
+            unsafe {
+                match out.len() {
+                    1 => dot_rows::<WB, AB, 1>(kind, n, weight, acts, act_row_bytes, out),
+                    2 => dot_rows::<WB, AB, 2>(kind, n, weight, acts, act_row_bytes, out),
+                    3 => dot_rows::<WB, AB, 3>(kind, n, weight, acts, act_row_bytes, out),
+                    4 => dot_rows::<WB, AB, 4>(kind, n, weight, acts, act_row_bytes, out),
+                    5 => dot_rows::<WB, AB, 5>(kind, n, weight, acts, act_row_bytes, out),
+                    6 => dot_rows::<WB, AB, 6>(kind, n, weight, acts, act_row_bytes, out),
+                    7 => dot_rows::<WB, AB, 7>(kind, n, weight, acts, act_row_bytes, out),
+                    8 => dot_rows::<WB, AB, 8>(kind, n, weight, acts, act_row_bytes, out),
+                    r => panic!("{r} activation rows: a kernel call takes 1..=8"),
+                }
+            }
+        }
+    };
+}
+pub(crate) use legacy_entry_points;
+
 /// The legacy-type kernels (also the AVX-512 level's without VNNI); the block decoding helpers are
 /// shared with the AVX-512 VNNI kernels.
 pub(crate) mod legacy {
@@ -33,18 +80,6 @@ pub(crate) mod legacy {
     use crate::formats::iquants::iq4::KVALUES_IQ4NL;
     use crate::matmul::dot::{act_rows, VecDotFn, BLOCK_LANES, BLOCK_SLOTS};
     use crate::types::QuantType;
-
-    pub(crate) fn kernel(weight: QuantType) -> Option<VecDotFn> {
-        Some(match weight {
-            QuantType::Q4_0 => vec_dot_q4_0,
-            QuantType::Q5_0 => vec_dot_q5_0,
-            QuantType::Q8_0 => vec_dot_q8_0,
-            QuantType::IQ4_NL => vec_dot_iq4_nl,
-            QuantType::Q4_1 => vec_dot_q4_1,
-            QuantType::Q5_1 => vec_dot_q5_1,
-            _ => return None,
-        })
-    }
 
     /// How a block's codes come out of its bytes (a constant in each kernel).
     #[derive(Clone, Copy, PartialEq, Eq)]
@@ -231,51 +266,7 @@ pub(crate) mod legacy {
         }
     }
 
-    /// Runs [`dot_rows`] with the number of activation rows as a constant.
-    #[inline(always)]
-    fn run<const WB: usize, const AB: usize>(
-        kind: Kind,
-        n: usize,
-        weight: &[u8],
-        acts: &[u8],
-        act_row_bytes: usize,
-        out: &mut [f32],
-    ) {
-        // SAFETY: the entry points below are only reachable through `kernel`, which the ISA module
-        // hands out only with a proof token of the features `dot_rows` enables.
-        unsafe {
-            match out.len() {
-                1 => dot_rows::<WB, AB, 1>(kind, n, weight, acts, act_row_bytes, out),
-                2 => dot_rows::<WB, AB, 2>(kind, n, weight, acts, act_row_bytes, out),
-                3 => dot_rows::<WB, AB, 3>(kind, n, weight, acts, act_row_bytes, out),
-                4 => dot_rows::<WB, AB, 4>(kind, n, weight, acts, act_row_bytes, out),
-                5 => dot_rows::<WB, AB, 5>(kind, n, weight, acts, act_row_bytes, out),
-                6 => dot_rows::<WB, AB, 6>(kind, n, weight, acts, act_row_bytes, out),
-                7 => dot_rows::<WB, AB, 7>(kind, n, weight, acts, act_row_bytes, out),
-                8 => dot_rows::<WB, AB, 8>(kind, n, weight, acts, act_row_bytes, out),
-                r => panic!("{r} activation rows: a kernel call takes 1..=8"),
-            }
-        }
-    }
-
-    fn vec_dot_q4_0(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
-        run::<18, 34>(Kind::Q4_0, n, w, a, arb, out)
-    }
-    fn vec_dot_q5_0(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
-        run::<22, 34>(Kind::Q5_0, n, w, a, arb, out)
-    }
-    fn vec_dot_q8_0(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
-        run::<34, 34>(Kind::Q8_0, n, w, a, arb, out)
-    }
-    fn vec_dot_iq4_nl(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
-        run::<18, 34>(Kind::Iq4Nl, n, w, a, arb, out)
-    }
-    fn vec_dot_q4_1(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
-        run::<20, 36>(Kind::Q4_1, n, w, a, arb, out)
-    }
-    fn vec_dot_q5_1(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
-        run::<24, 36>(Kind::Q5_1, n, w, a, arb, out)
-    }
+    super::legacy_entry_points!();
 }
 
 /// `matmul::dot`'s halving sum of eight lanes: (high half + low half), then again, then again.

@@ -29,18 +29,6 @@ mod legacy {
     use crate::simd::x86_64::avx2::dot::reduce_halving_8;
     use crate::types::QuantType;
 
-    pub(super) fn kernel(weight: QuantType) -> Option<VecDotFn> {
-        Some(match weight {
-            QuantType::Q4_0 => vec_dot_q4_0,
-            QuantType::Q5_0 => vec_dot_q5_0,
-            QuantType::Q8_0 => vec_dot_q8_0,
-            QuantType::IQ4_NL => vec_dot_iq4_nl,
-            QuantType::Q4_1 => vec_dot_q4_1,
-            QuantType::Q5_1 => vec_dot_q5_1,
-            _ => return None,
-        })
-    }
-
     /// IQ4_NL's values plus 128, as unsigned bytes (`vpdpbusd` takes the weight side unsigned).
     const KVALUES_IQ4NL_U8: [u8; 16] = {
         let mut t = [0u8; 16];
@@ -187,52 +175,7 @@ mod legacy {
         }
     }
 
-    /// Runs [`dot_rows`] with the number of activation rows as a constant.
-    #[inline(always)]
-    fn run<const WB: usize, const AB: usize>(
-        kind: Kind,
-        n: usize,
-        weight: &[u8],
-        acts: &[u8],
-        act_row_bytes: usize,
-        out: &mut [f32],
-    ) {
-        // SAFETY: the entry points below are only reachable through `kernel`, which the ISA module
-        // hands out only with a proof token of AVX-512 (F, BW, VL, DQ) and after detecting VNNI
-        // (`kernel_vnni`): the features `dot_rows` enables.
-        unsafe {
-            match out.len() {
-                1 => dot_rows::<WB, AB, 1>(kind, n, weight, acts, act_row_bytes, out),
-                2 => dot_rows::<WB, AB, 2>(kind, n, weight, acts, act_row_bytes, out),
-                3 => dot_rows::<WB, AB, 3>(kind, n, weight, acts, act_row_bytes, out),
-                4 => dot_rows::<WB, AB, 4>(kind, n, weight, acts, act_row_bytes, out),
-                5 => dot_rows::<WB, AB, 5>(kind, n, weight, acts, act_row_bytes, out),
-                6 => dot_rows::<WB, AB, 6>(kind, n, weight, acts, act_row_bytes, out),
-                7 => dot_rows::<WB, AB, 7>(kind, n, weight, acts, act_row_bytes, out),
-                8 => dot_rows::<WB, AB, 8>(kind, n, weight, acts, act_row_bytes, out),
-                r => panic!("{r} activation rows: a kernel call takes 1..=8"),
-            }
-        }
-    }
-
-    fn vec_dot_q4_0(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
-        run::<18, 34>(Kind::Q4_0, n, w, a, arb, out)
-    }
-    fn vec_dot_q5_0(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
-        run::<22, 34>(Kind::Q5_0, n, w, a, arb, out)
-    }
-    fn vec_dot_q8_0(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
-        run::<34, 34>(Kind::Q8_0, n, w, a, arb, out)
-    }
-    fn vec_dot_iq4_nl(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
-        run::<18, 34>(Kind::Iq4Nl, n, w, a, arb, out)
-    }
-    fn vec_dot_q4_1(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
-        run::<20, 36>(Kind::Q4_1, n, w, a, arb, out)
-    }
-    fn vec_dot_q5_1(n: usize, w: &[u8], a: &[u8], arb: usize, out: &mut [f32]) {
-        run::<24, 36>(Kind::Q5_1, n, w, a, arb, out)
-    }
+    crate::simd::x86_64::avx2::dot::legacy_entry_points!();
 }
 
 super::super::avx2::dot::float_dot_kernels!("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c");
