@@ -109,7 +109,8 @@ fn lengths(qtype: QuantType) -> Vec<usize> {
     if qtype.block_elems() == 1 {
         vec![1, 15, 16, 17, 64, 100, 256 + 13, 2500, 4096]
     } else {
-        vec![32, 64, 32 * 7, 32 * 8, 32 * 9, 32 * 37, 4096]
+        // Every count of blocks modulo the 4 slots and the groups of 8, short rows and long ones.
+        vec![32, 64, 96, 32 * 5, 32 * 7, 32 * 8, 32 * 9, 32 * 13, 32 * 18, 32 * 37, 4096, 32 * 449]
     }
 }
 
@@ -130,6 +131,14 @@ fn every_level_gives_the_scalar_bits() {
                 scalar(n, &weight, &acts, row_bytes, &mut want);
                 for level in available_levels() {
                     let kernel = dot_kernel_for(qtype, level).unwrap().unwrap();
+                    // The code that runs at each level (so no level is silently the scalar one):
+                    // the quantized types have AVX2 and VNNI kernels, the float ones AVX2 and AVX-512.
+                    let expected = match (level, qtype.block_elems() > 1) {
+                        (Level::Avx512, true) => Level::Avx2,
+                        (Level::Avx512Vnni, false) => Level::Avx512,
+                        _ => level,
+                    };
+                    assert_eq!(kernel.level, expected, "{qtype} at {level}");
                     let mut got = vec![f32::NAN; rows];
                     (kernel.vec_dot)(n, &weight, &acts, row_bytes, &mut got);
                     let (w, g): (Vec<u32>, Vec<u32>) =

@@ -12,12 +12,19 @@
 //! integer part of a block's dot product is exact, so only the float accumulation has to agree,
 //! and the order below is chosen to be the one a SIMD kernel follows at no cost:
 //!
-//! * **Quantized weights** (blocks of 32): block `b` of the row contributes its exact integer sum
-//!   `isum_b` times the product of the weight and activation scales, `d_w * d_a` (both come from
-//!   fp16 values, so that product is exact in f32). The term goes into lane `b % 8` of eight
-//!   partial sums with a fused multiply-add, `acc[b % 8] = (d_w * d_a).mul_add(isum_b as f32, acc)`;
-//!   the Q8_1 pairs then add their offset term the same way, `acc = m_w.mul_add(s_a, acc)`. The
-//!   eight lanes are an AVX2 register holding eight blocks' terms.
+//! * **Quantized weights** (blocks of 32): block `b` of the row gives eight exact integer sums of
+//!   four consecutive products each, `s_b[i] = sum(q[j] * a[j] for j in 4i..4i+4)` (what
+//!   `vpdpbusd` leaves in the eight i32 lanes of a block), and the product of the weight and
+//!   activation scales `d_b = d_w * d_a` (both come from fp16 values, so the product is exact in
+//!   f32). There are [`BLOCK_SLOTS`] slots of eight lanes; block `b` goes to slot `b % 4`, lane
+//!   `i` of it: `acc[8 * (b % 4) + i] = (s_b[i] as f32).mul_add(d_b, acc)`. So the kernel keeps the
+//!   integer lanes of a block, converts and scales them and accumulates lane-wise, and reduces
+//!   once per row: an AVX-512 register holds two slots (blocks `b`, `b + 1`), two of them hold all
+//!   four; AVX2 keeps the four slots in four registers. The Q8_1 pairs add their offset term per
+//!   block into eight more lanes, `off[b % 8] = m_w.mul_add(s_a, off)` (eight blocks' fp16 values
+//!   are one register). At the end the 32 lanes are halved to 8 (lane `i` plus lane `i + 16`,
+//!   then lane `i` plus lane `i + 8`: slots 0+2 and 1+3, then their sum), `off` is added lane by
+//!   lane, and the eight lanes are summed by halving.
 //! * **Float weights**: element `j` goes into lane `j % 64` of sixty-four partial sums,
 //!   `acc[j % 64] = w_j.mul_add(x_j, acc)`. Sixty-four lanes are four AVX-512 (eight AVX2)
 //!   registers, so one activation row is four independent FMA chains, enough to hide the FMA
@@ -56,7 +63,12 @@ pub struct DotKernel {
 /// Most activation rows one [`VecDotFn`] call takes.
 pub const MAX_ROWS: usize = 8;
 
-/// Lanes of partial sums of the quantized kernels (blocks `b % BLOCK_LANES`).
+/// Slots of the quantized kernels' partial sums (block `b` goes to slot `b % BLOCK_SLOTS`).
+pub const BLOCK_SLOTS: usize = 4;
+/// Lanes of one slot: a block's eight sums of four consecutive products.
+pub const SLOT_LANES: usize = 8;
+/// Lanes of the Q8_1 pairs' offset sums (block `b`'s `m_w * s_a` goes to lane `b % OFFSET_LANES`),
+/// and blocks per scale vector of the SIMD kernels.
 pub const BLOCK_LANES: usize = 8;
 /// Lanes of partial sums of the float kernels (elements `j % FLOAT_LANES`).
 pub const FLOAT_LANES: usize = 64;
@@ -245,18 +257,38 @@ fn vec_dot_blocks<const WB: usize, const AB: usize>(
     let with_offset = AB == 36;
     let qs_at = AB - QK;
     for (row, o) in act_rows(acts, act_row_bytes, nb * AB, out.len()).zip(out.iter_mut()) {
-        let mut acc = [0f32; BLOCK_LANES];
+        let mut acc = [0f32; BLOCK_SLOTS * SLOT_LANES];
+        let mut off = [0f32; BLOCK_LANES];
         for (b, (wb, ab)) in weight.chunks_exact(WB).zip(row.chunks_exact(AB)).enumerate() {
             let w = decode(wb);
-            let isum: i32 = w.q.iter().zip(&ab[qs_at..]).map(|(&q, &a)| q as i32 * a as i8 as i32).sum();
-            let lane = &mut acc[b % BLOCK_LANES];
-            *lane = (w.d * fp16_at(ab, 0)).mul_add(isum as f32, *lane);
+            let d = w.d * fp16_at(ab, 0);
+            let slot = &mut acc[SLOT_LANES * (b % BLOCK_SLOTS)..][..SLOT_LANES];
+            for (lane, (q, a)) in slot.iter_mut().zip(w.q.chunks_exact(4).zip(ab[qs_at..].chunks_exact(4))) {
+                let sum: i32 = q.iter().zip(a).map(|(&q, &a)| q as i32 * a as i8 as i32).sum();
+                *lane = (sum as f32).mul_add(d, *lane);
+            }
             if with_offset {
-                *lane = w.m.mul_add(fp16_at(ab, 2), *lane);
+                off[b % BLOCK_LANES] = w.m.mul_add(fp16_at(ab, 2), off[b % BLOCK_LANES]);
             }
         }
-        *o = reduce_halving(&mut acc);
+        *o = reduce_block_lanes(&mut acc, &off);
     }
+}
+
+/// The end of a quantized row (see the module docs): the slots halved to eight lanes, the offset
+/// lanes added, the eight summed by halving.
+pub fn reduce_block_lanes(acc: &mut [f32; BLOCK_SLOTS * SLOT_LANES], off: &[f32; BLOCK_LANES]) -> f32 {
+    let mut len = acc.len();
+    while len > SLOT_LANES {
+        len /= 2;
+        for i in 0..len {
+            acc[i] += acc[i + len];
+        }
+    }
+    for (a, o) in acc.iter_mut().zip(off) {
+        *a += *o;
+    }
+    reduce_halving(&mut acc[..SLOT_LANES])
 }
 
 macro_rules! legacy_dots {
