@@ -35,6 +35,9 @@ pub const KEY_TILE: usize = 64;
 /// converted V rows then stay in L1 together (16 keys measured ~35% faster than 64 for F16/Q8_0).
 const FEW_ROWS: usize = 16;
 const DECODE_KEY_TILE: usize = 16;
+/// Decode units whose K and V are both read in place convert nothing, so their key tiles are long
+/// enough to amortise the per-row softmax bookkeeping of a tile (max, exp, rescale calls).
+const DIRECT_KEY_TILE: usize = 128;
 /// Query rows per unit (over all heads of a GQA group): enough rows to amortise converting and
 /// transposing each key tile (with 64 rows the transpose took ~8% of prefill time, with 256 ~3%),
 /// few enough that Q, O and S (~320 KiB at D = 128) stay in a 1 MiB L2.
@@ -477,11 +480,16 @@ pub(super) fn run(
         1
     };
     let decode = group * q_per_tile <= FEW_ROWS;
+    let (k_direct, v_direct) = (direct_rows(k, decode), direct_rows(v, decode));
     let job = Job {
         shape: s,
         group,
         q_per_tile,
-        key_tile: if decode { DECODE_KEY_TILE } else { KEY_TILE },
+        key_tile: match (decode, k_direct.is_some() && v_direct.is_some()) {
+            (true, true) => DIRECT_KEY_TILE,
+            (true, false) => DECODE_KEY_TILE,
+            (false, _) => KEY_TILE,
+        },
         n_qtiles,
         n_splits,
         dp: d.next_multiple_of(16),
@@ -490,8 +498,8 @@ pub(super) fn run(
         scale: options.scale.unwrap_or(1.0 / (d as f32).sqrt()),
         k: KvRows::new(k, d, level)?,
         v: KvRows::new(v, d, level)?,
-        k_direct: direct_rows(k, decode),
-        v_direct: direct_rows(v, decode),
+        k_direct,
+        v_direct,
         q8_row_bytes: if d.is_multiple_of(32) { QuantType::Q8_0.row_bytes(d)? } else { 0 },
         q8_quantize: codec_for(QuantType::Q8_0, level)?.and_then(|c| c.quantize).expect("Q8_0 quantizes"),
         head_stride,

@@ -473,48 +473,69 @@ fn qk_f16_avx2(q: &[f32], rows: usize, d_len: usize, k: &[u8], n: usize, s: &mut
     }
 }
 
-/// Scores of query rows `r0..r0 + MR` against F16 keys `0..n`, 4 keys at a time (then 1), 8 head
-/// dimensions per step; the last `d_len % 8` in scalar.
+/// Scores of query rows `r0..r0 + MR` against F16 keys `0..n`, 4 keys at a time (then 1).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn qk_f16_rows<const MR: usize>(q: &[f32], r0: usize, d_len: usize, k: &[u8], n: usize, s: &mut [f32], ld: usize) {
-    let d8 = d_len / 8 * 8;
-    let qp = q[r0 * d_len..(r0 + MR) * d_len].as_ptr();
-    let kp = k.as_ptr().cast::<u16>();
+    let q = &q[r0 * d_len..(r0 + MR) * d_len];
+    let s = &mut s[r0 * ld..];
     let mut j = 0;
+    while j + F16_KEYS <= n {
+        qk_f16_block::<MR, F16_KEYS>(q, d_len, k, j, s, ld);
+        j += F16_KEYS;
+    }
     while j < n {
-        let nj = if j + F16_KEYS <= n { F16_KEYS } else { 1 };
-        let mut acc = [[_mm256_setzero_ps(); F16_KEYS]; MR];
-        for c in (0..d8).step_by(8) {
-            // SAFETY: keys j..j + nj < n have d_len f16 each in k and query rows r0..r0 + MR have
-            // d_len floats in q (check_qk_f16); c + 8 <= d_len.
-            unsafe {
-                let kv: [__m256; F16_KEYS] =
-                    std::array::from_fn(|t| load_f16x8(kp.add((j + t.min(nj - 1)) * d_len + c)));
-                for (i, a) in acc.iter_mut().enumerate() {
-                    let qv = _mm256_loadu_ps(qp.add(i * d_len + c));
-                    for (x, kt) in a.iter_mut().zip(&kv).take(nj) {
-                        *x = _mm256_fmadd_ps(qv, *kt, *x);
-                    }
+        qk_f16_block::<MR, 1>(q, d_len, k, j, s, ld);
+        j += 1;
+    }
+}
+
+/// Scores of the MR query rows of `q` against F16 keys `j..j + NJ` (`NJ` is 4 or 1) into columns
+/// `j..j + NJ` of the rows of `s`: 8 head dimensions per step, the last `d_len % 8` in scalar.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn qk_f16_block<const MR: usize, const NJ: usize>(
+    q: &[f32],
+    d_len: usize,
+    k: &[u8],
+    j: usize,
+    s: &mut [f32],
+    ld: usize,
+) {
+    assert!(q.len() >= MR * d_len && k.len() >= (j + NJ) * 2 * d_len && s.len() > (MR - 1) * ld + j + NJ - 1);
+    let d8 = d_len / 8 * 8;
+    let qp = q.as_ptr();
+    let kp = k.as_ptr().cast::<u16>();
+    let mut acc = [[_mm256_setzero_ps(); NJ]; MR];
+    for c in (0..d8).step_by(8) {
+        // SAFETY: keys j..j + NJ have d_len >= c + 8 f16 each in k and the MR query rows d_len
+        // floats in q (asserted).
+        unsafe {
+            let kv: [__m256; NJ] = std::array::from_fn(|t| load_f16x8(kp.add((j + t) * d_len + c)));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let qv = _mm256_loadu_ps(qp.add(i * d_len + c));
+                for (x, kt) in a.iter_mut().zip(&kv) {
+                    *x = _mm256_fmadd_ps(qv, *kt, *x);
                 }
             }
         }
-        for (i, a) in acc.iter().enumerate() {
-            let qrow = &q[(r0 + i) * d_len..(r0 + i + 1) * d_len];
-            let mut sums = [0f32; F16_KEYS];
-            if nj == F16_KEYS {
-                // SAFETY: `sums` is 4 writable floats; `storeu` has no alignment requirement.
-                unsafe { _mm_storeu_ps(sums.as_mut_ptr(), reduce_add_4(a)) };
-            } else {
-                sums[0] = hsum(a[0]);
-            }
-            for (t, sum) in sums.iter().enumerate().take(nj) {
-                let krow = &k[(j + t) * 2 * d_len..(j + t + 1) * 2 * d_len];
-                let tail: f32 = (d8..d_len).map(|d| qrow[d] * f16_at(krow, d)).sum();
-                s[(r0 + i) * ld + j + t] = sum + tail;
-            }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        let qrow = &q[i * d_len..(i + 1) * d_len];
+        let mut sums = [0f32; NJ];
+        if let Ok(four) = <&[__m256; F16_KEYS]>::try_from(&a[..]) {
+            let mut all = [0f32; F16_KEYS];
+            // SAFETY: `all` is 4 writable floats; `storeu` has no alignment requirement.
+            unsafe { _mm_storeu_ps(all.as_mut_ptr(), reduce_add_4(four)) };
+            sums.copy_from_slice(&all[..NJ]);
+        } else {
+            sums[0] = hsum(a[0]);
         }
-        j += nj;
+        for (t, sum) in sums.iter().enumerate() {
+            let krow = &k[(j + t) * 2 * d_len..(j + t + 1) * 2 * d_len];
+            let tail: f32 = (d8..d_len).map(|d| qrow[d] * f16_at(krow, d)).sum();
+            s[i * ld + j + t] = sum + tail;
+        }
     }
 }
 
