@@ -8,12 +8,15 @@
 //! row of the unit can see (causal, window) is visited, so causal attention does about half the
 //! work; a tile where a row sees nothing costs that row nothing.
 //!
-//! Decode units (at most [`FEW_ROWS`] query rows) skip the f32 tiles for Q8_0 K/V: as ggml does for
-//! quantized keys, the scaled query rows are rounded to Q8_0 once per unit and the scores are
-//! integer dots with the raw key blocks ([`TileKernels::qk_q8`]); Q8_0 values are widened and
-//! scaled in registers while accumulating ([`TileKernels::pv_q8`]). The query rounding moves each
-//! scaled query element by at most half its block's step (amax/127), the one extra error of this
-//! path (bounds in `tests/attention.rs` and `tests/test_attention.py`).
+//! Decode units (at most [`FEW_ROWS`] query rows) skip the f32 tiles for F16 and Q8_0 K/V, whose
+//! conversion and transpose would cost more than the few rows' products. F16 keys and values are
+//! widened in registers inside the products ([`TileKernels::qk_f16`], [`TileKernels::pv_f16`]),
+//! exact as the f32 path. For Q8_0 keys, as ggml does, the scaled query rows are rounded to Q8_0
+//! once per unit and the scores are integer dots with the raw key blocks ([`TileKernels::qk_q8`]);
+//! Q8_0 values are widened and scaled in registers while accumulating ([`TileKernels::pv_q8`]).
+//! The query rounding moves each scaled query element by at most half its block's step
+//! (amax/127), the one extra error of this path (bounds in `tests/attention.rs` and
+//! `tests/test_attention.py`).
 //!
 //! When there are fewer units than threads (decode: one query, long keys), each unit's key range is
 //! split into chunks run as separate tasks, whose partial `(m, l, O)` are merged afterwards with
