@@ -12,6 +12,9 @@
 //!   loads, and their 4 scores are reduced together.
 //! * `pv_q8`: 4 output rows x 16 columns (half a V block) in 8 accumulators; each key's codes are
 //!   widened int8 -> f32 and scaled in registers once for the 4 rows.
+//! * `qk_f16`: 2 query rows x 4 F16 keys in 8 accumulators, 8 head dims per step (`vcvtph2ps`),
+//!   the last `D % 8` in scalar.
+//! * `pv_f16`: 4 output rows x 16 columns in 8 accumulators, each key's F16 chunk widened once.
 //!
 //! Soundness: every kernel is a `#[target_feature]` function called only from the safe wrappers
 //! in the table [`attention_kernels`] hands out for an [`Avx2`] token. Pointer reads and writes

@@ -13,8 +13,11 @@
 //!   summed by `vpmaddwd` (with VNNI: `k xor 0x80` times `q` in one `vpdpbusd` started from
 //!   `-128·Σq`), then scaled per block in f32; 4 query rows (held in registers, codes and scales)
 //!   share each key's loads, and their 4 scores are reduced together.
-//! * `pv_q8`: 4 output rows x 32 columns (one V block) in 8 accumulators; each key's block is
+//! * `pv_q8`: 4 output rows x 64 columns (two V blocks) in 16 accumulators; each key's blocks are
 //!   widened int8 -> f32 and scaled in registers once for the 4 rows.
+//! * `qk_f16`: 4 query rows x 4 F16 keys in 16 accumulators, 16 head dims per step (each key chunk
+//!   widened by `vcvtph2ps` once for the 4 rows); the 4 rows' 4 scores reduced together.
+//! * `pv_f16`: 4 output rows x 64 columns in 16 accumulators, each key's F16 chunk widened once.
 //!
 //! Soundness: every kernel is a `#[target_feature]` function called only from the safe wrappers
 //! in the table [`attention_kernels`] hands out for an [`Avx512`] token. Pointer reads and writes
@@ -217,33 +220,81 @@ fn pv_q8_avx512(p: &[f32], rows: usize, ld: usize, n: usize, v: &[u8], row_bytes
     check_pv_q8(p, rows, ld, n, v, row_bytes, o, dp);
     let blocks = row_bytes / Q8_0_BLOCK_BYTES;
     for r0 in (0..rows).step_by(Q8_ROWS) {
-        let mr = Q8_ROWS.min(rows - r0);
-        for b in 0..blocks {
-            let mut acc = [[_mm512_setzero_ps(); 2]; Q8_ROWS];
-            for (i, a) in acc.iter_mut().enumerate().take(mr) {
-                let at = (r0 + i) * dp + b * 32;
-                // SAFETY: column b*32 + 32 <= D <= dp of row r0 + i < rows (check_pv_q8).
-                unsafe {
-                    a[0] = _mm512_loadu_ps(o.as_ptr().add(at));
-                    a[1] = _mm512_loadu_ps(o.as_ptr().add(at + 16));
-                }
+        let mut b = 0;
+        while b < blocks {
+            let two = b + 2 <= blocks;
+            match ((rows - r0).min(Q8_ROWS), two) {
+                (1, true) => pv_q8_block::<1, 2>(p, r0, ld, n, v, row_bytes, o, dp, b),
+                (2, true) => pv_q8_block::<2, 2>(p, r0, ld, n, v, row_bytes, o, dp, b),
+                (3, true) => pv_q8_block::<3, 2>(p, r0, ld, n, v, row_bytes, o, dp, b),
+                (_, true) => pv_q8_block::<4, 2>(p, r0, ld, n, v, row_bytes, o, dp, b),
+                (1, false) => pv_q8_block::<1, 1>(p, r0, ld, n, v, row_bytes, o, dp, b),
+                (2, false) => pv_q8_block::<2, 1>(p, r0, ld, n, v, row_bytes, o, dp, b),
+                (3, false) => pv_q8_block::<3, 1>(p, r0, ld, n, v, row_bytes, o, dp, b),
+                (_, false) => pv_q8_block::<4, 1>(p, r0, ld, n, v, row_bytes, o, dp, b),
             }
-            for j in 0..n {
-                let vb = &v[j * row_bytes + b * Q8_0_BLOCK_BYTES..j * row_bytes + (b + 1) * Q8_0_BLOCK_BYTES];
-                let (lo, hi) = dequantize_q8_codes(&vb[2..], broadcast_fp16(vb, 0));
-                for (i, a) in acc.iter_mut().enumerate().take(mr) {
-                    let pj = _mm512_set1_ps(p[(r0 + i) * ld + j]);
-                    a[0] = _mm512_fmadd_ps(pj, lo, a[0]);
-                    a[1] = _mm512_fmadd_ps(pj, hi, a[1]);
-                }
+            b += if two { 2 } else { 1 };
+        }
+    }
+}
+
+/// Output rows `r0..r0 + MR`, columns of V blocks `b..b + NB` (`NB` is 2 or 1): `2·NB·MR`
+/// accumulators kept in registers over the keys (const sizes, so none spills), each key's blocks
+/// widened and scaled once for the MR rows.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn pv_q8_block<const MR: usize, const NB: usize>(
+    p: &[f32],
+    r0: usize,
+    ld: usize,
+    n: usize,
+    v: &[u8],
+    row_bytes: usize,
+    o: &mut [f32],
+    dp: usize,
+    b: usize,
+) {
+    let pp = p[r0 * ld..(r0 + MR) * ld].as_ptr();
+    let op = o[r0 * dp..(r0 + MR) * dp].as_mut_ptr();
+    let c0 = b * 32;
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut acc2 = [[_mm512_setzero_ps(); 2]; MR];
+    for i in 0..MR {
+        // SAFETY: columns c0..c0 + 32·NB <= D <= dp of row r0 + i < rows (check_pv_q8).
+        unsafe {
+            acc[i][0] = _mm512_loadu_ps(op.add(i * dp + c0));
+            acc[i][1] = _mm512_loadu_ps(op.add(i * dp + c0 + 16));
+            if NB == 2 {
+                acc2[i][0] = _mm512_loadu_ps(op.add(i * dp + c0 + 32));
+                acc2[i][1] = _mm512_loadu_ps(op.add(i * dp + c0 + 48));
             }
-            for (i, a) in acc.iter().enumerate().take(mr) {
-                let at = (r0 + i) * dp + b * 32;
-                // SAFETY: as for the loads above.
-                unsafe {
-                    _mm512_storeu_ps(o.as_mut_ptr().add(at), a[0]);
-                    _mm512_storeu_ps(o.as_mut_ptr().add(at + 16), a[1]);
-                }
+        }
+    }
+    for j in 0..n {
+        let at = j * row_bytes + b * Q8_0_BLOCK_BYTES;
+        let vb = &v[at..at + NB * Q8_0_BLOCK_BYTES];
+        let (lo, hi) = dequantize_q8_codes(&vb[2..34], broadcast_fp16(vb, 0));
+        let (lo2, hi2) = if NB == 2 { dequantize_q8_codes(&vb[36..68], broadcast_fp16(vb, 34)) } else { (lo, hi) };
+        for i in 0..MR {
+            // SAFETY: row r0 + i < rows of p has ld >= n entries (check_pv_q8).
+            let pj = _mm512_set1_ps(unsafe { *pp.add(i * ld + j) });
+            acc[i][0] = _mm512_fmadd_ps(pj, lo, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(pj, hi, acc[i][1]);
+            if NB == 2 {
+                acc2[i][0] = _mm512_fmadd_ps(pj, lo2, acc2[i][0]);
+                acc2[i][1] = _mm512_fmadd_ps(pj, hi2, acc2[i][1]);
+            }
+        }
+    }
+    for i in 0..MR {
+        // SAFETY: as for the loads above.
+        unsafe {
+            _mm512_storeu_ps(op.add(i * dp + c0), acc[i][0]);
+            _mm512_storeu_ps(op.add(i * dp + c0 + 16), acc[i][1]);
+            if NB == 2 {
+                _mm512_storeu_ps(op.add(i * dp + c0 + 32), acc2[i][0]);
+                _mm512_storeu_ps(op.add(i * dp + c0 + 48), acc2[i][1]);
             }
         }
     }
