@@ -32,9 +32,9 @@ QUANT_BOUNDS = {"F16": 3e-3, "Q8_0": 5e-2, "Q4_0": 0.6}
 
 def _q8_decode(hq: int, hkv: int, nq: int) -> bool:
     """Whether the units of this shape take the int8 path for Q8_0 keys: at most 16 query rows
-    (FEW_ROWS in attention/flash.rs) of the 64 a unit holds (ROWS_PER_UNIT)."""
+    (FEW_ROWS in attention/flash.rs) of the 256 a unit holds (ROWS_PER_UNIT)."""
     group = hq // hkv
-    return group * min(nq, max(1, 64 // group)) <= 16
+    return group * min(nq, max(1, 256 // group)) <= 16
 
 
 def _q8_rounded_queries(q: np.ndarray) -> np.ndarray:

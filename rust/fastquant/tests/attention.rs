@@ -165,13 +165,80 @@ fn quantized_kv_is_close_to_dequantized_reference() {
     }
 }
 
-/// Q8_0 rows (`D / 32` blocks of 34 bytes) of `x`, and their dequantized values.
-fn q8_0_rows(x: &[f32], d: usize) -> (Vec<u8>, Vec<f32>) {
-    let mut b = vec![0u8; x.len() / d * QuantType::Q8_0.row_bytes(d).unwrap()];
-    quantize(QuantType::Q8_0, FloatSlice::F32(x), d, &mut b, &QuantizeOptions::default()).unwrap();
+/// Rows of `d` values of `x` encoded as `qtype` (Q8_0: `D / 32` blocks of 34 bytes; F16: 2 bytes a
+/// value), and their dequantized values.
+fn encoded_rows(qtype: QuantType, x: &[f32], d: usize) -> (Vec<u8>, Vec<f32>) {
+    let mut b = vec![0u8; x.len() / d * qtype.row_bytes(d).unwrap()];
+    quantize(qtype, FloatSlice::F32(x), d, &mut b, &QuantizeOptions::default()).unwrap();
     let mut back = vec![0f32; x.len()];
-    fastquant::dequantize(QuantType::Q8_0, &b, d, fastquant::FloatSliceMut::F32(&mut back), None).unwrap();
+    fastquant::dequantize(qtype, &b, d, fastquant::FloatSliceMut::F32(&mut back), None).unwrap();
     (b, back)
+}
+
+fn q8_0_rows(x: &[f32], d: usize) -> (Vec<u8>, Vec<f32>) {
+    encoded_rows(QuantType::Q8_0, x, d)
+}
+
+/// Decode (few query rows per unit) with F16 K/V reads the f16 rows directly (`qk_f16`, `pv_f16`):
+/// no query rounding, so the result is the dequantized reference up to f32 rounding, at every level,
+/// for head dims with and without a 16-wide tail, GQA groups of 1 to 8 rows and split keys.
+#[test]
+fn f16_decode_matches_dequantized_reference() {
+    fastquant::set_num_threads(2).unwrap();
+    for s in [
+        shape(1, 8, 2, 1, 700, 128),
+        shape(2, 4, 1, 2, 1500, 80),
+        shape(1, 2, 2, 1, 33, 17),
+        shape(1, 8, 1, 1, 90, 100),
+        shape(1, 3, 3, 3, 1030, 64),
+    ] {
+        let d = s.head_dim;
+        let mut rng = Rng(0xf16 ^ (s.n_keys as u64));
+        let q = rng.vec(s.batch * s.q_heads * s.n_queries * d, 2.0);
+        let (kb, kd) = encoded_rows(QuantType::F16, &rng.vec(s.batch * s.kv_heads * s.n_keys * d, 2.0), d);
+        let (vb, vd) = encoded_rows(QuantType::F16, &rng.vec(s.batch * s.kv_heads * s.n_keys * d, 1.0), d);
+        let kh: Vec<u16> = kb.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+        for causal in [false, true] {
+            let opts = AttentionOptions { causal, ..Default::default() };
+            let (want, _) = naive(&s, &q, &kd, &vd, &opts);
+            for level in available_levels() {
+                let opts = AttentionOptions { level: Some(level), ..opts };
+                let mut out = vec![f32::NAN; want.len()];
+                let vq = KvData::Blocks { qtype: QuantType::F16, data: &vb };
+                attention(&s, QueryData::F32(&q), KvData::F16(&kh), vq, &opts, &mut out, None).unwrap();
+                let e = max_err(&out, &want);
+                assert!(e <= 2e-5, "{s:?} causal={causal} {level}: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn f16_tile_kernels_agree_with_scalar() {
+    let scalar = tile_kernels_for(fastquant::Level::Scalar).unwrap();
+    let mut rng = Rng(4321);
+    for level in available_levels() {
+        let kern = tile_kernels_for(level).unwrap();
+        for (rows, d, n) in
+            [(1, 1, 1usize), (7, 33, 17), (4, 128, 16), (5, 80, 64), (8, 17, 5), (3, 256, 9), (2, 96, 3)]
+        {
+            let ld = n.next_multiple_of(16);
+            let q = rng.vec(rows * d, 2.0);
+            let (k16, _) = encoded_rows(QuantType::F16, &rng.vec(n * d, 2.0), d);
+            let (mut sa, mut sb) = (vec![7f32; rows * ld], vec![7f32; rows * ld]);
+            (scalar.qk_f16)(&q, rows, d, &k16, n, &mut sa, ld);
+            (kern.qk_f16)(&q, rows, d, &k16, n, &mut sb, ld);
+            assert!(max_err(&sa, &sb) <= 1e-5 * d as f32, "qk_f16 {level} {rows}x{d}x{n}");
+            let dp = d.next_multiple_of(16);
+            let (v16, _) = encoded_rows(QuantType::F16, &rng.vec(n * d, 1.0), d);
+            let p = rng.vec(rows * ld, 1.0);
+            let o0 = rng.vec(rows * dp, 1.0);
+            let (mut oa, mut ob) = (o0.clone(), o0);
+            (scalar.pv_f16)(&p, rows, ld, n, &v16, d, &mut oa, dp);
+            (kern.pv_f16)(&p, rows, ld, n, &v16, d, &mut ob, dp);
+            assert!(max_err(&oa, &ob) <= 1e-5 * n as f32, "pv_f16 {level} {rows}x{d}x{n}");
+        }
+    }
 }
 
 /// Decode (few query rows per unit) with Q8_0 keys quantizes the scaled query rows to Q8_0 as

@@ -8,12 +8,15 @@
 //! row of the unit can see (causal, window) is visited, so causal attention does about half the
 //! work; a tile where a row sees nothing costs that row nothing.
 //!
-//! Decode units (at most [`FEW_ROWS`] query rows) skip the f32 tiles for Q8_0 K/V: as ggml does for
-//! quantized keys, the scaled query rows are rounded to Q8_0 once per unit and the scores are
-//! integer dots with the raw key blocks ([`TileKernels::qk_q8`]); Q8_0 values are widened and
-//! scaled in registers while accumulating ([`TileKernels::pv_q8`]). The query rounding moves each
-//! scaled query element by at most half its block's step (amax/127), the one extra error of this
-//! path (bounds in `tests/attention.rs` and `tests/test_attention.py`).
+//! Decode units (at most [`FEW_ROWS`] query rows) skip the f32 tiles for F16 and Q8_0 K/V, whose
+//! conversion and transpose would cost more than the few rows' products. F16 keys and values are
+//! widened in registers inside the products ([`TileKernels::qk_f16`], [`TileKernels::pv_f16`]),
+//! exact as the f32 path. For Q8_0 keys, as ggml does, the scaled query rows are rounded to Q8_0
+//! once per unit and the scores are integer dots with the raw key blocks ([`TileKernels::qk_q8`]);
+//! Q8_0 values are widened and scaled in registers while accumulating ([`TileKernels::pv_q8`]).
+//! The query rounding moves each scaled query element by at most half its block's step
+//! (amax/127), the one extra error of this path (bounds in `tests/attention.rs` and
+//! `tests/test_attention.py`).
 //!
 //! When there are fewer units than threads (decode: one query, long keys), each unit's key range is
 //! split into chunks run as separate tasks, whose partial `(m, l, O)` are merged afterwards with
@@ -35,18 +38,37 @@ pub const KEY_TILE: usize = 64;
 /// converted V rows then stay in L1 together (16 keys measured ~35% faster than 64 for F16/Q8_0).
 const FEW_ROWS: usize = 16;
 const DECODE_KEY_TILE: usize = 16;
+/// Decode units whose K and V are both read in place convert nothing, so their key tiles are long
+/// enough to amortise the per-row softmax bookkeeping of a tile (max, exp, rescale calls).
+const DIRECT_KEY_TILE: usize = 128;
 /// Query rows per unit (over all heads of a GQA group): enough rows to amortise converting and
-/// transposing each key tile, few enough that Q, O and S (~96 KiB at D = 128) stay in L2.
-const ROWS_PER_UNIT: usize = 64;
+/// transposing each key tile (with 64 rows the transpose took ~8% of prefill time, with 256 ~3%),
+/// few enough that Q, O and S (~320 KiB at D = 128) stay in a 1 MiB L2.
+const ROWS_PER_UNIT: usize = 256;
 /// A split decode task gets at least this many keys, so the merge stays negligible.
 const MIN_KEYS_PER_SPLIT: usize = 512;
 
-/// Raw Q8_0 rows of a K or V source that the decode path reads with the int8 kernels
-/// ([`TileKernels::qk_q8`], [`TileKernels::pv_q8`]); `None` for other sources or units with many
-/// rows, whose tiles are converted to f32 for the GEMM kernels instead.
-fn q8_0_rows(kv: KvData<'_>, decode: bool) -> Option<&[u8]> {
+/// K or V rows that decode units read straight from their encoding, widening in registers,
+/// instead of converting each tile to f32 (and transposing K) for the GEMM kernels: with a few
+/// query rows per unit the conversions and transposes cost more than the products.
+#[derive(Clone, Copy)]
+enum DirectRows<'a> {
+    /// Q8_0 rows, for [`TileKernels::qk_q8`] and [`TileKernels::pv_q8`].
+    Q8_0(&'a [u8]),
+    /// Little-endian F16 rows, for [`TileKernels::qk_f16`] and [`TileKernels::pv_f16`].
+    F16(&'a [u8]),
+}
+
+/// The rows of a K or V source the decode kernels read directly; `None` for other sources or
+/// units with many rows.
+fn direct_rows(kv: KvData<'_>, decode: bool) -> Option<DirectRows<'_>> {
+    if !decode {
+        return None;
+    }
     match kv {
-        KvData::Blocks { qtype: QuantType::Q8_0, data } if decode => Some(data),
+        KvData::Blocks { qtype: QuantType::Q8_0, data } => Some(DirectRows::Q8_0(data)),
+        KvData::Blocks { qtype: QuantType::F16, data } => Some(DirectRows::F16(data)),
+        KvData::F16(x) => Some(DirectRows::F16(bytemuck::cast_slice(x))),
         _ => None,
     }
 }
@@ -136,10 +158,11 @@ struct Job<'a> {
     scale: f32,
     k: KvRows<'a>,
     v: KvRows<'a>,
-    /// Q8_0 keys read with integer dots against the query rows quantized to Q8_0 (decode only).
-    k_q8: Option<&'a [u8]>,
-    /// Q8_0 values accumulated straight from their blocks (decode only).
-    v_q8: Option<&'a [u8]>,
+    /// Keys read straight from their encoding (decode only); Q8_0 keys take integer dots with the
+    /// query rows quantized to Q8_0.
+    k_direct: Option<DirectRows<'a>>,
+    /// Values accumulated straight from their encoding (decode only).
+    v_direct: Option<DirectRows<'a>>,
     q8_row_bytes: usize,
     q8_quantize: QuantizeFn,
     head_stride: usize,
@@ -171,7 +194,7 @@ impl Scratch {
         let d = job.shape.head_dim;
         Scratch {
             q: vec![0.0; rows * d],
-            q8: vec![0; if job.k_q8.is_some() { rows * job.q8_row_bytes } else { 0 }],
+            q8: vec![0; if matches!(job.k_direct, Some(DirectRows::Q8_0(_))) { rows * job.q8_row_bytes } else { 0 }],
             kt: vec![0.0; d * job.key_tile],
             k_rows: vec![0.0; job.key_tile * d],
             v_rows: vec![0.0; job.key_tile * job.dp],
@@ -271,7 +294,7 @@ impl<'a> Job<'a> {
             }
             (kern.scale)(dst, self.scale);
         }
-        if self.k_q8.is_some() {
+        if let Some(DirectRows::Q8_0(_)) = self.k_direct {
             // As ggml does for quantized keys: the scaled query rows become Q8_0 once per unit.
             (self.q8_quantize)(&sc.q[..rows * d], &mut sc.q8[..rows * self.q8_row_bytes]);
         }
@@ -287,14 +310,21 @@ impl<'a> Job<'a> {
         while k0 < k_hi {
             let n = self.key_tile.min(k_hi - k0);
             let ld = n.next_multiple_of(16);
-            if let Some(k8) = self.k_q8 {
-                let rb = self.q8_row_bytes;
-                let keys = &k8[(first_row + k0) * rb..(first_row + k0 + n) * rb];
-                (kern.qk_q8)(&sc.q8, rows, keys, n, rb, &mut sc.s, ld);
-            } else {
-                let k_rows = self.k.rows(first_row + k0, n, d, &mut sc.k_rows);
-                (kern.transpose)(k_rows, n, d, &mut sc.kt, ld);
-                (kern.qk)(&sc.q, rows, d, &sc.kt, ld, &mut sc.s);
+            match self.k_direct {
+                Some(DirectRows::Q8_0(k8)) => {
+                    let rb = self.q8_row_bytes;
+                    let keys = &k8[(first_row + k0) * rb..(first_row + k0 + n) * rb];
+                    (kern.qk_q8)(&sc.q8, rows, keys, n, rb, &mut sc.s, ld);
+                }
+                Some(DirectRows::F16(kh)) => {
+                    let keys = &kh[(first_row + k0) * 2 * d..(first_row + k0 + n) * 2 * d];
+                    (kern.qk_f16)(&sc.q, rows, d, keys, n, &mut sc.s, ld);
+                }
+                None => {
+                    let k_rows = self.k.rows(first_row + k0, n, d, &mut sc.k_rows);
+                    (kern.transpose)(k_rows, n, d, &mut sc.kt, ld);
+                    (kern.qk)(&sc.q, rows, d, &sc.kt, ld, &mut sc.s);
+                }
             }
 
             let mut any = false;
@@ -340,18 +370,26 @@ impl<'a> Job<'a> {
                 sc.m[r] = m_new;
                 any = true;
             }
-            if let (true, Some(v8)) = (any, self.v_q8) {
-                let rb = self.q8_row_bytes;
-                let values = &v8[(first_row + k0) * rb..(first_row + k0 + n) * rb];
-                (kern.pv_q8)(&sc.s, rows, ld, n, values, rb, &mut sc.o, dp);
-            } else if any {
-                let v_rows: &[f32] = if dp == d {
-                    self.v.rows(first_row + k0, n, d, &mut sc.v_rows)
-                } else {
-                    self.v.rows_padded(first_row + k0, n, d, dp, &mut sc.v_rows);
-                    &sc.v_rows[..n * dp]
-                };
-                (kern.pv)(&sc.s, rows, ld, n, v_rows, dp, &mut sc.o);
+            match (any, self.v_direct) {
+                (false, _) => {}
+                (true, Some(DirectRows::Q8_0(v8))) => {
+                    let rb = self.q8_row_bytes;
+                    let values = &v8[(first_row + k0) * rb..(first_row + k0 + n) * rb];
+                    (kern.pv_q8)(&sc.s, rows, ld, n, values, rb, &mut sc.o, dp);
+                }
+                (true, Some(DirectRows::F16(vh))) => {
+                    let values = &vh[(first_row + k0) * 2 * d..(first_row + k0 + n) * 2 * d];
+                    (kern.pv_f16)(&sc.s, rows, ld, n, values, d, &mut sc.o, dp);
+                }
+                (true, None) => {
+                    let v_rows: &[f32] = if dp == d {
+                        self.v.rows(first_row + k0, n, d, &mut sc.v_rows)
+                    } else {
+                        self.v.rows_padded(first_row + k0, n, d, dp, &mut sc.v_rows);
+                        &sc.v_rows[..n * dp]
+                    };
+                    (kern.pv)(&sc.s, rows, ld, n, v_rows, dp, &mut sc.o);
+                }
             }
             k0 += n;
         }
@@ -445,11 +483,16 @@ pub(super) fn run(
         1
     };
     let decode = group * q_per_tile <= FEW_ROWS;
+    let (k_direct, v_direct) = (direct_rows(k, decode), direct_rows(v, decode));
     let job = Job {
         shape: s,
         group,
         q_per_tile,
-        key_tile: if decode { DECODE_KEY_TILE } else { KEY_TILE },
+        key_tile: match (decode, k_direct.is_some() && v_direct.is_some()) {
+            (true, true) => DIRECT_KEY_TILE,
+            (true, false) => DECODE_KEY_TILE,
+            (false, _) => KEY_TILE,
+        },
         n_qtiles,
         n_splits,
         dp: d.next_multiple_of(16),
@@ -458,8 +501,8 @@ pub(super) fn run(
         scale: options.scale.unwrap_or(1.0 / (d as f32).sqrt()),
         k: KvRows::new(k, d, level)?,
         v: KvRows::new(v, d, level)?,
-        k_q8: q8_0_rows(k, decode),
-        v_q8: q8_0_rows(v, decode),
+        k_direct,
+        v_direct,
         q8_row_bytes: if d.is_multiple_of(32) { QuantType::Q8_0.row_bytes(d)? } else { 0 },
         q8_quantize: codec_for(QuantType::Q8_0, level)?.and_then(|c| c.quantize).expect("Q8_0 quantizes"),
         head_stride,

@@ -17,6 +17,8 @@ pub const SCALAR: TileKernels = TileKernels {
     transpose: transpose_scalar,
     qk_q8: qk_q8_scalar,
     pv_q8: pv_q8_scalar,
+    qk_f16: qk_f16_scalar,
+    pv_f16: pv_f16_scalar,
 };
 
 /// Bytes of one Q8_0 block: f16 scale, 32 int8 codes.
@@ -73,6 +75,51 @@ fn pv_q8_scalar(p: &[f32], rows: usize, ld: usize, n: usize, v: &[u8], row_bytes
                 for (oc, &c) in ob.iter_mut().zip(&vb[2..]) {
                     *oc += pj * (d * c as i8 as f32);
                 }
+            }
+        }
+    }
+}
+
+/// Asserts the sizes every `qk_f16` kernel relies on.
+pub fn check_qk_f16(q: &[f32], rows: usize, d_len: usize, k: &[u8], n: usize, s: &[f32], ld: usize) {
+    assert!(n <= ld && q.len() >= rows * d_len && k.len() >= n * 2 * d_len, "qk_f16 tile sizes");
+    assert!(rows == 0 || s.len() >= (rows - 1) * ld + n, "qk_f16 score sizes");
+}
+
+/// Asserts the sizes every `pv_f16` kernel relies on.
+#[allow(clippy::too_many_arguments)]
+pub fn check_pv_f16(p: &[f32], rows: usize, ld: usize, n: usize, v: &[u8], d_len: usize, o: &[f32], dp: usize) {
+    assert!(dp.is_multiple_of(16) && d_len <= dp && n <= ld, "pv_f16 widths");
+    assert!(p.len() >= rows * ld && v.len() >= n * 2 * d_len && o.len() >= rows * dp, "pv_f16 tile sizes");
+}
+
+/// Element `i` of a row of little-endian f16 values, as f32.
+#[inline]
+pub fn f16_at(row: &[u8], i: usize) -> f32 {
+    fp16_to_fp32(u16::from_le_bytes([row[2 * i], row[2 * i + 1]]))
+}
+
+fn qk_f16_scalar(q: &[f32], rows: usize, d_len: usize, k: &[u8], n: usize, s: &mut [f32], ld: usize) {
+    check_qk_f16(q, rows, d_len, k, n, s, ld);
+    for r in 0..rows {
+        let qrow = &q[r * d_len..(r + 1) * d_len];
+        for j in 0..n {
+            let krow = &k[j * 2 * d_len..(j + 1) * 2 * d_len];
+            s[r * ld + j] = qrow.iter().enumerate().map(|(d, qv)| qv * f16_at(krow, d)).sum();
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pv_f16_scalar(p: &[f32], rows: usize, ld: usize, n: usize, v: &[u8], d_len: usize, o: &mut [f32], dp: usize) {
+    check_pv_f16(p, rows, ld, n, v, d_len, o, dp);
+    for r in 0..rows {
+        let orow = &mut o[r * dp..r * dp + d_len];
+        for j in 0..n {
+            let pj = p[r * ld + j];
+            let vrow = &v[j * 2 * d_len..(j + 1) * 2 * d_len];
+            for (c, oc) in orow.iter_mut().enumerate() {
+                *oc += pj * f16_at(vrow, c);
             }
         }
     }

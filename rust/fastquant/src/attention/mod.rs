@@ -84,6 +84,10 @@ pub type PvFn = fn(&[f32], usize, usize, usize, &[f32], usize, &mut [f32]);
 pub type QkQ8Fn = fn(&[u8], usize, &[u8], usize, usize, &mut [f32], usize);
 /// `pv_q8(p, rows, ld, n, v, row_bytes, o, dp)`; see [`TileKernels::pv_q8`].
 pub type PvQ8Fn = fn(&[f32], usize, usize, usize, &[u8], usize, &mut [f32], usize);
+/// `qk_f16(q, rows, d_len, k, n, s, ld)`; see [`TileKernels::qk_f16`].
+pub type QkF16Fn = fn(&[f32], usize, usize, &[u8], usize, &mut [f32], usize);
+/// `pv_f16(p, rows, ld, n, v, d_len, o, dp)`; see [`TileKernels::pv_f16`].
+pub type PvF16Fn = fn(&[f32], usize, usize, usize, &[u8], usize, &mut [f32], usize);
 
 /// The tile kernels of one SIMD level. Every kernel is safe to call with any slices that satisfy
 /// the documented sizes (they assert them).
@@ -111,6 +115,13 @@ pub struct TileKernels {
     /// `o[r*dp + c] += Σ_{j<n} p[r*ld + j] · d_{j, c/32} · v_{j, c}` for `r < rows`, `c < D`, with `v` the
     /// Q8_0 rows (`row_bytes` bytes each) decoded while accumulating.
     pub pv_q8: PvQ8Fn,
+    /// Scores from F16 key rows (`d_len` little-endian f16 each, `2·d_len` bytes), widened in
+    /// registers: `s[r*ld + j] = Σ_d q[r*d_len + d] · k_{j, d}` for `r < rows`, `j < n`; `s[r*ld + j]`
+    /// for `j >= n` is left alone.
+    pub qk_f16: QkF16Fn,
+    /// `o[r*dp + c] += Σ_{j<n} p[r*ld + j] · v_{j, c}` for `r < rows`, `c < d_len`, with `v` the F16
+    /// rows (`d_len` each) widened while accumulating; columns `d_len..dp` of `o` are left alone.
+    pub pv_f16: PvF16Fn,
 }
 
 /// The tile kernels at `level`; `None` when the CPU lacks it.

@@ -12,6 +12,9 @@
 //!   loads, and their 4 scores are reduced together.
 //! * `pv_q8`: 4 output rows x 16 columns (half a V block) in 8 accumulators; each key's codes are
 //!   widened int8 -> f32 and scaled in registers once for the 4 rows.
+//! * `qk_f16`: 2 query rows x 4 F16 keys in 8 accumulators, 8 head dims per step (`vcvtph2ps`),
+//!   the last `D % 8` in scalar.
+//! * `pv_f16`: 4 output rows x 16 columns in 8 accumulators, each key's F16 chunk widened once.
 //!
 //! Soundness: every kernel is a `#[target_feature]` function called only from the safe wrappers
 //! in the table [`attention_kernels`] hands out for an [`Avx2`] token. Pointer reads and writes
@@ -22,7 +25,8 @@ use std::arch::x86_64::*;
 use super::broadcast_fp16;
 use super::legacy::{hmax, load_i8x8_as_i32};
 use crate::attention::kernels::{
-    check_pv, check_pv_q8, check_qk, check_qk_q8, check_transpose, transpose_edges, Q8_0_BLOCK_BYTES,
+    check_pv, check_pv_f16, check_pv_q8, check_qk, check_qk_f16, check_qk_q8, check_transpose, f16_at, transpose_edges,
+    Q8_0_BLOCK_BYTES,
 };
 use crate::attention::TileKernels;
 use crate::simd::x86_64::Avx2;
@@ -30,7 +34,7 @@ use crate::simd::Level;
 
 /// The AVX2 tile kernels.
 pub fn attention_kernels(_token: Avx2) -> TileKernels {
-    TileKernels { level: Level::Avx2, qk, pv, max, exp_sum, softcap, scale, transpose, qk_q8, pv_q8 }
+    TileKernels { level: Level::Avx2, qk, pv, max, exp_sum, softcap, scale, transpose, qk_q8, pv_q8, qk_f16, pv_f16 }
 }
 
 /// Safe entry points for the table: each calls the `#[target_feature]` kernel of the same shape.
@@ -57,6 +61,10 @@ entry_points! {
         p: &[f32], rows: usize, ld: usize, n: usize, v: &[u8], row_bytes: usize, o: &mut [f32], dp: usize
     );
     transpose => transpose_avx2(k: &[f32], n: usize, d_len: usize, kt: &mut [f32], ld: usize);
+    qk_f16 => qk_f16_avx2(q: &[f32], rows: usize, d_len: usize, k: &[u8], n: usize, s: &mut [f32], ld: usize);
+    pv_f16 => pv_f16_avx2(
+        p: &[f32], rows: usize, ld: usize, n: usize, v: &[u8], d_len: usize, o: &mut [f32], dp: usize
+    );
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -437,6 +445,178 @@ fn pv_q8_avx2(p: &[f32], rows: usize, ld: usize, n: usize, v: &[u8], row_bytes: 
                     _mm256_storeu_ps(o.as_mut_ptr().add(at + 8), a[1]);
                 }
             }
+        }
+    }
+}
+
+/// Keys per block of `qk_f16_avx2` (2 query rows x 4 keys in 8 accumulators; their 4 scores per row
+/// are reduced together).
+const F16_KEYS: usize = 4;
+
+/// 8 f16 values at `at`, widened.
+///
+/// # Safety
+/// `at` must point to 8 readable f16 values.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load_f16x8(at: *const u16) -> __m256 {
+    // SAFETY: 16 readable bytes by the caller's contract; `loadu` has no alignment requirement.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(at.cast()) })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn qk_f16_avx2(q: &[f32], rows: usize, d_len: usize, k: &[u8], n: usize, s: &mut [f32], ld: usize) {
+    check_qk_f16(q, rows, d_len, k, n, s, ld);
+    for r0 in (0..rows).step_by(2) {
+        if rows - r0 >= 2 {
+            qk_f16_rows::<2>(q, r0, d_len, k, n, s, ld);
+        } else {
+            qk_f16_rows::<1>(q, r0, d_len, k, n, s, ld);
+        }
+    }
+}
+
+/// Scores of query rows `r0..r0 + MR` against F16 keys `0..n`, 4 keys at a time (then 1).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn qk_f16_rows<const MR: usize>(q: &[f32], r0: usize, d_len: usize, k: &[u8], n: usize, s: &mut [f32], ld: usize) {
+    let q = &q[r0 * d_len..(r0 + MR) * d_len];
+    let s = &mut s[r0 * ld..];
+    let mut j = 0;
+    while j + F16_KEYS <= n {
+        qk_f16_block::<MR, F16_KEYS>(q, d_len, k, j, s, ld);
+        j += F16_KEYS;
+    }
+    while j < n {
+        qk_f16_block::<MR, 1>(q, d_len, k, j, s, ld);
+        j += 1;
+    }
+}
+
+/// Scores of the MR query rows of `q` against F16 keys `j..j + NJ` (`NJ` is 4 or 1) into columns
+/// `j..j + NJ` of the rows of `s`: 8 head dimensions per step, the last `d_len % 8` in scalar.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn qk_f16_block<const MR: usize, const NJ: usize>(
+    q: &[f32],
+    d_len: usize,
+    k: &[u8],
+    j: usize,
+    s: &mut [f32],
+    ld: usize,
+) {
+    assert!(q.len() >= MR * d_len && k.len() >= (j + NJ) * 2 * d_len && s.len() > (MR - 1) * ld + j + NJ - 1);
+    let d8 = d_len / 8 * 8;
+    let qp = q.as_ptr();
+    let kp = k.as_ptr().cast::<u16>();
+    let mut acc = [[_mm256_setzero_ps(); NJ]; MR];
+    for c in (0..d8).step_by(8) {
+        // SAFETY: keys j..j + NJ have d_len >= c + 8 f16 each in k and the MR query rows d_len
+        // floats in q (asserted).
+        unsafe {
+            let kv: [__m256; NJ] = std::array::from_fn(|t| load_f16x8(kp.add((j + t) * d_len + c)));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let qv = _mm256_loadu_ps(qp.add(i * d_len + c));
+                for (x, kt) in a.iter_mut().zip(&kv) {
+                    *x = _mm256_fmadd_ps(qv, *kt, *x);
+                }
+            }
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        let qrow = &q[i * d_len..(i + 1) * d_len];
+        let mut sums = [0f32; NJ];
+        if let Ok(four) = <&[__m256; F16_KEYS]>::try_from(&a[..]) {
+            let mut all = [0f32; F16_KEYS];
+            // SAFETY: `all` is 4 writable floats; `storeu` has no alignment requirement.
+            unsafe { _mm_storeu_ps(all.as_mut_ptr(), reduce_add_4(four)) };
+            sums.copy_from_slice(&all[..NJ]);
+        } else {
+            sums[0] = hsum(a[0]);
+        }
+        for (t, sum) in sums.iter().enumerate() {
+            let krow = &k[(j + t) * 2 * d_len..(j + t + 1) * 2 * d_len];
+            let tail: f32 = (d8..d_len).map(|d| qrow[d] * f16_at(krow, d)).sum();
+            s[i * ld + j + t] = sum + tail;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pv_f16_avx2(p: &[f32], rows: usize, ld: usize, n: usize, v: &[u8], d_len: usize, o: &mut [f32], dp: usize) {
+    check_pv_f16(p, rows, ld, n, v, d_len, o, dp);
+    let d8 = d_len / 8 * 8;
+    for r0 in (0..rows).step_by(4) {
+        let mut c = 0;
+        while c < d8 {
+            let two = c + 16 <= d8;
+            match ((rows - r0).min(4), two) {
+                (1, true) => pv_f16_block::<1, 2>(p, r0, ld, n, v, d_len, o, dp, c),
+                (2, true) => pv_f16_block::<2, 2>(p, r0, ld, n, v, d_len, o, dp, c),
+                (3, true) => pv_f16_block::<3, 2>(p, r0, ld, n, v, d_len, o, dp, c),
+                (_, true) => pv_f16_block::<4, 2>(p, r0, ld, n, v, d_len, o, dp, c),
+                (1, false) => pv_f16_block::<1, 1>(p, r0, ld, n, v, d_len, o, dp, c),
+                (2, false) => pv_f16_block::<2, 1>(p, r0, ld, n, v, d_len, o, dp, c),
+                (3, false) => pv_f16_block::<3, 1>(p, r0, ld, n, v, d_len, o, dp, c),
+                (_, false) => pv_f16_block::<4, 1>(p, r0, ld, n, v, d_len, o, dp, c),
+            }
+            c += if two { 16 } else { 8 };
+        }
+    }
+    // The last d_len % 8 columns.
+    for r in 0..rows {
+        for j in 0..n {
+            let pj = p[r * ld + j];
+            let vrow = &v[j * 2 * d_len..(j + 1) * 2 * d_len];
+            for col in d8..d_len {
+                o[r * dp + col] += pj * f16_at(vrow, col);
+            }
+        }
+    }
+}
+
+/// Columns `c..c + 8·NV` (`<= d_len`) of output rows `r0..r0 + MR` += P·V for F16 values, each
+/// key's chunk widened once for the MR rows.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn pv_f16_block<const MR: usize, const NV: usize>(
+    p: &[f32],
+    r0: usize,
+    ld: usize,
+    n: usize,
+    v: &[u8],
+    d_len: usize,
+    o: &mut [f32],
+    dp: usize,
+    c: usize,
+) {
+    let pp = p[r0 * ld..(r0 + MR) * ld].as_ptr();
+    let vp = v.as_ptr().cast::<u16>();
+    let op = o[r0 * dp..(r0 + MR) * dp].as_mut_ptr();
+    let mut acc = [[_mm256_setzero_ps(); NV]; MR];
+    for (i, a) in acc.iter_mut().enumerate() {
+        for (t, x) in a.iter_mut().enumerate() {
+            // SAFETY: c + 8·NV <= d_len <= dp, row r0 + i < rows of o (check_pv_f16).
+            *x = unsafe { _mm256_loadu_ps(op.add(i * dp + c + 8 * t)) };
+        }
+    }
+    for j in 0..n {
+        // SAFETY: key j < n has d_len >= c + 8·NV f16 in v (check_pv_f16).
+        let vv: [__m256; NV] = std::array::from_fn(|t| unsafe { load_f16x8(vp.add(j * d_len + c + 8 * t)) });
+        for (i, a) in acc.iter_mut().enumerate() {
+            // SAFETY: row r0 + i < rows of p has ld >= n entries.
+            let pj = unsafe { _mm256_broadcast_ss(&*pp.add(i * ld + j)) };
+            for (x, vt) in a.iter_mut().zip(&vv) {
+                *x = _mm256_fmadd_ps(pj, *vt, *x);
+            }
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        for (t, x) in a.iter().enumerate() {
+            // SAFETY: as for the loads above.
+            unsafe { _mm256_storeu_ps(op.add(i * dp + c + 8 * t), *x) };
         }
     }
 }
