@@ -8,7 +8,7 @@
 //! row of the unit can see (causal, window) is visited, so causal attention does about half the
 //! work; a tile where a row sees nothing costs that row nothing.
 //!
-//! Decode units (at most [`FEW_ROWS`] query rows) skip the f32 tiles for Q8_0 K/V: as ggml does for
+//! Decode units (at most `FEW_ROWS` query rows) skip the f32 tiles for Q8_0 K/V: as ggml does for
 //! quantized keys, the scaled query rows are rounded to Q8_0 once per unit and the scores are
 //! integer dots with the raw key blocks ([`TileKernels::qk_q8`]); Q8_0 values are widened and
 //! scaled in registers while accumulating ([`TileKernels::pv_q8`]). The query rounding moves each
