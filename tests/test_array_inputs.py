@@ -364,3 +364,31 @@ def test_torch_cpu_tensors_are_read_in_place(spy):
     np.testing.assert_array_equal(out.numpy(), got.dequantize())
     with pytest.warns(fq.CopyWarning, match="not C-contiguous"):
         fq.quantize(t.t().contiguous().t(), "Q8_0")
+
+
+# ------------------------------------------------------------------------------------------------
+# Pieces of strided arrays that are contiguous are used in place
+# ------------------------------------------------------------------------------------------------
+
+
+def test_kv_cache_appends_a_range_of_positions_in_place(spy):
+    rng = np.random.default_rng(4)
+    k = rng.standard_normal((1, 2, 10, 32), dtype=np.float32)
+    v = rng.standard_normal((1, 2, 10, 32), dtype=np.float32)
+    calls = spy("quantize")
+    cache = fq.KVCache(n_kv_heads=2, head_dim=32, qtype="Q8_0", page_size=4)
+    cache.append(k[:, :, 3:7], v[:, :, 3:7])  # strided across heads, each head's rows contiguous
+    assert len(calls) == 4 and all(np.shares_memory(c[0], k) or np.shares_memory(c[0], v) for c in calls)
+    reference = fq.KVCache(n_kv_heads=2, head_dim=32, qtype="Q8_0", page_size=4)
+    reference.append(k[:, :, 3:7].copy(), v[:, :, 3:7].copy())
+    q = rng.standard_normal((1, 2, 1, 32), dtype=np.float32)
+    np.testing.assert_array_equal(cache.attend(q), reference.attend(q))
+    with pytest.warns(fq.CopyWarning, match="not C-contiguous"):  # rows themselves strided
+        cache.append(np.repeat(k[:, :, :1], 2, axis=3)[..., ::2], v[:, :, :1])
+
+
+def test_attention_checks_shapes_before_copying():
+    q = np.zeros((1, 2, 2, 8), np.float32)
+    k = np.zeros((1, 2, 4, 8), np.float32)
+    with pytest.raises(fq.ShapeError, match="same shape"):  # no CopyWarning for a rejected input
+        fq.attention(q, k, k[:, :, :3])

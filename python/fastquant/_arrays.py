@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import CopyWarning, ShapeError
 
-__all__ = ["as_input", "as_output", "as_bytes"]
+__all__ = ["as_input", "view_input", "ready_input", "as_output", "as_bytes"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -106,6 +106,60 @@ def _dtype_names(dtypes: Sequence[np.dtype]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
+def view_input(
+    obj: Any,
+    dtypes: Iterable[Any],
+    *,
+    what: str,
+    sequences: bool = True,
+    convert: Optional[Any] = None,
+    kinds: str = "a numpy array or an array-like exporting its memory",
+) -> np.ndarray:
+    """``obj``'s memory as a numpy array, not copied (except a Python sequence, converted to
+    ``dtypes[0]``, and an ``__array__`` that cannot give a view, announced), after checking that :func:`ready_input` can use its dtype: a TypeError comes
+    here, before any copy. Lets a caller check shapes before :func:`ready_input` copies, or work
+    on pieces of a strided array that are each contiguous. Arguments as :func:`as_input`."""
+    allowed = tuple(np.dtype(d) for d in dtypes)
+    arr = _view(obj, what, allowed[0] if sequences else None, kinds)
+    _target_dtype(arr, allowed, what, convert)
+    return arr
+
+
+def _target_dtype(arr: np.ndarray, allowed: Tuple[np.dtype, ...], what: str, convert: Optional[Any]) -> Tuple[np.dtype, str]:
+    """The dtype ``arr`` is used as, and why that needs a copy ("" when it does not)."""
+    if arr.dtype in allowed:
+        return arr.dtype, ""
+    native = arr.dtype.newbyteorder("=")
+    if native in allowed:
+        order = "big" if arr.dtype.byteorder == ">" else "little"
+        return native, f"it is {order}-endian and the kernels read this machine's {sys.byteorder}-endian order"
+    if convert is not None and arr.dtype.kind == "f":
+        target = np.dtype(convert)
+        return target, f"it is {arr.dtype} and {what} is used as {target}"
+    raise TypeError(
+        f"{what} must be {_dtype_names(allowed)}, not {arr.dtype}; convert first, e.g. x.astype(np.{allowed[0].name})"
+    )
+
+
+def ready_input(arr: np.ndarray, dtypes: Iterable[Any], *, what: str, convert: Optional[Any] = None) -> np.ndarray:
+    """``arr`` (from :func:`view_input`) itself when it is C-contiguous, aligned, native-byte-order
+    and of an allowed dtype; otherwise one copy that is, announced by a CopyWarning."""
+    target, dtype_reason = _target_dtype(arr, tuple(np.dtype(d) for d in dtypes), what, convert)
+    reasons = [dtype_reason] if dtype_reason else []
+    if not arr.flags.c_contiguous:
+        reasons.append(f"it is not C-contiguous (strides {arr.strides})")
+    elif not arr.flags.aligned:
+        reasons.append("its data is not aligned to its element size")
+    if not reasons:
+        return arr
+    _warn_copy(
+        f"{what}: copied the array ({arr.dtype}, shape {arr.shape}, {arr.nbytes} bytes) because "
+        f"{' and '.join(reasons)}; pass a C-contiguous {target} array in native byte order "
+        f"(np.ascontiguousarray(x, dtype=np.{target.name})) to avoid the copy"
+    )
+    return np.array(arr, dtype=target, order="C", copy=True)  # a new allocation is aligned
+
+
 def as_input(
     obj: Any,
     dtypes: Iterable[Any],
@@ -121,38 +175,14 @@ def as_input(
     ``what`` names the argument in messages. ``sequences`` accepts Python lists, tuples and scalars
     (converted silently to ``dtypes[0]``). ``convert``: a dtype that floating-point inputs of other
     dtypes are converted to (with a warning); without it, and for other kinds (ints, bools),
-    another dtype is a TypeError. ``kinds`` says what
-    the argument may be, for the TypeError of an unusable object.
+    another dtype is a TypeError. ``kinds`` says what the argument may be, for the TypeError of an
+    unusable object.
     """
-    allowed = tuple(np.dtype(d) for d in dtypes)
-    arr = _view(obj, what, allowed[0] if sequences else None, kinds)
-    target, reasons = arr.dtype, []
-    if arr.dtype not in allowed:
-        native = arr.dtype.newbyteorder("=")
-        if native in allowed:
-            order = "big" if arr.dtype.byteorder == ">" else "little"
-            target = native
-            reasons.append(f"it is {order}-endian and the kernels read this machine's {sys.byteorder}-endian order")
-        elif convert is not None and arr.dtype.kind == "f":
-            target = np.dtype(convert)
-            reasons.append(f"it is {arr.dtype} and {what} is used as {target}")
-        else:
-            raise TypeError(
-                f"{what} must be {_dtype_names(allowed)}, not {arr.dtype}; "
-                f"convert first, e.g. x.astype(np.{allowed[0].name})"
-            )
-    if not arr.flags.c_contiguous:
-        reasons.append(f"it is not C-contiguous (strides {arr.strides})")
-    elif not arr.flags.aligned:
-        reasons.append("its data is not aligned to its element size")
-    if not reasons:
-        return arr
-    _warn_copy(
-        f"{what}: copied the {_describe(obj)} ({arr.dtype}, shape {arr.shape}, {arr.nbytes} bytes) because "
-        f"{' and '.join(reasons)}; pass a C-contiguous {target} array in native byte order "
-        f"(np.ascontiguousarray(x, dtype=np.{target.name})) to avoid the copy"
-    )
-    return np.array(arr, dtype=target, order="C", copy=True)  # a new allocation is aligned
+    dtypes = tuple(dtypes)
+    if isinstance(obj, np.ndarray) and obj.dtype in dtypes and obj.flags.c_contiguous and obj.flags.aligned:
+        return obj  # the common case, first: per-token calls should not pay for the general path
+    arr = view_input(obj, dtypes, what=what, sequences=sequences, convert=convert, kinds=kinds)
+    return ready_input(arr, dtypes, what=what, convert=convert)
 
 
 def as_output(obj: Any, dtype: Any, shape: Tuple[int, ...], *, what: str = "out") -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any, List, Optional, Tuple, Union
 import numpy as np
 
 from . import _core
-from ._arrays import as_input
+from ._arrays import as_input, ready_input, view_input
 from .errors import InvalidArgumentError, ShapeError
 from .quant import _KINDS, QuantizedTensor, quantize
 from .types import QuantType, QuantTypeLike, as_quant_type
@@ -29,14 +29,26 @@ KV = Union[np.ndarray, QuantizedTensor]
 _KV_TYPES = (QuantType.F16, QuantType.Q8_0, QuantType.Q4_0)
 
 
+_FLOATS = (np.float32, np.float16)
+
+
 def _float_array(x: Any, name: str, dims: str, also: str = "") -> np.ndarray:
-    """``x`` as a C-contiguous float32/float16 array of 4 dimensions (a view of any array-like's
-    memory when it fits, see fastquant._arrays), or a clear error."""
-    x = as_input(x, (np.float32, np.float16), what=name, sequences=False,
-                 kinds=f"a numpy array{also} (or an array-like exporting its memory)")  # fmt: skip
+    """A view of ``x``'s memory as a float32/float16 array of 4 dimensions, or a clear error.
+    Not yet contiguous: callers check shapes first, then :func:`_flat` copies if it must."""
+    x = view_input(x, _FLOATS, what=name, sequences=False,
+                   kinds=f"a numpy array{also} (or an array-like exporting its memory)")  # fmt: skip
     if x.ndim != 4:
         raise ShapeError(f"{name} must have shape {dims}, got {x.shape}")
     return x
+
+
+def _flat(x: Any, name: str) -> Any:
+    """The flat buffer the core reads: block bytes as they are, a float array made contiguous
+    (a CopyWarning if that copies) with float16 as its uint16 bits."""
+    if x.dtype == np.uint8:
+        return x
+    flat = ready_input(x, _FLOATS, what=name).reshape(-1)
+    return flat.view(np.uint16) if flat.dtype == np.float16 else flat
 
 
 def _query(q: Any) -> np.ndarray:
@@ -44,7 +56,8 @@ def _query(q: Any) -> np.ndarray:
 
 
 def _kv(x: Any, name: str) -> Tuple[Any, int, Tuple[int, ...]]:
-    """(flat buffer for the core, ggml type id, shape) of a key or value tensor."""
+    """(the data, ggml type id, shape) of a key or value tensor; the data is a QuantizedTensor's
+    block bytes or a float view for :func:`_flat`."""
     if isinstance(x, QuantizedTensor):
         if x.qtype not in _KV_TYPES:
             names = ", ".join(t.value for t in _KV_TYPES)
@@ -53,10 +66,7 @@ def _kv(x: Any, name: str) -> Tuple[Any, int, Tuple[int, ...]]:
             raise ShapeError(f"{name} must have shape [B, Hkv, Nk, D], got {x.shape}")
         return x.data, x.qtype.id, x.shape
     x = _float_array(x, name, "[B, Hkv, Nk, D]", " or a QuantizedTensor")
-    flat = x.reshape(-1)
-    if x.dtype == np.float16:
-        return flat.view(np.uint16), QuantType.F16.id, x.shape
-    return flat, QuantType.F32.id, x.shape
+    return x, (QuantType.F16 if x.dtype == np.float16 else QuantType.F32).id, x.shape
 
 
 def _mask(mask: Any, full: Tuple[int, int, int, int]) -> Tuple[np.ndarray, List[int]]:
@@ -108,16 +118,13 @@ def _run(
     out = np.empty((b, hq, nq, d), dtype=np.float32)
     lse = np.empty((b, hq, nq), dtype=np.float32) if want_lse else None
     mask_flat, mask_dims = (None, None) if mask is None else (mask[0].reshape(-1), mask[1])
-    q_flat = q.reshape(-1)
-    q_type = QuantType.F32.id
-    if q.dtype == np.float16:
-        q_flat, q_type = q_flat.view(np.uint16), QuantType.F16.id
+    q_type = (QuantType.F16 if q.dtype == np.float16 else QuantType.F32).id
     _core.attention(
-        q_flat,
+        _flat(q, "q"),
         q_type,
-        k[0],
+        _flat(k[0], "k"),
         k[1],
-        v[0],
+        _flat(v[0], "v"),
         v[1],
         (b, hq, hkv, nq, n_keys, d),
         out.reshape(-1),
@@ -240,12 +247,27 @@ class KVCache:
         return sum(k.nbytes + v.nbytes for k, v in self._pages)
 
     def _rows(self, x: Any, name: str) -> np.ndarray:
-        x = as_input(x, _KINDS, what=name, sequences=False,
-                     kinds="a numpy array (or an array-like exporting its memory)")  # fmt: skip
+        x = view_input(x, _KINDS, what=name, sequences=False,
+                       kinds="a numpy array (or an array-like exporting its memory)")  # fmt: skip
         want = (self.batch, self.n_kv_heads)
         if x.ndim != 4 or x.shape[:2] != want or x.shape[3] != self.head_dim:
             raise ShapeError(f"{name} must have shape [{want[0]}, {want[1]}, T, {self.head_dim}], got {x.shape}")
         return x
+
+    def _quantize_rows(self, x: np.ndarray) -> np.ndarray:
+        """``x`` [B, Hkv, T, D] as blocks [B * Hkv, T, row_bytes]. Rows are quantized independently,
+        so all T positions go at once, read in place: the whole array when it is contiguous, else
+        each (batch, head) slab, which is contiguous when ``x`` is a range of positions cut from a
+        larger contiguous cache or projection (``k[:, :, a:b]``); only a slab that is not is copied
+        (with a CopyWarning)."""
+        b, h, t, _ = x.shape
+        if x.flags.c_contiguous:
+            return quantize(x, self.qtype).data.reshape(b * h, t, self.row_bytes)
+        out = np.empty((b * h, t, self.row_bytes), np.uint8)
+        for i in range(b):
+            for j in range(h):
+                out[i * h + j] = quantize(x[i, j], self.qtype).data.reshape(t, self.row_bytes)
+        return out
 
     def append(self, k: Any, v: Any) -> None:
         """Appends ``T`` new positions: k and v of shape ``[B, Hkv, T, D]`` (float32/float16
@@ -256,9 +278,7 @@ class KVCache:
         t, done = k.shape[2], 0
         if t == 0:
             return
-        # Rows are quantized independently, so quantizing all T positions at once (reading the
-        # caller's memory in place) gives the same bytes as quantizing page by page.
-        blocks = [quantize(src, self.qtype).data.reshape(-1, t, self.row_bytes) for src in (k, v)]
+        blocks = [self._quantize_rows(src) for src in (k, v)]
         while done < t:
             fill = self._len % self.page_size
             if fill == 0:
@@ -291,6 +311,7 @@ class KVCache:
                 f"q of shape {q.shape} does not fit a cache of batch {self.batch}, {self.n_kv_heads} kv heads, D={self.head_dim}"
             )
         _check_options(scale, window, softcap)
+        q = ready_input(q, _FLOATS, what="q")  # once, not per page
         if mask is not None:
             m, m_dims = _mask(mask, (b, hq, nq, self._len))  # shape check against the whole cache
         outs, lses = [], []
