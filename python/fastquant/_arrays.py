@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import warnings
+from types import FrameType
 from typing import Any, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
@@ -41,7 +42,8 @@ _DTYPE_NAMES = {"bfloat16": "bfloat16 (ml_dtypes)"}
 def _warn_copy(message: str) -> None:
     """Issues a CopyWarning attributed to the first caller outside the fastquant package (the
     depth of fastquant's own frames varies by entry point)."""
-    level, frame = 2, sys._getframe(1)  # stacklevel 2 names our caller, sys._getframe(1)
+    level = 2  # stacklevel 2 names our caller, sys._getframe(1)
+    frame: Optional[FrameType] = sys._getframe(1)
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
         level += 1
         frame = frame.f_back
