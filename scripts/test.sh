@@ -19,6 +19,9 @@ python -m pip install -q "maturin>=1.7,<2"
 echo "== cargo test (core crate)"
 cargo test --release -p fastquant --quiet
 
+echo "== rustdoc (every public item documented, no broken links)"
+RUSTDOCFLAGS="-D warnings" cargo doc -p fastquant --no-deps --quiet
+
 echo "== cargo test (C ABI: header check, gcc-built C test program)"
 cargo test --release -p fastquant-c --quiet
 

@@ -23,6 +23,7 @@ from . import gguf
 from .attention import KVCache, attention
 from ._core import __version__
 from .errors import (
+    CopyWarning,
     FastquantError,
     GGUFError,
     InvalidArgumentError,
@@ -69,5 +70,6 @@ __all__ = [
     "SimdError",
     "GGUFError",
     "InvalidArgumentError",
+    "CopyWarning",
     "gguf",
 ]

@@ -16,8 +16,9 @@ from typing import Any, List, Optional, Tuple, Union
 import numpy as np
 
 from . import _core
+from ._arrays import as_input, ready_input, view_input
 from .errors import InvalidArgumentError, ShapeError
-from .quant import QuantizedTensor, quantize
+from .quant import _KINDS, QuantizedTensor, quantize
 from .types import QuantType, QuantTypeLike, as_quant_type
 
 __all__ = ["attention", "KVCache"]
@@ -28,15 +29,26 @@ KV = Union[np.ndarray, QuantizedTensor]
 _KV_TYPES = (QuantType.F16, QuantType.Q8_0, QuantType.Q4_0)
 
 
+_FLOATS = (np.float32, np.float16)
+
+
 def _float_array(x: Any, name: str, dims: str, also: str = "") -> np.ndarray:
-    """``x`` as a C-contiguous float32/float16 array of 4 dimensions, or a clear error."""
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array{also}, not {type(x).__name__}")
-    if x.dtype not in (np.float32, np.float16):
-        raise TypeError(f"{name} must be float32 or float16{also}, not {x.dtype}")
+    """A view of ``x``'s memory as a float32/float16 array of 4 dimensions, or a clear error.
+    Not yet contiguous: callers check shapes first, then :func:`_flat` copies if it must."""
+    x = view_input(x, _FLOATS, what=name, sequences=False,
+                   kinds=f"a numpy array{also} (or an array-like exporting its memory)")  # fmt: skip
     if x.ndim != 4:
         raise ShapeError(f"{name} must have shape {dims}, got {x.shape}")
-    return np.ascontiguousarray(x)
+    return x
+
+
+def _flat(x: Any, name: str) -> Any:
+    """The flat buffer the core reads: block bytes as they are, a float array made contiguous
+    (a CopyWarning if that copies) with float16 as its uint16 bits."""
+    if x.dtype == np.uint8:
+        return x
+    flat = ready_input(x, _FLOATS, what=name).reshape(-1)
+    return flat.view(np.uint16) if flat.dtype == np.float16 else flat
 
 
 def _query(q: Any) -> np.ndarray:
@@ -44,7 +56,8 @@ def _query(q: Any) -> np.ndarray:
 
 
 def _kv(x: Any, name: str) -> Tuple[Any, int, Tuple[int, ...]]:
-    """(flat buffer for the core, ggml type id, shape) of a key or value tensor."""
+    """(the data, ggml type id, shape) of a key or value tensor; the data is a QuantizedTensor's
+    block bytes or a float view for :func:`_flat`."""
     if isinstance(x, QuantizedTensor):
         if x.qtype not in _KV_TYPES:
             names = ", ".join(t.value for t in _KV_TYPES)
@@ -53,27 +66,26 @@ def _kv(x: Any, name: str) -> Tuple[Any, int, Tuple[int, ...]]:
             raise ShapeError(f"{name} must have shape [B, Hkv, Nk, D], got {x.shape}")
         return x.data, x.qtype.id, x.shape
     x = _float_array(x, name, "[B, Hkv, Nk, D]", " or a QuantizedTensor")
-    flat = x.reshape(-1)
-    if x.dtype == np.float16:
-        return flat.view(np.uint16), QuantType.F16.id, x.shape
-    return flat, QuantType.F32.id, x.shape
+    return x, (QuantType.F16 if x.dtype == np.float16 else QuantType.F32).id, x.shape
 
 
 def _mask(mask: Any, full: Tuple[int, int, int, int]) -> Tuple[np.ndarray, List[int]]:
-    """The mask as a contiguous float32 array of 4 dims, each 1 or the full size."""
-    m = np.asarray(mask)
-    if m.dtype == np.bool_ or not np.issubdtype(m.dtype, np.floating):
+    """The mask as a contiguous float32 array of 4 dims, each 1 or the full size (a view of the
+    caller's memory when it is contiguous float32; other float dtypes are converted, warning)."""
+    try:
+        m = as_input(mask, [np.float32], what="mask", convert=np.float32)
+    except TypeError as exc:
         raise TypeError(
-            f"mask must be an additive float mask (0 to keep, -inf to drop), not {m.dtype}; "
-            "for a boolean keep-mask use np.where(keep, 0.0, -np.inf)"
-        )
+            f"mask must be an additive float mask (0 to keep, -inf to drop): {exc}; for a boolean "
+            "keep-mask use np.where(keep, np.float32(0), np.float32(-np.inf))"
+        ) from None
     if m.ndim > 4:
         raise ShapeError(f"mask has {m.ndim} dimensions; it must broadcast to [B, Hq, Nq, Nk] = {list(full)}")
     dims = [1] * (4 - m.ndim) + list(m.shape)
     for axis, (got, want) in enumerate(zip(dims, full)):
         if got not in (1, want):
             raise ShapeError(f"mask of shape {m.shape} does not broadcast to [B, Hq, Nq, Nk] = {list(full)} (axis {axis})")
-    return np.ascontiguousarray(m.reshape(dims), dtype=np.float32).reshape(-1), dims
+    return m.reshape(dims), dims
 
 
 def _check_options(scale: Optional[float], window: Optional[int], softcap: Optional[float]) -> None:
@@ -93,7 +105,7 @@ def _run(
     *,
     causal: bool,
     scale: Optional[float],
-    mask: Any,
+    mask: Optional[Tuple[np.ndarray, List[int]]],
     window: Optional[int],
     softcap: Optional[float],
     want_lse: bool,
@@ -105,17 +117,14 @@ def _run(
     hkv = k[2][1]
     out = np.empty((b, hq, nq, d), dtype=np.float32)
     lse = np.empty((b, hq, nq), dtype=np.float32) if want_lse else None
-    mask_flat, mask_dims = (None, None) if mask is None else _mask(mask, (b, hq, nq, n_keys))
-    q_flat = q.reshape(-1)
-    q_type = QuantType.F32.id
-    if q.dtype == np.float16:
-        q_flat, q_type = q_flat.view(np.uint16), QuantType.F16.id
+    mask_flat, mask_dims = (None, None) if mask is None else (mask[0].reshape(-1), mask[1])
+    q_type = (QuantType.F16 if q.dtype == np.float16 else QuantType.F32).id
     _core.attention(
-        q_flat,
+        _flat(q, "q"),
         q_type,
-        k[0],
+        _flat(k[0], "k"),
         k[1],
-        v[0],
+        _flat(v[0], "v"),
         v[1],
         (b, hq, hkv, nq, n_keys, d),
         out.reshape(-1),
@@ -188,8 +197,9 @@ def attention(
     if hkv == 0 or hq % hkv:
         raise ShapeError(f"q has {hq} heads, which is not a multiple of the {hkv} key/value heads")
     _check_options(scale, window, softcap)
+    mask4 = None if mask is None else _mask(mask, (b, hq, nq, nk))
     out, lse = _run(
-        q, kk, vv, nk, causal=causal, scale=scale, mask=mask, window=window, softcap=softcap,
+        q, kk, vv, nk, causal=causal, scale=scale, mask=mask4, window=window, softcap=softcap,
         want_lse=return_lse, simd=simd,
     )  # fmt: skip
     return (out, lse) if return_lse else out
@@ -236,28 +246,47 @@ class KVCache:
     def nbytes(self) -> int:
         return sum(k.nbytes + v.nbytes for k, v in self._pages)
 
-    def _rows(self, x: np.ndarray, name: str) -> np.ndarray:
-        x = np.asarray(x)
+    def _rows(self, x: Any, name: str) -> np.ndarray:
+        x = view_input(x, _KINDS, what=name, sequences=False,
+                       kinds="a numpy array (or an array-like exporting its memory)")  # fmt: skip
         want = (self.batch, self.n_kv_heads)
         if x.ndim != 4 or x.shape[:2] != want or x.shape[3] != self.head_dim:
             raise ShapeError(f"{name} must have shape [{want[0]}, {want[1]}, T, {self.head_dim}], got {x.shape}")
         return x
 
-    def append(self, k: np.ndarray, v: np.ndarray) -> None:
-        """Appends ``T`` new positions: k and v of shape ``[B, Hkv, T, D]`` (float32/float16)."""
+    def _quantize_rows(self, x: np.ndarray) -> np.ndarray:
+        """``x`` [B, Hkv, T, D] as blocks [B * Hkv, T, row_bytes]. Rows are quantized independently,
+        so all T positions go at once, read in place: the whole array when it is contiguous, else
+        each (batch, head) slab, which is contiguous when ``x`` is a range of positions cut from a
+        larger contiguous cache or projection (``k[:, :, a:b]``); only a slab that is not is copied
+        (with a CopyWarning)."""
+        b, h, t, _ = x.shape
+        if x.flags.c_contiguous:
+            return quantize(x, self.qtype).data.reshape(b * h, t, self.row_bytes)
+        out = np.empty((b * h, t, self.row_bytes), np.uint8)
+        for i in range(b):
+            for j in range(h):
+                out[i * h + j] = quantize(x[i, j], self.qtype).data.reshape(t, self.row_bytes)
+        return out
+
+    def append(self, k: Any, v: Any) -> None:
+        """Appends ``T`` new positions: k and v of shape ``[B, Hkv, T, D]`` (float32/float16
+        numpy arrays or array-likes exporting their memory, read in place when contiguous)."""
         k, v = self._rows(k, "k"), self._rows(v, "v")
         if k.shape != v.shape:
             raise ShapeError(f"k and v must have the same shape, got {k.shape} and {v.shape}")
         t, done = k.shape[2], 0
+        if t == 0:
+            return
+        blocks = [self._quantize_rows(src) for src in (k, v)]
         while done < t:
             fill = self._len % self.page_size
             if fill == 0:
                 shape = (self.batch * self.n_kv_heads, self.page_size, self.row_bytes)
                 self._pages.append((np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)))
             n = min(self.page_size - fill, t - done)
-            for src, page in zip((k, v), self._pages[-1]):
-                blocks = quantize(src[:, :, done : done + n], self.qtype).data
-                page[:, fill : fill + n] = blocks.reshape(-1, n, self.row_bytes)
+            for src_blocks, page in zip(blocks, self._pages[-1]):
+                page[:, fill : fill + n] = src_blocks[:, done : done + n]
             done += n
             self._len += n
 
@@ -282,16 +311,19 @@ class KVCache:
                 f"q of shape {q.shape} does not fit a cache of batch {self.batch}, {self.n_kv_heads} kv heads, D={self.head_dim}"
             )
         _check_options(scale, window, softcap)
+        q = ready_input(q, _FLOATS, what="q")  # once, not per page
         if mask is not None:
-            m = np.asarray(mask)
-            _mask(m, (b, hq, nq, self._len))  # shape check against the whole cache
+            m, m_dims = _mask(mask, (b, hq, nq, self._len))  # shape check against the whole cache
         outs, lses = [], []
         for p, (kp, vp) in enumerate(self._pages):
             start = p * self.page_size
             n = min(self.page_size, self._len - start)
             page_mask = None
             if mask is not None:
-                page_mask = m[..., start : start + n] if m.ndim and m.shape[-1] != 1 else m
+                # Each page's keys are a column range of the mask: a (small) contiguous copy the
+                # kernel can read, unless the mask broadcasts along the keys.
+                cols = m if m_dims[-1] == 1 else np.ascontiguousarray(m[..., start : start + n])
+                page_mask = (cols, list(cols.shape))
             shape = (b, self.n_kv_heads, n, d)
             out, lse = _run(
                 q, (kp.reshape(-1), self.qtype.id, shape), (vp.reshape(-1), self.qtype.id, shape), n,

@@ -15,6 +15,7 @@ __all__ = [
     "SimdError",
     "GGUFError",
     "InvalidArgumentError",
+    "CopyWarning",
 ]
 
 
@@ -57,3 +58,11 @@ class GGUFError(FastquantError, ValueError):
 class InvalidArgumentError(FastquantError, ValueError):
     """An argument that is wrong in a way no more specific class covers (a thread count of 0, a
     tensor written out of order, ...)."""
+
+
+class CopyWarning(UserWarning):
+    """An input was copied because its memory could not be used as it is (another dtype, a
+    non-native byte order, a non-contiguous or unaligned layout). The message names the argument,
+    what was copied, why, and how to pass it without a copy. ``out=`` arguments are never copied
+    (that is an error instead). Silence it with ``warnings.simplefilter("ignore", CopyWarning)``,
+    or make it an error to find every copy in an engine."""

@@ -22,6 +22,7 @@ import ml_dtypes
 import numpy as np
 
 from . import _core
+from ._arrays import as_bytes
 from .quant import QuantizedTensor
 from .types import QuantType, as_quant_type
 
@@ -194,10 +195,12 @@ class GGUFWriter:
         self._w: Optional[Any] = _core.GgufWriter(self.path, kvs, specs)
 
     def write_tensor(self, name: str, data: Union[QuantizedTensor, np.ndarray]) -> None:
-        """Writes the next tensor: a QuantizedTensor, or a numpy array whose bytes are the data."""
+        """Writes the next tensor: a QuantizedTensor, or an array whose bytes are the data (a numpy
+        array, or any buffer / ``__array_interface__`` / ``__dlpack__`` object, read in place; a
+        strided one is copied with a :class:`~fastquant.CopyWarning`)."""
         if self._w is None:
             raise ValueError("the writer is closed")
-        raw = data.data if isinstance(data, QuantizedTensor) else np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        raw = data.data if isinstance(data, QuantizedTensor) else as_bytes(data, what=f"tensor {name!r}")
         self._w.write_tensor(name, raw)
 
     def finish(self) -> None:

@@ -14,7 +14,8 @@ import numpy as np
 
 from . import _core
 from .errors import QuantTypeError, ShapeError
-from .quant import QuantizedTensor, _float_kind, quantize
+from ._arrays import as_input, as_output
+from .quant import _KINDS, QuantizedTensor, _float_kind, quantize
 from .types import QuantType
 
 __all__ = ["matmul", "matmul_q4", "matmul_q8", "Linear"]
@@ -33,24 +34,29 @@ def _as_weight(w: Any) -> QuantizedTensor:
     (F32/F16/BF16) without quantizing."""
     if isinstance(w, QuantizedTensor):
         qt = w
-    elif isinstance(w, np.ndarray):
-        _, kind = _float_kind(w.dtype, "a float weight")
-        if w.ndim != 2:
-            raise ShapeError(f"the weight must be 2-D [N, K] (out_features x in_features), not shape {w.shape}")
-        w = np.ascontiguousarray(w)
-        qt = QuantizedTensor(w.reshape(-1).view(np.uint8), _FLOAT_WEIGHT_TYPES[kind], w.shape)
     else:
-        raise TypeError(f"the weight must be a QuantizedTensor or a float numpy array, not {type(w).__name__}")
+        w = _float_weight(w)
+        _, kind = _float_kind(w.dtype, "a float weight")
+        qt = QuantizedTensor(w.reshape(-1).view(np.uint8), _FLOAT_WEIGHT_TYPES[kind], w.shape)
     if qt.ndim != 2:
         raise ShapeError(f"the weight must be 2-D [N, K] (out_features x in_features), not shape {qt.shape}")
     return qt
 
 
+def _float_weight(w: Any) -> np.ndarray:
+    """A plain float weight [N, K] from any array-like exporting its memory (zero-copy when it is
+    contiguous float32/float16/bfloat16)."""
+    w = as_input(w, _KINDS, what="a float weight", sequences=False,
+                 kinds="an array exporting its memory: the weight must be a QuantizedTensor or a float numpy array")  # fmt: skip
+    if w.ndim != 2:
+        raise ShapeError(f"the weight must be 2-D [N, K] (out_features x in_features), not shape {w.shape}")
+    return w
+
+
 def _as_activations(x: Any, k: int) -> Tuple[np.ndarray, Tuple[int, ...]]:
-    """``x`` [..., K] as contiguous float32 rows, and the leading shape."""
-    if not isinstance(x, np.ndarray):
-        x = np.asarray(x, dtype=np.float32)
-    _float_kind(x.dtype, "x")
+    """``x`` [..., K] as contiguous float32 rows, and the leading shape. 16-bit activations are
+    widened to float32 here, silently: that copy is the kernels' documented input format."""
+    x = as_input(x, _KINDS, what="x")
     if x.ndim == 0:
         raise ShapeError("x must have at least one dimension [..., K]")
     if x.shape[-1] != k:
@@ -71,8 +77,7 @@ def _run(
     rows = flat.size // k if k else int(np.prod(lead, dtype=np.int64))
     shape = lead + (n,)
     if out is not None:
-        if out.dtype != np.float32 or out.shape != shape or not out.flags.c_contiguous or not out.flags.writeable:
-            raise ShapeError(f"out must be a writeable C-contiguous float32 array of shape {shape}")
+        out = as_output(out, np.float32, shape)
         target = out.reshape(-1)
     else:
         target = np.empty(rows * n, dtype=np.float32)
@@ -92,13 +97,20 @@ def matmul(x: Any, w: WeightLike, *, out: Optional[np.ndarray] = None, simd: Opt
     Parameters
     ----------
     x
-        float32, float16 or bfloat16 activations of shape ``[..., K]``.
+        float32, float16 or bfloat16 activations of shape ``[..., K]``: a numpy array or any
+        array-like exporting its memory (buffer protocol, ``__dlpack__`` such as a torch CPU
+        tensor, ...), read in place when it is contiguous float32 (a strided or byte-swapped one
+        is copied with a :class:`~fastquant.CopyWarning`; 16-bit ones are widened to float32, the
+        kernels' input, without a warning).
     w
         The weight ``[N, K]`` (out_features x in_features, as GGUF stores it): a
         :class:`QuantizedTensor` of any type with a dot kernel (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL,
-        the K-quants and IQ4_XS where built, F32 F16 BF16), or a plain float array.
+        the K-quants and IQ4_XS where built, F32 F16 BF16), or a plain float array (or an
+        array-like exporting its memory), used without copying when contiguous.
     out
-        Optional float32 array of shape ``[..., N]`` to write into (reused by :class:`Linear`).
+        Optional float32 array of shape ``[..., N]`` written in place (reused by :class:`Linear`);
+        any array-like exporting writeable memory works. One that cannot be written in place
+        (read-only, strided, another dtype) raises :class:`~fastquant.errors.ShapeError`.
     simd
         Run at this SIMD level (``"scalar"``, ``"avx2"``, ...) instead of the active one.
 
@@ -120,12 +132,7 @@ def _typed_weight(w: Any, allowed: frozenset, target: QuantType, what: str) -> Q
                 f"got {w.qtype.value}; use fastquant.matmul for other types"
             )
         return _as_weight(w)
-    if isinstance(w, np.ndarray):
-        _float_kind(w.dtype, "a float weight")
-        if w.ndim != 2:
-            raise ShapeError(f"the weight must be 2-D [N, K] (out_features x in_features), not shape {w.shape}")
-        return quantize(w, target)
-    raise TypeError(f"the weight must be a QuantizedTensor or a float numpy array, not {type(w).__name__}")
+    return quantize(_float_weight(w), target)
 
 
 def matmul_q4(x: Any, w: WeightLike, *, simd: Optional[str] = None) -> np.ndarray:
@@ -158,12 +165,12 @@ class Linear:
 
     def __init__(self, w: WeightLike, qtype: Optional[Union[QuantType, str]] = None, bias: Any = None) -> None:
         if qtype is not None:
-            if not isinstance(w, np.ndarray):
+            if isinstance(w, QuantizedTensor):
                 raise TypeError("qtype is for quantizing a float weight array; this weight is already quantized")
-            w = quantize(w, qtype)
+            w = quantize(_float_weight(w), qtype)
         self.weight = _as_weight(w)
         n = self.weight.shape[0]
-        self.bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+        self.bias = None if bias is None else as_input(bias, [np.float32], what="bias", convert=np.float32)
         if self.bias is not None and self.bias.shape != (n,):
             raise ShapeError(f"bias must have shape ({n},), not {self.bias.shape}")
         self._out: Optional[np.ndarray] = None
@@ -186,7 +193,7 @@ class Linear:
         return self.weight.shape[0]
 
     def __call__(self, x: Any, *, copy: bool = True, simd: Optional[str] = None) -> np.ndarray:
-        x = np.asarray(x)
+        x = as_input(x, _KINDS, what="x")
         shape = tuple(x.shape[:-1]) + (self.out_features,)
         if self._out is None or self._out.shape != shape:
             self._out = np.empty(shape, dtype=np.float32)

@@ -9,6 +9,7 @@ import ml_dtypes
 import numpy as np
 
 from . import _core
+from ._arrays import as_bytes, as_input, as_output
 from .errors import ShapeError
 from .types import QuantType, QuantTypeLike, as_quant_type
 
@@ -66,18 +67,15 @@ class QuantizedTensor:
 
     @classmethod
     def from_buffer(cls, data: Any, qtype: QuantTypeLike, shape: Sequence[int]) -> "QuantizedTensor":
-        """Wraps existing bytes (any buffer-protocol object or uint8 array) without copying.
+        """Wraps existing bytes without copying: any buffer-protocol object (bytes, bytearray,
+        memoryview, mmap, array.array, ctypes array), a contiguous numpy array of any dtype (its
+        bytes), or an ``__array_interface__`` / ``__dlpack__`` object. A strided array is refused
+        rather than copied.
 
         Raises :class:`~fastquant.errors.ShapeError` if the buffer's size does not match
         ``qtype`` and ``shape``.
         """
-        if isinstance(data, np.ndarray):
-            if not data.flags.c_contiguous:
-                raise ShapeError("the block data must be contiguous")
-            arr = data.reshape(-1).view(np.uint8)
-        else:
-            arr = np.frombuffer(data, dtype=np.uint8)
-        return cls(arr, qtype, shape)
+        return cls(as_bytes(data, what="data", copy=False), qtype, shape)
 
     @property
     def qtype(self) -> QuantType:
@@ -168,9 +166,11 @@ def quantize(
     ----------
     x
         A float32, float16 or bfloat16 (``ml_dtypes.bfloat16``) array of shape ``[..., K]`` with
-        ``K`` a multiple of the type's block size. Any strides and read-only arrays are accepted
-        (non-contiguous input is copied once). Other array-likes (lists, tuples) are converted to
-        float32; other numpy dtypes raise ``TypeError``.
+        ``K`` a multiple of the type's block size: a numpy array or any array-like exporting its
+        memory (buffer protocol, ``__array_interface__``, ``__dlpack__`` such as a torch CPU tensor,
+        ``__array__``), read without copying. Read-only memory is fine; a strided, unaligned or
+        byte-swapped one is copied once with a :class:`~fastquant.CopyWarning`. Lists and tuples
+        are converted to float32; other dtypes raise ``TypeError``.
     qtype
         A :class:`QuantType` or its name in any case (``"q4_0"``, ``"Q8_0"``, ``"F16"``).
     imatrix
@@ -185,8 +185,7 @@ def quantize(
         With ``shape == x.shape``.
     """
     qtype = as_quant_type(qtype)
-    if not isinstance(x, np.ndarray):
-        x = np.asarray(x, dtype=np.float32) if not hasattr(x, "__array__") else np.asarray(x)
+    x = as_input(x, _KINDS, what="x")
     _, kind = _float_kind(x.dtype, "x")
     shape = tuple(x.shape)
     _check_shape(qtype, shape)
@@ -196,12 +195,11 @@ def quantize(
         raise UnsupportedError(f"{qtype.value}: quantization is not implemented in fastquant yet")
     w = None
     if imatrix is not None:
-        w = np.ascontiguousarray(imatrix, dtype=np.float32)
+        w = as_input(imatrix, [np.float32], what="imatrix", convert=np.float32)
         if w.shape != (shape[-1],):
             raise ShapeError(f"imatrix must have shape ({shape[-1]},) (one weight per column), not {w.shape}")
     if _is_empty(shape):
         return QuantizedTensor(np.zeros(_nbytes(qtype, shape), dtype=np.uint8), qtype, shape)
-    x = np.require(x, requirements=["C_CONTIGUOUS", "ALIGNED"])  # copies strided or unaligned input
     data = _core.quantize(_as_bits(x, kind), kind, qtype.id, shape[-1], check_finite, w)
     return QuantizedTensor(data, qtype, shape)
 
@@ -210,19 +208,16 @@ def dequantize(qt: QuantizedTensor, dtype: Any = np.float32, *, out: Optional[np
     """Decodes a :class:`QuantizedTensor` to floats, bit-identical to ggml's ``to_float``.
 
     ``dtype`` is float32 (default), float16 or bfloat16; 16-bit results are rounded from the float32
-    values as ggml rounds. ``out``, if given, is a C-contiguous array of ``qt.shape`` and ``dtype``
-    to write into (no allocation) and is returned.
+    values as ggml rounds. ``out``, if given, is written in place (no allocation) and a numpy view
+    of it is returned: a writeable C-contiguous array of ``qt.shape`` and ``dtype``, or any
+    array-like exporting such memory (a flat buffer of ``qt.size`` elements, such as a memoryview
+    or array.array, is viewed with ``qt.shape``). One that cannot be written in place (read-only,
+    strided, unaligned, another dtype) raises :class:`~fastquant.errors.ShapeError`.
     """
     if not isinstance(qt, QuantizedTensor):
         raise TypeError(f"dequantize takes a QuantizedTensor, not {type(qt).__name__}")
     dt, kind = _float_kind(dtype, "dtype")
-    if out is None:
-        out = np.empty(qt.shape, dtype=dt)
-    else:
-        if not isinstance(out, np.ndarray) or out.dtype != dt or tuple(out.shape) != qt.shape:
-            raise ShapeError(f"out must be a {dt} array of shape {qt.shape}")
-        if not (out.flags.c_contiguous and out.flags.aligned and out.flags.writeable):
-            raise ShapeError("out must be C-contiguous, aligned and writeable")
+    out = np.empty(qt.shape, dtype=dt) if out is None else as_output(out, dt, qt.shape)
     if not _is_empty(qt.shape):
         _core.dequantize(qt.data, qt.qtype.id, qt.shape[-1], _as_bits(out, kind), kind)
     return out

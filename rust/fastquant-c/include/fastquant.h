@@ -9,11 +9,12 @@
  * - Ownership: every buffer argument is owned by the caller, is only used during the call and
  *   comes with its length (elements or bytes, as named); NULL and wrong lengths are errors.
  *   Outputs must not overlap inputs (checked). The only objects fastquant allocates are opaque
- *   handles (FqGguf), freed by their fq_*_free function; strings and pointers it hands out are
- *   owned by fastquant and their lifetime is stated on each function.
+ *   handles (FqGguf, FqGgufWriter), freed by their fq_*_free function; strings and pointers it
+ *   hands out are owned by fastquant and their lifetime is stated on each function.
  * - Threading: every function may be called from any thread and concurrently, except where a
- *   function says otherwise (fq_gguf_free). fq_last_error() is per thread. Kernels run on
- *   fastquant's own thread pool (fq_set_num_threads).
+ *   function says otherwise (fq_gguf_free; a FqGgufWriter is used by one thread at a time).
+ *   fq_last_error() is per thread. Kernels run on fastquant's own thread pool
+ *   (fq_set_num_threads).
  * - Types are ggml type ids (FQ_TYPE_*, or fq_type_from_name); 16-bit floats are uint16_t bits.
  */
 
@@ -203,6 +204,11 @@ typedef enum FqStatus {
  * Immutable once open, so one handle may be read from several threads at once.
  */
 typedef struct FqGguf FqGguf;
+
+/**
+ * A GGUF file being written. Opaque to C; one thread at a time may use a handle.
+ */
+typedef struct FqGgufWriter FqGgufWriter;
 
 /**
  * Static facts about one ggml type (a row of fastquant's type table).
@@ -570,6 +576,134 @@ enum FqStatus fq_gguf_tensor_data(const struct FqGguf *h,
                                   size_t index,
                                   const uint8_t **out_data,
                                   size_t *out_bytes);
+
+/**
+ * Starts a GGUF v3 file at `path` (NUL-terminated UTF-8) and writes a new handle to `*out`.
+ * Nothing is written to disk until the first `fq_gguf_writer_write_tensor` (or
+ * `fq_gguf_writer_finish` for a file without tensors); the directory must exist.
+ *
+ * Ownership: the handle belongs to the caller, who frees it with `fq_gguf_writer_free`, finished
+ * or not. Threading: a writer handle must be used by one thread at a time. On error `*out` is
+ * set to NULL.
+ *
+ * # Safety
+ * `path` must be NULL (an error) or NUL-terminated; `out` NULL (an error) or writable.
+ */
+enum FqStatus fq_gguf_writer_open(const char *path, struct FqGgufWriter **out);
+
+/**
+ * Frees a writer. If it was not finished, the temporary file (if any) is removed and the target
+ * path is left as it was: this is how a writer is abandoned. NULL is ignored.
+ *
+ * # Safety
+ * `w` must be NULL or a handle from `fq_gguf_writer_open` not yet freed, not in use elsewhere.
+ */
+void fq_gguf_writer_free(struct FqGgufWriter *w);
+
+/**
+ * Adds metadata `key` = the string `value` (both NUL-terminated UTF-8; copied).
+ *
+ * # Safety
+ * `w` must be NULL (an error) or a live writer; `key` and `value` NULL (an error) or NUL-terminated.
+ */
+enum FqStatus fq_gguf_writer_add_string(struct FqGgufWriter *w,
+                                        const char *key,
+                                        const char *value);
+
+/**
+ * Adds metadata `key` = `value` stored as GGUF type `value_type`: an integer type (0 UINT8,
+ * 1 INT8, 2 UINT16, 3 INT16, 4 UINT32, 5 INT32, 10 UINT64, 11 INT64) or 7 BOOL (0 or 1). A value
+ * outside the type's range is `FQ_STATUS_INVALID_ARGUMENT`; a non-integer type
+ * `FQ_STATUS_WRONG_VALUE_TYPE`.
+ *
+ * # Safety
+ * `w` must be NULL (an error) or a live writer; `key` NULL (an error) or NUL-terminated.
+ */
+enum FqStatus fq_gguf_writer_add_int(struct FqGgufWriter *w,
+                                     const char *key,
+                                     uint32_t value_type,
+                                     int64_t value);
+
+/**
+ * Adds metadata `key` = `value` stored as 6 FLOAT32 (rounded to nearest) or 12 FLOAT64.
+ *
+ * # Safety
+ * `w` must be NULL (an error) or a live writer; `key` NULL (an error) or NUL-terminated.
+ */
+enum FqStatus fq_gguf_writer_add_float(struct FqGgufWriter *w,
+                                       const char *key,
+                                       uint32_t value_type,
+                                       double value);
+
+/**
+ * Adds metadata `key` = an array of `count` numbers of GGUF type `elem_type`, read from `values`
+ * as that type's C element (`uint8_t` for 0 UINT8, `int8_t` for 1, `uint16_t` 2, `int16_t` 3,
+ * `uint32_t` 4, `int32_t` 5, `float` 6 FLOAT32, `uint8_t` 0/1 for 7 BOOL, `uint64_t` 10,
+ * `int64_t` 11, `double` 12 FLOAT64). `values` (copied) must be aligned for that element; it may
+ * be NULL when `count` is 0.
+ *
+ * # Safety
+ * `w` must be NULL (an error) or a live writer; `key` NULL (an error) or NUL-terminated; `values`
+ * NULL or `count` readable elements of the type `elem_type` names.
+ */
+enum FqStatus fq_gguf_writer_add_array(struct FqGgufWriter *w,
+                                       const char *key,
+                                       uint32_t elem_type,
+                                       const void *values,
+                                       size_t count);
+
+/**
+ * Adds metadata `key` = an array of the `count` NUL-terminated UTF-8 strings `values[0..count]`
+ * (copied; a tokenizer's vocabulary, say). `values` may be NULL when `count` is 0.
+ *
+ * # Safety
+ * `w` must be NULL (an error) or a live writer; `key` NULL (an error) or NUL-terminated; `values`
+ * NULL or `count` readable pointers, each NULL (an error) or NUL-terminated.
+ */
+enum FqStatus fq_gguf_writer_add_string_array(struct FqGgufWriter *w,
+                                              const char *key,
+                                              const char *const *values,
+                                              size_t count);
+
+/**
+ * Declares the next tensor: `name` (NUL-terminated UTF-8, at most 64 bytes, unique), ggml type
+ * id `type_id`, and `n_dims` (1..=4) dimensions in ggml order (`dims[0]` is the row length, a
+ * multiple of the type's block size). Its data is written later, in declaration order.
+ *
+ * # Safety
+ * `w` must be NULL (an error) or a live writer; `name` NULL (an error) or NUL-terminated; `dims`
+ * NULL (an error) or `n_dims` readable elements.
+ */
+enum FqStatus fq_gguf_writer_add_tensor(struct FqGgufWriter *w,
+                                        const char *name,
+                                        uint32_t type_id,
+                                        uint32_t n_dims,
+                                        const uint64_t *dims);
+
+/**
+ * Writes the data of tensor `name`, which must be the next declared one: `nbytes` bytes at `data`
+ * (copied to the file during the call), exactly the tensor's size (`FQ_STATUS_SIZE` otherwise).
+ * The first call writes the header; no metadata or tensor can be added after it.
+ *
+ * # Safety
+ * `w` must be NULL (an error) or a live writer; `name` NULL (an error) or NUL-terminated; `data`
+ * NULL (an error unless `nbytes` is 0) or `nbytes` readable bytes.
+ */
+enum FqStatus fq_gguf_writer_write_tensor(struct FqGgufWriter *w,
+                                          const char *name,
+                                          const void *data,
+                                          size_t nbytes);
+
+/**
+ * Checks that every declared tensor was written, flushes and syncs the temporary file and renames
+ * it over the target path (atomically: readers see the old file or the whole new one). On error
+ * the temporary is removed and the target is untouched. Either way the handle is still freed with
+ * `fq_gguf_writer_free`; nothing more can be written with it.
+ *
+ * # Safety
+ * `w` must be NULL (an error) or a live writer.
+ */
+enum FqStatus fq_gguf_writer_finish(struct FqGgufWriter *w);
 
 /**
  * Quantizes `n_elements` floats (rows of `n_per_row`) of element type `src_type`

@@ -6,13 +6,15 @@
 //! * Pointers are checked (null, alignment, overlapping input and output) and every buffer comes
 //!   with its length, so a bad argument is an error, never undefined behaviour - as long as the
 //!   pointer really points at the number of elements the caller says.
-//! * Buffers are owned by the caller; the only objects fastquant allocates are opaque handles,
-//!   freed by their `fq_*_free` function.
+//! * Buffers are owned by the caller; the only objects fastquant allocates are opaque handles
+//!   (a GGUF file being read, [`FqGguf`], or written, [`FqGgufWriter`]), freed by their
+//!   `fq_*_free` function.
 //!
 //! `include/fastquant.h` is generated from this crate by cbindgen (`tests/header.rs` checks it).
 
 mod ffi;
 mod gguf;
+mod gguf_writer;
 mod kernels;
 
 use std::ffi::{c_char, CString};
@@ -22,6 +24,7 @@ use fastquant::simd::{self, Level};
 use fastquant::{QuantType, TYPE_TABLE};
 
 pub use gguf::*;
+pub use gguf_writer::*;
 pub use kernels::*;
 
 use ffi::{guard, out_ref, CError};

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use fastquant::gguf::{GgufWriter, TensorSpec, Value};
+use fastquant::gguf::{GgufWriter, TensorSpec, Value, ValueType};
 use fastquant::{quantize, FloatSlice, QuantType, QuantizeOptions};
 
 /// The static library cargo built for this test run: beside this test binary in
@@ -66,5 +66,23 @@ fn c_program_passes() {
     assert!(run.status.success(), "C test failed ({}):\n{stdout}\n{stderr}", run.status);
     assert!(stdout.contains("all C ABI tests passed"), "{stdout}");
     print!("{stdout}");
+    check_written_by_c(&scratch);
     std::fs::remove_dir_all(&scratch).ok();
+}
+
+/// What the C program's `test_gguf_writer` wrote, read with the Rust reader (array values the C
+/// reader does not expose), and no temporary file left by its failed and abandoned writers.
+fn check_written_by_c(scratch: &Path) {
+    let f = fastquant::gguf::GgufFile::open(scratch.join("written.gguf")).expect("the C-written file opens");
+    let get = |key: &str| f.header.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    assert_eq!(get("cabi.ids"), Some(Value::Array(ValueType::I32, [3, 1, 4, 1].map(Value::I32).to_vec())));
+    let tokens = ["<s>", "hello", "world"].map(|t| Value::String(t.into())).to_vec();
+    assert_eq!(get("tokenizer.ggml.tokens"), Some(Value::Array(ValueType::String, tokens)));
+    assert_eq!(get("cabi.flag"), Some(Value::Bool(true)));
+    assert_eq!(get("cabi.offset"), Some(Value::I64(-7)));
+    assert_eq!(get("cabi.eps"), Some(Value::F32(1e-5)));
+    let mut left: Vec<String> =
+        std::fs::read_dir(scratch).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert!(!left.iter().any(|n| n.ends_with(".tmp") || n.starts_with("aborted")), "left behind: {left:?}");
 }

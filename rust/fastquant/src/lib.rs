@@ -28,6 +28,9 @@
 //! assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 0.01));
 //! ```
 
+// Every public item is documented; scripts/test.sh turns rustdoc warnings into errors.
+#![warn(missing_docs)]
+
 pub mod attention;
 pub mod codec;
 pub mod error;

@@ -397,6 +397,128 @@ static void test_gguf(const char *tmpdir, const char *path) {
     printf("ok gguf (metadata, tensor info, mapped data into matmul, bad files)\n");
 }
 
+/* Writes TMPDIR/written.gguf with every kind of metadata and two tensors, reads it back with the
+ * C reader (tests/c_program.rs then checks the array values with the Rust reader), and checks
+ * that failures and abandoned writers leave nothing behind. */
+static void test_gguf_writer(const char *tmpdir) {
+    char path[4096], aborted[4096], nodir[4096];
+    snprintf(path, sizeof path, "%s/written.gguf", tmpdir);
+    snprintf(aborted, sizeof aborted, "%s/aborted.gguf", tmpdir);
+    snprintf(nodir, sizeof nodir, "%s/no/such/dir/x.gguf", tmpdir);
+
+    float w[2 * 64], bias[3] = {0.5f, -1.25f, 2.0f};
+    for (size_t i = 0; i < 2 * 64; i++) w[i] = weight_value(i);
+    uint8_t q[2 * 68];
+    OK(fq_quantize(FQ_TYPE_Q8_0, FQ_TYPE_F32, w, 2 * 64, 64, NULL, q, sizeof q, 0));
+
+    FqGgufWriter *wr = NULL;
+    OK(fq_gguf_writer_open(path, &wr));
+    OK(fq_gguf_writer_add_string(wr, "general.architecture", "cabi"));
+    OK(fq_gguf_writer_add_int(wr, "cabi.context_length", 4, 2048));   /* UINT32 */
+    OK(fq_gguf_writer_add_int(wr, "cabi.offset", 11, -7));            /* INT64 */
+    OK(fq_gguf_writer_add_int(wr, "cabi.flag", 7, 1));                /* BOOL */
+    OK(fq_gguf_writer_add_float(wr, "cabi.eps", 6, 1e-5));            /* FLOAT32 */
+    int32_t ids[4] = {3, 1, 4, 1};
+    OK(fq_gguf_writer_add_array(wr, "cabi.ids", 5, ids, 4));          /* ARRAY[INT32] */
+    const char *vocab[3] = {"<s>", "hello", "world"};
+    OK(fq_gguf_writer_add_string_array(wr, "tokenizer.ggml.tokens", vocab, 3));
+    EXPECT_ERROR(fq_gguf_writer_add_int(wr, "cabi.flag", 4, 1), FQ_STATUS_INVALID_ARGUMENT, "already added");
+    EXPECT_ERROR(fq_gguf_writer_add_int(wr, "cabi.small", 0, 300), FQ_STATUS_INVALID_ARGUMENT, "does not fit");
+    EXPECT_ERROR(fq_gguf_writer_add_int(wr, "cabi.s", 8, 1), FQ_STATUS_WRONG_VALUE_TYPE, "not an integer");
+    EXPECT_ERROR(fq_gguf_writer_add_float(wr, "cabi.f", 4, 1.0), FQ_STATUS_WRONG_VALUE_TYPE, "FLOAT32");
+
+    uint64_t wdims[2] = {64, 2}, bdims[1] = {3}, bad[1] = {33};
+    OK(fq_gguf_writer_add_tensor(wr, "w", FQ_TYPE_Q8_0, 2, wdims));
+    OK(fq_gguf_writer_add_tensor(wr, "bias", FQ_TYPE_F32, 1, bdims));
+    EXPECT_ERROR(fq_gguf_writer_add_tensor(wr, "w", FQ_TYPE_F32, 1, bdims), FQ_STATUS_INVALID_ARGUMENT,
+                 "already added");
+    EXPECT_ERROR(fq_gguf_writer_add_tensor(wr, "odd", FQ_TYPE_Q8_0, 1, bad), FQ_STATUS_INVALID_ARGUMENT,
+                 "row length 33");
+    EXPECT_ERROR(fq_gguf_writer_add_tensor(wr, "flat", FQ_TYPE_F32, 5, bdims), FQ_STATUS_INVALID_ARGUMENT,
+                 "n_dims");
+
+    EXPECT_ERROR(fq_gguf_writer_write_tensor(wr, "bias", bias, sizeof bias), FQ_STATUS_INVALID_ARGUMENT,
+                 "out of order");
+    EXPECT_ERROR(fq_gguf_writer_write_tensor(wr, "w", q, sizeof q - 1), FQ_STATUS_SIZE, "tensor data bytes");
+    OK(fq_gguf_writer_write_tensor(wr, "w", q, sizeof q));
+    EXPECT_ERROR(fq_gguf_writer_add_string(wr, "late", "x"), FQ_STATUS_INVALID_ARGUMENT, "before the first");
+    CHECK(fopen(path, "rb") == NULL, "the target exists before finish");
+    OK(fq_gguf_writer_write_tensor(wr, "bias", bias, sizeof bias));
+    OK(fq_gguf_writer_finish(wr));
+    EXPECT_ERROR(fq_gguf_writer_finish(wr), FQ_STATUS_INVALID_ARGUMENT, "already finished");
+    fq_gguf_writer_free(wr);
+    fq_gguf_writer_free(NULL);
+
+    /* Read back with the C reader. */
+    FqGguf *g = NULL;
+    OK(fq_gguf_open(path, &g));
+    size_t count = 0, index = 0, len = 0;
+    OK(fq_gguf_metadata_count(g, &count));
+    CHECK(count == 7, "%zu metadata pairs", count);
+    const char *str = NULL;
+    OK(fq_gguf_metadata_find(g, "general.architecture", &index));
+    OK(fq_gguf_metadata_string(g, index, &str, &len));
+    CHECK(strcmp(str, "cabi") == 0, "architecture %s", str);
+    int64_t iv = 0;
+    uint32_t vtype = 99;
+    OK(fq_gguf_metadata_find(g, "cabi.context_length", &index));
+    OK(fq_gguf_metadata_type(g, index, &vtype));
+    OK(fq_gguf_metadata_int(g, index, &iv));
+    CHECK(vtype == 4 && iv == 2048, "context_length type %u value %lld", vtype, (long long)iv);
+    OK(fq_gguf_metadata_find(g, "cabi.offset", &index));
+    OK(fq_gguf_metadata_int(g, index, &iv));
+    CHECK(iv == -7, "offset %lld", (long long)iv);
+    OK(fq_gguf_metadata_find(g, "cabi.flag", &index));
+    OK(fq_gguf_metadata_type(g, index, &vtype));
+    CHECK(vtype == 7, "flag type %u", vtype);
+    double eps = 0.0;
+    OK(fq_gguf_metadata_find(g, "cabi.eps", &index));
+    OK(fq_gguf_metadata_float(g, index, &eps));
+    CHECK(eps == (double)1e-5f, "eps %g", eps);
+    OK(fq_gguf_metadata_find(g, "tokenizer.ggml.tokens", &index));
+    OK(fq_gguf_metadata_array(g, index, &vtype, &len));
+    CHECK(vtype == 8 && len == 3, "tokens: element type %u, %zu elements", vtype, len);
+    OK(fq_gguf_metadata_find(g, "cabi.ids", &index));
+    OK(fq_gguf_metadata_array(g, index, &vtype, &len));
+    CHECK(vtype == 5 && len == 4, "ids: element type %u, %zu elements", vtype, len);
+
+    FqTensorInfo info;
+    const uint8_t *data = NULL;
+    size_t nbytes = 0;
+    OK(fq_gguf_tensor_count(g, &count));
+    CHECK(count == 2, "%zu tensors", count);
+    OK(fq_gguf_tensor_find(g, "w", &index));
+    OK(fq_gguf_tensor_info(g, index, &info));
+    CHECK(info.type_id == FQ_TYPE_Q8_0 && info.n_dims == 2 && info.dims[0] == 64 && info.dims[1] == 2,
+          "w: type %u, %u dims", info.type_id, info.n_dims);
+    OK(fq_gguf_tensor_data(g, index, &data, &nbytes));
+    CHECK(nbytes == sizeof q && memcmp(data, q, nbytes) == 0, "w's bytes differ from what was written");
+    OK(fq_gguf_tensor_find(g, "bias", &index));
+    OK(fq_gguf_tensor_data(g, index, &data, &nbytes));
+    CHECK(nbytes == sizeof bias && memcmp(data, bias, nbytes) == 0, "bias's bytes differ");
+    fq_gguf_free(g);
+
+    /* A finish before every tensor is written fails and leaves no file; so does an abandoned writer
+     * (tests/c_program.rs checks that no temporary file is left in TMPDIR). */
+    OK(fq_gguf_writer_open(aborted, &wr));
+    OK(fq_gguf_writer_add_tensor(wr, "bias", FQ_TYPE_F32, 1, bdims));
+    EXPECT_ERROR(fq_gguf_writer_finish(wr), FQ_STATUS_INVALID_ARGUMENT, "only 0 of 1 tensors");
+    fq_gguf_writer_free(wr);
+    CHECK(fopen(aborted, "rb") == NULL, "a failed finish left %s", aborted);
+    OK(fq_gguf_writer_open(aborted, &wr));
+    OK(fq_gguf_writer_add_tensor(wr, "bias", FQ_TYPE_F32, 1, bdims));
+    OK(fq_gguf_writer_add_tensor(wr, "bias2", FQ_TYPE_F32, 1, bdims));
+    OK(fq_gguf_writer_write_tensor(wr, "bias", bias, sizeof bias));
+    fq_gguf_writer_free(wr);
+    CHECK(fopen(aborted, "rb") == NULL, "an abandoned writer left %s", aborted);
+
+    wr = (FqGgufWriter *)1;
+    EXPECT_ERROR(fq_gguf_writer_open(nodir, &wr), FQ_STATUS_IO, "does not exist");
+    CHECK(wr == NULL, "handle not cleared on error");
+    EXPECT_ERROR(fq_gguf_writer_add_string(NULL, "k", "v"), FQ_STATUS_NULL_POINTER, "gguf writer is NULL");
+    printf("ok gguf writer (metadata of every kind, tensors, read back; errors; abandoned writers)\n");
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: %s TMPDIR GGUF_PATH\n", argv[0]);
@@ -407,6 +529,7 @@ int main(int argc, char **argv) {
     test_matmul();
     test_attention();
     test_gguf(argv[1], argv[2]);
+    test_gguf_writer(argv[1]);
     printf("all C ABI tests passed\n");
     return 0;
 }

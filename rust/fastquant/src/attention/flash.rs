@@ -8,7 +8,7 @@
 //! row of the unit can see (causal, window) is visited, so causal attention does about half the
 //! work; a tile where a row sees nothing costs that row nothing.
 //!
-//! Decode units (at most [`FEW_ROWS`] query rows) skip the f32 tiles for F16 and Q8_0 K/V, whose
+//! Decode units (at most `FEW_ROWS` query rows) skip the f32 tiles for F16 and Q8_0 K/V, whose
 //! conversion and transpose would cost more than the few rows' products. F16 keys and values are
 //! widened in registers inside the products ([`TileKernels::qk_f16`], [`TileKernels::pv_f16`]),
 //! exact as the f32 path. For Q8_0 keys, as ggml does, the scaled query rows are rounded to Q8_0

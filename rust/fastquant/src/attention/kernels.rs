@@ -6,6 +6,7 @@ use super::TileKernels;
 use crate::formats::float::fp16_to_fp32;
 use crate::simd::Level;
 
+/// The scalar tile kernels: the reference every SIMD level is tested against.
 pub const SCALAR: TileKernels = TileKernels {
     level: Level::Scalar,
     qk: qk_scalar,

@@ -22,7 +22,9 @@ use crate::types::QuantType;
 /// Query input: f32, or f16 bit patterns.
 #[derive(Clone, Copy, Debug)]
 pub enum QueryData<'a> {
+    /// f32 values, `[B, Hq, Nq, D]` row-major.
     F32(&'a [f32]),
+    /// f16 bit patterns (little-endian u16 as in memory), `[B, Hq, Nq, D]` row-major.
     F16(&'a [u16]),
 }
 
@@ -30,19 +32,33 @@ pub enum QueryData<'a> {
 /// `head_dim` elements).
 #[derive(Clone, Copy, Debug)]
 pub enum KvData<'a> {
+    /// f32 values, `[B, Hkv, Nk, D]` row-major.
     F32(&'a [f32]),
+    /// f16 bit patterns, `[B, Hkv, Nk, D]` row-major.
     F16(&'a [u16]),
-    Blocks { qtype: QuantType, data: &'a [u8] },
+    /// ggml blocks of `qtype` (F16, Q8_0 or Q4_0), one row of `D` elements per key, rows in `[B, Hkv, Nk]` order.
+    Blocks {
+        /// The block type.
+        qtype: QuantType,
+        /// The blocks, `B * Hkv * Nk` rows of `qtype.row_bytes(D)` bytes.
+        data: &'a [u8],
+    },
 }
 
 /// The dimensions of one attention call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionShape {
+    /// `B`: independent sequences.
     pub batch: usize,
+    /// `Hq`: query heads; a multiple of `kv_heads`.
     pub q_heads: usize,
+    /// `Hkv`: key/value heads (GQA: each serves `Hq / Hkv` query heads; MQA when 1).
     pub kv_heads: usize,
+    /// `Nq`: query positions per head.
     pub n_queries: usize,
+    /// `Nk`: key/value positions per head.
     pub n_keys: usize,
+    /// `D`: elements per head vector (query, key and value alike).
     pub head_dim: usize,
 }
 
@@ -50,7 +66,9 @@ pub struct AttentionShape {
 /// the full size of axis `a`, and `data` holds `prod(dims)` values, row-major.
 #[derive(Clone, Copy, Debug)]
 pub struct MaskView<'a> {
+    /// The mask values, `dims.iter().product()` of them, row-major; `-inf` drops a key.
     pub data: &'a [f32],
+    /// Size of each axis of `[B, Hq, Nq, Nk]`: 1 (broadcast) or the full size.
     pub dims: [usize; 4],
 }
 
@@ -61,6 +79,7 @@ pub struct AttentionOptions<'a> {
     pub causal: bool,
     /// Multiplies `q kᵀ`; `1/sqrt(D)` when `None`.
     pub scale: Option<f32>,
+    /// Additive mask added to the scores (after `scale` and `softcap`).
     pub mask: Option<MaskView<'a>>,
     /// Sliding window: query `i` sees only keys `j > i + offset - window` (with `causal`, the last
     /// `window` keys up to and including its own position).
@@ -93,6 +112,7 @@ pub type PvF16Fn = fn(&[f32], usize, usize, usize, &[u8], usize, &mut [f32], usi
 /// the documented sizes (they assert them).
 #[derive(Clone, Copy)]
 pub struct TileKernels {
+    /// The level these kernels are written for.
     pub level: Level,
     /// `s[r*ld + j] = Σ_d q[r*d_len + d] · kt[d*ld + j]` for `r < rows`, `j < ld` (`ld % 16 == 0`).
     pub qk: QkFn,

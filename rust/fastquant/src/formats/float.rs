@@ -66,6 +66,7 @@ pub fn quantize_row_f32(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// F32 rows back to floats: `src` holds little-endian f32, 4 bytes per element of `dst`.
 pub fn dequantize_row_f32(src: &[u8], dst: &mut [f32]) {
     for (bytes, y) in src.chunks_exact(4).zip(dst.iter_mut()) {
         *y = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
@@ -79,6 +80,7 @@ pub fn quantize_row_f16(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// F16 rows to f32 (exact): `src` holds little-endian fp16, 2 bytes per element of `dst`.
 pub fn dequantize_row_f16(src: &[u8], dst: &mut [f32]) {
     for (bytes, y) in src.chunks_exact(2).zip(dst.iter_mut()) {
         *y = fp16_to_fp32(u16::from_le_bytes([bytes[0], bytes[1]]));
@@ -92,6 +94,7 @@ pub fn quantize_row_bf16(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// BF16 rows to f32 (exact, a 16-bit shift): `src` holds little-endian bf16, 2 bytes per element of `dst`.
 pub fn dequantize_row_bf16(src: &[u8], dst: &mut [f32]) {
     for (bytes, y) in src.chunks_exact(2).zip(dst.iter_mut()) {
         *y = bf16_to_fp32(u16::from_le_bytes([bytes[0], bytes[1]]));

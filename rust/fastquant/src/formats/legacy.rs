@@ -145,7 +145,9 @@ fn pack_q5(l: &[u8; QK], qs: &mut [u8; QK / 2]) -> [u8; 4] {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockQ4_0 {
+    /// The block scale `d`, fp16 bits (little-endian). Element `i` decodes to `d * (code_i - 8)`.
     pub d: [u8; 2],
+    /// The 4-bit codes: byte `j` holds element `j` (low nibble) and `j + 16` (high nibble).
     pub qs: [u8; QK / 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
@@ -199,8 +201,11 @@ impl BlockFormat for BlockQ4_0 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockQ4_1 {
+    /// The block scale `d`, fp16 bits (little-endian). Element `i` decodes to `d * code_i + m`.
     pub d: [u8; 2],
+    /// The block minimum `m`, fp16 bits (little-endian).
     pub m: [u8; 2],
+    /// The 4-bit codes, laid out as in [`BlockQ4_0::qs`].
     pub qs: [u8; QK / 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
@@ -257,8 +262,11 @@ impl BlockFormat for BlockQ4_1 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockQ5_0 {
+    /// The block scale `d`, fp16 bits (little-endian). Element `i` decodes to `d * (code_i - 16)`.
     pub d: [u8; 2],
+    /// The fifth (high) bits: bit `j` of this little-endian u32 belongs to element `j`.
     pub qh: [u8; 4],
+    /// The low 4 bits of the codes, laid out as in [`BlockQ4_0::qs`].
     pub qs: [u8; QK / 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
@@ -316,9 +324,13 @@ impl BlockFormat for BlockQ5_0 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockQ5_1 {
+    /// The block scale `d`, fp16 bits (little-endian). Element `i` decodes to `d * code_i + m`.
     pub d: [u8; 2],
+    /// The block minimum `m`, fp16 bits (little-endian).
     pub m: [u8; 2],
+    /// The fifth (high) bits, as in [`BlockQ5_0::qh`].
     pub qh: [u8; 4],
+    /// The low 4 bits of the codes, laid out as in [`BlockQ4_0::qs`].
     pub qs: [u8; QK / 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
@@ -380,7 +392,9 @@ impl BlockFormat for BlockQ5_1 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockQ8_0 {
+    /// The block scale `d`, fp16 bits (little-endian). Element `i` decodes to `d * qs[i]`.
     pub d: [u8; 2],
+    /// The 32 signed 8-bit codes, in element order.
     pub qs: [i8; QK],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
@@ -416,8 +430,11 @@ impl BlockFormat for BlockQ8_0 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockQ8_1 {
+    /// The block scale `d`, fp16 bits (little-endian). Element `i` decodes to `d * qs[i]`.
     pub d: [u8; 2],
+    /// `d * Σ qs`, fp16 bits: lets dot products with Q4_1/Q5_1 apply the other side's minimum once.
     pub s: [u8; 2],
+    /// The 32 signed 8-bit codes, in element order.
     pub qs: [i8; QK],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == 36);

@@ -66,7 +66,9 @@ pub(crate) fn mxfp4_exponent(amax: f32) -> u8 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockMxfp4 {
+    /// The shared E8M0 exponent: the block scale is `2^(e - 127)` (ggml halves it to fit its doubled FP4 table).
     pub e: u8,
+    /// The 4-bit E2M1 codes: byte `j` holds element `j` (low nibble) and `j + 16` (high nibble).
     pub qs: [u8; QK_MXFP4 / 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockMxfp4>() == 17);

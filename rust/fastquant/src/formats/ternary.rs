@@ -54,8 +54,11 @@ fn ceil_div_243(q: u8) -> u8 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockTq1_0 {
+    /// Five base-3 digits (trits) per byte for elements 0..240 (layout in the struct docs).
     pub qs: [u8; (QK_K - 4 * QK_K / 64) / 5],
+    /// Four trits per byte for elements 240..256.
     pub qh: [u8; QK_K / 64],
+    /// The block scale `d`, fp16 bits (little-endian). Element `i` decodes to `d * (trit_i - 1)`.
     pub d: [u8; 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockTq1_0>() == 54);
@@ -133,7 +136,9 @@ impl BlockFormat for BlockTq1_0 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockTq2_0 {
+    /// The 2-bit codes, four per byte (layout in the struct docs).
     pub qs: [u8; QK_K / 4],
+    /// The block scale `d`, fp16 bits (little-endian). Element `i` decodes to `d * (code_i - 1)`.
     pub d: [u8; 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockTq2_0>() == 66);

@@ -47,7 +47,7 @@ use crate::types::QuantType;
 
 /// Dot products of one weight row (n elements, `weight` = its blocks) with `out.len()` activation rows
 /// (1..=8) stored one after another in `acts`, each `act_row_bytes` bytes of the paired activation type;
-/// out[r] = dot(weight, act row r). n is a multiple of the weight's block size.
+/// `out[r] = dot(weight, act row r)`. n is a multiple of the weight's block size.
 pub type VecDotFn = fn(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]);
 
 /// A dot-product kernel for one weight type at one level.
@@ -55,6 +55,7 @@ pub type VecDotFn = fn(n: usize, weight: &[u8], acts: &[u8], act_row_bytes: usiz
 pub struct DotKernel {
     /// The type the activations must be in (F32 for float weights).
     pub act_type: QuantType,
+    /// The kernel (see [`VecDotFn`]).
     pub vec_dot: VecDotFn,
     /// The level whose code `vec_dot` is (lower than asked where the type has no faster kernel).
     pub level: Level,

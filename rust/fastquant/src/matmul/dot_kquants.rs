@@ -51,26 +51,33 @@ pub const MAX_ROWS: usize = 8;
 /// The f32 partial sums per activation row (see the module docs).
 pub const PARTIALS: usize = 8;
 
-/// One weight super-block as every kernel computes with it (module docs): `x_e = d * scales[e/16]
-/// * codes[e] - dmin * biases[e/16]`.
+/// One weight super-block as every kernel computes with it (module docs):
+/// `x_e = d * scales[e/16] * codes[e] - dmin * biases[e/16]`.
 #[derive(Clone, Copy, Debug)]
 pub struct Superblock {
+    /// `q`: the 256 small integer codes, in element order.
     pub codes: [i8; QK_K],
+    /// `s`: one signed integer scale per 16 elements.
     pub scales: [i8; 16],
+    /// `b`: one integer bias per 16 elements (the min of Q2_K/Q4_K/Q5_K, the fixed offset of the others).
     pub biases: [i16; 16],
+    /// The float scale of `s * q` (the block's fp16 `d` widened).
     pub d: f32,
+    /// The float scale of the biases: the block's `dmin` where [`KquantLayout::separate_min`], else `d`.
     pub dmin: f32,
 }
 
 /// How a weight type is read as [`Superblock`]s.
 #[derive(Clone, Copy)]
 pub struct KquantLayout {
+    /// The weight type this layout reads.
     pub qtype: QuantType,
     /// Bytes per super-block.
     pub block_bytes: usize,
     /// Whether `dmin` is its own scale (Q2_K, Q4_K, Q5_K) rather than `d` (the bias folded into
     /// the integer sum).
     pub separate_min: bool,
+    /// Decodes one super-block's bytes into a [`Superblock`].
     pub unpack: UnpackFn,
 }
 

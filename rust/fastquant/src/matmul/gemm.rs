@@ -16,9 +16,13 @@ use super::packed_driver::{self, Panels};
 /// row its blocks, rows one after another.
 #[derive(Clone, Copy, Debug)]
 pub struct MatmulWeight<'a> {
+    /// The blocks, `rows * qtype.row_bytes(k)` bytes, row after row.
     pub data: &'a [u8],
+    /// The block type of every row.
     pub qtype: QuantType,
+    /// `N`: output rows (out_features).
     pub rows: usize,
+    /// `K`: elements per row (in_features), a multiple of the type's block size.
     pub k: usize,
 }
 

@@ -54,10 +54,15 @@ pub type PackedGemmFn =
 /// A weight type's packed GEMM at one level (see the module docs).
 #[derive(Clone, Copy)]
 pub struct PackedKernel {
+    /// Bytes per activation row in this kernel's layout (see [`ActRowBytesFn`]).
     pub act_row_bytes: ActRowBytesFn,
+    /// Lays out float activations (see [`PrepareActsFn`]).
     pub prepare_acts: PrepareActsFn,
+    /// Bytes per panel of [`PANEL_ROWS`] weight rows (see [`PanelBytesFn`]).
     pub panel_bytes: PanelBytesFn,
+    /// Packs weight rows into a panel (see [`PackPanelFn`]).
     pub pack_panel: PackPanelFn,
+    /// Multiplies prepared activations with packed panels (see [`PackedGemmFn`]).
     pub gemm: PackedGemmFn,
     /// The level whose code `gemm` is (lower than asked where the type has no faster kernel).
     pub level: Level,

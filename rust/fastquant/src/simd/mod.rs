@@ -37,8 +37,11 @@ pub enum Level {
 }
 
 impl Level {
+    /// Every level, lowest first (the order of the `u8` values).
     pub const ALL: [Level; 4] = [Level::Scalar, Level::Avx2, Level::Avx512, Level::Avx512Vnni];
 
+    /// The level's name as `FASTQUANT_SIMD` and the Python API spell it (`"scalar"`, `"avx2"`, `"avx512"`,
+    /// `"avx512vnni"`).
     pub fn name(self) -> &'static str {
         match self {
             Level::Scalar => "scalar",
@@ -48,6 +51,8 @@ impl Level {
         }
     }
 
+    /// Parses a [`Level::name`] (case-insensitive, surrounding spaces ignored); [`Error::UnknownSimdLevel`] otherwise.
+    /// This only names a level: whether the CPU has it is checked where it is used.
     pub fn from_name(name: &str) -> Result<Self> {
         Level::ALL
             .into_iter()
@@ -144,12 +149,15 @@ pub fn set_level(level: Option<Level>) -> Result<()> {
 pub struct Codec {
     /// `None` for a type fastquant can only read (the I-quants with lattice grids).
     pub quantize: Option<QuantizeFn>,
+    /// The dequantizer (every type has one).
     pub dequantize: DequantizeFn,
     /// The level whose code these kernels are (lower than asked when a type has no faster kernel).
     pub quantize_level: Level,
+    /// The level whose code `dequantize` is.
     pub dequantize_level: Level,
     /// The importance-weighted quantizer; `None` when ggml ignores importance weights for the type.
     pub quantize_imatrix: Option<QuantizeImatrixFn>,
+    /// The level whose code `quantize_imatrix` is.
     pub quantize_imatrix_level: Level,
 }
 
@@ -244,7 +252,9 @@ pub fn has_non_finite(level: Level, x: &[f32]) -> bool {
 /// What an ISA module offers for one type; `None` means "use the next lower level".
 #[derive(Default, Clone, Copy)]
 pub struct IsaKernels {
+    /// The plain quantizer at this level, if written.
     pub quantize: Option<QuantizeFn>,
+    /// The dequantizer at this level, if written.
     pub dequantize: Option<DequantizeFn>,
     /// The importance-weighted quantizer (whole rows plus the imatrix), for types that use one.
     pub quantize_imatrix: Option<QuantizeImatrixFn>,

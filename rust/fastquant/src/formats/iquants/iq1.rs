@@ -45,8 +45,11 @@ fn put_group(out: &mut [f32], dl: f32, grid: [u8; 8], delta: f32) {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockIq1S {
+    /// The block scale `d`, fp16 bits (little-endian).
     pub d: [u8; 2],
+    /// The low 8 bits of the 32 11-bit `iq1s_grid` indices (one per 8 weights).
     pub qs: [u8; QK_K / 8],
+    /// Eight little-endian u16, one per 32 weights: high index bits, scale and delta sign (struct docs).
     pub qh: [u8; QK_K / 16],
 }
 const _: () = assert!(std::mem::size_of::<BlockIq1S>() == 50);
@@ -84,8 +87,11 @@ pub fn dequantize_row_iq1_s(src: &[u8], dst: &mut [f32]) {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockIq1M {
+    /// The low 8 bits of the 32 grid indices (one per 8 weights).
     pub qs: [u8; QK_K / 8],
+    /// One byte per two groups of 8 weights: high index bits and delta signs (struct docs).
     pub qh: [u8; QK_K / 16],
+    /// Four little-endian u16: the 3-bit sub-block scales and, in the top nibbles, the fp16 super-block scale.
     pub scales: [u8; QK_K / 32],
 }
 const _: () = assert!(std::mem::size_of::<BlockIq1M>() == 56);

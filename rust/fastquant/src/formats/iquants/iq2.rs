@@ -5,7 +5,7 @@
 //! times a sub-block scale, with 8 signs. Writing these types needs ggml's grid searches and is not
 //! done here; reading must give ggml's `to_float` bits for every input, so the float operations
 //! keep ggml's order: `db = d * (0.5f + s) * 0.25f` is `(d * (0.5 + s)) * 0.25`, and a value is
-//! `db * grid` with its sign flipped for a set sign bit (see [`apply_sign`] for why a flip).
+//! `db * grid` with its sign flipped for a set sign bit (see `apply_sign` for why a flip).
 //!
 //! This file also holds the two sign tables the IQ3 types share and the block-row loop.
 
@@ -77,7 +77,9 @@ pub(crate) fn dequantize_blocks<B: Pod>(src: &[u8], dst: &mut [f32], decode: fn(
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockIq2Xxs {
+    /// The block scale `d`, fp16 bits (little-endian).
     pub d: [u8; 2],
+    /// Per 32 weights two u32 (as 4 u16): four 8-bit grid indices, then sign indices and the sub-block scale.
     pub qs: [u8; QK_K / 4],
 }
 const _: () = assert!(std::mem::size_of::<BlockIq2Xxs>() == 66);
@@ -117,8 +119,11 @@ pub fn dequantize_row_iq2_xxs(src: &[u8], dst: &mut [f32]) {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockIq2Xs {
+    /// The block scale `d`, fp16 bits (little-endian).
     pub d: [u8; 2],
+    /// 32 little-endian u16: a 9-bit `iq2xs_grid` index with a 7-bit sign index above it.
     pub qs: [u8; QK_K / 4],
+    /// Two 4-bit sub-block scales per 32 weights (low nibble for the first 16).
     pub scales: [u8; QK_K / 32],
 }
 const _: () = assert!(std::mem::size_of::<BlockIq2Xs>() == 74);
@@ -159,9 +164,13 @@ pub fn dequantize_row_iq2_xs(src: &[u8], dst: &mut [f32]) {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockIq2S {
+    /// The block scale `d`, fp16 bits (little-endian).
     pub d: [u8; 2],
+    /// 32 low bytes of the 10-bit `iq2s_grid` indices, then 32 explicit sign bytes.
     pub qs: [u8; QK_K / 4],
+    /// The 2 high index bits of the four groups of each 32 weights.
     pub qh: [u8; QK_K / 32],
+    /// Two 4-bit sub-block scales per 32 weights.
     pub scales: [u8; QK_K / 32],
 }
 const _: () = assert!(std::mem::size_of::<BlockIq2S>() == 82);

@@ -24,7 +24,9 @@ use crate::formats::float::fp16_to_fp32;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockIq3Xxs {
+    /// The block scale `d`, fp16 bits (little-endian).
     pub d: [u8; 2],
+    /// 64 bytes of 8-bit `iq3xxs_grid` indices, then 8 little-endian u32 of sign indices and scales.
     pub qs: [u8; 3 * QK_K / 8],
 }
 const _: () = assert!(std::mem::size_of::<BlockIq3Xxs>() == 98);
@@ -67,10 +69,15 @@ pub fn dequantize_row_iq3_xxs(src: &[u8], dst: &mut [f32]) {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockIq3S {
+    /// The block scale `d`, fp16 bits (little-endian).
     pub d: [u8; 2],
+    /// The low 8 bits of the 64 9-bit `iq3s_grid` indices (one per 4 weights).
     pub qs: [u8; QK_K / 4],
+    /// The ninth index bits: bit `i` of byte `k` belongs to index `8k + i`.
     pub qh: [u8; QK_K / 32],
+    /// One explicit sign byte per 8 weights (bit set = negative).
     pub signs: [u8; QK_K / 8],
+    /// Two 4-bit odd scales (`1 + 2s`) per 64 weights.
     pub scales: [u8; QK_K / 64],
 }
 const _: () = assert!(std::mem::size_of::<BlockIq3S>() == 110);

@@ -268,7 +268,9 @@ fn quantize_iq4_nl_impl(x: &[f32], qw: Option<&[f32]>, out: Iq4Out<'_>) {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockIq4Nl {
+    /// The block scale `d`, fp16 bits (little-endian). Element `i` decodes to `d * kvalues_iq4nl[code_i]`.
     pub d: [u8; 2],
+    /// The 4-bit codes, laid out as in Q4_0.
     pub qs: [u8; QK4_NL / 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockIq4Nl>() == 18);
@@ -315,9 +317,13 @@ impl BlockFormat for BlockIq4Nl {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockIq4Xs {
+    /// The super-block scale `d`, fp16 bits (little-endian).
     pub d: [u8; 2],
+    /// The high 2 bits of the eight 6-bit sub-scales, as a little-endian u16.
     pub scales_h: [u8; 2],
+    /// The low 4 bits of the eight sub-scales, two per byte (even sub-block in the low nibble).
     pub scales_l: [u8; QK_K / 64],
+    /// The 4-bit codes, per 32 elements laid out as in IQ4_NL.
     pub qs: [u8; QK_K / 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockIq4Xs>() == 136);

@@ -25,9 +25,13 @@ use crate::types::QuantType;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockQ2K {
+    /// Per 16-element sub-block: the 4-bit scale (low nibble) and 4-bit min (high nibble).
     pub scales: [u8; QK_K / 16],
+    /// The 2-bit codes, four per byte (layout in the struct docs).
     pub qs: [u8; QK_K / 4],
+    /// The super-block scale `d`, fp16 bits (little-endian).
     pub d: [u8; 2],
+    /// The super-block scale of the mins, `dmin`, fp16 bits (little-endian).
     pub dmin: [u8; 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ2K>() == 84);

@@ -28,9 +28,13 @@ use crate::types::QuantType;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockQ3K {
+    /// The third (high) bit of each code: element `e` in byte `e % 32`, bit `e / 32`.
     pub hmask: [u8; QK_K / 8],
+    /// The low 2 bits of each code, laid out as in [`super::q2_k::BlockQ2K::qs`].
     pub qs: [u8; QK_K / 4],
+    /// The sixteen 6-bit sub-block scales, packed into 12 bytes (layout in the struct docs).
     pub scales: [u8; 12],
+    /// The super-block scale `d`, fp16 bits (little-endian).
     pub d: [u8; 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ3K>() == 110);

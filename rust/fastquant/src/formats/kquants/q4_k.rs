@@ -3,7 +3,7 @@
 //!
 //! Ports of ggml's `quantize_row_q4_K_ref` (plain path), `quantize_row_q4_K_impl` with quant
 //! weights (importance-weighted path) and `dequantize_row_q4_K`. The scale/min selection and the
-//! final requantization are shared with Q5_K ([`min_block_ref`], [`min_block_imatrix`]), which
+//! final requantization are shared with Q5_K (`min_block_ref`, `min_block_imatrix`), which
 //! differs only in the code range and search parameters.
 
 // Loops index by element like ggml's C so each line can be checked against the reference.
@@ -24,9 +24,13 @@ use crate::types::QuantType;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockQ4K {
+    /// The super-block scale `d`, fp16 bits (little-endian).
     pub d: [u8; 2],
+    /// The super-block scale of the mins, `dmin`, fp16 bits (little-endian).
     pub dmin: [u8; 2],
+    /// The eight 6-bit sub-block scales and eight 6-bit mins, packed into 12 bytes.
     pub scales: [u8; K_SCALE_SIZE],
+    /// The 4-bit codes: per 64-element chunk, 32 bytes (first 32 elements in the low nibbles).
     pub qs: [u8; QK_K / 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);

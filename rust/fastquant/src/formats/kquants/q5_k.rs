@@ -21,10 +21,15 @@ use crate::types::QuantType;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockQ5K {
+    /// The super-block scale `d`, fp16 bits (little-endian).
     pub d: [u8; 2],
+    /// The super-block scale of the mins, `dmin`, fp16 bits (little-endian).
     pub dmin: [u8; 2],
+    /// The eight 6-bit sub-block scales and mins, packed as in Q4_K.
     pub scales: [u8; K_SCALE_SIZE],
+    /// The fifth bits of the codes (layout in the struct docs).
     pub qh: [u8; QK_K / 8],
+    /// The low 4 bits of the codes, laid out as Q4_K's `qs`.
     pub qs: [u8; QK_K / 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);

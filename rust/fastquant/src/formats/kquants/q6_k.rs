@@ -22,9 +22,13 @@ use crate::types::QuantType;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockQ6K {
+    /// The low 4 bits of the codes (layout in the struct docs).
     pub ql: [u8; QK_K / 2],
+    /// The high 2 bits of the codes, four elements per byte.
     pub qh: [u8; QK_K / 4],
+    /// One signed 8-bit scale per 16-element sub-block.
     pub scales: [i8; QK_K / 16],
+    /// The super-block scale `d`, fp16 bits (little-endian).
     pub d: [u8; 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);

@@ -18,8 +18,11 @@ use crate::types::QuantType;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct BlockQ8K {
+    /// The scale `d` as f32 bits (little-endian). Element `i` decodes to `d * qs[i]`.
     pub d: [u8; 4],
+    /// The 256 signed 8-bit codes, in element order.
     pub qs: [i8; QK_K],
+    /// Sixteen little-endian i16 sums, each of 16 consecutive codes (the K-quant dot products use them for the mins).
     pub bsums: [u8; 2 * (QK_K / 16)],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ8K>() == 292);

@@ -13,6 +13,7 @@ pub mod avx512;
 pub struct Avx2(());
 
 impl Avx2 {
+    /// The token if the running CPU has AVX2, FMA and F16C, else `None` (asks the CPU each call).
     pub fn try_new() -> Option<Self> {
         (std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
@@ -26,6 +27,7 @@ impl Avx2 {
 pub struct Avx512(());
 
 impl Avx512 {
+    /// The token if the running CPU has AVX2 and AVX-512 F/BW/VL/DQ, else `None`.
     pub fn try_new() -> Option<Self> {
         (Avx2::try_new().is_some()
             && std::arch::is_x86_feature_detected!("avx512f")
