@@ -22,6 +22,8 @@ enum Values {
     Huge,
     /// Every fourth value a zero of either sign.
     Zeros,
+    /// Normal times 2^-130: f32 and bf16 subnormals (F16: zeros); their products underflow.
+    Subnormal,
 }
 
 fn weight_value(rng: &mut Rng, values: Values, i: usize) -> f32 {
@@ -32,6 +34,7 @@ fn weight_value(rng: &mut Rng, values: Values, i: usize) -> f32 {
         Values::Huge => v * 2f32.powi(12),
         Values::Zeros if i.is_multiple_of(4) => [0.0, -0.0][i / 4 % 2],
         Values::Zeros => v,
+        Values::Subnormal => v * 2f32.powi(-130),
     }
 }
 
@@ -109,7 +112,7 @@ fn every_level_gives_the_scalar_bits() {
     for qtype in TYPES {
         let scalar = packed_kernel_for(qtype, Level::Scalar).unwrap();
         for (s, &(m, n, k)) in SHAPES.iter().enumerate() {
-            let values = [Values::Normal, Values::Tiny, Values::Huge, Values::Zeros][s % 4];
+            let values = [Values::Normal, Values::Tiny, Values::Huge, Values::Zeros, Values::Subnormal][s % 5];
             let (w, _) = weights(&mut rng, qtype, n, k, values);
             let x: Vec<f32> = (0..m * k).map(|i| rng.normal() * [1.0, 1e-3, 50.0][i % 3]).collect();
             let panels = pack(&scalar, &w, n, k);
@@ -138,7 +141,7 @@ fn scalar_reference_is_the_f64_product_within_rounding() {
     for qtype in TYPES {
         let kernel = packed_kernel_for(qtype, Level::Scalar).unwrap();
         for (s, &(m, n, k)) in SHAPES.iter().enumerate() {
-            let values = [Values::Normal, Values::Tiny, Values::Huge, Values::Zeros][s % 4];
+            let values = [Values::Normal, Values::Tiny, Values::Huge, Values::Zeros, Values::Subnormal][s % 5];
             let (w, exact) = weights(&mut rng, qtype, n, k, values);
             let x: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
             let got = run(&kernel, k, &pack(&kernel, &w, n, k), &prepare(&kernel, &x, k), m, n);

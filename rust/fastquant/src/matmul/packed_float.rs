@@ -90,10 +90,16 @@ fn pack_panel<const B: usize>(k: usize, rows: &[u8], row_bytes: usize, panel: &m
     assert!(row_bytes == k * B && rows.len().is_multiple_of(row_bytes), "weight rows of {k} elements");
     let n_rows = rows.len() / row_bytes;
     assert!((1..=PANEL_ROWS).contains(&n_rows) && panel.len() == panel_bytes::<B>(k), "1..=16 rows, one panel");
+    let mut row_weights: [&[[u8; B]]; PANEL_ROWS] = [&[]; PANEL_ROWS];
+    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+        row_weights[r] = &row.as_chunks::<B>().0[..k];
+    }
     for (kk, column) in panel.as_chunks_mut::<B>().0.chunks_exact_mut(PANEL_ROWS).enumerate() {
-        for (r, w) in column.iter_mut().enumerate() {
-            *w = if r < n_rows { rows[r * row_bytes + kk * B..][..B].try_into().unwrap() } else { [0; B] };
+        let (present, missing) = column.split_at_mut(n_rows);
+        for (w, row) in present.iter_mut().zip(&row_weights) {
+            *w = row[kk];
         }
+        missing.fill([0; B]);
     }
 }
 
