@@ -278,7 +278,7 @@ fn vec_dot_blocks<const WB: usize, const AB: usize>(
 
 /// The end of a quantized row (see the module docs): the slots halved to eight lanes, the offset
 /// lanes added, the eight summed by halving.
-pub fn reduce_block_lanes(acc: &mut [f32; BLOCK_SLOTS * SLOT_LANES], off: &[f32; BLOCK_LANES]) -> f32 {
+fn reduce_block_lanes(acc: &mut [f32; BLOCK_SLOTS * SLOT_LANES], off: &[f32; BLOCK_LANES]) -> f32 {
     let mut len = acc.len();
     while len > SLOT_LANES {
         len /= 2;

@@ -244,13 +244,17 @@ pub(crate) mod legacy {
             let mw = if signed { _mm256_setzero_ps() } else { fp16_lanes(w, 2) };
             for r in 0..R {
                 let a = a_rows[r];
-                let d = _mm256_mul_ps(dw, fp16_lanes(a, 0));
+                // The eight blocks' scales go through memory: a broadcast from there is a load,
+                // not a shuffle on the vector ports the kernel is short of.
+                let mut d = [0f32; BLOCK_LANES];
+                // SAFETY: `d` is eight writable floats; `storeu` needs no alignment.
+                unsafe { _mm256_storeu_ps(d.as_mut_ptr(), _mm256_mul_ps(dw, fp16_lanes(a, 0))) };
                 for j in 0..BLOCK_LANES {
                     // SAFETY: the last 32 bytes of an activation block are its codes.
                     let av = unsafe { _mm256_loadu_si256(a[j].as_ptr().add(AB - 32).cast()) };
                     let av = if signed { _mm256_sign_epi8(av, w_sign[j]) } else { av };
                     let sums = _mm256_cvtepi32_ps(super::dot_u8_i8(w_abs[j], av));
-                    let scale = _mm256_permutevar8x32_ps(d, _mm256_set1_epi32(j as i32));
+                    let scale = _mm256_broadcast_ss(&d[j]);
                     let slot = &mut acc[r][j % BLOCK_SLOTS];
                     *slot = _mm256_fmadd_ps(sums, scale, *slot);
                 }
