@@ -212,11 +212,12 @@ pub fn pack_panel(f: PackedFormat, k: usize, rows: &[u8], row_bytes: usize, pane
 /// 16 unpacked super-blocks (one per lane) into a panel super-block, written in address order.
 fn write_superblock(f: PackedFormat, blocks: &[Superblock; PANEL_ROWS], w: &mut [u8]) {
     let (codes, rest) = w.split_at_mut(PANEL_CODES_BYTES);
-    for (g, group) in codes.chunks_exact_mut(4 * PANEL_ROWS).enumerate() {
-        for (lane, out) in group.chunks_exact_mut(4).enumerate() {
-            let c = &blocks[lane].codes[4 * g..4 * g + 4];
-            out.copy_from_slice(&[c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]);
-        }
+    let lane_codes: [&[u8; QK_K]; PANEL_ROWS] = std::array::from_fn(|lane| bytemuck::cast_ref(&blocks[lane].codes));
+    for (g, group) in codes.as_chunks_mut::<{ 4 * PANEL_ROWS }>().0.iter_mut().enumerate() {
+        // One group of 16 lanes as 16 words, then one 64-byte store.
+        let words: [u32; PANEL_ROWS] =
+            std::array::from_fn(|lane| u32::from_le_bytes(lane_codes[lane].as_chunks::<4>().0[g]));
+        *group = bytemuck::cast(words.map(u32::to_le));
     }
     let per = f.sub / 16;
     let lanes = |w: &mut [u8], at: usize, value: &dyn Fn(&Superblock) -> [u8; 4]| {
