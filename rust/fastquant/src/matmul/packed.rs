@@ -66,10 +66,14 @@ pub struct PackedKernel {
 /// The packed kernel for `weight` at `level`, or `None` where the type has none (the matmul then
 /// uses the GEMV kernels for every row count). `level` must be available on this CPU.
 pub fn packed_kernel_for(weight: QuantType, level: Level) -> Option<PackedKernel> {
+    use super::packed_kquants::packed_kquant_kernel;
     match weight {
-        QuantType::Q2_K | QuantType::Q3_K | QuantType::Q4_K | QuantType::Q5_K | QuantType::Q6_K | QuantType::IQ4_XS => {
-            super::packed_kquants::packed_kquant_kernel(weight, level)
-        }
+        QuantType::Q2_K => packed_kquant_kernel(weight, level),
+        QuantType::Q3_K => packed_kquant_kernel(weight, level),
+        QuantType::Q4_K => packed_kquant_kernel(weight, level),
+        QuantType::Q5_K => packed_kquant_kernel(weight, level),
+        QuantType::Q6_K => packed_kquant_kernel(weight, level),
+        QuantType::IQ4_XS => packed_kquant_kernel(weight, level),
         _ => None,
     }
 }
