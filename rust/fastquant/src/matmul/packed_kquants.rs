@@ -15,10 +15,11 @@
 //! `nsub` is 8 (sub-blocks of 32: Q4_K, Q5_K, IQ4_XS) or 16 (sub-blocks of 16: Q6_K, Q2_K, Q3_K).
 //! The codes are the [`Superblock`] codes: Q2_K 0..4, Q3_K 0..8, Q4_K 0..16, Q5_K 0..32, Q6_K
 //! 0..64 (the `-4` of Q3_K and `-32` of Q6_K go through the activation sums), IQ4_XS the signed
-//! table values. Bytes are unpacked rather than kept as
-//! nibbles: the microkernel then loads a weight vector and uses it for several activation rows
-//! with no shuffles, and a panel's super-block (under 5.2 KiB) stays in L1 while every activation
-//! row passes it.
+//! table values. Bytes are unpacked rather than kept as nibbles: the microkernel then loads a
+//! weight vector and uses it for several activation rows with no shuffles, and a panel's
+//! super-block (4.6 to 5.7 KiB) stays in L1 while every activation row passes it. The price is
+//! memory: a packed weight takes 1.14 (IQ4_XS) to 1.41 (Q2_K) bytes per weight, about twice the
+//! GGUF bytes of the 4-bit types.
 //!
 //! An activation super-block ([`ACT_BLOCK_BYTES`]) is the Q8_K block of the GEMV path (the same
 //! codes and `d`) rearranged: f32 `d`, the 256 i8 codes, then 64 bytes of per-type sums of codes
@@ -32,7 +33,7 @@
 //! is the code as an unsigned byte (IQ4_XS: the signed code plus 128, which the `extra` takes off
 //! again; the kernels without `vpdpbusd` may use the signed codes and no extra, the same integer);
 //! `sb_j = sum_e u_e * a_e` for the min types. Then `isum = sum_j scale_j * sb_j`, and for the min
-//! types `msum = sum_j min_j * bsum32_j`. With the activation codes in -127..=127 (ggml's Q8_K
+//! types `msum = sum_j min_j * bsum_j` (the sum of the sub-block's activation codes). With the activation codes in -127..=127 (ggml's Q8_K
 //! never writes -128) nothing here overflows i32 or the i16 pair sums of `maddubs`.
 //!
 //! # Float order (every level gives these bits)
