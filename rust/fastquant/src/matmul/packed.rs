@@ -71,9 +71,10 @@ pub struct PackedKernel {
 /// The packed kernel for `weight` at `level`, or `None` where the type has none (the matmul then
 /// uses the GEMV kernels for every row count). `level` must be available on this CPU.
 pub fn packed_kernel_for(weight: QuantType, level: Level) -> Option<PackedKernel> {
+    use super::packed_kquants::packed_kquant_kernel;
     match weight {
         QuantType::Q2_K | QuantType::Q3_K | QuantType::Q4_K | QuantType::Q5_K | QuantType::Q6_K | QuantType::IQ4_XS => {
-            super::packed_kquants::packed_kquant_kernel(weight, level)
+            packed_kquant_kernel(weight, level)
         }
         QuantType::F32 | QuantType::F16 | QuantType::BF16 => super::packed_float::kernel(weight, level),
         _ => super::packed_legacy::packed_kernel(weight, level),

@@ -15,10 +15,11 @@
 //! `nsub` is 8 (sub-blocks of 32: Q4_K, Q5_K, IQ4_XS) or 16 (sub-blocks of 16: Q6_K, Q2_K, Q3_K).
 //! The codes are the [`Superblock`] codes: Q2_K 0..4, Q3_K 0..8, Q4_K 0..16, Q5_K 0..32, Q6_K
 //! 0..64 (the `-4` of Q3_K and `-32` of Q6_K go through the activation sums), IQ4_XS the signed
-//! table values. Bytes are unpacked rather than kept as
-//! nibbles: the microkernel then loads a weight vector and uses it for several activation rows
-//! with no shuffles, and a panel's super-block (under 5.2 KiB) stays in L1 while every activation
-//! row passes it.
+//! table values. Bytes are unpacked rather than kept as nibbles: the microkernel then loads a
+//! weight vector and uses it for several activation rows with no shuffles, and a panel's
+//! super-block (4.6 to 5.7 KiB) stays in L1 while every activation row passes it. The price is
+//! memory: a packed weight takes 1.14 (IQ4_XS) to 1.41 (Q2_K) bytes per weight, about twice the
+//! GGUF bytes of the 4-bit types.
 //!
 //! An activation super-block ([`ACT_BLOCK_BYTES`]) is the Q8_K block of the GEMV path (the same
 //! codes and `d`) rearranged: f32 `d`, the 256 i8 codes, then 64 bytes of per-type sums of codes
@@ -32,7 +33,7 @@
 //! is the code as an unsigned byte (IQ4_XS: the signed code plus 128, which the `extra` takes off
 //! again; the kernels without `vpdpbusd` may use the signed codes and no extra, the same integer);
 //! `sb_j = sum_e u_e * a_e` for the min types. Then `isum = sum_j scale_j * sb_j`, and for the min
-//! types `msum = sum_j min_j * bsum32_j`. With the activation codes in -127..=127 (ggml's Q8_K
+//! types `msum = sum_j min_j * bsum_j` (the sum of the sub-block's activation codes). With the activation codes in -127..=127 (ggml's Q8_K
 //! never writes -128) nothing here overflows i32 or the i16 pair sums of `maddubs`.
 //!
 //! # Float order (every level gives these bits)
@@ -45,6 +46,14 @@
 //! `d_w * d_a` is a plain f32 product rounded before the fma; `as f32` rounds to nearest even. The
 //! GEMV ([`super::dot_kquants`]) sums the same terms into 8 partials, so the two paths differ only
 //! in the last bits.
+
+//! # For the driver
+//!
+//! A SIMD `gemm` goes panel group by panel group (3 panels with AVX-512, 2 with AVX2), then super-
+//! block by super-block, then over every activation row in tiles of 4 (AVX-512) or 2 (AVX2) rows,
+//! prefetching the next tile's activation blocks. Each panel is read from memory once per call and
+//! the activations once per panel group, so a call should get many rows (all of a thread's rows)
+//! and as many panels as the thread owns; splitting panels over threads needs no synchronisation.
 
 // Loops index by lane and element so each line can be checked against the layout table above.
 #![allow(clippy::needless_range_loop)]
@@ -212,11 +221,12 @@ pub fn pack_panel(f: PackedFormat, k: usize, rows: &[u8], row_bytes: usize, pane
 /// 16 unpacked super-blocks (one per lane) into a panel super-block, written in address order.
 fn write_superblock(f: PackedFormat, blocks: &[Superblock; PANEL_ROWS], w: &mut [u8]) {
     let (codes, rest) = w.split_at_mut(PANEL_CODES_BYTES);
-    for (g, group) in codes.chunks_exact_mut(4 * PANEL_ROWS).enumerate() {
-        for (lane, out) in group.chunks_exact_mut(4).enumerate() {
-            let c = &blocks[lane].codes[4 * g..4 * g + 4];
-            out.copy_from_slice(&[c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]);
-        }
+    let lane_codes: [&[u8; QK_K]; PANEL_ROWS] = std::array::from_fn(|lane| bytemuck::cast_ref(&blocks[lane].codes));
+    for (g, group) in codes.as_chunks_mut::<{ 4 * PANEL_ROWS }>().0.iter_mut().enumerate() {
+        // One group of 16 lanes as 16 words, then one 64-byte store.
+        let words: [u32; PANEL_ROWS] =
+            std::array::from_fn(|lane| u32::from_le_bytes(lane_codes[lane].as_chunks::<4>().0[g]));
+        *group = bytemuck::cast(words.map(u32::to_le));
     }
     let per = f.sub / 16;
     let lanes = |w: &mut [u8], at: usize, value: &dyn Fn(&Superblock) -> [u8; 4]| {
