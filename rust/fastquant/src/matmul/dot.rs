@@ -316,8 +316,11 @@ legacy_dots! {
 /// Kernels take it as a constant, `FloatKind::ALL[KIND]`, so the load is chosen at compile time.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum FloatKind {
+    /// IEEE binary32, 4 bytes per weight.
     F32,
+    /// IEEE binary16, 2 bytes per weight, widened exactly to f32.
     F16,
+    /// bfloat16, 2 bytes per weight: the high half of an f32, widened by a shift.
     Bf16,
 }
 

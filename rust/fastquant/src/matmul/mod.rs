@@ -19,9 +19,9 @@ pub mod dot_kquants;
 pub mod gemm;
 pub mod packed;
 pub mod packed_driver;
-pub mod packed_legacy;
-pub mod packed_kquants;
 pub mod packed_float;
+pub mod packed_kquants;
+pub mod packed_legacy;
 
 pub use dot::{activation_type, dot_kernel_for, DotKernel, VecDotFn};
 pub use gemm::{matmul, MatmulWeight};

@@ -169,17 +169,25 @@ fn check_shapes(
 /// `k0..k1`, into `out[r * out_stride + c]` for `c < 16 * nr` (every column valid). With `k0 > 0`
 /// the chain continues from the values in `out`; with `k0 == 0` it starts at +0.0.
 pub struct MicroTile<'a> {
+    /// First element of the K range.
     pub k0: usize,
+    /// End (exclusive) of the K range.
     pub k1: usize,
     /// `nr` whole panels, `panel_bytes` each.
     pub panels: &'a [u8],
+    /// Bytes of one panel.
     pub panel_bytes: usize,
+    /// Panels in the tile (16 columns each).
     pub nr: usize,
     /// `mr` activation rows, `act_row_bytes` apart, from the first.
     pub acts: &'a [u8],
+    /// Bytes from one activation row to the next.
     pub act_row_bytes: usize,
+    /// Activation rows in the tile.
     pub mr: usize,
+    /// The tile's outputs: row `r`, column `c` at `r * out_stride + c`.
     pub out: &'a mut [f32],
+    /// Elements from one output row to the next.
     pub out_stride: usize,
 }
 

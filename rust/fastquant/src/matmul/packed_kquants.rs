@@ -77,6 +77,7 @@ pub const PANEL_CODES_BYTES: usize = QK_K * PANEL_ROWS;
 /// How one of the types sits in the shared layout (module docs).
 #[derive(Clone, Copy, Debug)]
 pub struct PackedFormat {
+    /// The weight type this format packs.
     pub qtype: QuantType,
     /// Elements per sub-block scale: 32 or 16.
     pub sub: usize,
@@ -116,12 +117,18 @@ impl PackedFormat {
     }
 }
 
-/// Index of each type in [`FORMATS`] (the SIMD kernels take it as a const generic).
+// Index of each type in [`FORMATS`] (the SIMD kernels take it as a const generic).
+/// Index of Q4_K in [`FORMATS`].
 pub const Q4_K: usize = 0;
+/// Index of Q5_K in [`FORMATS`].
 pub const Q5_K: usize = 1;
+/// Index of Q6_K in [`FORMATS`].
 pub const Q6_K: usize = 2;
+/// Index of IQ4_XS in [`FORMATS`].
 pub const IQ4_XS: usize = 3;
+/// Index of Q2_K in [`FORMATS`].
 pub const Q2_K: usize = 4;
+/// Index of Q3_K in [`FORMATS`].
 pub const Q3_K: usize = 5;
 
 /// The types' formats, indexed by [`Q4_K`], [`Q5_K`], [`Q6_K`], [`IQ4_XS`], [`Q2_K`], [`Q3_K`].

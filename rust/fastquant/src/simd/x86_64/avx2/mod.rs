@@ -17,9 +17,9 @@ pub(super) mod dot;
 pub(super) mod dot_float; // its prefetch distance is shared with AVX-512
 pub(super) mod dot_kquants; // its unpacking and driver are shared with AVX-512
 mod float;
-mod gemm_legacy;
-pub(super) mod gemm_kquants; // its activation prefetch is shared with AVX-512
 mod gemm_float;
+pub(super) mod gemm_kquants; // its activation prefetch is shared with AVX-512
+mod gemm_legacy;
 pub(super) mod iquants; // its group loop is shared with AVX-512
 mod iquants_dequantize;
 pub(super) mod kquants;

@@ -171,4 +171,3 @@ mod legacy {
 
     crate::simd::x86_64::avx2::dot::legacy_entry_points!();
 }
-
