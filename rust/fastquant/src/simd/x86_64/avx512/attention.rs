@@ -163,6 +163,9 @@ macro_rules! qk_q8_kernel {
                         }
                     }
                     for j in 0..n {
+                        if r0 == 0 && p0 == 0 {
+                            prefetch_row(k.as_ptr().wrapping_add((j + PREFETCH_ROWS) * row_bytes), row_bytes);
+                        }
                         let krow = &k[j * row_bytes..(j + 1) * row_bytes];
                         let mut acc = [_mm512_setzero_ps(); Q8_ROWS];
                         for t in 0..np {
@@ -272,6 +275,9 @@ fn pv_q8_block<const MR: usize, const NB: usize>(
         }
     }
     for j in 0..n {
+        if r0 == 0 && b == 0 {
+            prefetch_row(v.as_ptr().wrapping_add((j + PREFETCH_ROWS) * row_bytes), row_bytes);
+        }
         let at = j * row_bytes + b * Q8_0_BLOCK_BYTES;
         let vb = &v[at..at + NB * Q8_0_BLOCK_BYTES];
         let (lo, hi) = dequantize_q8_codes(&vb[2..34], broadcast_fp16(vb, 0));
@@ -341,6 +347,22 @@ unsafe fn load_f32x16(at: *const f32, lanes: __mmask16) -> __m512 {
     }
 }
 
+/// How far ahead (in rows) the decode kernels (F16, Q8_0) prefetch their keys and values: decode
+/// streams K and V from memory once, and the hardware prefetcher alone kept too few lines in
+/// flight (F16 decode with a cold cache: ~11 GB/s without, ~22 GB/s with).
+const PREFETCH_ROWS: usize = 16;
+
+/// Asks for the `bytes` bytes at `at` to be brought into L1; `at` may lie past the data (a
+/// prefetch never faults), which is why it is a wrapped pointer rather than a slice.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn prefetch_row(at: *const u8, bytes: usize) {
+    for off in (0..bytes).step_by(64) {
+        // A prefetch is a hint that reads nothing architecturally and never faults (a safe intrinsic).
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(off).cast());
+    }
+}
+
 /// Query rows (and keys) per block of `qk_f16_avx512`: 4 x 4 accumulators, each key chunk widened
 /// once for the 4 rows, each query chunk loaded once for the 4 keys.
 const F16_ROWS: usize = 4;
@@ -388,6 +410,9 @@ fn qk_f16_block<const MR: usize, const NJ: usize>(
     ld: usize,
 ) {
     assert!(q.len() >= MR * d_len && k.len() >= (j + NJ) * 2 * d_len && s.len() > (MR - 1) * ld + j + NJ - 1);
+    for t in 0..NJ {
+        prefetch_row(k.as_ptr().wrapping_add((j + t + PREFETCH_ROWS) * 2 * d_len), 2 * d_len);
+    }
     let qp = q.as_ptr();
     let kp = k.as_ptr().cast::<u16>();
     let mut acc = [[_mm512_setzero_ps(); NJ]; MR];
@@ -468,6 +493,9 @@ fn pv_f16_block<const MR: usize, const NV: usize>(
         }
     }
     for j in 0..n {
+        if c == 0 {
+            prefetch_row(v.as_ptr().wrapping_add((j + PREFETCH_ROWS) * 2 * d_len), 2 * d_len);
+        }
         // SAFETY: key j < n has d_len f16 in v (check_pv_f16) and the masks stop at column d_len,
         // so only its own elements are read (a chunk wholly past d_len reads nothing, which is why
         // its address is formed with `wrapping_add`).
