@@ -117,7 +117,17 @@ fn every_level_gives_the_scalar_bits() {
     let mut rng = Rng(0x5eed_1234);
     for qtype in types {
         let scalar = scalar_kernel(qtype);
-        for &(m, n, blocks) in &[(1, 1, 1), (3, 17, 1), (7, 16, 2), (5, 33, 3), (13, 50, 9), (2, 70, 16), (9, 5, 31)] {
+        for &(m, n, blocks) in &[
+            (1, 1, 1),
+            (1, 100, 3),
+            (1, 130, 1),
+            (3, 17, 1),
+            (7, 16, 2),
+            (5, 33, 3),
+            (13, 50, 9),
+            (2, 70, 16),
+            (9, 5, 31),
+        ] {
             let k = 32 * blocks;
             let row_bytes = qtype.row_bytes(k).unwrap();
             let w = random_weight(&mut rng, qtype, n, k);

@@ -19,6 +19,8 @@ use crate::matmul::packed_legacy::{checked_shapes, Kind, ACT_BLOCK_BYTES, QK, SC
 const TILE_ROWS: usize = 4;
 /// Panels of a register tile.
 const TILE_PANELS: usize = 2;
+/// Panels of a register tile when there is one row.
+const SINGLE_ROW_PANELS: usize = 4;
 
 // The VNNI gemm of each kind; the caller has checked that the CPU has AVX-512 F/BW/VL/DQ and VNNI.
 crate::matmul::packed_legacy::gemm_entry_points!();
@@ -38,15 +40,20 @@ fn gemm(kind: Kind, k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize,
     let (nb, panel_bytes, act_row_bytes) = checked_shapes(kind, k, panels, acts, m, cols, out, out_stride);
     let ops = Operands { kind, nb, panels, panel_bytes, acts, act_row_bytes };
     let n_panels = cols.div_ceil(PANEL_ROWS);
+    // A single row (the decode case) is bound by the weight stream: more panels side by side
+    // keep more independent loads and sums in flight.
+    let tile_panels = if m == 1 { SINGLE_ROW_PANELS } else { TILE_PANELS };
     for r0 in (0..m).step_by(TILE_ROWS) {
         let rows = TILE_ROWS.min(m - r0);
-        for p0 in (0..n_panels).step_by(TILE_PANELS) {
-            let np = TILE_PANELS.min(n_panels - p0);
+        for p0 in (0..n_panels).step_by(tile_panels) {
+            let np = tile_panels.min(n_panels - p0);
             let tile_cols = (cols - p0 * PANEL_ROWS).min(np * PANEL_ROWS);
             // SAFETY: `kernel` hands these functions out only after detecting AVX-512 F/BW/VL/DQ
             // and VNNI, the features `tile` enables; the bounds were checked above.
             unsafe {
                 match (rows, np) {
+                    (1, 4) => tile::<1, 4>(&ops, r0, p0, tile_cols, out, out_stride),
+                    (1, 3) => tile::<1, 3>(&ops, r0, p0, tile_cols, out, out_stride),
                     (4, 2) => tile::<4, 2>(&ops, r0, p0, tile_cols, out, out_stride),
                     (3, 2) => tile::<3, 2>(&ops, r0, p0, tile_cols, out, out_stride),
                     (2, 2) => tile::<2, 2>(&ops, r0, p0, tile_cols, out, out_stride),
