@@ -13,8 +13,8 @@ time and GB/s of weight bytes read, medians of ``--reps`` runs after a warm-up (
 most 3). Ratios are fastquant's speed over the peer's; the ``llama.cpp`` column is the issue's
 table (llama.cpp b11312 on this machine, its best layout per type), the bar to beat. The read
 bandwidth (a numpy reduction over 256 MB per thread count) is measured in the same run; 1-row
-results also report the fraction of it their weight stream reaches. A ``Linear`` repacks Q4_0,
-Q8_0, IQ4_NL and Q4_1 weights once into GEMM panels when it is built (as llama.cpp repacks Q4_0);
+results also report the fraction of it their weight stream reaches. A ``Linear`` repacks the
+legacy types (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0) and IQ4_NL once into GEMM panels when it is built (as llama.cpp repacks Q4_0);
 ``repack_seconds`` per type and thread count is the median time to build the ``Linear`` (the issue
 wants it below one 512-row matmul), printed after the type's rows. Results: a markdown table on
 stdout and a JSON file under benches/results/.

@@ -228,7 +228,7 @@ PACKED = [t for t in TYPES if fastquant.Linear(fastquant.quantize(np.zeros((1, 2
 
 
 def test_the_legacy_types_that_must_pack_do():
-    for t in ["Q4_0", "Q8_0", "IQ4_NL", "Q4_1"]:
+    for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL"]:
         assert t in PACKED
 
 

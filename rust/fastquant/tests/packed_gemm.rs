@@ -111,7 +111,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 #[test]
 fn every_level_gives_the_scalar_bits() {
     let types = packed_types();
-    for t in [QuantType::Q4_0, QuantType::Q8_0, QuantType::IQ4_NL, QuantType::Q4_1] {
+    for t in [QuantType::Q4_0, QuantType::Q8_0, QuantType::IQ4_NL, QuantType::Q4_1, QuantType::Q5_0, QuantType::Q5_1] {
         assert!(types.contains(&t), "{t} has a packed kernel");
     }
     let mut rng = Rng(0x5eed_1234);
@@ -138,8 +138,15 @@ fn every_level_gives_the_scalar_bits() {
             for level in available_levels() {
                 let kernel = packed_kernel_for(qtype, level).unwrap();
                 assert!(kernel.level <= level);
-                if matches!(qtype, QuantType::Q4_0 | QuantType::IQ4_NL | QuantType::Q8_0 | QuantType::Q4_1)
-                    && level >= Level::Avx2
+                if matches!(
+                    qtype,
+                    QuantType::Q4_0
+                        | QuantType::IQ4_NL
+                        | QuantType::Q8_0
+                        | QuantType::Q4_1
+                        | QuantType::Q5_0
+                        | QuantType::Q5_1
+                ) && level >= Level::Avx2
                 {
                     assert!(kernel.level >= Level::Avx2, "{qtype} has a SIMD kernel at {level}");
                 }

@@ -47,7 +47,7 @@ pub fn dot_kernel(_token: Avx2, weight: QuantType) -> Option<crate::matmul::VecD
     dot::kernel(weight).or_else(|| dot_kquants::kernel(weight))
 }
 
-/// The packed-GEMM microkernel of a Q8_0-paired legacy type (`matmul::packed_legacy`).
+/// The packed-GEMM microkernel of a legacy type or IQ4_NL (`matmul::packed_legacy`).
 pub fn packed_gemm_legacy(
     _token: Avx2,
     kind: crate::matmul::packed_legacy::Kind,

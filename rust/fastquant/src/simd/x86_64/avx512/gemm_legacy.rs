@@ -1,4 +1,4 @@
-//! AVX-512 VNNI packed-GEMM microkernels for Q4_0, IQ4_NL, Q8_0 and Q4_1 (layouts and float order:
+//! AVX-512 VNNI packed-GEMM microkernels for Q4_0, Q5_0, IQ4_NL, Q8_0, Q4_1 and Q5_1 (layouts and float order:
 //! `matmul::packed_legacy`).
 //!
 //! A zmm holds 16 columns x 4 code bytes (one 64-byte chunk of a panel); one `vpdpbusd` with 4
@@ -100,7 +100,8 @@ fn tile<const R: usize, const P: usize>(
         let (codes_at, scales_at) = kind.block_at(b);
         let mut isum = [[_mm512_setzero_si512(); P]; R];
         let act_at = b * ACT_BLOCK_BYTES + 8;
-        if kind == Kind::Q8_0 {
+        if kind.code_bytes() == 2 * 256 {
+            // One byte per code: Q8_0 sign-flipped, Q5_0/Q5_1 their 5 bits.
             for t in 0..QK / 4 {
                 let w: [__m512i; P] = std::array::from_fn(|p| {
                     // SAFETY: chunk t of block b lies inside panel p0 + p (check_gemm_args bounded
@@ -145,7 +146,7 @@ fn tile<const R: usize, const P: usize>(
             _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(ops.panels.as_ptr().add(panel_base[p] + scales_at).cast()) })
         });
         if kind.has_offset() {
-            // Q4_1: unsigned codes as they are, then the offset term m_w * s_a.
+            // Q4_1, Q5_1: unsigned codes as they are, then the offset term m_w * s_a.
             let m_w: [__m512; P] = std::array::from_fn(|p| {
                 let at = panel_base[p] + scales_at + SCALE_BYTES;
                 // SAFETY: the 16 fp16 offsets of block b lie inside panel p0 + p.
