@@ -316,7 +316,9 @@ fn prepare_acts(kind: Kind, x: &[f32], k: usize, out: &mut [u8]) {
     let q8_bytes = act_type.block_bytes();
     let codes_at = q8_bytes - QK;
     let mut q8 = vec![0u8; nb * q8_bytes];
-    let options = QuantizeOptions { check_finite: false, imatrix: None, level: None };
+    // The quantizers give the same bytes at every level, so the best one serves every matmul level
+    // (and does not depend on FASTQUANT_SIMD, which the caller may have overridden per call).
+    let options = QuantizeOptions { check_finite: false, imatrix: None, level: Some(crate::simd::detected_level()) };
     for (row, dst) in x.chunks_exact(k).zip(out.chunks_exact_mut(nb * ACT_BLOCK_BYTES)) {
         // Quantizing a finite row cannot fail; were it to, the row would stay zero and the
         // caller's finite check has already reported the cause.
