@@ -228,7 +228,7 @@ PACKED = [t for t in TYPES if fastquant.Linear(fastquant.quantize(np.zeros((1, 2
 
 
 def test_the_legacy_types_that_must_pack_do():
-    for t in ["Q4_0", "Q8_0", "IQ4_NL", "Q4_1"]:
+    for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL"]:
         assert t in PACKED
 
 
@@ -251,8 +251,8 @@ def test_packed_linear_is_within_the_bound_and_the_same_at_every_level(qtype, da
     for level in SIMD_LEVELS[1:]:
         got = lin(x, simd=level)
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), f"{qtype} packed Linear at {level}"
-    if rows > 8:
-        # matmul packs the same panels on the fly for more than 8 rows: the same bits.
+    if rows >= (32 if qtype in ("Q5_0", "Q5_1") else 5):
+        # matmul packs the same panels on the fly from 5 rows (Q5_0/Q5_1: 32): the same bits.
         assert np.array_equal(fastquant.matmul(x, q, simd="scalar").view(np.uint32), want.view(np.uint32))
 
 

@@ -155,10 +155,11 @@ class Linear:
     calling it per token does not allocate (``copy=False`` returns that buffer itself, which the
     next call overwrites).
 
-    Weights of a type with a packed GEMM kernel (Q4_0, Q8_0, IQ4_NL, Q4_1) are repacked once, here, into
+    Weights of a type with a packed GEMM kernel (the legacy types Q4_0 Q4_1 Q5_0 Q5_1 Q8_0, and IQ4_NL) are repacked once, here, into
     panels of 16 rows that the integer microkernels read directly (as llama.cpp repacks Q4_0), and
     every call runs on them, one row or many: that is faster than the GGUF layout at every row
-    count. The packed copy is the size of the blocks (plus at most one block per row); ``weight``
+    count. The packed copy is the size of the blocks (plus at most one block per row; Q5_0/Q5_1
+    keep a byte per code, about 1.5 times their blocks); ``weight``
     still refers to the :class:`QuantizedTensor` (not copied when you passed one), so memory
     holds the blocks twice while you keep both. ``packed`` tells whether a packed copy exists.
     """

@@ -111,13 +111,23 @@ fn bits(v: &[f32]) -> Vec<u32> {
 #[test]
 fn every_level_gives_the_scalar_bits() {
     let types = packed_types();
-    for t in [QuantType::Q4_0, QuantType::Q8_0, QuantType::IQ4_NL, QuantType::Q4_1] {
+    for t in [QuantType::Q4_0, QuantType::Q8_0, QuantType::IQ4_NL, QuantType::Q4_1, QuantType::Q5_0, QuantType::Q5_1] {
         assert!(types.contains(&t), "{t} has a packed kernel");
     }
     let mut rng = Rng(0x5eed_1234);
     for qtype in types {
         let scalar = scalar_kernel(qtype);
-        for &(m, n, blocks) in &[(1, 1, 1), (3, 17, 1), (7, 16, 2), (5, 33, 3), (13, 50, 9), (2, 70, 16), (9, 5, 31)] {
+        for &(m, n, blocks) in &[
+            (1, 1, 1),
+            (1, 100, 3),
+            (1, 130, 1),
+            (3, 17, 1),
+            (7, 16, 2),
+            (5, 33, 3),
+            (13, 50, 9),
+            (2, 70, 16),
+            (9, 5, 31),
+        ] {
             let k = 32 * blocks;
             let row_bytes = qtype.row_bytes(k).unwrap();
             let w = random_weight(&mut rng, qtype, n, k);
@@ -128,8 +138,15 @@ fn every_level_gives_the_scalar_bits() {
             for level in available_levels() {
                 let kernel = packed_kernel_for(qtype, level).unwrap();
                 assert!(kernel.level <= level);
-                if matches!(qtype, QuantType::Q4_0 | QuantType::IQ4_NL | QuantType::Q8_0 | QuantType::Q4_1)
-                    && level >= Level::Avx2
+                if matches!(
+                    qtype,
+                    QuantType::Q4_0
+                        | QuantType::IQ4_NL
+                        | QuantType::Q8_0
+                        | QuantType::Q4_1
+                        | QuantType::Q5_0
+                        | QuantType::Q5_1
+                ) && level >= Level::Avx2
                 {
                     assert!(kernel.level >= Level::Avx2, "{qtype} has a SIMD kernel at {level}");
                 }
@@ -193,7 +210,7 @@ fn scalar_gemm_is_the_dot_of_the_dequantized_operands() {
 fn the_drivers_give_the_kernel_bits() {
     let mut rng = Rng(0x0dd_beef);
     for qtype in packed_types() {
-        // More than 8 rows always take the packed path inside `matmul`; 70 rows run in two row chunks.
+        // 70 rows run in two row chunks.
         for &(m, n, blocks) in &[(9, 37, 3), (70, 100, 5), (1, 48, 2), (20, 300, 40)] {
             let k = 32 * blocks;
             let row_bytes = qtype.row_bytes(k).unwrap();
@@ -212,7 +229,9 @@ fn the_drivers_give_the_kernel_bits() {
                     let mut out = vec![f32::NAN; m * n];
                     matmul_packed(&packed, &x, &mut out, Some(level)).unwrap();
                     assert_eq!(bits(&out), bits(&want), "{qtype} {level} packed weight, {threads} threads");
-                    if m > 8 {
+                    // `matmul` packs on the fly from 5 rows, Q5_0/Q5_1 (panels larger than the blocks)
+                    // from 32.
+                    if m > 8 && (m >= 32 || !matches!(qtype, QuantType::Q5_0 | QuantType::Q5_1)) {
                         let mut out = vec![f32::NAN; m * n];
                         matmul(&weight, &x, &mut out, Some(level)).unwrap();
                         assert_eq!(bits(&out), bits(&want), "{qtype} {level} packed on the fly, {threads} threads");

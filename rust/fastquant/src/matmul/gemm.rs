@@ -9,7 +9,7 @@ use crate::types::QuantType;
 
 use super::activation::prepare_activations;
 use super::dot::{dot_kernel_for, VecDotFn, MAX_ROWS};
-use super::packed::packed_kernel_for;
+use super::packed::{packed_kernel_for, PANEL_ROWS};
 use super::packed_driver::{self, Panels};
 
 /// A weight matrix as GGUF stores it: `rows` output rows (N) of `k` elements (K) of `qtype`, each
@@ -32,6 +32,12 @@ pub struct MatmulWeight<'a> {
 /// faster from 8 (8.9 ms against 12.1).
 const PACK_ON_THE_FLY_MIN_ROWS: usize = 5;
 
+/// The same for a weight whose panels are larger than its GGUF rows (Q5_0/Q5_1 keep a byte per
+/// code): packing decodes every code, which only pays with more rows. Measured, Q5_0 on W [4096 x
+/// 14336], one thread: 8 rows 31 ms packed on the fly against 11 by the dot kernels, 512 rows 123
+/// ms against 663; 32 rows is about where the two meet.
+const PACK_EXPANDED_ON_THE_FLY_MIN_ROWS: usize = 32;
+
 /// Each GEMV task streams at least this many weight bytes, so a hand-off to another thread pays.
 const GEMV_MIN_TASK_BYTES: usize = 256 << 10;
 
@@ -49,8 +55,9 @@ const PIECE_BYTES: usize = 24 << 10;
 
 /// `out = x @ dequantize(w).T`: `x` is `m` rows of `w.k` floats, `out` is `m` rows of `w.rows`.
 /// `level` forces a SIMD level (else the active one). Activations are quantized per row to the
-/// weight's paired type first (see [`super::dot`]). From [`PACK_ON_THE_FLY_MIN_ROWS`] rows on, a
-/// type with a packed kernel goes to the packed GEMM ([`super::packed_driver`], panels packed tile
+/// weight's paired type first (see [`super::dot`]). From [`PACK_ON_THE_FLY_MIN_ROWS`] rows on
+/// ([`PACK_EXPANDED_ON_THE_FLY_MIN_ROWS`] for Q5_0/Q5_1), a type with a packed kernel goes to the
+/// packed GEMM ([`super::packed_driver`], panels packed tile
 /// by tile); fewer rows, and the other types, run on the dot kernels.
 pub fn matmul(w: &MatmulWeight<'_>, x: &[f32], out: &mut [f32], level: Option<Level>) -> Result<()> {
     let (n, k) = (w.rows, w.k);
@@ -67,8 +74,13 @@ pub fn matmul(w: &MatmulWeight<'_>, x: &[f32], out: &mut [f32], level: Option<Le
     }
     if m >= PACK_ON_THE_FLY_MIN_ROWS {
         if let Some(packed) = packed_kernel_for(w.qtype, level) {
-            let panels = Panels::Gguf { data: w.data, row_bytes: weight_row_bytes };
-            return packed_driver::run(&packed, panels, n, k, x, m, out, level);
+            // Sizes at a K of whole block pairs and super-blocks, so padding does not count.
+            const PROBE_K: usize = 512;
+            let expands = (packed.panel_bytes)(PROBE_K) > PANEL_ROWS * w.qtype.row_bytes(PROBE_K)? * 5 / 4;
+            if !expands || m >= PACK_EXPANDED_ON_THE_FLY_MIN_ROWS {
+                let panels = Panels::Gguf { data: w.data, row_bytes: weight_row_bytes };
+                return packed_driver::run(&packed, panels, n, k, x, m, out, level);
+            }
         }
     }
     let (acts, act_row_bytes) = prepare_activations(kernel.act_type, x, k, level)?;

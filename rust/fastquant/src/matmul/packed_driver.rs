@@ -51,7 +51,7 @@ impl PackedWeight {
         let panel_bytes = (kernel.panel_bytes)(w.k);
         let n_panels = w.rows.div_ceil(PANEL_ROWS);
         let bytes = n_panels.checked_mul(panel_bytes).ok_or(Error::TooLarge(w.rows))?;
-        let mut lines = vec![Line([0; 64]); bytes.div_ceil(64)];
+        let mut lines = zeroed_lines(bytes.div_ceil(64))?;
         if bytes > 0 {
             let packed = &mut bytemuck::cast_slice_mut::<Line, u8>(&mut lines)[..bytes];
             let rows_per_panel = PANEL_ROWS * row_bytes;
@@ -95,6 +95,25 @@ impl PackedWeight {
     /// Input features (K).
     pub fn k(&self) -> usize {
         self.k
+    }
+}
+
+/// `n` zeroed lines from the allocator's zeroed memory: fresh pages are zero already, so the
+/// packing threads fault them in as they write, instead of one thread writing zeros first.
+fn zeroed_lines(n: usize) -> Result<Vec<Line>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<Line>(n).map_err(|_| Error::TooLarge(n))?;
+    // SAFETY: the layout has a non-zero size; all-zero bytes are a valid `Line` (it is `Zeroable`);
+    // the pointer comes from the global allocator with exactly the layout `Vec<Line>` frees with
+    // (capacity n, align 64), so the Vec owns it.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout).cast::<Line>();
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Ok(Vec::from_raw_parts(ptr, n, n))
     }
 }
 

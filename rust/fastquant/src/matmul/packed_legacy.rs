@@ -1,15 +1,17 @@
-//! Packed GEMM for the legacy weight types Q4_0, IQ4_NL and Q8_0 (with Q8_0 activations) and Q4_1
-//! (with Q8_1). The layouts, the scalar reference `gemm` (the specification of the float order),
+//! Packed GEMM for the legacy weight types Q4_0, Q5_0, IQ4_NL and Q8_0 (with Q8_0 activations) and
+//! Q4_1, Q5_1 (with Q8_1). The layouts, the scalar reference `gemm` (the specification of the float order),
 //! and the table arms; the SIMD microkernels are in `simd/x86_64/{avx2,avx512}/gemm_legacy.rs`.
 //!
 //! # Layouts
 //!
 //! Every weight code is stored **unsigned**, `u = q + BIAS`: a Q4_0 nibble as it is (`BIAS` 8),
 //! a Q8_0 code with its sign bit flipped and an IQ4_NL code as its 4-bit index (both `BIAS` 128,
-//! IQ4_NL through a table of `kvalue + 128`). The activation codes stay signed, which is what
+//! IQ4_NL through a table of `kvalue + 128`), a Q5_0 code as its 5 bits (`BIAS` 16). The
+//! activation codes stay signed, which is what
 //! `vpdpbusd` (u8 x s8) wants, and each activation block carries `BIAS * sum(a)`, so a block's
-//! exact integer dot is `sum(u * a) - BIAS * sum(a) = sum(q * a)`. Q4_1's nibbles are its codes
-//! (the weight is `d * q + m`, `BIAS` 0); its activations are Q8_1 and carry `s = d_a * sum(a)`.
+//! exact integer dot is `sum(u * a) - BIAS * sum(a) = sum(q * a)`. Q4_1's and Q5_1's 4/5 bits are
+//! their codes (the weight is `d * q + m`, `BIAS` 0); their activations are Q8_1 and carry
+//! `s = d_a * sum(a)`.
 //!
 //! * **Activation row**: per block of 32, [`ACT_BLOCK_BYTES`] bytes: the scale as f32, then the
 //!   i32 `BIAS * sum(a)` (Q8_0 pairs) or Q8_1's `s` as f32 (Q4_1), then the 32 signed codes
@@ -20,7 +22,10 @@
 //!   `CODE_BYTES / 64` chunks of 64 bytes; chunk `t` holds, for column `c`, 4 bytes at `64 t + 4 c`:
 //!   - 4-bit types (256 code bytes): bytes `4t..4t+4` of the column's GGUF block, so the low
 //!     nibbles are elements `4t..4t+4` and the high nibbles elements `16+4t..16+4t+4`;
-//!   - Q8_0 (512 code bytes): elements `4t..4t+4`, sign bit flipped.
+//!   - Q8_0 (512 code bytes): elements `4t..4t+4`, sign bit flipped;
+//!   - Q5_0, Q5_1 (512 code bytes): elements `4t..4t+4`, one byte each (nibble | fifth bit << 4),
+//!     so a panel is larger than the GGUF rows (34 bytes per block and row against 22/24): the
+//!     5-bit types trade memory for the 8-bit path.
 //!
 //!   A 64-byte chunk is one zmm of 16 columns x 4 bytes, so one broadcast of 4 activation bytes
 //!   meets 16 columns in one `vpdpbusd`. A panel is as large as the 16 GGUF rows (Q4_0 and IQ4_NL
@@ -30,7 +35,7 @@
 //!
 //! Output `(r, c)` has one f32 accumulator starting at +0.0; block by block
 //! `acc = (d_w * d_a).mul_add(isum as f32, acc)`, with `d_w * d_a` a plain f32 product and `isum`
-//! the block's exact integer dot; Q4_1 then adds its offset term, `acc = m_w.mul_add(s_a, acc)`.
+//! the block's exact integer dot; Q4_1 and Q5_1 then add their offset term, `acc = m_w.mul_add(s_a, acc)`.
 //! `out = acc`. A SIMD kernel keeps 16 columns in the lanes of a
 //! register and runs the same sequence per lane.
 
@@ -56,6 +61,8 @@ pub enum Kind {
     Iq4Nl,
     Q8_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
 }
 
 impl Kind {
@@ -63,7 +70,7 @@ impl Kind {
     pub const fn code_bytes(self) -> usize {
         match self {
             Kind::Q4_0 | Kind::Iq4Nl | Kind::Q4_1 => 256,
-            Kind::Q8_0 => 512,
+            Kind::Q8_0 | Kind::Q5_0 | Kind::Q5_1 => 512,
         }
     }
 
@@ -72,7 +79,8 @@ impl Kind {
         match self {
             Kind::Q4_0 => 8,
             Kind::Iq4Nl | Kind::Q8_0 => 128,
-            Kind::Q4_1 => 0,
+            Kind::Q5_0 => 16,
+            Kind::Q4_1 | Kind::Q5_1 => 0,
         }
     }
 
@@ -82,12 +90,19 @@ impl Kind {
             Kind::Q4_0 | Kind::Iq4Nl => 18,
             Kind::Q8_0 => 34,
             Kind::Q4_1 => 20,
+            Kind::Q5_0 => 22,
+            Kind::Q5_1 => 24,
         }
     }
 
     /// Whether the weight has an offset `m` (and the activations Q8_1's `s`).
     pub const fn has_offset(self) -> bool {
-        matches!(self, Kind::Q4_1)
+        matches!(self, Kind::Q4_1 | Kind::Q5_1)
+    }
+
+    /// Whether the stored codes are small enough (<= 31) for AVX2's `maddubs` as they are.
+    pub const fn small_unsigned(self) -> bool {
+        matches!(self, Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1)
     }
 
     /// Bytes of one block's scales in a panel (`d`, and `m` after it for Q4_1).
@@ -135,6 +150,7 @@ impl Kind {
                 }
             }
             Kind::Q8_0 => (codes[64 * (e / 4) + 4 * c + e % 4] ^ 0x80) as i8 as i32,
+            Kind::Q5_0 | Kind::Q5_1 => codes[64 * (e / 4) + 4 * c + e % 4] as i32 - self.bias(),
         }
     }
 
@@ -154,6 +170,7 @@ impl Kind {
         }
         // The Q8_0 sign flip, four codes at a time.
         let flip = if self == Kind::Q8_0 { 0x8080_8080u32 } else { 0 };
+        let five_bit = matches!(self, Kind::Q5_0 | Kind::Q5_1);
         let code_bytes = self.code_bytes();
         // Block by block, so each block's panel bytes are written together.
         for b in 0..nb {
@@ -163,6 +180,30 @@ impl Kind {
             for c in 0..n_rows {
                 let block = &rows[c * row_bytes + b * wb..][..wb];
                 let code_at = if self.has_offset() { 4 } else { 2 };
+                if five_bit {
+                    // One byte per element: the nibble plus the fifth bit (bit j of qh).
+                    let qh = u32::from_le_bytes([
+                        block[code_at],
+                        block[code_at + 1],
+                        block[code_at + 2],
+                        block[code_at + 3],
+                    ]);
+                    let qs = &block[code_at + 4..code_at + 20];
+                    let u = |e: usize| {
+                        let nibble = if e < 16 { qs[e] & 0x0f } else { qs[e - 16] >> 4 };
+                        nibble | ((((qh >> e) & 1) as u8) << 4)
+                    };
+                    for (t, chunk) in codes.chunks_exact_mut(64).enumerate() {
+                        for i in 0..4 {
+                            chunk[4 * c + i] = u(4 * t + i);
+                        }
+                    }
+                    scales[2 * c..2 * c + 2].copy_from_slice(&block[..2]);
+                    if self.has_offset() {
+                        scales[SCALE_BYTES + 2 * c..SCALE_BYTES + 2 * c + 2].copy_from_slice(&block[2..4]);
+                    }
+                    continue;
+                }
                 scales[2 * c..2 * c + 2].copy_from_slice(&block[..2]);
                 if self.has_offset() {
                     scales[SCALE_BYTES + 2 * c..SCALE_BYTES + 2 * c + 2].copy_from_slice(&block[2..4]);
@@ -252,6 +293,8 @@ macro_rules! gemm_entry_points {
                 Kind::Iq4Nl => |k, p, a, m, c, o, s| gemm(Kind::Iq4Nl, k, p, a, m, c, o, s),
                 Kind::Q8_0 => |k, p, a, m, c, o, s| gemm(Kind::Q8_0, k, p, a, m, c, o, s),
                 Kind::Q4_1 => |k, p, a, m, c, o, s| gemm(Kind::Q4_1, k, p, a, m, c, o, s),
+                Kind::Q5_0 => |k, p, a, m, c, o, s| gemm(Kind::Q5_0, k, p, a, m, c, o, s),
+                Kind::Q5_1 => |k, p, a, m, c, o, s| gemm(Kind::Q5_1, k, p, a, m, c, o, s),
             }
         }
     };
@@ -273,7 +316,9 @@ fn prepare_acts(kind: Kind, x: &[f32], k: usize, out: &mut [u8]) {
     let q8_bytes = act_type.block_bytes();
     let codes_at = q8_bytes - QK;
     let mut q8 = vec![0u8; nb * q8_bytes];
-    let options = QuantizeOptions { check_finite: false, imatrix: None, level: None };
+    // The quantizers give the same bytes at every level, so the best one serves every matmul level
+    // (and does not depend on FASTQUANT_SIMD, which the caller may have overridden per call).
+    let options = QuantizeOptions { check_finite: false, imatrix: None, level: Some(crate::simd::detected_level()) };
     for (row, dst) in x.chunks_exact(k).zip(out.chunks_exact_mut(nb * ACT_BLOCK_BYTES)) {
         // Quantizing a finite row cannot fail; were it to, the row would stay zero and the
         // caller's finite check has already reported the cause.
@@ -319,9 +364,11 @@ legacy_kind_fns! {
     Iq4Nl: prepare_acts_iq4_nl, panel_bytes_iq4_nl, pack_panel_iq4_nl, gemm_iq4_nl;
     Q8_0: prepare_acts_q8_0, panel_bytes_q8_0, pack_panel_q8_0, gemm_q8_0;
     Q4_1: prepare_acts_q4_1, panel_bytes_q4_1, pack_panel_q4_1, gemm_q4_1;
+    Q5_0: prepare_acts_q5_0, panel_bytes_q5_0, pack_panel_q5_0, gemm_q5_0;
+    Q5_1: prepare_acts_q5_1, panel_bytes_q5_1, pack_panel_q5_1, gemm_q5_1;
 }
 
-/// The packed kernel of Q4_0, IQ4_NL, Q8_0 or Q4_1 at `level` (available on this CPU), or `None`
+/// The packed kernel of Q4_0, IQ4_NL, Q8_0, Q4_1, Q5_0 or Q5_1 at `level` (available on this CPU), or `None`
 /// for another type.
 pub fn packed_kernel(weight: QuantType, level: Level) -> Option<PackedKernel> {
     let (kind, prepare_acts, panel_bytes, pack_panel, scalar): (Kind, _, _, _, super::packed::PackedGemmFn) =
@@ -337,6 +384,12 @@ pub fn packed_kernel(weight: QuantType, level: Level) -> Option<PackedKernel> {
             }
             QuantType::Q4_1 => {
                 (Kind::Q4_1, prepare_acts_q4_1 as _, panel_bytes_q4_1 as _, pack_panel_q4_1 as _, gemm_q4_1)
+            }
+            QuantType::Q5_0 => {
+                (Kind::Q5_0, prepare_acts_q5_0 as _, panel_bytes_q5_0 as _, pack_panel_q5_0 as _, gemm_q5_0)
+            }
+            QuantType::Q5_1 => {
+                (Kind::Q5_1, prepare_acts_q5_1 as _, panel_bytes_q5_1 as _, pack_panel_q5_1 as _, gemm_q5_1)
             }
             _ => return None,
         };

@@ -1,10 +1,11 @@
-//! AVX2 packed-GEMM microkernels for Q4_0, IQ4_NL, Q8_0 and Q4_1 (layouts and float order:
+//! AVX2 packed-GEMM microkernels for Q4_0, Q5_0, IQ4_NL, Q8_0, Q4_1 and Q5_1 (layouts and float order:
 //! `matmul::packed_legacy`).
 //!
 //! A panel's 64-byte chunk is two ymm of 8 columns x 4 code bytes; 4 broadcast activation bytes
 //! of a row meet them through `maddubs` + `madd` (u8 x s8 pairs summed to i16, then to i32).
-//! `maddubs` saturates above 32767, so only the 4-bit nibbles (<= 15) go in unsigned (Q4_0 with
-//! the activations' `BIAS * sum(a)` subtracted after, Q4_1's are its codes); the Q8_0 and IQ4_NL codes (up to 255 biased)
+//! `maddubs` saturates above 32767, so only the 4- and 5-bit codes (<= 31) go in unsigned (Q4_0
+//! and Q5_0 with the activations' `BIAS * sum(a)` subtracted after, Q4_1's and Q5_1's are their
+//! codes); the Q8_0 and IQ4_NL codes (up to 255 biased)
 //! are turned back into signed codes `q` and multiplied as `|q| x (a with q's sign)`, every pair
 //! within ±2·127·127. Both give each block's exact integer dot, so the float sequence is the
 //! scalar one.
@@ -88,7 +89,7 @@ fn tile<const R: usize>(kind: Kind, nb: usize, panel: &[u8], acts: &[u8], act_ro
             for r in 0..R {
                 let a = broadcast4(acts, r * act_row_bytes + act_at + a_off);
                 for h in 0..2 {
-                    isum[r][h] = if matches!(kind, Kind::Q4_0 | Kind::Q4_1) {
+                    isum[r][h] = if kind.small_unsigned() {
                         dot_add(isum[r][h], w[h], a)
                     } else {
                         dot_add(isum[r][h], _mm256_sign_epi8(w[h], w[h]), _mm256_sign_epi8(a, w[h]))
@@ -96,8 +97,9 @@ fn tile<const R: usize>(kind: Kind, nb: usize, panel: &[u8], acts: &[u8], act_ro
                 }
             }
         };
-        if kind == Kind::Q8_0 {
-            let flip = _mm256_set1_epi8(0x80u8 as i8);
+        if kind.code_bytes() == 2 * 256 {
+            // One byte per code: Q8_0's sign flipped back (signed), Q5_0/Q5_1 as they are.
+            let flip = _mm256_set1_epi8(if kind == Kind::Q8_0 { 0x80u8 as i8 } else { 0 });
             for t in 0..QK / 4 {
                 let at = codes_at + 64 * t;
                 group([_mm256_xor_si256(load(at), flip), _mm256_xor_si256(load(at + 32), flip)], 4 * t);
@@ -140,13 +142,17 @@ fn tile<const R: usize>(kind: Kind, nb: usize, panel: &[u8], acts: &[u8], act_ro
         for r in 0..R {
             let at = r * act_row_bytes + b * ACT_BLOCK_BYTES;
             let d_a = _mm256_castsi256_ps(broadcast4(acts, at));
-            // Q4_0's unsigned nibbles exceed the codes by 8: take 8 * sum(a) off.
-            let bias_sum = if kind == Kind::Q4_0 { broadcast4(acts, at + 4) } else { _mm256_setzero_si256() };
+            // Q4_0's and Q5_0's unsigned codes exceed the signed ones: take BIAS * sum(a) off.
+            let bias_sum = if kind.small_unsigned() && !kind.has_offset() {
+                broadcast4(acts, at + 4)
+            } else {
+                _mm256_setzero_si256()
+            };
             for h in 0..2 {
                 let exact = _mm256_cvtepi32_ps(_mm256_sub_epi32(isum[r][h], bias_sum));
                 acc[r][h] = _mm256_fmadd_ps(_mm256_mul_ps(d_w[h], d_a), exact, acc[r][h]);
                 if kind.has_offset() {
-                    // Q4_1: the offset term m_w * s_a.
+                    // Q4_1, Q5_1: the offset term m_w * s_a.
                     let s_a = _mm256_castsi256_ps(broadcast4(acts, at + 4));
                     acc[r][h] = _mm256_fmadd_ps(m_w[h], s_a, acc[r][h]);
                 }

@@ -56,7 +56,7 @@ pub fn packed_float_gemm(_token: Avx2, kind: crate::matmul::dot::FloatKind) -> c
     gemm_float::gemm(kind)
 }
 
-/// The packed-GEMM microkernel of a Q8_0-paired legacy type (`matmul::packed_legacy`).
+/// The packed-GEMM microkernel of a legacy type or IQ4_NL (`matmul::packed_legacy`).
 pub fn packed_gemm_legacy(
     _token: Avx2,
     kind: crate::matmul::packed_legacy::Kind,

@@ -1,4 +1,4 @@
-//! AVX-512 VNNI packed-GEMM microkernels for Q4_0, IQ4_NL, Q8_0 and Q4_1 (layouts and float order:
+//! AVX-512 VNNI packed-GEMM microkernels for Q4_0, Q5_0, IQ4_NL, Q8_0, Q4_1 and Q5_1 (layouts and float order:
 //! `matmul::packed_legacy`).
 //!
 //! A zmm holds 16 columns x 4 code bytes (one 64-byte chunk of a panel); one `vpdpbusd` with 4
@@ -19,6 +19,8 @@ use crate::matmul::packed_legacy::{checked_shapes, Kind, ACT_BLOCK_BYTES, QK, SC
 const TILE_ROWS: usize = 4;
 /// Panels of a register tile.
 const TILE_PANELS: usize = 2;
+/// Panels of a register tile when there is one row.
+const SINGLE_ROW_PANELS: usize = 4;
 
 // The VNNI gemm of each kind; the caller has checked that the CPU has AVX-512 F/BW/VL/DQ and VNNI.
 crate::matmul::packed_legacy::gemm_entry_points!();
@@ -38,15 +40,20 @@ fn gemm(kind: Kind, k: usize, panels: &[u8], acts: &[u8], m: usize, cols: usize,
     let (nb, panel_bytes, act_row_bytes) = checked_shapes(kind, k, panels, acts, m, cols, out, out_stride);
     let ops = Operands { kind, nb, panels, panel_bytes, acts, act_row_bytes };
     let n_panels = cols.div_ceil(PANEL_ROWS);
+    // A single row (the decode case) is bound by the weight stream: more panels side by side
+    // keep more independent loads and sums in flight.
+    let tile_panels = if m == 1 { SINGLE_ROW_PANELS } else { TILE_PANELS };
     for r0 in (0..m).step_by(TILE_ROWS) {
         let rows = TILE_ROWS.min(m - r0);
-        for p0 in (0..n_panels).step_by(TILE_PANELS) {
-            let np = TILE_PANELS.min(n_panels - p0);
+        for p0 in (0..n_panels).step_by(tile_panels) {
+            let np = tile_panels.min(n_panels - p0);
             let tile_cols = (cols - p0 * PANEL_ROWS).min(np * PANEL_ROWS);
             // SAFETY: `kernel` hands these functions out only after detecting AVX-512 F/BW/VL/DQ
             // and VNNI, the features `tile` enables; the bounds were checked above.
             unsafe {
                 match (rows, np) {
+                    (1, 4) => tile::<1, 4>(&ops, r0, p0, tile_cols, out, out_stride),
+                    (1, 3) => tile::<1, 3>(&ops, r0, p0, tile_cols, out, out_stride),
                     (4, 2) => tile::<4, 2>(&ops, r0, p0, tile_cols, out, out_stride),
                     (3, 2) => tile::<3, 2>(&ops, r0, p0, tile_cols, out, out_stride),
                     (2, 2) => tile::<2, 2>(&ops, r0, p0, tile_cols, out, out_stride),
@@ -93,7 +100,8 @@ fn tile<const R: usize, const P: usize>(
         let (codes_at, scales_at) = kind.block_at(b);
         let mut isum = [[_mm512_setzero_si512(); P]; R];
         let act_at = b * ACT_BLOCK_BYTES + 8;
-        if kind == Kind::Q8_0 {
+        if kind.code_bytes() == 2 * 256 {
+            // One byte per code: Q8_0 sign-flipped, Q5_0/Q5_1 their 5 bits.
             for t in 0..QK / 4 {
                 let w: [__m512i; P] = std::array::from_fn(|p| {
                     // SAFETY: chunk t of block b lies inside panel p0 + p (check_gemm_args bounded
@@ -138,7 +146,7 @@ fn tile<const R: usize, const P: usize>(
             _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(ops.panels.as_ptr().add(panel_base[p] + scales_at).cast()) })
         });
         if kind.has_offset() {
-            // Q4_1: unsigned codes as they are, then the offset term m_w * s_a.
+            // Q4_1, Q5_1: unsigned codes as they are, then the offset term m_w * s_a.
             let m_w: [__m512; P] = std::array::from_fn(|p| {
                 let at = panel_base[p] + scales_at + SCALE_BYTES;
                 // SAFETY: the 16 fp16 offsets of block b lie inside panel p0 + p.

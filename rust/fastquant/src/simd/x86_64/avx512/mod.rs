@@ -66,7 +66,7 @@ pub fn dot_kernel_vnni(_token: Avx512, weight: QuantType) -> Option<crate::matmu
     dot::kernel_vnni(weight).or_else(|| dot_kquants::kernel(weight, true))
 }
 
-/// The VNNI packed-GEMM microkernel of a Q8_0-paired legacy type (`matmul::packed_legacy`), or
+/// The VNNI packed-GEMM microkernel of a legacy type or IQ4_NL (`matmul::packed_legacy`), or
 /// `None` without VNNI.
 pub fn packed_gemm_legacy_vnni(
     _token: Avx512,
