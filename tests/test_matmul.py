@@ -251,8 +251,11 @@ def test_packed_linear_is_within_the_bound_and_the_same_at_every_level(qtype, da
     for level in SIMD_LEVELS[1:]:
         got = lin(x, simd=level)
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), f"{qtype} packed Linear at {level}"
-    if rows >= (32 if qtype in ("Q5_0", "Q5_1") else 5):
-        # matmul packs the same panels on the fly from 5 rows (Q5_0/Q5_1: 32): the same bits.
+    # Panels larger than the blocks (Q5_0/Q5_1, the K-quants) are packed on the fly only from 32
+    # rows (and a Linear runs one row of them on the blocks); the others from 5.
+    expands = lin._packed_min_rows > 1
+    if rows >= (32 if expands else 5):
+        # matmul packs the same panels on the fly: the same bits.
         assert np.array_equal(fastquant.matmul(x, q, simd="scalar").view(np.uint32), want.view(np.uint32))
 
 

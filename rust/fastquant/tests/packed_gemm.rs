@@ -1,6 +1,8 @@
-//! Packed GEMM: for every weight type with a `PackedKernel`, every level's `gemm` gives the scalar
-//! `gemm`'s bits; the scalar `gemm` agrees with an f64 dot of the dequantized operands; the driver
-//! (a weight packed once, and packed on the fly inside `matmul`) gives the kernel's bits.
+//! Packed GEMM: for the legacy types (the K-quants' and float types' kernels have their own tests,
+//! `packed_kquants.rs` and `packed_float.rs`), every level's `gemm` gives the scalar `gemm`'s bits
+//! and the scalar `gemm` agrees with an f64 dot of the dequantized operands; for every type with a
+//! `PackedKernel`, the driver (a weight packed once, and packed on the fly inside `matmul`) gives
+//! the kernel's bits.
 
 use fastquant::formats::scalar_codec;
 use fastquant::matmul::dot::activation_type;
@@ -13,9 +15,31 @@ use fastquant::{Error, QuantType, TYPE_TABLE};
 mod common;
 use common::Rng32 as Rng;
 
-/// Every type the packed table covers (the other helpers' types join as their arms land).
+/// Every type the packed table covers.
 fn packed_types() -> Vec<QuantType> {
     TYPE_TABLE.iter().map(|t| t.qtype).filter(|&t| has_packed_kernel(t)).collect()
+}
+
+/// The Q8_0/Q8_1-paired legacy types, whose kernels (`packed_legacy.rs`) this file's generators
+/// know.
+const LEGACY: [QuantType; 6] =
+    [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q5_0, QuantType::Q5_1, QuantType::Q8_0, QuantType::IQ4_NL];
+
+/// Elements of K per "block" of the shapes below: 32, or a K-quant's 256-element super-block.
+fn k_unit(qtype: QuantType) -> usize {
+    qtype.block_elems().max(32)
+}
+
+/// Weight rows for the driver test: random legacy blocks, or for the other types their own
+/// quantizer's rows of normal data (every byte pattern of a K-quant or float is not a valid weight).
+fn driver_weight(rng: &mut Rng, qtype: QuantType, rows: usize, k: usize) -> Vec<u8> {
+    if LEGACY.contains(&qtype) {
+        return random_weight(rng, qtype, rows, k);
+    }
+    let wf: Vec<f32> = (0..rows * k).map(|_| rng.normal() * 0.1).collect();
+    let mut w = vec![0u8; rows * qtype.row_bytes(k).unwrap()];
+    (scalar_codec(qtype).unwrap().0)(&wf, &mut w);
+    w
 }
 
 fn scalar_kernel(qtype: QuantType) -> PackedKernel {
@@ -111,11 +135,11 @@ fn bits(v: &[f32]) -> Vec<u32> {
 #[test]
 fn every_level_gives_the_scalar_bits() {
     let types = packed_types();
-    for t in [QuantType::Q4_0, QuantType::Q8_0, QuantType::IQ4_NL, QuantType::Q4_1, QuantType::Q5_0, QuantType::Q5_1] {
+    for t in LEGACY {
         assert!(types.contains(&t), "{t} has a packed kernel");
     }
     let mut rng = Rng(0x5eed_1234);
-    for qtype in types {
+    for qtype in LEGACY {
         let scalar = scalar_kernel(qtype);
         for &(m, n, blocks) in &[
             (1, 1, 1),
@@ -169,7 +193,7 @@ fn every_level_gives_the_scalar_bits() {
 #[test]
 fn scalar_gemm_is_the_dot_of_the_dequantized_operands() {
     let mut rng = Rng(0xabc0_0001);
-    for qtype in packed_types() {
+    for qtype in LEGACY {
         let scalar = scalar_kernel(qtype);
         let (m, n, k) = (5, 21, 32 * 12);
         let row_bytes = qtype.row_bytes(k).unwrap();
@@ -212,9 +236,9 @@ fn the_drivers_give_the_kernel_bits() {
     for qtype in packed_types() {
         // 70 rows run in two row chunks.
         for &(m, n, blocks) in &[(9, 37, 3), (70, 100, 5), (1, 48, 2), (20, 300, 40)] {
-            let k = 32 * blocks;
+            let k = k_unit(qtype) * blocks;
             let row_bytes = qtype.row_bytes(k).unwrap();
-            let w = random_weight(&mut rng, qtype, n, k);
+            let w = driver_weight(&mut rng, qtype, n, k);
             let x = random_acts(&mut rng, m, k);
             let weight = MatmulWeight { data: &w, qtype, rows: n, k };
             let packed = PackedWeight::new(&weight).unwrap();
@@ -229,9 +253,10 @@ fn the_drivers_give_the_kernel_bits() {
                     let mut out = vec![f32::NAN; m * n];
                     matmul_packed(&packed, &x, &mut out, Some(level)).unwrap();
                     assert_eq!(bits(&out), bits(&want), "{qtype} {level} packed weight, {threads} threads");
-                    // `matmul` packs on the fly from 5 rows, Q5_0/Q5_1 (panels larger than the blocks)
-                    // from 32.
-                    if m > 8 && (m >= 32 || !matches!(qtype, QuantType::Q5_0 | QuantType::Q5_1)) {
+                    // `matmul` packs on the fly from 5 rows; types whose panels are larger than
+                    // their blocks (Q5_0/Q5_1, the K-quants) from 32.
+                    let expands = packed.bytes().len() > w.len() * 5 / 4;
+                    if m > 8 && (m >= 32 || !expands) {
                         let mut out = vec![f32::NAN; m * n];
                         matmul(&weight, &x, &mut out, Some(level)).unwrap();
                         assert_eq!(bits(&out), bits(&want), "{qtype} {level} packed on the fly, {threads} threads");
@@ -256,9 +281,8 @@ fn bad_input_is_an_error() {
     assert!(matches!(matmul_packed(&packed, &x, &mut out, None), Err(Error::NonFinite { index: 70, .. })));
     let short = MatmulWeight { data: &w[1..], ..weight };
     assert!(matches!(PackedWeight::new(&short), Err(Error::Size { .. })));
-    let q6 = vec![0u8; QuantType::Q6_K.row_bytes(256).unwrap()];
-    let unsupported = MatmulWeight { data: &q6, qtype: QuantType::Q6_K, rows: 1, k: 256 };
-    if !has_packed_kernel(QuantType::Q6_K) {
-        assert!(matches!(PackedWeight::new(&unsupported), Err(Error::Unsupported { .. })));
-    }
+    let tq = vec![0u8; QuantType::TQ2_0.row_bytes(256).unwrap()];
+    let unsupported = MatmulWeight { data: &tq, qtype: QuantType::TQ2_0, rows: 1, k: 256 };
+    assert!(!has_packed_kernel(QuantType::TQ2_0));
+    assert!(matches!(PackedWeight::new(&unsupported), Err(Error::Unsupported { .. })));
 }

@@ -55,8 +55,8 @@ const PIECE_BYTES: usize = 24 << 10;
 
 /// `out = x @ dequantize(w).T`: `x` is `m` rows of `w.k` floats, `out` is `m` rows of `w.rows`.
 /// `level` forces a SIMD level (else the active one). Activations are quantized per row to the
-/// weight's paired type first (see [`super::dot`]). From [`PACK_ON_THE_FLY_MIN_ROWS`] rows on
-/// ([`PACK_EXPANDED_ON_THE_FLY_MIN_ROWS`] for Q5_0/Q5_1), a type with a packed kernel goes to the
+/// weight's paired type first (see [`super::dot`]). From `PACK_ON_THE_FLY_MIN_ROWS` rows on
+/// (`PACK_EXPANDED_ON_THE_FLY_MIN_ROWS` for Q5_0/Q5_1), a type with a packed kernel goes to the
 /// packed GEMM ([`super::packed_driver`], panels packed tile
 /// by tile); fewer rows, and the other types, run on the dot kernels.
 pub fn matmul(w: &MatmulWeight<'_>, x: &[f32], out: &mut [f32], level: Option<Level>) -> Result<()> {

@@ -2,11 +2,11 @@
 //! ([`PackedWeight`], what a `Linear` keeps) or packed tile by tile on the fly (what [`super::matmul`]
 //! does for a GGUF-layout weight from a few activation rows on).
 //!
-//! Work is split by columns: a task is a tile of consecutive panels (at most [`TILE_BYTES`], so it
+//! Work is split by columns: a task is a tile of consecutive panels (at most `TILE_BYTES`, so it
 //! stays in a core's L2) and meets every activation row, so each weight byte is read from memory
 //! once whatever the row count; tasks are pulled from a shared counter, so uneven threads balance.
 //! On the fly, a task packs its panels into a per-worker scratch of one tile (no allocation
-//! proportional to N x K). Rows go in chunks of [`ROW_CHUNK`] whose results collect in a per-worker
+//! proportional to N x K). Rows go in chunks of `ROW_CHUNK` whose results collect in a per-worker
 //! buffer and are then copied to their columns of the output (tasks own disjoint columns).
 
 use crate::error::{Error, Result};
@@ -83,6 +83,7 @@ impl PackedWeight {
         &bytemuck::cast_slice::<Line, u8>(&self.lines)[..self.bytes]
     }
 
+    /// The weight's type.
     pub fn qtype(&self) -> QuantType {
         self.qtype
     }

@@ -57,11 +57,17 @@ pub const SCALE_BYTES: usize = 2 * PANEL_ROWS;
 /// How a type's codes sit in a panel (a constant of each kernel).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
+    /// Q4_0: nibble codes, bias 8.
     Q4_0,
+    /// IQ4_NL: nibble indices into the non-linear table.
     Iq4Nl,
+    /// Q8_0: 8-bit signed codes.
     Q8_0,
+    /// Q4_1: nibble codes with a min (Q8_1 activations).
     Q4_1,
+    /// Q5_0: 5-bit codes, bias 16.
     Q5_0,
+    /// Q5_1: 5-bit codes with a min (Q8_1 activations).
     Q5_1,
 }
 
