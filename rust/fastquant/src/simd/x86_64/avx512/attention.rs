@@ -8,11 +8,14 @@
 //! * `exp`: Cephes' degree-5 polynomial on a range-reduced argument, `vscalefps` for the power of
 //!   two (which also underflows to exactly 0 for very negative inputs), about 1 ulp.
 //! * `transpose`: 16 x 16 blocks in registers.
-//! * `qk_q8`: integer dots of Q8_0 query and key blocks, two blocks per zmm: `|k|` (unsigned) times
-//!   `q` with `k`'s sign (`vpmaddubsw`, no saturation: |q| <= 127 as our quantizer writes it), pairs
-//!   summed by `vpmaddwd` (with VNNI: `k xor 0x80` times `q` in one `vpdpbusd` started from
-//!   `-128·Σq`), then scaled per block in f32; 4 query rows (held in registers, codes and scales)
-//!   share each key's loads, and their 4 scores are reduced together.
+//! * `qk_q8` with VNNI: keys in lanes. 16 keys' codes are transposed in registers into vectors of
+//!   4-byte groups, so each query row's block dot is 8 `vpdpbusd` (`k xor 0x80` times the row's
+//!   broadcast groups, started from `-128·Σq`), exact in i32 with one lane per key: no horizontal
+//!   sums, and the float part is the scalar reference's order lane-wise (bit-identical scores).
+//! * `qk_q8` without VNNI: integer dots of Q8_0 query and key blocks, two blocks per zmm: `|k|`
+//!   (unsigned) times `q` with `k`'s sign (`vpmaddubsw`, no saturation: |q| <= 127 as our quantizer
+//!   writes it), pairs summed by `vpmaddwd`, then scaled per block in f32; 4 query rows (held in
+//!   registers, codes and scales) share each key's loads, and their 4 scores are reduced together.
 //! * `pv_q8`: 4 output rows x 64 columns (two V blocks) in 16 accumulators; each key's blocks are
 //!   widened int8 -> f32 and scaled in registers once for the 4 rows.
 //! * `qk_f16`: 4 query rows x 4 F16 keys in 16 accumulators, 16 head dims per step (each key chunk
@@ -211,7 +214,8 @@ const Q8_KEYS: usize = 16;
 /// longer rows are done in chunks of this many blocks, the later chunks adding to the scores.
 const Q8_CHUNK: usize = 8;
 
-/// How far ahead of its 16 keys the VNNI `qk_q8` prefetches key rows.
+/// How many key rows ahead the VNNI `qk_q8` and `pv_q8` prefetch Q8_0 K/V rows: at 16 (one key
+/// group) Q8_0 decode waited on memory at Nk = 32768 (~130 GFLOP/s); 64 gave ~155, 128 no more.
 const Q8_PREFETCH_KEYS: usize = 64;
 
 /// The VNNI `qk_q8`: keys in lanes. For each 16 keys and each block, the keys' 32 code bytes are
@@ -421,7 +425,7 @@ fn pv_q8_block<const MR: usize, const NB: usize>(
     }
     for j in 0..n {
         if r0 == 0 && b == 0 {
-            prefetch_row(v.as_ptr().wrapping_add((j + PREFETCH_ROWS) * row_bytes), row_bytes);
+            prefetch_row(v.as_ptr().wrapping_add((j + Q8_PREFETCH_KEYS) * row_bytes), row_bytes);
         }
         let at = j * row_bytes + b * Q8_0_BLOCK_BYTES;
         let vb = &v[at..at + NB * Q8_0_BLOCK_BYTES];
