@@ -425,7 +425,7 @@ fn pv_q8_block<const MR: usize, const NB: usize>(
     }
     for j in 0..n {
         if r0 == 0 && b == 0 {
-            prefetch_row(v.as_ptr().wrapping_add((j + Q8_PREFETCH_KEYS) * row_bytes), row_bytes);
+            prefetch_stream_row(v.as_ptr().wrapping_add((j + Q8_PREFETCH_KEYS) * row_bytes), row_bytes);
         }
         let at = j * row_bytes + b * Q8_0_BLOCK_BYTES;
         let vb = &v[at..at + NB * Q8_0_BLOCK_BYTES];
@@ -500,6 +500,22 @@ unsafe fn load_f32x16(at: *const f32, lanes: __mmask16) -> __m512 {
 /// streams K and V from memory once, and the hardware prefetcher alone kept too few lines in
 /// flight (F16 decode with a cold cache: ~11 GB/s without, ~22 GB/s with).
 const PREFETCH_ROWS: usize = 16;
+
+/// [`prefetch_row`] for a row of a contiguous stream read row by row: rows of up to 192 bytes get
+/// three unconditional prefetches (a line the last one misses starts the next row, which the next
+/// call covers) instead of a loop, whose branches cost ~8% of `pv_q8` at D = 128.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn prefetch_stream_row(at: *const u8, bytes: usize) {
+    if bytes <= 192 {
+        for off in [0, 64, 128] {
+            // A prefetch is a hint that reads nothing architecturally and never faults.
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(off).cast());
+        }
+    } else {
+        prefetch_row(at, bytes);
+    }
+}
 
 /// Asks for the `bytes` bytes at `at` to be brought into L1; `at` may lie past the data (a
 /// prefetch never faults), which is why it is a wrapped pointer rather than a slice.
