@@ -316,6 +316,11 @@ fn q8_0_tile_kernels_agree_with_scalar() {
             (kern.qk_q8)(&q8, rows, &k8, n, row_bytes, &mut sb, ld);
             let s_max = sa.iter().fold(1f32, |m, x| m.max(x.abs()));
             assert!(max_err(&sa, &sb) <= 1e-6 * s_max * (d / 32) as f32, "qk_q8 {level} {rows}x{d}x{n}");
+            if kern.level == fastquant::Level::Avx512Vnni {
+                // Keys in lanes, exact i32 block dots, the reference's float order lane-wise: the
+                // same bits (and the padding past n untouched).
+                assert_eq!(sa, sb, "qk_q8 {level} {rows}x{d}x{n}");
+            }
             let dp = d.next_multiple_of(16);
             let (v8, _) = q8_0_rows(&rng.vec(n * d, 1.0), d);
             let p = rng.vec(rows * ld, 1.0);

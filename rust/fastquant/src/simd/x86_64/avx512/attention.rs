@@ -8,11 +8,14 @@
 //! * `exp`: Cephes' degree-5 polynomial on a range-reduced argument, `vscalefps` for the power of
 //!   two (which also underflows to exactly 0 for very negative inputs), about 1 ulp.
 //! * `transpose`: 16 x 16 blocks in registers.
-//! * `qk_q8`: integer dots of Q8_0 query and key blocks, two blocks per zmm: `|k|` (unsigned) times
-//!   `q` with `k`'s sign (`vpmaddubsw`, no saturation: |q| <= 127 as our quantizer writes it), pairs
-//!   summed by `vpmaddwd` (with VNNI: `k xor 0x80` times `q` in one `vpdpbusd` started from
-//!   `-128·Σq`), then scaled per block in f32; 4 query rows (held in registers, codes and scales)
-//!   share each key's loads, and their 4 scores are reduced together.
+//! * `qk_q8` with VNNI: keys in lanes. 16 keys' codes are transposed in registers into vectors of
+//!   4-byte groups, so each query row's block dot is 8 `vpdpbusd` (`k xor 0x80` times the row's
+//!   broadcast groups, started from `-128·Σq`), exact in i32 with one lane per key: no horizontal
+//!   sums, and the float part is the scalar reference's order lane-wise (bit-identical scores).
+//! * `qk_q8` without VNNI: integer dots of Q8_0 query and key blocks, two blocks per zmm: `|k|`
+//!   (unsigned) times `q` with `k`'s sign (`vpmaddubsw`, no saturation: |q| <= 127 as our quantizer
+//!   writes it), pairs summed by `vpmaddwd`, then scaled per block in f32; 4 query rows (held in
+//!   registers, codes and scales) share each key's loads, and their 4 scores are reduced together.
 //! * `pv_q8`: 4 output rows x 64 columns (two V blocks) in 16 accumulators; each key's blocks are
 //!   widened int8 -> f32 and scaled in registers once for the 4 rows.
 //! * `qk_f16`: 4 query rows x 4 F16 keys in 16 accumulators, 16 head dims per step (each key chunk
@@ -27,8 +30,8 @@ use std::arch::x86_64::*;
 
 use super::legacy::{broadcast_fp16, dequantize_q8_codes};
 use crate::attention::kernels::{
-    check_pv, check_pv_f16, check_pv_q8, check_qk, check_qk_f16, check_qk_q8, check_transpose, transpose_edges,
-    Q8_0_BLOCK_BYTES,
+    check_pv, check_pv_f16, check_pv_q8, check_qk, check_qk_f16, check_qk_q8, check_transpose, q8_0_scale,
+    transpose_edges, Q8_0_BLOCK_BYTES,
 };
 use crate::attention::TileKernels;
 use crate::simd::x86_64::Avx512;
@@ -204,18 +207,164 @@ qk_q8_kernel!(
     }
 );
 
-// `vpdpbusd` wants an unsigned operand: k + 128 (k xor 0x80) times q, started from -128·Σq of each
-// 4-byte group, is exactly Σ k·q, in i32 without saturation.
-qk_q8_kernel!(
-    qk_q8_avx512vnni,
-    "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni",
-    key: |kv| _mm512_xor_si512(kv, _mm512_set1_epi8(i8::MIN)),
-    bias: |qc| _mm512_sub_epi32(
-        _mm512_setzero_si512(),
-        _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(i8::MIN), qc)
-    ),
-    dot: |kp, qc, start| _mm512_dpbusd_epi32(start, kp, qc)
-);
+/// Keys per pass of the VNNI `qk_q8`: one zmm lane per key.
+const Q8_KEYS: usize = 16;
+
+/// Q8_0 blocks of a row whose per-row constants (`-128·Σq`, `d_q`) one pass keeps on the stack;
+/// longer rows are done in chunks of this many blocks, the later chunks adding to the scores.
+const Q8_CHUNK: usize = 8;
+
+/// How many key rows ahead the VNNI `qk_q8` and `pv_q8` prefetch Q8_0 K/V rows: at 16 (one key
+/// group) Q8_0 decode waited on memory at Nk = 32768 (~130 GFLOP/s); 64 gave ~155, 128 no more.
+const Q8_PREFETCH_KEYS: usize = 64;
+
+/// The VNNI `qk_q8`: keys in lanes. For each 16 keys and each block, the keys' 32 code bytes are
+/// transposed in registers into 8 vectors of 4-byte groups (vector `g` lane `j` = bytes `4g..4g+4`
+/// of key `j`), so each query row's block dot is 8 `vpdpbusd` with the row's 4-byte groups
+/// broadcast, exact in i32 and already one lane per key: no horizontal sums. `vpdpbusd` wants an
+/// unsigned operand: `k xor 0x80` (= k + 128) times q, started from `-128·Σq`, is exactly `Σ k·q`.
+/// The float part is the scalar reference's, lane-wise: `s = s + dot·(d_q·d_k)` block by block.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
+fn qk_q8_avx512vnni(q8: &[u8], rows: usize, k: &[u8], n: usize, row_bytes: usize, s: &mut [f32], ld: usize) {
+    check_qk_q8(q8, rows, k, n, row_bytes, s, ld);
+    let blocks = row_bytes / Q8_0_BLOCK_BYTES;
+    if n == 0 || blocks == 0 {
+        return;
+    }
+    for r0 in (0..rows).step_by(Q8_ROWS) {
+        for b0 in (0..blocks).step_by(Q8_CHUNK) {
+            let nb = Q8_CHUNK.min(blocks - b0);
+            let args = (q8, r0, k, n, row_bytes, b0, nb);
+            match ((rows - r0).min(Q8_ROWS), nb) {
+                (4, 4) => qk_q8_vnni_rows::<4, 4>(args, s, ld),
+                (1, _) => qk_q8_vnni_rows::<1, 0>(args, s, ld),
+                (2, _) => qk_q8_vnni_rows::<2, 0>(args, s, ld),
+                (3, _) => qk_q8_vnni_rows::<3, 0>(args, s, ld),
+                _ => qk_q8_vnni_rows::<4, 0>(args, s, ld),
+            }
+        }
+    }
+}
+
+/// The query side and key range of one `qk_q8_vnni_rows` pass: `(q8, r0, k, n, row_bytes, b0, nb)`.
+type Q8Pass<'a> = (&'a [u8], usize, &'a [u8], usize, usize, usize, usize);
+
+/// Scores of query rows `r0..r0 + MR` over blocks `b0..b0 + nb` (`NB` when it is not 0: D = 128
+/// gets a fully unrolled block loop), 16 keys at a time; chunks after the first add to `s`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
+#[inline]
+fn qk_q8_vnni_rows<const MR: usize, const NB: usize>(pass: Q8Pass, s: &mut [f32], ld: usize) {
+    let (q8, r0, k, n, row_bytes, b0, nb) = pass;
+    let nb = if NB == 0 { nb } else { NB };
+    // Per row and block: the vpdpbusd start -128·Σq and the scale d_q.
+    let mut bias = [[0i32; Q8_CHUNK]; MR];
+    let mut dq = [[0f32; Q8_CHUNK]; MR];
+    for i in 0..MR {
+        let qrow = &q8[(r0 + i) * row_bytes..(r0 + i + 1) * row_bytes];
+        for t in 0..nb {
+            let qb = &qrow[(b0 + t) * Q8_0_BLOCK_BYTES..(b0 + t + 1) * Q8_0_BLOCK_BYTES];
+            bias[i][t] = -128 * qb[2..].iter().map(|&c| c as i8 as i32).sum::<i32>();
+            dq[i][t] = q8_0_scale(qb);
+        }
+    }
+    let flip = _mm512_set1_epi8(i8::MIN);
+    for j0 in (0..n).step_by(Q8_KEYS) {
+        // Lanes past the last key repeat it (in bounds; their scores are not stored).
+        let last = n - 1 - j0;
+        let live = tail_mask((n - j0).min(Q8_KEYS));
+        let key = |t: usize| k[(j0 + t.min(last)) * row_bytes..].as_ptr();
+        if r0 == 0 && b0 == 0 {
+            prefetch_row(k.as_ptr().wrapping_add((j0 + Q8_PREFETCH_KEYS) * row_bytes), Q8_KEYS * row_bytes);
+        }
+        // The keys' block scales, gathered by scalar loads (`vpgatherdd` took ~40% of the time on Zen 5).
+        let mut dk_bits = [[0u16; Q8_KEYS]; Q8_CHUNK];
+        for t in 0..Q8_KEYS {
+            let row = key(t).wrapping_add(b0 * Q8_0_BLOCK_BYTES);
+            for (b, bits) in dk_bits.iter_mut().enumerate().take(nb) {
+                // SAFETY: the first two bytes (the f16 scale) of block b0 + b < blocks of a key row.
+                bits[t] = u16::from_le(unsafe { row.add(b * Q8_0_BLOCK_BYTES).cast::<u16>().read_unaligned() });
+            }
+        }
+        let mut sums = [_mm512_setzero_ps(); MR];
+        if b0 > 0 {
+            for (i, x) in sums.iter_mut().enumerate() {
+                // SAFETY: the live lanes are keys j0.. < n <= ld of row r0 + i < rows (check_qk_q8).
+                *x = unsafe { _mm512_maskz_loadu_ps(live, s.as_ptr().add((r0 + i) * ld + j0)) };
+            }
+        }
+        for t in 0..nb {
+            let at = (b0 + t) * Q8_0_BLOCK_BYTES;
+            // Key j of this pass sits in 256-bit half h of z[i] for (i, h) as laid out here, so that
+            // after the three shuffle stages lane j of every vector belongs to key j.
+            let z: [__m512i; 8] = std::array::from_fn(|i| {
+                let lo_key = if i < 4 { i } else { i + 4 };
+                // SAFETY: `key` points at a whole key row (index clamped to n - 1), whose block t
+                // codes are the 32 bytes at at + 2.
+                let (lo, hi) = unsafe {
+                    (
+                        _mm256_loadu_si256(key(lo_key).add(at + 2).cast()),
+                        _mm256_loadu_si256(key(lo_key + 4).add(at + 2).cast()),
+                    )
+                };
+                _mm512_xor_si512(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi), flip)
+            });
+            let kt = transpose_8x16_groups(z);
+            // SAFETY: dk_bits[t] is 16 readable u16; `loadu` has no alignment requirement.
+            let dk = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(dk_bits[t].as_ptr().cast()) });
+            for i in 0..MR {
+                let qcodes = q8[(r0 + i) * row_bytes + at + 2..(r0 + i) * row_bytes + at + 34].as_ptr();
+                let mut acc = [_mm512_set1_epi32(bias[i][t]), _mm512_setzero_si512()];
+                for (g, kv) in kt.iter().enumerate() {
+                    // SAFETY: bytes 4g..4g + 4 of the block's 32 codes.
+                    let qg = _mm512_set1_epi32(unsafe { qcodes.add(4 * g).cast::<i32>().read_unaligned() });
+                    acc[g % 2] = _mm512_dpbusd_epi32(acc[g % 2], *kv, qg);
+                }
+                let dot = _mm512_cvtepi32_ps(_mm512_add_epi32(acc[0], acc[1]));
+                sums[i] = _mm512_add_ps(sums[i], _mm512_mul_ps(dot, _mm512_mul_ps(_mm512_set1_ps(dq[i][t]), dk)));
+            }
+        }
+        for (i, x) in sums.iter().enumerate() {
+            // SAFETY: as for the loads above.
+            unsafe { _mm512_mask_storeu_ps(s.as_mut_ptr().add((r0 + i) * ld + j0), live, *x) };
+        }
+    }
+}
+
+/// The 8 x 16 transpose of 4-byte groups behind the VNNI `qk_q8`: `z[i]` holds the 8 groups of
+/// key `i` (`i + 4` from `i = 4` on) in its low half and of key `i + 4` (`i + 8`) in its high half;
+/// the result's vector `g` holds group `g` of keys 0..16 in lane order.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn transpose_8x16_groups(z: [__m512i; 8]) -> [__m512i; 8] {
+    // Within each 128-bit lane: 32-bit then 64-bit interleaves (a 4 x 4 transpose per 4 vectors).
+    let t: [__m512i; 8] = std::array::from_fn(|i| {
+        let (a, b) = (z[i & !1], z[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_epi32(a, b)
+        } else {
+            _mm512_unpackhi_epi32(a, b)
+        }
+    });
+    // u[4h + e], 128-bit lane L: group 4·(L % 2) + e of the four keys of z[4h..4h + 4]'s half L / 2.
+    let u: [__m512i; 8] = std::array::from_fn(|i| {
+        let (h, e) = (i / 4, i % 4);
+        let (a, b) = (t[4 * h + e / 2], t[4 * h + 2 + e / 2]);
+        if e % 2 == 0 {
+            _mm512_unpacklo_epi64(a, b)
+        } else {
+            _mm512_unpackhi_epi64(a, b)
+        }
+    });
+    // Lanes 0 and 2 (groups 0..4) or 1 and 3 (groups 4..8) of u[e] (keys 0..8) and u[4 + e] (8..16).
+    std::array::from_fn(|g| {
+        let e = g % 4;
+        if g < 4 {
+            _mm512_shuffle_i32x4::<0b10_00_10_00>(u[e], u[4 + e])
+        } else {
+            _mm512_shuffle_i32x4::<0b11_01_11_01>(u[e], u[4 + e])
+        }
+    })
+}
 
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
@@ -276,7 +425,7 @@ fn pv_q8_block<const MR: usize, const NB: usize>(
     }
     for j in 0..n {
         if r0 == 0 && b == 0 {
-            prefetch_row(v.as_ptr().wrapping_add((j + PREFETCH_ROWS) * row_bytes), row_bytes);
+            prefetch_stream_row(v.as_ptr().wrapping_add((j + Q8_PREFETCH_KEYS) * row_bytes), row_bytes);
         }
         let at = j * row_bytes + b * Q8_0_BLOCK_BYTES;
         let vb = &v[at..at + NB * Q8_0_BLOCK_BYTES];
@@ -351,6 +500,22 @@ unsafe fn load_f32x16(at: *const f32, lanes: __mmask16) -> __m512 {
 /// streams K and V from memory once, and the hardware prefetcher alone kept too few lines in
 /// flight (F16 decode with a cold cache: ~11 GB/s without, ~22 GB/s with).
 const PREFETCH_ROWS: usize = 16;
+
+/// [`prefetch_row`] for a row of a contiguous stream read row by row: rows of up to 192 bytes get
+/// three unconditional prefetches (a line the last one misses starts the next row, which the next
+/// call covers) instead of a loop, whose branches cost ~8% of `pv_q8` at D = 128.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn prefetch_stream_row(at: *const u8, bytes: usize) {
+    if bytes <= 192 {
+        for off in [0, 64, 128] {
+            // A prefetch is a hint that reads nothing architecturally and never faults.
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(off).cast());
+        }
+    } else {
+        prefetch_row(at, bytes);
+    }
+}
 
 /// Asks for the `bytes` bytes at `at` to be brought into L1; `at` may lie past the data (a
 /// prefetch never faults), which is why it is a wrapped pointer rather than a slice.
