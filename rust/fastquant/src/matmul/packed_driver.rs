@@ -24,6 +24,12 @@ const TILE_BYTES: usize = 512 << 10;
 /// Activation rows whose results a task collects before copying them to the output.
 const ROW_CHUNK: usize = 64;
 
+/// Fewest panels in a tile, whatever their size: the microkernels' register tiles span up to 3
+/// panels (48 columns), and a tile of one long panel (F16 at K = 14336: 458 KB) left them a third
+/// full (measured, W [4096 x 14336] F16 at 512 rows, one thread: 134 GFLOP/s with one panel per
+/// tile).
+const MIN_TILE_PANELS: usize = 3;
+
 /// Each activation-preparation task quantizes at least this many rows.
 const PREPARE_MIN_ROWS: usize = 8;
 
@@ -174,7 +180,8 @@ pub(crate) fn run(
     let panel_bytes = (kernel.panel_bytes)(k);
     let n_panels = n.div_ceil(PANEL_ROWS);
     let threads = crate::parallel::num_threads();
-    let tile_panels = (TILE_BYTES / panel_bytes.max(1)).clamp(1, n_panels.div_ceil(threads).max(1));
+    let tile_panels =
+        (TILE_BYTES / panel_bytes.max(1)).max(MIN_TILE_PANELS).clamp(1, n_panels.div_ceil(threads).max(1));
     let n_tasks = n_panels.div_ceil(tile_panels);
     let chunk_rows = ROW_CHUNK.min(m);
     let tile_cols = tile_panels * PANEL_ROWS;
