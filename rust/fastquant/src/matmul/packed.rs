@@ -80,3 +80,30 @@ pub fn packed_kernel_for(weight: QuantType, level: Level) -> Option<PackedKernel
         _ => super::packed_legacy::packed_kernel(weight, level),
     }
 }
+
+/// The shape contract of [`PackedGemmFn`] that does not depend on the type, checked by every
+/// `gemm` before it touches memory (a violation panics, like a slice index; the drivers check
+/// shapes first): whole panels of `panel_bytes`, `cols` within them, `m` activation rows of
+/// `act_row_bytes`, and room for `m` output rows of `cols` at `out_stride`. Returns the number of
+/// panels.
+#[allow(clippy::too_many_arguments)]
+pub fn check_gemm_args(
+    panels: &[u8],
+    panel_bytes: usize,
+    acts: &[u8],
+    act_row_bytes: usize,
+    m: usize,
+    cols: usize,
+    out: &[f32],
+    out_stride: usize,
+) -> usize {
+    assert!(panel_bytes > 0 && panels.len().is_multiple_of(panel_bytes), "panels are not whole panels");
+    let n_panels = panels.len() / panel_bytes;
+    assert!(cols <= n_panels * PANEL_ROWS, "{cols} columns in {n_panels} panels");
+    assert!(acts.len() >= m * act_row_bytes, "fewer than {m} activation rows");
+    if m > 0 && cols > 0 {
+        assert!(cols <= out_stride, "output stride {out_stride} below {cols} columns");
+        assert!(out.len() >= (m - 1) * out_stride + cols, "output too short");
+    }
+    n_panels
+}

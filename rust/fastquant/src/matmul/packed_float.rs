@@ -159,10 +159,8 @@ fn check_shapes(
     out: &[f32],
     out_stride: usize,
 ) {
-    assert!(k > 0 && panels.len().is_multiple_of(panel_bytes), "whole panels of K = {k}");
-    assert!(cols <= PANEL_ROWS * (panels.len() / panel_bytes), "{cols} columns in the panels");
-    assert!(acts.len() >= m * 4 * k, "{m} activation rows of {k} floats");
-    assert!(m == 0 || cols == 0 || (cols <= out_stride && out.len() >= (m - 1) * out_stride + cols), "output rows");
+    assert!(k > 0, "K is 0");
+    super::packed::check_gemm_args(panels, panel_bytes, acts, 4 * k, m, cols, out, out_stride);
 }
 
 /// One register tile's work: rows `0..mr` of `acts` against panels `0..nr` of `panels` over K range

@@ -270,15 +270,8 @@ pub fn check_gemm_args(
     out_stride: usize,
 ) -> (usize, usize) {
     assert!(k > 0 && k.is_multiple_of(QK_K), "k = {k} is not a positive multiple of {QK_K}");
-    let pb = panel_bytes(f, k);
-    assert!(panels.len().is_multiple_of(pb), "panels are whole panels");
-    let n_panels = panels.len() / pb;
-    assert!(cols <= PANEL_ROWS * n_panels, "{cols} columns in {n_panels} panels");
-    assert!(acts.len() >= m * act_row_bytes(k), "{m} activation rows");
-    if m > 0 && cols > 0 {
-        assert!(m == 1 || out_stride >= cols, "out_stride {out_stride} below {cols} columns");
-        assert!(out.len() >= (m - 1) * out_stride + cols, "output too short");
-    }
+    let n_panels =
+        super::packed::check_gemm_args(panels, panel_bytes(f, k), acts, act_row_bytes(k), m, cols, out, out_stride);
     (k / QK_K, n_panels)
 }
 

@@ -252,26 +252,7 @@ impl Kind {
     }
 }
 
-/// The shape checks every level's `gemm` makes before touching memory.
-#[allow(clippy::too_many_arguments)]
-pub fn check_gemm_args(
-    panels: &[u8],
-    panel_bytes: usize,
-    acts: &[u8],
-    act_row_bytes: usize,
-    m: usize,
-    cols: usize,
-    out: &[f32],
-    out_stride: usize,
-) {
-    let n_panels = panels.len().checked_div(panel_bytes).unwrap_or(0);
-    assert!(panels.len() == n_panels * panel_bytes && cols <= n_panels * PANEL_ROWS, "panels of the wrong size");
-    assert!(acts.len() >= m * act_row_bytes, "activation rows too short");
-    assert!(cols <= out_stride || m == 0, "output stride shorter than the columns");
-    assert!(m == 0 || out.len() >= (m - 1) * out_stride + cols, "output too short");
-}
-
-/// The shapes of a `gemm` call of `kind` after [`check_gemm_args`]: (blocks, panel bytes,
+/// The shapes of a `gemm` call of `kind` after [`check_gemm_args`](super::packed::check_gemm_args): (blocks, panel bytes,
 /// activation row bytes).
 #[allow(clippy::too_many_arguments)]
 pub fn checked_shapes(
@@ -285,7 +266,7 @@ pub fn checked_shapes(
     out_stride: usize,
 ) -> (usize, usize, usize) {
     let (panel_bytes, act_row_bytes) = (kind.panel_bytes(k), act_row_bytes(k));
-    check_gemm_args(panels, panel_bytes, acts, act_row_bytes, m, cols, out, out_stride);
+    super::packed::check_gemm_args(panels, panel_bytes, acts, act_row_bytes, m, cols, out, out_stride);
     (k / QK, panel_bytes, act_row_bytes)
 }
 
