@@ -43,13 +43,13 @@ const PACK_EXPANDED_ON_THE_FLY_MIN_ROWS: usize = 32;
 /// Each GEMV task streams at least this many weight bytes, so a hand-off to another thread pays.
 const GEMV_MIN_TASK_BYTES: usize = 256 << 10;
 
-/// Weight bytes of one GEMM tile: the tile stays in a core's L2 (1 MiB on this machine's Zen 4;
+/// Weight bytes of one GEMM tile: the tile stays in a core's L2 (1 MiB on this machine's Zen 5;
 /// 512 KiB or more on every AVX2 CPU) beside the 8 activation rows it meets, and is reused by every
 /// group of 8 activation rows of the task before the next tile is read.
 const GEMM_TILE_BYTES: usize = 384 << 10;
 
 /// With more than one activation row, K goes in pieces whose 8 activation rows take about this
-/// many bytes (Q8_0: 2816 elements; f32: 768), so a group's piece stays in L1 (48 KiB on Zen 4,
+/// many bytes (Q8_0: 2816 elements; f32: 768), so a group's piece stays in L1 (48 KiB on Zen 4 and 5,
 /// 32 KiB on older cores) while many weight rows meet it; streaming whole rows instead read the
 /// activations from L2 for every weight row (measured: F16 at 64 rows 28% slower, Q4_0 at 8 rows
 /// 23%). Each output is the sum of its pieces' dot products, added in order.

@@ -155,7 +155,7 @@ pub(crate) mod legacy {
 
     /// The fp16 values at byte `at` of the eight blocks of `group`, as floats. The halves are
     /// assembled in general-purpose registers, which the kernel leaves idle (a `vpgatherdd` took a
-    /// third of the kernel's time on Zen 4).
+    /// third of the kernel's time on this machine's Zen 5).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     pub(crate) fn fp16_lanes<const B: usize>(group: &[[u8; B]; BLOCK_LANES], at: usize) -> __m256 {
