@@ -185,7 +185,7 @@ class Linear:
         self._packed_min_rows = 1
         if qt.shape[0] > 0 and qt.shape[1] > 0 and _core.has_packed_kernel(qt.qtype.id):
             self._packed = _core.PackedWeight(qt.data, qt.qtype.id, qt.shape[0], qt.shape[1])
-            if self._packed.nbytes > qt.data.nbytes * 5 // 4:
+            if self._packed.panels_expand:
                 self._packed_min_rows = 2
 
     @property

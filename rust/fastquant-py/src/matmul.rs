@@ -81,6 +81,12 @@ impl PyPackedWeight {
     fn nbytes(&self) -> usize {
         self.inner.bytes().len()
     }
+
+    /// Whether the panels take more than a quarter more bytes than the blocks (a byte per code).
+    #[getter]
+    fn panels_expand(&self) -> bool {
+        self.inner.panels_expand()
+    }
 }
 
 /// Whether weights of type `qtype_id` can be packed (`PackedWeight`).

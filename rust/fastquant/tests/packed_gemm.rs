@@ -255,8 +255,7 @@ fn the_drivers_give_the_kernel_bits() {
                     assert_eq!(bits(&out), bits(&want), "{qtype} {level} packed weight, {threads} threads");
                     // `matmul` packs on the fly from 5 rows; types whose panels are larger than
                     // their blocks (Q5_0/Q5_1, the K-quants) from 32.
-                    let expands = packed.bytes().len() > w.len() * 5 / 4;
-                    if m > 8 && (m >= 32 || !expands) {
+                    if m > 8 && (m >= 32 || !packed.panels_expand()) {
                         let mut out = vec![f32::NAN; m * n];
                         matmul(&weight, &x, &mut out, Some(level)).unwrap();
                         assert_eq!(bits(&out), bits(&want), "{qtype} {level} packed on the fly, {threads} threads");

@@ -11,7 +11,7 @@ use crate::types::QuantType;
 
 use super::activation::prepare_activations;
 use super::dot::{dot_kernel_for, VecDotFn, MAX_ROWS};
-use super::packed::{packed_kernel_for, PANEL_ROWS};
+use super::packed::packed_kernel_for;
 use super::packed_driver::{self, Panels};
 
 /// A weight matrix as GGUF stores it: `rows` output rows (N) of `k` elements (K) of `qtype`, each
@@ -76,10 +76,7 @@ pub fn matmul(w: &MatmulWeight<'_>, x: &[f32], out: &mut [f32], level: Option<Le
     }
     if m >= PACK_ON_THE_FLY_MIN_ROWS {
         if let Some(packed) = packed_kernel_for(w.qtype, level) {
-            // Sizes at a K of whole block pairs and super-blocks, so padding does not count.
-            const PROBE_K: usize = 512;
-            let expands = (packed.panel_bytes)(PROBE_K) > PANEL_ROWS * w.qtype.row_bytes(PROBE_K)? * 5 / 4;
-            if !expands || m >= PACK_EXPANDED_ON_THE_FLY_MIN_ROWS {
+            if !packed.panels_expand(w.qtype) || m >= PACK_EXPANDED_ON_THE_FLY_MIN_ROWS {
                 let panels = Panels::Gguf { data: w.data, row_bytes: weight_row_bytes };
                 return packed_driver::run(&packed, panels, n, k, x, m, out, level);
             }

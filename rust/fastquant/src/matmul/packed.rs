@@ -68,6 +68,17 @@ pub struct PackedKernel {
     pub level: Level,
 }
 
+impl PackedKernel {
+    /// Whether `weight`'s panels take more than a quarter more bytes than its blocks (Q5_0/Q5_1
+    /// and the K-quants keep a byte per code): packing them then decodes every code, and a
+    /// single row, which streams the weight once, reads fewer bytes from the blocks.
+    pub fn panels_expand(&self, weight: QuantType) -> bool {
+        // A K of whole block pairs and super-blocks, so padding does not count.
+        const PROBE_K: usize = 512;
+        weight.row_bytes(PROBE_K).is_ok_and(|row| (self.panel_bytes)(PROBE_K) > PANEL_ROWS * row * 5 / 4)
+    }
+}
+
 /// The packed kernel for `weight` at `level`, or `None` where the type has none (the matmul then
 /// uses the GEMV kernels for every row count). `level` must be available on this CPU.
 pub fn packed_kernel_for(weight: QuantType, level: Level) -> Option<PackedKernel> {

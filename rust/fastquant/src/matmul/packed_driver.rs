@@ -89,6 +89,12 @@ impl PackedWeight {
         &bytemuck::cast_slice::<Line, u8>(&self.lines)[..self.bytes]
     }
 
+    /// Whether the panels take more than a quarter more bytes than the blocks
+    /// ([`PackedKernel::panels_expand`]).
+    pub fn panels_expand(&self) -> bool {
+        packed_kernel_for(self.qtype, Level::Scalar).is_some_and(|kernel| kernel.panels_expand(self.qtype))
+    }
+
     /// The weight's type.
     pub fn qtype(&self) -> QuantType {
         self.qtype
