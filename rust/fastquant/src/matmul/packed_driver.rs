@@ -33,7 +33,6 @@ const MIN_TILE_PANELS: usize = 3;
 /// Each activation-preparation task quantizes at least this many rows.
 const PREPARE_MIN_ROWS: usize = 8;
 
-
 /// A weight packed once into its type's panels, page aligned: every panel of 16 rows, one after
 /// another (the last one padded with zero rows). The layout is the same at every SIMD level.
 pub struct PackedWeight {

@@ -386,7 +386,9 @@ macro_rules! superblock_driver {
             load: impl Fn(&[u8; B]) -> (P, f32, f32),
             row_sums: impl Fn(&P, &[u8; Q8K_BYTES]) -> (__m256i, __m256i),
         ) {
-            use $crate::simd::x86_64::avx2::dot_kquants::{check_shapes, lane_sums, load_f32x8, reduce_partials};
+            use $crate::simd::x86_64::avx2::dot_kquants::{
+                check_shapes, lane_sums, load_f32x8, reduce_partials, WEIGHT_PREFETCH_BYTES,
+            };
             check_shapes(n, weight.len(), B, acts.len(), act_row_bytes, out.len());
             assert!(out.len() <= CAP);
             let rows = out.len();
@@ -410,6 +412,15 @@ macro_rules! superblock_driver {
                 let mut dmin_w = [0f32; PARTIALS];
                 for (s, block) in group.iter().enumerate() {
                     let i = g * PARTIALS + s;
+                    if CAP == 1 {
+                        // One row streams whole weight rows, the next ones right after this one;
+                        // with more rows K goes in pieces, and the bytes ahead belong to a later
+                        // piece. A prefetch of any address is harmless (it never faults).
+                        let ahead = weight.as_ptr().wrapping_add(i * B + WEIGHT_PREFETCH_BYTES);
+                        for line in (0..B).step_by(64) {
+                            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+                        }
+                    }
                     let p;
                     (p, d_w[s], dmin_w[s]) = load(block);
                     for r in 0..rows {
@@ -444,6 +455,11 @@ macro_rules! superblock_driver {
     };
 }
 pub(in crate::simd::x86_64) use superblock_driver;
+/// How far ahead of the super-block being unpacked the single-row drivers prefetch the weight. A
+/// single-row matmul streams the weight from memory once, and the hardware prefetcher alone left
+/// the loads of each super-block waiting: measured on W [4096 x 14336], one thread, Q6_K went
+/// from 31 to 44 GB/s, Q5_K 24 -> 30, Q4_K 26 -> 29 with 16 KiB (4 KiB gained half of that).
+pub(in crate::simd::x86_64) const WEIGHT_PREFETCH_BYTES: usize = 16 << 10;
 
 superblock_driver!(dot_superblocks, dot_superblocks_rows, "avx2,fma,f16c");
 
