@@ -154,11 +154,18 @@ fn min_block_scales(packed: &[u8], w: &mut Superblock) {
 /// low nibbles the first 32 elements, high nibbles the next 32.
 fn unpack_q4_k(b: &[u8]) -> Superblock {
     let qs = &b[16..144];
-    let mut w =
-        Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 0), dmin: fp16_at(b, 2) };
+    let mut w = unpack_q4_k_header(b);
     for e in 0..QK_K {
         w.codes[e] = ((qs[32 * (e / 64) + e % 32] >> (4 * (e % 64 / 32))) & 0xF) as i8;
     }
+    w
+}
+
+/// A Q4_K block's scales, mins (the biases), `d` and `dmin`; the codes left zero (for readers of
+/// the nibbles themselves, such as the packed panels).
+pub fn unpack_q4_k_header(b: &[u8]) -> Superblock {
+    let mut w =
+        Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 0), dmin: fp16_at(b, 2) };
     min_block_scales(&b[4..16], &mut w);
     w
 }
@@ -205,14 +212,22 @@ fn unpack_q6_k(b: &[u8]) -> Superblock {
 /// `d * (ls - 32) * KVALUES_IQ4NL[q]`, the codes in `qs[16ib..16ib + 16]` (low nibbles the first 16
 /// elements). The codes here are the signed table values; no bias.
 fn unpack_iq4_xs(b: &[u8]) -> Superblock {
-    let scales_h = u16::from_le_bytes([b[2], b[3]]);
-    let (scales_l, qs) = (&b[4..8], &b[8..136]);
-    let mut w = Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 0), dmin: 0.0 };
+    let qs = &b[8..136];
+    let mut w = unpack_iq4_xs_header(b);
     for e in 0..QK_K {
         let (ib, l) = (e / 32, e % 32);
         let nibble = (qs[16 * ib + l % 16] >> (4 * (l / 16))) & 0xF;
         w.codes[e] = KVALUES_IQ4NL[nibble as usize];
     }
+    w
+}
+
+/// An IQ4_XS block's scales and `d`; the codes left zero (for readers of the nibbles themselves,
+/// such as the packed panels).
+pub fn unpack_iq4_xs_header(b: &[u8]) -> Superblock {
+    let scales_h = u16::from_le_bytes([b[2], b[3]]);
+    let scales_l = &b[4..8];
+    let mut w = Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 0), dmin: 0.0 };
     for ib in 0..8 {
         let low = (scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF;
         let high = ((scales_h >> (2 * ib)) & 3) as u8;

@@ -8,23 +8,31 @@
 //! while every activation row passes it; the next tile's activation blocks, an activation row
 //! apart, are prefetched.
 //!
-//! IQ4_XS's signed codes: with VNNI they become `code + 128` (xor 0x80, one op per weight vector)
-//! and the activation extras take the `128 * sum(a)` off again; without VNNI the kernel multiplies
-//! `|code|` by the activation negated where the code is negative (a masked subtract).
+//! Q4_K and IQ4_XS keep their codes as nibbles: one 64-byte chunk gives two groups' weight
+//! vectors (`and 0x0f`, `srli 4 + and`). IQ4_XS's nibbles are table indices, looked up with one
+//! `vpshufb` per weight vector: with VNNI as `value + 128` (the activation extras take the
+//! `128 * sum(a)` off again); without VNNI as the signed value, and the kernel multiplies `|value|`
+//! by the activation negated where the value is negative (a masked subtract). The scales, mins
+//! and `d` are widened from i8/f16 once per panel and sub-block.
 
 use std::arch::x86_64::*;
 
 use super::super::avx2::gemm_kquants::prefetch_acts;
+use crate::formats::iquants::iq4::KVALUES_IQ4NL;
 use crate::matmul::packed::PackedGemmFn;
 use crate::matmul::packed_kquants::{
     act_row_bytes, check_gemm_args, panel_bytes, PackedFormat, ACT_BLOCK_BYTES, ACT_CODES, ACT_EXTRAS, FORMATS, IQ4_XS,
-    Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+    IQ4_XS_BIASED, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
 };
 
 /// Activation rows per tile.
 const MR: usize = 4;
 /// Panels per tile.
 const NP: usize = 3;
+/// How far ahead of the super-block a tile reads the first row tile prefetches each panel, in
+/// panel super-blocks: with one activation row the tile is memory-bound and the hardware
+/// prefetchers, following `NP` streams, fall behind.
+const PREFETCH_SUPERBLOCKS: usize = 2;
 
 /// 4 bytes at `p` broadcast to every i32 lane.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
@@ -41,6 +49,55 @@ fn broadcast4(p: *const u8) -> __m512i {
 fn load64(p: *const u8) -> __m512i {
     // SAFETY: as in `broadcast4`: in a panel super-block checked on entry; `loadu` is unaligned.
     unsafe { _mm512_loadu_si512(p.cast()) }
+}
+
+/// 32 bytes at `p`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn load32(p: *const u8) -> __m256i {
+    // SAFETY: as in `broadcast4`: in a panel super-block checked on entry; `loadu` is unaligned.
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
+/// 16 bytes at `p`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn load16(p: *const u8) -> __m128i {
+    // SAFETY: as in `broadcast4`: in a panel super-block checked on entry; `loadu` is unaligned.
+    unsafe { _mm_loadu_si128(p.cast()) }
+}
+
+/// The codes of group `g` of the panel super-block at `w`, one byte per weight: the byte codes
+/// as stored, or a nibble chunk's half (for IQ4_XS looked up in `table`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn group_codes(f: PackedFormat, w: *const u8, g: usize, table: __m512i) -> __m512i {
+    if !f.nibbles {
+        // SAFETY: group g's 64 bytes are inside the panel super-block checked on entry.
+        return load64(unsafe { w.add(64 * g) });
+    }
+    // SAFETY: chunk g / 2's 64 bytes are inside the panel super-block checked on entry.
+    let chunk = load64(unsafe { w.add(64 * (g / 2)) });
+    let half = if g % 2 == 1 { _mm512_srli_epi16::<4>(chunk) } else { chunk };
+    let nibbles = _mm512_and_si512(half, _mm512_set1_epi8(0x0f));
+    if f.signed {
+        _mm512_shuffle_epi8(table, nibbles)
+    } else {
+        nibbles
+    }
+}
+
+/// Asks for the cache lines of `bytes[range]` (what of it lies inside `bytes`) in L1.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn prefetch_lines(bytes: &[u8], range: std::ops::Range<usize>) {
+    for at in range.step_by(64) {
+        // A prefetch never faults, but the pointer must stay inside the allocation to be formed.
+        if at < bytes.len() {
+            // SAFETY: `at` is inside `bytes`.
+            _mm_prefetch::<_MM_HINT_T0>(unsafe { bytes.as_ptr().add(at) }.cast());
+        }
+    }
 }
 
 /// The weight vector as the byte product takes it, and the mask of its negative codes.
@@ -72,12 +129,9 @@ fn dot2_madd(acc: __m512i, w: __m512i, a: __m512i) -> __m512i {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
 #[inline]
-fn weights_vnni(w: __m512i, signed: bool) -> (__m512i, __mmask64) {
-    if signed {
-        (_mm512_xor_si512(w, _mm512_set1_epi8(-128)), 0)
-    } else {
-        (w, 0)
-    }
+fn weights_vnni(w: __m512i, _signed: bool) -> (__m512i, __mmask64) {
+    // IQ4_XS's table lookup already gave `value + 128`.
+    (w, 0)
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
@@ -95,7 +149,7 @@ fn dot2_vnni(acc: __m512i, w: __m512i, a: __m512i) -> __m512i {
 /// Where a tile reads and writes: the super-block's offset in the first panel and the panel
 /// stride, the first activation row's block and the row stride, the output of the first row
 /// and column and the output row stride, the valid lanes of each panel, and whether this is the
-/// first super-block (the accumulator starts at +0.0).
+/// first super-block (the accumulator starts at +0.0), and whether to prefetch the panels ahead.
 #[derive(Clone, Copy)]
 struct TileAt {
     panel: usize,
@@ -106,6 +160,7 @@ struct TileAt {
     out_stride: usize,
     masks: [u16; NP],
     first: bool,
+    prefetch: bool,
 }
 
 /// Stamps one level's tile and driver; `$weights`/`$dot4`/`$dot2` are its byte and pair products.
@@ -134,8 +189,19 @@ macro_rules! gemm_level {
             let ap: [*const u8; R] = std::array::from_fn(|r| acts[at.act + r * at.act_stride..].as_ptr());
             let bias_in_extras = !min && (!signed || $vnni);
             let groups = f.sub / 4;
+            // IQ4_XS's table as the byte product takes it (module docs), in every 128-bit lane.
+            let table: [u8; 16] = if $vnni { IQ4_XS_BIASED } else { KVALUES_IQ4NL.map(|v| v as u8) };
+            let table = _mm512_broadcast_i32x4(load16(table.as_ptr()));
             let mut isum = [[_mm512_setzero_si512(); P]; R];
             for j in 0..f.nsub() {
+                if at.prefetch {
+                    // Sub-block j's share of the super-block `PREFETCH_SUPERBLOCKS` ahead.
+                    let ahead = at.panel + PREFETCH_SUPERBLOCKS * sbb;
+                    for p in 0..P {
+                        let start = ahead + p * at.panel_stride;
+                        prefetch_lines(panels, start + sbb * j / f.nsub()..start + sbb * (j + 1) / f.nsub());
+                    }
+                }
                 let mut sb = [[_mm512_setzero_si512(); P]; R];
                 if bias_in_extras {
                     for r in 0..R {
@@ -144,8 +210,7 @@ macro_rules! gemm_level {
                     }
                 }
                 for g in groups * j..groups * (j + 1) {
-                    // SAFETY: group g's 64 bytes are inside the panel super-block checked above.
-                    let w: [_; P] = std::array::from_fn(|p| $weights(load64(unsafe { wp[p].add(64 * g) }), signed));
+                    let w: [_; P] = std::array::from_fn(|p| $weights(group_codes(f, wp[p], g, table), signed));
                     for r in 0..R {
                         // SAFETY: codes 4g..4g + 4 are inside the activation block.
                         let a = broadcast4(unsafe { ap[r].add(ACT_CODES + 4 * g) });
@@ -156,7 +221,7 @@ macro_rules! gemm_level {
                 }
                 for p in 0..P {
                     // SAFETY: the scales of sub-block j are inside the panel super-block.
-                    let scale = load64(unsafe { wp[p].add(f.scales_at() + 64 * j) });
+                    let scale = _mm512_cvtepi8_epi32(load16(unsafe { wp[p].add(f.scales_at() + 16 * j) }));
                     for r in 0..R {
                         isum[r][p] = _mm512_add_epi32(isum[r][p], _mm512_mullo_epi32(sb[r][p], scale));
                     }
@@ -172,7 +237,7 @@ macro_rules! gemm_level {
                         let a = broadcast4(unsafe { ap[r].add(ACT_EXTRAS + 4 * q) });
                         for p in 0..P {
                             // SAFETY: as above.
-                            let mins = load64(unsafe { wp[p].add(f.mins_at() + 64 * q) });
+                            let mins = _mm512_cvtepi8_epi16(load32(unsafe { wp[p].add(f.mins_at() + 32 * q) }));
                             msum[p] = $dot2(msum[p], mins, a);
                         }
                     }
@@ -190,11 +255,11 @@ macro_rules! gemm_level {
                         unsafe { _mm512_maskz_loadu_ps(mask, optr) }
                     };
                     // SAFETY: d and dmin are inside the panel super-block.
-                    let d_w = _mm512_castsi512_ps(load64(unsafe { wp[p].add(f.d_at()) }));
+                    let d_w = _mm512_cvtph_ps(load32(unsafe { wp[p].add(f.d_at()) }));
                     acc = _mm512_fmadd_ps(_mm512_mul_ps(d_w, d_a), _mm512_cvtepi32_ps(isum[r][p]), acc);
                     if min {
                         // SAFETY: as above.
-                        let dmin_w = _mm512_castsi512_ps(load64(unsafe { wp[p].add(f.dmin_at()) }));
+                        let dmin_w = _mm512_cvtph_ps(load32(unsafe { wp[p].add(f.dmin_at()) }));
                         acc = _mm512_fnmadd_ps(_mm512_mul_ps(dmin_w, d_a), _mm512_cvtepi32_ps(msum[p]), acc);
                     }
                     // SAFETY: as above.
@@ -236,6 +301,7 @@ macro_rules! gemm_level {
                             out_stride,
                             masks,
                             first: i == 0,
+                            prefetch: r0 == 0,
                         };
                         match ((m - r0).min(MR), np) {
                             (1, 1) => $tile::<FMT, 1, 1>(panels, acts, out, at),
