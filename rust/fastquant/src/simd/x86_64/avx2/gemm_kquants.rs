@@ -20,6 +20,9 @@ use crate::matmul::packed_kquants::{
 
 /// Activation rows per tile.
 const MR: usize = 2;
+/// How far ahead the first row tile of a super-block prefetches its panel, in panel super-blocks:
+/// with one activation row the tile is memory-bound and the hardware prefetchers fall behind.
+const PREFETCH_SUPERBLOCKS: usize = 2;
 
 /// 4 bytes at `p` broadcast to every i32 lane.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -81,12 +84,19 @@ fn group_codes(f: PackedFormat, w: *const u8, g: usize, h: usize, table: __m256i
 #[inline]
 pub(in super::super) fn prefetch_acts(acts: &[u8], starts: impl Iterator<Item = usize>) {
     for start in starts {
-        for line in (start..start + ACT_BLOCK_BYTES).step_by(64) {
-            // A prefetch never faults, but the pointer must stay inside the allocation to be formed.
-            if line < acts.len() {
-                // SAFETY: `line` is inside `acts`.
-                _mm_prefetch::<_MM_HINT_T0>(unsafe { acts.as_ptr().add(line) }.cast());
-            }
+        prefetch_lines(acts, start..start + ACT_BLOCK_BYTES);
+    }
+}
+
+/// Asks for the cache lines of `bytes[range]` (what of it lies inside `bytes`) in L1.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in super::super) fn prefetch_lines(bytes: &[u8], range: std::ops::Range<usize>) {
+    for at in range.step_by(64) {
+        // A prefetch never faults, but the pointer must stay inside the allocation to be formed.
+        if at < bytes.len() {
+            // SAFETY: `at` is inside `bytes`.
+            _mm_prefetch::<_MM_HINT_T0>(unsafe { bytes.as_ptr().add(at) }.cast());
         }
     }
 }
@@ -215,6 +225,10 @@ fn gemm<const FMT: usize>(
                 prefetch_acts(acts, (r0 + MR..m.min(r0 + 2 * MR)).map(|r| r * arb + i * ACT_BLOCK_BYTES));
                 let act_at = r0 * arb + i * ACT_BLOCK_BYTES;
                 for p in p0..n_panels.min(p0 + 2) {
+                    if r0 == 0 {
+                        let ahead = p * pb + (i + PREFETCH_SUPERBLOCKS) * sbb;
+                        prefetch_lines(panels, ahead..ahead + sbb);
+                    }
                     let w = &panels[p * pb + i * sbb..][..sbb];
                     let (out_at, lanes) = (r0 * out_stride + 16 * p, cols.saturating_sub(16 * p).min(16));
                     if m - r0 >= 2 {
