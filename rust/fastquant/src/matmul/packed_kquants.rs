@@ -56,9 +56,12 @@
 //!
 //! A SIMD `gemm` goes panel group by panel group (3 panels with AVX-512, 2 with AVX2), then super-
 //! block by super-block, then over every activation row in tiles of 4 (AVX-512) or 2 (AVX2) rows,
-//! prefetching the next tile's activation blocks. Each panel is read from memory once per call and
-//! the activations once per panel group, so a call should get many rows (all of a thread's rows)
-//! and as many panels as the thread owns; splitting panels over threads needs no synchronisation.
+//! prefetching the next tile's activation blocks; the first row tile of a super-block also
+//! prefetches the panels two super-blocks ahead (one activation row is memory-bound). From 16 rows
+//! the AVX-512 kernel decodes a nibble super-block's codes once into byte codes for its full row
+//! tiles. Each panel is read from memory once per call and the activations once per panel group,
+//! so a call should get many rows (all of a thread's rows) and as many panels as the thread owns;
+//! splitting panels over threads needs no synchronisation.
 
 // Loops index by lane and element so each line can be checked against the layout table above.
 #![allow(clippy::needless_range_loop)]
