@@ -7,7 +7,8 @@
 //!
 //! | bytes | what |
 //! |---|---|
-//! | 2048 (Q4_K, IQ4_XS) | codes as nibbles: 64-byte chunk `h` holds group `2h` (4 elements) in the low nibbles and group `2h + 1` in the high nibbles, row (lane) `c` at `+4 c` |
+//! | 2048 (Q4_K, Q5_K, IQ4_XS) | codes (their low 4 bits) as nibbles: 64-byte chunk `h` holds group `2h` (4 elements) in the low nibbles and group `2h + 1` in the high nibbles, row (lane) `c` at `+4 c` |
+//! | 512 (Q5_K) | the codes' fifth bits: group `g` as a little-endian u64 at `8 g`, bit `4 c + e` for lane `c`, element `4 g + e` |
 //! | 4096 (the others) | codes as one byte each: group `g` of 4 elements at `64 g`, lane `c` at `+4 c` |
 //! | `16 * nsub` | sub-block scales as i8, sub-block `j` at `16 j`, lane `c` at `+c` |
 //! | `16 * nsub` (min types) | sub-block mins as i8 pairs: pair `q` (sub-blocks `2q`, `2q + 1`) at `32 q + 2 c` |
@@ -16,13 +17,14 @@
 //!
 //! `nsub` is 8 (sub-blocks of 32: Q4_K, Q5_K, IQ4_XS) or 16 (sub-blocks of 16: Q6_K, Q2_K, Q3_K).
 //! A Q4_K panel super-block takes 2368 bytes for 16 x 256 weights (4.625 bits a weight, GGUF 4.5),
-//! IQ4_XS 2208 (4.31 against 4.25), so a single activation row, which streams the weight once,
-//! reads about the GGUF bytes here too. The codes are the [`Superblock`] codes: Q2_K 0..4, Q3_K
+//! Q5_K 2880 (5.625 against 5.5), IQ4_XS 2208 (4.31 against 4.25), so a single activation row,
+//! which streams the weight once, reads about the GGUF bytes here too. The codes are the [`Superblock`] codes: Q2_K 0..4, Q3_K
 //! 0..8, Q4_K 0..16, Q5_K 0..32, Q6_K 0..64 (the `-4` of Q3_K and `-32` of Q6_K go through the
 //! activation sums); IQ4_XS keeps the 4-bit index into `KVALUES_IQ4NL`, which the kernels look up
 //! with one byte shuffle (as `value + 128` for `vpdpbusd`, as the signed value otherwise). A
-//! nibble chunk gives its two groups' weight vectors with `and 0x0f` and `srli 4 + and`; the
-//! byte types keep byte codes, which the microkernel uses with no shuffles. The scales, mins and
+//! nibble chunk gives its two groups' weight vectors with `and 0x0f` and `srli 4 + and` (Q5_K
+//! then adds 16 where its bit plane says, one masked add with AVX-512); the other types keep byte
+//! codes, which the microkernel uses with no shuffles. The scales, mins and
 //! `d` are widened once per panel and sub-block (`vpmovsxbd`, `vpmovsxbw`, `vcvtph2ps`, all exact),
 //! so the integers and floats are those of the wide layout the kernels used before.
 //!
@@ -109,8 +111,10 @@ pub struct PackedFormat {
     pub min: bool,
     /// Whether the codes are signed (IQ4_XS): the unsigned byte is the code plus 128.
     pub signed: bool,
-    /// Whether the codes are stored as nibbles (Q4_K, IQ4_XS; IQ4_XS as its table index).
+    /// Whether the codes are stored as nibbles (Q4_K, Q5_K, IQ4_XS; IQ4_XS as its table index).
     pub nibbles: bool,
+    /// Whether a bit plane after the nibbles holds each code's fifth bit (Q5_K).
+    pub high_bit: bool,
     /// For the bias types, `extra_j = -bias_factor * (sum of the sub-block's activation codes)`.
     pub bias_factor: i32,
 }
@@ -120,10 +124,15 @@ impl PackedFormat {
     pub const fn nsub(&self) -> usize {
         QK_K / self.sub
     }
-    /// Bytes of the codes of a panel super-block: 2048 as nibbles, 4096 as bytes.
+    /// Offset of the bit plane of the codes' fifth bits (Q5_K).
+    pub const fn high_bits_at(&self) -> usize {
+        PANEL_CODES_BYTES / 2
+    }
+    /// Bytes of the codes of a panel super-block: 2048 as nibbles (plus 512 of fifth bits), 4096
+    /// as bytes.
     pub const fn codes_bytes(&self) -> usize {
         if self.nibbles {
-            PANEL_CODES_BYTES / 2
+            PANEL_CODES_BYTES / 2 + if self.high_bit { PANEL_CODES_BYTES / 8 } else { 0 }
         } else {
             PANEL_CODES_BYTES
         }
@@ -166,12 +175,60 @@ pub const Q3_K: usize = 5;
 
 /// The types' formats, indexed by [`Q4_K`], [`Q5_K`], [`Q6_K`], [`IQ4_XS`], [`Q2_K`], [`Q3_K`].
 pub const FORMATS: [PackedFormat; 6] = [
-    PackedFormat { qtype: QuantType::Q4_K, sub: 32, min: true, signed: false, nibbles: true, bias_factor: 0 },
-    PackedFormat { qtype: QuantType::Q5_K, sub: 32, min: true, signed: false, nibbles: false, bias_factor: 0 },
-    PackedFormat { qtype: QuantType::Q6_K, sub: 16, min: false, signed: false, nibbles: false, bias_factor: 32 },
-    PackedFormat { qtype: QuantType::IQ4_XS, sub: 32, min: false, signed: true, nibbles: true, bias_factor: 128 },
-    PackedFormat { qtype: QuantType::Q2_K, sub: 16, min: true, signed: false, nibbles: false, bias_factor: 0 },
-    PackedFormat { qtype: QuantType::Q3_K, sub: 16, min: false, signed: false, nibbles: false, bias_factor: 4 },
+    PackedFormat {
+        qtype: QuantType::Q4_K,
+        sub: 32,
+        min: true,
+        signed: false,
+        nibbles: true,
+        high_bit: false,
+        bias_factor: 0,
+    },
+    PackedFormat {
+        qtype: QuantType::Q5_K,
+        sub: 32,
+        min: true,
+        signed: false,
+        nibbles: true,
+        high_bit: true,
+        bias_factor: 0,
+    },
+    PackedFormat {
+        qtype: QuantType::Q6_K,
+        sub: 16,
+        min: false,
+        signed: false,
+        nibbles: false,
+        high_bit: false,
+        bias_factor: 32,
+    },
+    PackedFormat {
+        qtype: QuantType::IQ4_XS,
+        sub: 32,
+        min: false,
+        signed: true,
+        nibbles: true,
+        high_bit: false,
+        bias_factor: 128,
+    },
+    PackedFormat {
+        qtype: QuantType::Q2_K,
+        sub: 16,
+        min: true,
+        signed: false,
+        nibbles: false,
+        high_bit: false,
+        bias_factor: 0,
+    },
+    PackedFormat {
+        qtype: QuantType::Q3_K,
+        sub: 16,
+        min: false,
+        signed: false,
+        nibbles: false,
+        high_bit: false,
+        bias_factor: 4,
+    },
 ];
 
 fn format_index(qtype: QuantType) -> Option<usize> {
@@ -302,6 +359,13 @@ pub fn pack_panel(f: PackedFormat, k: usize, rows: &[u8], row_bytes: usize, pane
             }
         }
         let (codes, rest) = w.split_at_mut(f.codes_bytes());
+        if f.nibbles && nibbles.is_none() {
+            // Q5_K: the unpacked codes' low 4 bits as nibbles, the fifth bits as a plane.
+            for (lane, s) in blocks.iter().enumerate() {
+                words[lane] = codes_nibble_words(&s.codes);
+            }
+            write_high_bits(&blocks, &mut codes[f.high_bits_at()..]);
+        }
         if f.nibbles {
             write_nibble_codes(&words, codes);
         } else {
@@ -311,9 +375,33 @@ pub fn pack_panel(f: PackedFormat, k: usize, rows: &[u8], row_bytes: usize, pane
     }
 }
 
+/// The 32 nibble-chunk words of one lane from its byte codes (their low 4 bits).
+fn codes_nibble_words(codes: &[i8; QK_K]) -> [u32; QK_K / 8] {
+    let codes: &[u8; QK_K] = bytemuck::cast_ref(codes);
+    std::array::from_fn(|h| {
+        let x = u64::from_le_bytes(codes.as_chunks::<8>().0[h]);
+        ((x & 0x0f0f_0f0f) | ((x >> 28) & 0xf0f0_f0f0)) as u32
+    })
+}
+
+/// 16 lanes' fifth code bits into the bit plane (module docs): group `g`'s u64 at `8 g`.
+fn write_high_bits(blocks: &[Superblock; PANEL_ROWS], plane: &mut [u8]) {
+    for (g, word) in plane[..PANEL_CODES_BYTES / 8].as_chunks_mut::<8>().0.iter_mut().enumerate() {
+        let mut bits = 0u64;
+        for (lane, s) in blocks.iter().enumerate() {
+            let codes: &[u8; QK_K] = bytemuck::cast_ref(&s.codes);
+            let fifth = (u32::from_le_bytes(codes.as_chunks::<4>().0[g]) >> 4) & 0x0101_0101;
+            // Bit 0 of byte e to bit 24 + e (the products land on distinct bits: no carries).
+            bits |= (((fifth as u64 * 0x0102_0408) >> 24) & 0xf) << (4 * lane);
+        }
+        *word = bits.to_le_bytes();
+    }
+}
+
 /// 16 lanes' nibble words into the codes of a panel super-block: one 64-byte store per chunk.
 fn write_nibble_codes(words: &[[u32; QK_K / 8]; PANEL_ROWS], codes: &mut [u8]) {
-    for (h, chunk) in codes.as_chunks_mut::<{ 4 * PANEL_ROWS }>().0.iter_mut().enumerate() {
+    let nibbles = &mut codes[..PANEL_CODES_BYTES / 2];
+    for (h, chunk) in nibbles.as_chunks_mut::<{ 4 * PANEL_ROWS }>().0.iter_mut().enumerate() {
         let chunk_words: [u32; PANEL_ROWS] = std::array::from_fn(|lane| words[lane][h].to_le());
         *chunk = bytemuck::cast(chunk_words);
     }
@@ -388,6 +476,10 @@ fn code_at(f: PackedFormat, w: &[u8], lane: usize, e: usize) -> i32 {
         return w[64 * group + byte] as i32;
     }
     let nibble = (w[64 * (group / 2) + byte] >> (4 * (group % 2))) & 0x0f;
+    if f.high_bit {
+        let fifth = (w[f.high_bits_at() + 8 * group + byte / 8] >> (byte % 8)) & 1;
+        return (nibble | (fifth << 4)) as i32;
+    }
     if f.signed {
         KVALUES_IQ4NL[nibble as usize] as i32 + 128
     } else {

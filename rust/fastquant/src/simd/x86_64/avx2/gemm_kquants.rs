@@ -5,9 +5,10 @@
 //! `vpsignb`), `vpmaddwd` by ones and `vpaddd`. A tile is up to 2 activation rows x one panel: 8
 //! ymm of i32 sums, the rest of the 16 registers for weights and broadcasts; a pass over the
 //! activation rows takes two panels, so the second panel's tile reads its rows from L1. As in the
-//! AVX-512 kernel, the output is the float accumulator between super-blocks. Q4_K's and IQ4_XS's
-//! nibble chunks give two groups each (`and 0x0f`, `srli 4 + and`; IQ4_XS's indices looked up as
-//! signed values with `vpshufb`); scales, mins and `d` are widened from i8/f16 per sub-block.
+//! AVX-512 kernel, the output is the float accumulator between super-blocks. Q4_K's, Q5_K's and
+//! IQ4_XS's nibble chunks give two groups each (`and 0x0f`, `srli 4 + and`; Q5_K's fifth bits
+//! spread from its bit plane by `vpshufb` + compare; IQ4_XS's indices looked up as signed values
+//! with `vpshufb`); scales, mins and `d` are widened from i8/f16 per sub-block.
 
 use std::arch::x86_64::*;
 
@@ -71,6 +72,20 @@ fn group_codes(f: PackedFormat, w: *const u8, g: usize, h: usize, table: __m256i
     let chunk = load32(unsafe { w.add(64 * (g / 2) + 32 * h) });
     let half = if g % 2 == 1 { _mm256_srli_epi16::<4>(chunk) } else { chunk };
     let nibbles = _mm256_and_si256(half, _mm256_set1_epi8(0x0f));
+    if f.high_bit {
+        // SAFETY: the 4 bytes of group g's bit plane for lanes 8h..8h + 8 are inside the panel
+        // super-block.
+        let bits =
+            _mm256_set1_epi32(unsafe { (w.add(f.high_bits_at() + 8 * g + 4 * h) as *const i32).read_unaligned() });
+        // Byte i of the vector gets mask byte i / 8, then its bit i % 8 becomes 16 or 0.
+        let spread = _mm256_shuffle_epi8(
+            bits,
+            _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303),
+        );
+        let select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select);
+        return _mm256_or_si256(nibbles, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+    }
     if f.signed {
         _mm256_shuffle_epi8(table, nibbles)
     } else {

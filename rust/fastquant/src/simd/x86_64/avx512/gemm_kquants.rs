@@ -8,8 +8,9 @@
 //! while every activation row passes it; the next tile's activation blocks, an activation row
 //! apart, are prefetched.
 //!
-//! Q4_K and IQ4_XS keep their codes as nibbles: one 64-byte chunk gives two groups' weight
-//! vectors (`and 0x0f`, `srli 4 + and`). IQ4_XS's nibbles are table indices, looked up with one
+//! Q4_K, Q5_K and IQ4_XS keep their codes as nibbles: one 64-byte chunk gives two groups' weight
+//! vectors (`and 0x0f`, `srli 4 + and`; Q5_K's fifth bits, a u64 mask per group, add 16 in one
+//! masked add). IQ4_XS's nibbles are table indices, looked up with one
 //! `vpshufb` per weight vector: with VNNI as `value + 128` (the activation extras take the
 //! `128 * sum(a)` off again); without VNNI as the signed value, and the kernel multiplies `|value|`
 //! by the activation negated where the value is negative (a masked subtract). The scales, mins
@@ -86,6 +87,11 @@ fn group_codes(f: PackedFormat, w: *const u8, g: usize, table: __m512i, decoded:
     let chunk = load64(unsafe { w.add(64 * (g / 2)) });
     let half = if g % 2 == 1 { _mm512_srli_epi16::<4>(chunk) } else { chunk };
     let nibbles = _mm512_and_si512(half, _mm512_set1_epi8(0x0f));
+    if f.high_bit {
+        // SAFETY: group g's 8 bytes of the bit plane are inside the panel super-block.
+        let fifth: __mmask64 = unsafe { (w.add(f.high_bits_at() + 8 * g) as *const u64).read_unaligned() };
+        return _mm512_mask_add_epi8(nibbles, fifth, nibbles, _mm512_set1_epi8(16));
+    }
     if f.signed {
         _mm512_shuffle_epi8(table, nibbles)
     } else {
@@ -93,12 +99,12 @@ fn group_codes(f: PackedFormat, w: *const u8, g: usize, table: __m512i, decoded:
     }
 }
 
-/// The byte codes of a panel super-block's nibble codes (`panel`, its first 2048 bytes) in the
+/// The byte codes of a panel super-block's nibble codes (`panel`, its codes part) in the
 /// byte types' layout, IQ4_XS's looked up in `table`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
 fn decode_codes(f: PackedFormat, panel: &[u8], table: __m512i, out: &mut [u8; PANEL_CODES_BYTES]) {
-    let panel = &panel[..PANEL_CODES_BYTES / 2];
+    let panel = &panel[..f.codes_bytes()];
     for (h, pair) in out.as_chunks_mut::<128>().0.iter_mut().enumerate() {
         for (g, dst) in pair.as_chunks_mut::<64>().0.iter_mut().enumerate() {
             let v = group_codes(f, panel.as_ptr(), 2 * h + g, table, false);
