@@ -2,7 +2,7 @@
 //! and activation layouts, the scalar reference `gemm`, and the [`PackedKernel`]s of every level.
 //!
 //! All these types share one layout, shaped for `vpdpbusd` (u8 weight x i8 activation, 4 bytes
-//! into one i32 lane) and about the size of the GGUF blocks for the 4-bit types: a super-block of
+//! into one i32 lane) and about the size of the GGUF blocks for Q4_K, Q5_K and IQ4_XS: a super-block of
 //! a panel (16 weight rows x 256 elements) is
 //!
 //! | bytes | what |
@@ -96,7 +96,7 @@ pub const IQ4_XS_BIASED: [u8; 16] = {
     }
     t
 };
-/// Bytes of the byte codes of a panel super-block (the nibble types take half).
+/// Bytes of the byte codes of a panel super-block (the nibble types take half, Q5_K 5/8).
 pub const PANEL_CODES_BYTES: usize = QK_K * PANEL_ROWS;
 
 /// How one of the types sits in the shared layout (module docs).
