@@ -159,9 +159,10 @@ class Linear:
     IQ4_XS, F32 F16 BF16) are repacked once, here, into panels of 16 rows that the register-blocked
     microkernels read directly (as llama.cpp repacks its weights), and calls run on them. The packed
     copy is the size of the blocks for Q4_0 Q4_1 Q8_0 IQ4_NL and the float types (plus at most one
-    block per row); Q5_0/Q5_1 and the K-quants keep a byte per code (1.1 to 2.5 times their
-    blocks), so a single row, which only streams the weight once, still runs on the blocks
-    (half the bytes to read) and only calls with more rows use the panels. ``weight`` still refers
+    block per row) and about that size for Q4_K, Q5_K and IQ4_XS (4.625, 5.625 and 4.31 bits a
+    weight against GGUF's 4.5, 5.5 and 4.25); Q5_0/Q5_1 and Q2_K Q3_K Q6_K keep a byte per code (1.3
+    to 3.5 times their blocks), so for them a single row, which only streams the weight once, still
+    runs on the blocks and only calls with more rows use the panels. ``weight`` still refers
     to the :class:`QuantizedTensor` (not copied when you passed one), so memory holds the weight
     twice while you keep both. ``packed`` tells whether a packed copy exists.
     """
@@ -180,8 +181,9 @@ class Linear:
         qt = self.weight
         self._packed: Optional[_core.PackedWeight] = None
         # Rows from which calls use the panels: 1, or 2 when the panels are larger than the blocks
-        # (measured at 1 row on W [4096 x 14336]: Q4_K 85 GFLOP/s on the blocks against 47 packed;
-        # from 2 rows the panels win or tie, at 8 rows Q4_K 190 against 127).
+        # (measured at 1 row on W [4096 x 14336], one thread: Q4_K's former byte-code panels ran at
+        # 47 GFLOP/s against 85 on the blocks, its nibble panels now at 145 against 90-103; from 2
+        # rows the panels win or tie).
         self._packed_min_rows = 1
         if qt.shape[0] > 0 and qt.shape[1] > 0 and _core.has_packed_kernel(qt.qtype.id):
             self._packed = _core.PackedWeight(qt.data, qt.qtype.id, qt.shape[0], qt.shape[1])

@@ -2,11 +2,12 @@
 //! the scalar reference bit for bit, the scalar reference against an f64 dot of the dequantized
 //! weight and the dequantized Q8_K activation, and against the GEMV kernels.
 
-use fastquant::formats::float::fp32_to_fp16;
+use fastquant::formats::float::{fp16_to_fp32, fp32_to_fp16};
+use fastquant::formats::iquants::iq4::KVALUES_IQ4NL;
 use fastquant::matmul::dot_kernel_for;
 use fastquant::matmul::dot_kquants::{kquant_layout, superblock_sums, Q8K_BYTES};
 use fastquant::matmul::packed::{packed_kernel_for, PackedKernel, PANEL_ROWS};
-use fastquant::matmul::packed_kquants::{ACT_BLOCK_BYTES, ACT_CODES};
+use fastquant::matmul::packed_kquants::{ACT_BLOCK_BYTES, ACT_CODES, FORMATS};
 use fastquant::simd::{available_levels, Level};
 use fastquant::{dequantize, quantize, FloatSlice, FloatSliceMut, QuantType, QuantizeOptions};
 
@@ -112,7 +113,9 @@ fn every_level_gives_the_scalar_bits() {
         for case in 0..40 {
             let k = 256 * (1 + rng.below(5));
             let cols = 1 + rng.below(3 * PANEL_ROWS);
-            let m = 1 + rng.below(13);
+            // Up to 13 rows, and every fourth case 16..24 (where the AVX-512 kernel decodes the
+            // nibble codes once for its full row tiles).
+            let m = if case % 4 == 0 { 16 + rng.below(9) } else { 1 + rng.below(13) };
             let stride = cols + rng.below(3);
             let row_bytes = qtype.row_bytes(k).unwrap();
             let w = weights(&mut rng, qtype, k, cols, true);
@@ -289,4 +292,87 @@ fn empty_calls_write_nothing_and_bad_sizes_are_refused() {
         (kernel.gemm)(k, &panels, &acts, 1, 17, &mut out, 32);
     });
     assert!(too_many_cols.is_err());
+}
+
+/// Reads the panels byte by byte as the layout table of `packed_kquants` says and compares every
+/// lane with the GGUF block decoded by the GEMV path's `unpack`: codes (nibbles or bytes; IQ4_XS's
+/// nibble the index of its table value; Q5_K's fifth bits in the plane), i8 scales, i8 min pairs,
+/// f16 d and dmin; missing lanes are zeros. The sizes are the documented ones (Q4_K 2368 bytes per
+/// super-block).
+#[test]
+fn panels_hold_the_documented_layout() {
+    let mut rng = Rng(0x9e44_0005);
+    for f in FORMATS {
+        let qtype = f.qtype;
+        let layout = kquant_layout(qtype).unwrap();
+        let scalar = packed_kernel_for(qtype, Level::Scalar).unwrap();
+        let (k, rows) = (512, 1 + rng.below(PANEL_ROWS));
+        let row_bytes = qtype.row_bytes(k).unwrap();
+        let w = weights(&mut rng, qtype, k, rows, true);
+        let panel = pack(&scalar, k, &w, row_bytes);
+        let sbb = f.superblock_bytes();
+        assert_eq!(panel.len(), 2 * sbb, "{}", qtype.name());
+        let expected_sbb = match qtype {
+            QuantType::Q4_K => 2368,
+            QuantType::IQ4_XS => 2208,
+            QuantType::Q5_K => 2880,
+            _ => 4096 + 16 * f.nsub() * (1 + f.min as usize) + 32 * (1 + f.min as usize),
+        };
+        assert_eq!(sbb, expected_sbb, "{}", qtype.name());
+        for (i, sbytes) in panel.chunks_exact(sbb).enumerate() {
+            for lane in 0..PANEL_ROWS {
+                let want = if lane < rows {
+                    Some((layout.unpack)(&w[lane * row_bytes + i * layout.block_bytes..][..layout.block_bytes]))
+                } else {
+                    None
+                };
+                for e in 0..256 {
+                    let (group, byte) = (e / 4, 4 * lane + e % 4);
+                    let code = if f.nibbles {
+                        let nibble = (sbytes[64 * (group / 2) + byte] >> (4 * (group % 2))) & 0x0f;
+                        if f.high_bit {
+                            let plane = &sbytes[f.high_bits_at() + 8 * group..][..8];
+                            let fifth = (u64::from_le_bytes(plane.try_into().unwrap()) >> byte) & 1;
+                            (nibble | ((fifth as u8) << 4)) as i8
+                        } else if f.signed {
+                            KVALUES_IQ4NL[nibble as usize]
+                        } else {
+                            nibble as i8
+                        }
+                    } else {
+                        sbytes[64 * group + byte] as i8
+                    };
+                    let want_code = want.map_or(if f.signed { KVALUES_IQ4NL[0] } else { 0 }, |s| s.codes[e]);
+                    assert_eq!(code, want_code, "{} lane {lane} element {e}", qtype.name());
+                }
+                for j in 0..f.nsub() {
+                    let sub16 = j * f.sub / 16;
+                    let scale = sbytes[f.scales_at() + 16 * j + lane] as i8;
+                    assert_eq!(scale, want.map_or(0, |s| s.scales[sub16]), "{} scale {j}", qtype.name());
+                    if f.min {
+                        let min = sbytes[f.mins_at() + 32 * (j / 2) + 2 * lane + j % 2] as i8 as i16;
+                        assert_eq!(min, want.map_or(0, |s| s.biases[sub16]), "{} min {j}", qtype.name());
+                    }
+                }
+                let half = |at: usize| fp16_to_fp32(u16::from_le_bytes([sbytes[at], sbytes[at + 1]]));
+                let same = |got: f32, want: f32| got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan());
+                assert!(same(half(f.d_at() + 2 * lane), want.map_or(0.0, |s| s.d)), "{} d", qtype.name());
+                if f.min {
+                    let dmin = half(f.dmin_at() + 2 * lane);
+                    assert!(same(dmin, want.map_or(0.0, |s| s.dmin)), "{} dmin", qtype.name());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_nibble_panels_are_about_the_size_of_the_blocks() {
+    for qtype in [QuantType::Q4_K, QuantType::Q5_K, QuantType::IQ4_XS] {
+        let kernel = packed_kernel_for(qtype, Level::Scalar).unwrap();
+        assert!(!kernel.panels_expand(qtype), "{}", qtype.name());
+    }
+    for qtype in [QuantType::Q6_K, QuantType::Q2_K, QuantType::Q3_K] {
+        assert!(packed_kernel_for(qtype, Level::Scalar).unwrap().panels_expand(qtype), "{}", qtype.name());
+    }
 }

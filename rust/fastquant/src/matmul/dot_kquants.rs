@@ -110,8 +110,13 @@ fn unpack_q2_k(b: &[u8]) -> Superblock {
     let (scales, qs) = (&b[..16], &b[16..80]);
     let mut w =
         Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 80), dmin: fp16_at(b, 82) };
-    for e in 0..QK_K {
-        w.codes[e] = ((qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3) as i8;
+    // Loops over whole runs of 32 bytes (rather than a formula per element) so they vectorize.
+    for (h, run) in qs.chunks_exact(32).enumerate() {
+        for s in 0..4 {
+            for (code, &q) in w.codes[128 * h + 32 * s..][..32].iter_mut().zip(run) {
+                *code = ((q >> (2 * s)) & 3) as i8;
+            }
+        }
     }
     for j in 0..16 {
         w.scales[j] = (scales[j] & 0xF) as i8;
@@ -127,10 +132,13 @@ fn unpack_q3_k(b: &[u8]) -> Superblock {
     let (hmask, qs) = (&b[..32], &b[32..96]);
     let packed: &[u8; 12] = b[96..108].try_into().expect("12 scale bytes");
     let mut w = Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 108), dmin: 0.0 };
-    for e in 0..QK_K {
-        let low = (qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3;
-        let high = (hmask[e % 32] >> (e / 32)) & 1;
-        w.codes[e] = (low | (high << 2)) as i8;
+    for (h, run) in qs.chunks_exact(32).enumerate() {
+        for s in 0..4 {
+            let codes = w.codes[128 * h + 32 * s..][..32].iter_mut();
+            for ((code, &q), &m) in codes.zip(run).zip(hmask) {
+                *code = (((q >> (2 * s)) & 3) | (((m >> (4 * h + s)) & 1) << 2)) as i8;
+            }
+        }
     }
     for j in 0..16 {
         let s = stored_scale(packed, j) - 32;
@@ -154,11 +162,21 @@ fn min_block_scales(packed: &[u8], w: &mut Superblock) {
 /// low nibbles the first 32 elements, high nibbles the next 32.
 fn unpack_q4_k(b: &[u8]) -> Superblock {
     let qs = &b[16..144];
+    let mut w = unpack_q4_k_header(b);
+    for (c, run) in qs.chunks_exact(32).enumerate() {
+        let (low, high) = w.codes[64 * c..64 * c + 64].split_at_mut(32);
+        for ((l, h), &q) in low.iter_mut().zip(high).zip(run) {
+            (*l, *h) = ((q & 0xF) as i8, (q >> 4) as i8);
+        }
+    }
+    w
+}
+
+/// A Q4_K block's scales, mins (the biases), `d` and `dmin`; the codes left zero (for readers of
+/// the nibbles themselves, such as the packed panels).
+pub fn unpack_q4_k_header(b: &[u8]) -> Superblock {
     let mut w =
         Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 0), dmin: fp16_at(b, 2) };
-    for e in 0..QK_K {
-        w.codes[e] = ((qs[32 * (e / 64) + e % 32] >> (4 * (e % 64 / 32))) & 0xF) as i8;
-    }
     min_block_scales(&b[4..16], &mut w);
     w
 }
@@ -169,10 +187,13 @@ fn unpack_q5_k(b: &[u8]) -> Superblock {
     let (qh, qs) = (&b[16..48], &b[48..176]);
     let mut w =
         Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 0), dmin: fp16_at(b, 2) };
-    for e in 0..QK_K {
-        let low = (qs[32 * (e / 64) + e % 32] >> (4 * (e % 64 / 32))) & 0xF;
-        let high = (qh[e % 32] >> (e / 32)) & 1;
-        w.codes[e] = (low | (high << 4)) as i8;
+    for (c, run) in qs.chunks_exact(32).enumerate() {
+        let (low, high) = w.codes[64 * c..64 * c + 64].split_at_mut(32);
+        for (((l, h), &q), &bits) in low.iter_mut().zip(high).zip(run).zip(qh) {
+            let bits = bits >> (2 * c);
+            *l = ((q & 0xF) | ((bits & 1) << 4)) as i8;
+            *h = ((q >> 4) | (((bits >> 1) & 1) << 4)) as i8;
+        }
     }
     min_block_scales(&b[4..16], &mut w);
     w
@@ -185,12 +206,16 @@ fn unpack_q5_k(b: &[u8]) -> Superblock {
 fn unpack_q6_k(b: &[u8]) -> Superblock {
     let (ql, qh) = (&b[..128], &b[128..192]);
     let mut w = Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 208), dmin: 0.0 };
-    for e in 0..QK_K {
-        let (h, r) = (e / 128, e % 128);
-        let (quarter, l) = (r / 32, r % 32);
-        let low = (ql[64 * h + 32 * (quarter % 2) + l] >> (4 * (quarter / 2))) & 0xF;
-        let high = (qh[32 * h + l] >> (2 * quarter)) & 3;
-        w.codes[e] = (low | (high << 4)) as i8;
+    for h in 0..2 {
+        let (ql0, ql1, qh) = (&ql[64 * h..][..32], &ql[64 * h + 32..][..32], &qh[32 * h..][..32]);
+        let quarters = w.codes[128 * h..128 * h + 128].as_chunks_mut::<32>().0;
+        for l in 0..32 {
+            let (a, b, bits) = (ql0[l], ql1[l], qh[l]);
+            quarters[0][l] = ((a & 0xF) | ((bits & 3) << 4)) as i8;
+            quarters[1][l] = ((b & 0xF) | (((bits >> 2) & 3) << 4)) as i8;
+            quarters[2][l] = ((a >> 4) | (((bits >> 4) & 3) << 4)) as i8;
+            quarters[3][l] = ((b >> 4) | (((bits >> 6) & 3) << 4)) as i8;
+        }
     }
     for j in 0..16 {
         let s = b[192 + j] as i8;
@@ -205,14 +230,22 @@ fn unpack_q6_k(b: &[u8]) -> Superblock {
 /// `d * (ls - 32) * KVALUES_IQ4NL[q]`, the codes in `qs[16ib..16ib + 16]` (low nibbles the first 16
 /// elements). The codes here are the signed table values; no bias.
 fn unpack_iq4_xs(b: &[u8]) -> Superblock {
-    let scales_h = u16::from_le_bytes([b[2], b[3]]);
-    let (scales_l, qs) = (&b[4..8], &b[8..136]);
-    let mut w = Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 0), dmin: 0.0 };
+    let qs = &b[8..136];
+    let mut w = unpack_iq4_xs_header(b);
     for e in 0..QK_K {
         let (ib, l) = (e / 32, e % 32);
         let nibble = (qs[16 * ib + l % 16] >> (4 * (l / 16))) & 0xF;
         w.codes[e] = KVALUES_IQ4NL[nibble as usize];
     }
+    w
+}
+
+/// An IQ4_XS block's scales and `d`; the codes left zero (for readers of the nibbles themselves,
+/// such as the packed panels).
+pub fn unpack_iq4_xs_header(b: &[u8]) -> Superblock {
+    let scales_h = u16::from_le_bytes([b[2], b[3]]);
+    let scales_l = &b[4..8];
+    let mut w = Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: fp16_at(b, 0), dmin: 0.0 };
     for ib in 0..8 {
         let low = (scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF;
         let high = ((scales_h >> (2 * ib)) & 3) as u8;
@@ -339,4 +372,51 @@ pub fn dot_kquant_kernel(weight: QuantType, level: Level) -> Option<VecDotFn> {
     }
     let level = level.min(crate::simd::detected_level());
     super::dot::dot_kernel_for(weight, level).ok().flatten().map(|k| k.vec_dot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ggml's element formulas for each code (the unpackers before they were written as runs):
+    /// `(qtype, code of element e of block b)`.
+    fn element_codes(qtype: QuantType, b: &[u8], e: usize) -> i8 {
+        let two_bits = |qs: &[u8]| (qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3;
+        let nibble = |qs: &[u8]| (qs[32 * (e / 64) + e % 32] >> (4 * (e % 64 / 32))) & 0xF;
+        (match qtype {
+            QuantType::Q2_K => two_bits(&b[16..80]),
+            QuantType::Q3_K => two_bits(&b[32..96]) | (((b[e % 32] >> (e / 32)) & 1) << 2),
+            QuantType::Q4_K => nibble(&b[16..144]),
+            QuantType::Q5_K => nibble(&b[48..176]) | (((b[16 + e % 32] >> (e / 32)) & 1) << 4),
+            QuantType::Q6_K => {
+                let (h, r) = (e / 128, e % 128);
+                let (quarter, l) = (r / 32, r % 32);
+                let low = (b[64 * h + 32 * (quarter % 2) + l] >> (4 * (quarter / 2))) & 0xF;
+                low | (((b[128 + 32 * h + l] >> (2 * quarter)) & 3) << 4)
+            }
+            _ => unreachable!(),
+        }) as i8
+    }
+
+    #[test]
+    fn unpackers_give_the_element_formulas_codes() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for qtype in [QuantType::Q2_K, QuantType::Q3_K, QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K] {
+            let layout = kquant_layout(qtype).unwrap();
+            for _ in 0..50 {
+                let block: Vec<u8> = (0..layout.block_bytes)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        state as u8
+                    })
+                    .collect();
+                let w = (layout.unpack)(&block);
+                for e in 0..QK_K {
+                    assert_eq!(w.codes[e], element_codes(qtype, &block, e), "{} element {e}", qtype.name());
+                }
+            }
+        }
+    }
 }

@@ -2,24 +2,31 @@
 //! and activation layouts, the scalar reference `gemm`, and the [`PackedKernel`]s of every level.
 //!
 //! All these types share one layout, shaped for `vpdpbusd` (u8 weight x i8 activation, 4 bytes
-//! into one i32 lane): a super-block of a panel (16 weight rows x 256 elements) is
+//! into one i32 lane) and about the size of the GGUF blocks for Q4_K, Q5_K and IQ4_XS: a super-block of
+//! a panel (16 weight rows x 256 elements) is
 //!
 //! | bytes | what |
 //! |---|---|
-//! | 4096 | codes as one byte each: group `g` of 4 elements at `64 g`, row (lane) `c` at `+4 c` |
-//! | `64 * nsub` | sub-block scales as i32, sub-block `j` at `64 j`, lane `c` at `+4 c` |
-//! | `32 * nsub` (min types) | sub-block mins as i16 pairs: pair `q` (sub-blocks `2q`, `2q + 1`) at `64 q + 4 c` |
-//! | 64 | `d` of each lane as f32 |
-//! | 64 (min types) | `dmin` of each lane as f32 |
+//! | 2048 (Q4_K, Q5_K, IQ4_XS) | codes (their low 4 bits) as nibbles: 64-byte chunk `h` holds group `2h` (4 elements) in the low nibbles and group `2h + 1` in the high nibbles, row (lane) `c` at `+4 c` |
+//! | 512 (Q5_K) | the codes' fifth bits: group `g` as a little-endian u64 at `8 g`, bit `4 c + e` for lane `c`, element `4 g + e` |
+//! | 4096 (the others) | codes as one byte each: group `g` of 4 elements at `64 g`, lane `c` at `+4 c` |
+//! | `16 * nsub` | sub-block scales as i8, sub-block `j` at `16 j`, lane `c` at `+c` |
+//! | `16 * nsub` (min types) | sub-block mins as i8 pairs: pair `q` (sub-blocks `2q`, `2q + 1`) at `32 q + 2 c` |
+//! | 32 | `d` of each lane as f16 (GGUF's value) |
+//! | 32 (min types) | `dmin` of each lane as f16 |
 //!
 //! `nsub` is 8 (sub-blocks of 32: Q4_K, Q5_K, IQ4_XS) or 16 (sub-blocks of 16: Q6_K, Q2_K, Q3_K).
-//! The codes are the [`Superblock`] codes: Q2_K 0..4, Q3_K 0..8, Q4_K 0..16, Q5_K 0..32, Q6_K
-//! 0..64 (the `-4` of Q3_K and `-32` of Q6_K go through the activation sums), IQ4_XS the signed
-//! table values. Bytes are unpacked rather than kept as nibbles: the microkernel then loads a
-//! weight vector and uses it for several activation rows with no shuffles, and a panel's
-//! super-block (4.6 to 5.7 KiB) stays in L1 while every activation row passes it. The price is
-//! memory: a packed weight takes 1.14 (IQ4_XS) to 1.41 (Q2_K) bytes per weight, about twice the
-//! GGUF bytes of the 4-bit types.
+//! A Q4_K panel super-block takes 2368 bytes for 16 x 256 weights (4.625 bits a weight, GGUF 4.5),
+//! Q5_K 2880 (5.625 against 5.5), IQ4_XS 2208 (4.31 against 4.25), so a single activation row,
+//! which streams the weight once, reads about the GGUF bytes here too. The codes are the [`Superblock`] codes: Q2_K 0..4, Q3_K
+//! 0..8, Q4_K 0..16, Q5_K 0..32, Q6_K 0..64 (the `-4` of Q3_K and `-32` of Q6_K go through the
+//! activation sums); IQ4_XS keeps the 4-bit index into `KVALUES_IQ4NL`, which the kernels look up
+//! with one byte shuffle (as `value + 128` for `vpdpbusd`, as the signed value otherwise). A
+//! nibble chunk gives its two groups' weight vectors with `and 0x0f` and `srli 4 + and` (Q5_K
+//! then adds 16 where its bit plane says, one masked add with AVX-512); the other types keep byte
+//! codes, which the microkernel uses with no shuffles. The scales, mins and
+//! `d` are widened once per panel and sub-block (`vpmovsxbd`, `vpmovsxbw`, `vcvtph2ps`, all exact),
+//! so the integers and floats are those of the wide layout the kernels used before.
 //!
 //! An activation super-block ([`ACT_BLOCK_BYTES`]) is the Q8_K block of the GEMV path (the same
 //! codes and `d`) rearranged: f32 `d`, the 256 i8 codes, then 64 bytes of per-type sums of codes
@@ -51,16 +58,23 @@
 //!
 //! A SIMD `gemm` goes panel group by panel group (3 panels with AVX-512, 2 with AVX2), then super-
 //! block by super-block, then over every activation row in tiles of 4 (AVX-512) or 2 (AVX2) rows,
-//! prefetching the next tile's activation blocks. Each panel is read from memory once per call and
-//! the activations once per panel group, so a call should get many rows (all of a thread's rows)
-//! and as many panels as the thread owns; splitting panels over threads needs no synchronisation.
+//! prefetching the next tile's activation blocks; the first row tile of a super-block also
+//! prefetches the panels two super-blocks ahead (one activation row is memory-bound). From 16 rows
+//! the AVX-512 kernel decodes a nibble super-block's codes once into byte codes for its full row
+//! tiles. Each panel is read from memory once per call and the activations once per panel group,
+//! so a call should get many rows (all of a thread's rows) and as many panels as the thread owns;
+//! splitting panels over threads needs no synchronisation.
 
 // Loops index by lane and element so each line can be checked against the layout table above.
 #![allow(clippy::needless_range_loop)]
 
-use super::dot_kquants::{kquant_layout, Superblock, Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
+use super::dot_kquants::{
+    kquant_layout, unpack_iq4_xs_header, unpack_q4_k_header, Superblock, Q8K_BSUMS, Q8K_BYTES, Q8K_QS,
+};
 use super::packed::{PackedKernel, PANEL_ROWS};
 use crate::codec::{quantize, FloatSlice, QuantizeOptions};
+use crate::formats::float::{fp16_to_fp32, fp32_to_fp16};
+use crate::formats::iquants::iq4::KVALUES_IQ4NL;
 use crate::formats::kquants::QK_K;
 use crate::simd::Level;
 use crate::types::QuantType;
@@ -71,7 +85,18 @@ pub const ACT_BLOCK_BYTES: usize = 324;
 pub const ACT_CODES: usize = 4;
 /// Offset of the per-type sums in an activation super-block.
 pub const ACT_EXTRAS: usize = 260;
-/// Bytes of the codes of a panel super-block.
+/// IQ4_XS's table values plus 128, the unsigned bytes `vpdpbusd` takes (the activation extras
+/// take the 128 off again).
+pub const IQ4_XS_BIASED: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = (KVALUES_IQ4NL[i] as i16 + 128) as u8;
+        i += 1;
+    }
+    t
+};
+/// Bytes of the byte codes of a panel super-block (the nibble types take half, Q5_K 5/8).
 pub const PANEL_CODES_BYTES: usize = QK_K * PANEL_ROWS;
 
 /// How one of the types sits in the shared layout (module docs).
@@ -86,6 +111,10 @@ pub struct PackedFormat {
     pub min: bool,
     /// Whether the codes are signed (IQ4_XS): the unsigned byte is the code plus 128.
     pub signed: bool,
+    /// Whether the codes are stored as nibbles (Q4_K, Q5_K, IQ4_XS; IQ4_XS as its table index).
+    pub nibbles: bool,
+    /// Whether a bit plane after the nibbles holds each code's fifth bit (Q5_K).
+    pub high_bit: bool,
     /// For the bias types, `extra_j = -bias_factor * (sum of the sub-block's activation codes)`.
     pub bias_factor: i32,
 }
@@ -95,25 +124,38 @@ impl PackedFormat {
     pub const fn nsub(&self) -> usize {
         QK_K / self.sub
     }
-    /// Offset of the i32 scales in a panel super-block.
+    /// Offset of the bit plane of the codes' fifth bits (Q5_K).
+    pub const fn high_bits_at(&self) -> usize {
+        PANEL_CODES_BYTES / 2
+    }
+    /// Bytes of the codes of a panel super-block: 2048 as nibbles (plus 512 of fifth bits), 4096
+    /// as bytes.
+    pub const fn codes_bytes(&self) -> usize {
+        if self.nibbles {
+            PANEL_CODES_BYTES / 2 + if self.high_bit { PANEL_CODES_BYTES / 8 } else { 0 }
+        } else {
+            PANEL_CODES_BYTES
+        }
+    }
+    /// Offset of the i8 scales in a panel super-block.
     pub const fn scales_at(&self) -> usize {
-        PANEL_CODES_BYTES
+        self.codes_bytes()
     }
-    /// Offset of the i16 min pairs (min types).
+    /// Offset of the i8 min pairs (min types).
     pub const fn mins_at(&self) -> usize {
-        self.scales_at() + 4 * PANEL_ROWS * self.nsub()
+        self.scales_at() + PANEL_ROWS * self.nsub()
     }
-    /// Offset of the 16 f32 `d`.
+    /// Offset of the 16 f16 `d`.
     pub const fn d_at(&self) -> usize {
-        self.mins_at() + if self.min { 4 * PANEL_ROWS * self.nsub() / 2 } else { 0 }
+        self.mins_at() + if self.min { PANEL_ROWS * self.nsub() } else { 0 }
     }
-    /// Offset of the 16 f32 `dmin` (min types).
+    /// Offset of the 16 f16 `dmin` (min types).
     pub const fn dmin_at(&self) -> usize {
-        self.d_at() + 4 * PANEL_ROWS
+        self.d_at() + 2 * PANEL_ROWS
     }
     /// Bytes of one panel super-block.
     pub const fn superblock_bytes(&self) -> usize {
-        self.dmin_at() + if self.min { 4 * PANEL_ROWS } else { 0 }
+        self.dmin_at() + if self.min { 2 * PANEL_ROWS } else { 0 }
     }
 }
 
@@ -133,12 +175,60 @@ pub const Q3_K: usize = 5;
 
 /// The types' formats, indexed by [`Q4_K`], [`Q5_K`], [`Q6_K`], [`IQ4_XS`], [`Q2_K`], [`Q3_K`].
 pub const FORMATS: [PackedFormat; 6] = [
-    PackedFormat { qtype: QuantType::Q4_K, sub: 32, min: true, signed: false, bias_factor: 0 },
-    PackedFormat { qtype: QuantType::Q5_K, sub: 32, min: true, signed: false, bias_factor: 0 },
-    PackedFormat { qtype: QuantType::Q6_K, sub: 16, min: false, signed: false, bias_factor: 32 },
-    PackedFormat { qtype: QuantType::IQ4_XS, sub: 32, min: false, signed: true, bias_factor: 128 },
-    PackedFormat { qtype: QuantType::Q2_K, sub: 16, min: true, signed: false, bias_factor: 0 },
-    PackedFormat { qtype: QuantType::Q3_K, sub: 16, min: false, signed: false, bias_factor: 4 },
+    PackedFormat {
+        qtype: QuantType::Q4_K,
+        sub: 32,
+        min: true,
+        signed: false,
+        nibbles: true,
+        high_bit: false,
+        bias_factor: 0,
+    },
+    PackedFormat {
+        qtype: QuantType::Q5_K,
+        sub: 32,
+        min: true,
+        signed: false,
+        nibbles: true,
+        high_bit: true,
+        bias_factor: 0,
+    },
+    PackedFormat {
+        qtype: QuantType::Q6_K,
+        sub: 16,
+        min: false,
+        signed: false,
+        nibbles: false,
+        high_bit: false,
+        bias_factor: 32,
+    },
+    PackedFormat {
+        qtype: QuantType::IQ4_XS,
+        sub: 32,
+        min: false,
+        signed: true,
+        nibbles: true,
+        high_bit: false,
+        bias_factor: 128,
+    },
+    PackedFormat {
+        qtype: QuantType::Q2_K,
+        sub: 16,
+        min: true,
+        signed: false,
+        nibbles: false,
+        high_bit: false,
+        bias_factor: 0,
+    },
+    PackedFormat {
+        qtype: QuantType::Q3_K,
+        sub: 16,
+        min: false,
+        signed: false,
+        nibbles: false,
+        high_bit: false,
+        bias_factor: 4,
+    },
 ];
 
 fn format_index(qtype: QuantType) -> Option<usize> {
@@ -206,6 +296,44 @@ fn arrange_act_block(f: PackedFormat, q8: &[u8], a: &mut [u8]) {
     }
 }
 
+/// Where a nibble type's GGUF block keeps its codes: `qs` at `at`, in runs of `run` bytes whose
+/// low nibbles are `run` consecutive elements and whose high nibbles are the next `run`.
+struct GgufNibbles {
+    at: usize,
+    run: usize,
+    /// The block's scales, biases, `d` and `dmin` (codes left zero).
+    header: fn(&[u8]) -> Superblock,
+}
+
+/// GGUF's nibble layout of a nibble type (ggml `block_q4_K`: qs at 16 in runs of 32;
+/// `block_iq4_xs`: qs at 8 in runs of 16).
+fn gguf_nibbles(f: PackedFormat) -> Option<GgufNibbles> {
+    match f.qtype {
+        QuantType::Q4_K => Some(GgufNibbles { at: 16, run: 32, header: unpack_q4_k_header }),
+        QuantType::IQ4_XS => Some(GgufNibbles { at: 8, run: 16, header: unpack_iq4_xs_header }),
+        _ => None,
+    }
+}
+
+/// The 32 nibble-chunk words of one lane (module docs: word `h` holds group `2h` in the low
+/// nibbles and group `2h + 1` in the high nibbles) straight from a GGUF block's runs: 8 bytes of
+/// a run hold groups `2m`, `2m + 1` of the run's first half in their low nibbles and the same
+/// groups of its second half in their high nibbles.
+fn lane_nibble_words(qs: &[u8], run: usize) -> [u32; QK_K / 8] {
+    let mut words = [0u32; QK_K / 8];
+    let per_half = run / 8;
+    for (r, run_bytes) in qs[..QK_K / 2].chunks_exact(run).enumerate() {
+        for (m, eight) in run_bytes.as_chunks::<8>().0.iter().enumerate() {
+            let x = u64::from_le_bytes(*eight);
+            let low = (x & 0x0f0f_0f0f) | ((x >> 28) & 0xf0f0_f0f0);
+            let high = ((x >> 4) & 0x0f0f_0f0f) | ((x >> 32) & 0xf0f0_f0f0);
+            words[2 * per_half * r + m] = low as u32;
+            words[2 * per_half * r + per_half + m] = high as u32;
+        }
+    }
+    words
+}
+
 /// Packs up to 16 weight rows of `f` (GGUF layout) into one panel (module docs).
 pub fn pack_panel(f: PackedFormat, k: usize, rows: &[u8], row_bytes: usize, panel: &mut [u8]) {
     let layout = kquant_layout(f.qtype).expect("a K-quant layout");
@@ -217,44 +345,109 @@ pub fn pack_panel(f: PackedFormat, k: usize, rows: &[u8], row_bytes: usize, pane
     let sbb = f.superblock_bytes();
     let empty = Superblock { codes: [0; QK_K], scales: [0; 16], biases: [0; 16], d: 0.0, dmin: 0.0 };
     let mut blocks = [empty; PANEL_ROWS];
+    let mut words = [[0u32; QK_K / 8]; PANEL_ROWS];
+    let nibbles = gguf_nibbles(f);
     for (i, w) in panel.chunks_exact_mut(sbb).enumerate() {
-        for (lane, s) in blocks.iter_mut().enumerate().take(n_rows) {
-            *s = (layout.unpack)(&rows[lane * row_bytes + i * layout.block_bytes..][..layout.block_bytes]);
+        for lane in 0..n_rows {
+            let block = &rows[lane * row_bytes + i * layout.block_bytes..][..layout.block_bytes];
+            match &nibbles {
+                Some(n) => {
+                    blocks[lane] = (n.header)(block);
+                    words[lane] = lane_nibble_words(&block[n.at..], n.run);
+                }
+                None => blocks[lane] = (layout.unpack)(block),
+            }
         }
-        write_superblock(f, &blocks, w);
+        let (codes, rest) = w.split_at_mut(f.codes_bytes());
+        if f.nibbles && nibbles.is_none() {
+            // Q5_K: the unpacked codes' low 4 bits as nibbles, the fifth bits as a plane.
+            for (lane, s) in blocks.iter().enumerate() {
+                words[lane] = codes_nibble_words(&s.codes);
+            }
+            write_high_bits(&blocks, &mut codes[f.high_bits_at()..]);
+        }
+        if f.nibbles {
+            write_nibble_codes(&words, codes);
+        } else {
+            write_byte_codes(&blocks, codes);
+        }
+        write_scales(f, &blocks, rest);
     }
 }
 
-/// 16 unpacked super-blocks (one per lane) into a panel super-block, written in address order.
-fn write_superblock(f: PackedFormat, blocks: &[Superblock; PANEL_ROWS], w: &mut [u8]) {
-    let (codes, rest) = w.split_at_mut(PANEL_CODES_BYTES);
+/// The 32 nibble-chunk words of one lane from its byte codes (their low 4 bits).
+fn codes_nibble_words(codes: &[i8; QK_K]) -> [u32; QK_K / 8] {
+    let codes: &[u8; QK_K] = bytemuck::cast_ref(codes);
+    std::array::from_fn(|h| {
+        let x = u64::from_le_bytes(codes.as_chunks::<8>().0[h]);
+        ((x & 0x0f0f_0f0f) | ((x >> 28) & 0xf0f0_f0f0)) as u32
+    })
+}
+
+/// 16 lanes' fifth code bits into the bit plane (module docs): group `g`'s u64 at `8 g`.
+fn write_high_bits(blocks: &[Superblock; PANEL_ROWS], plane: &mut [u8]) {
+    for (g, word) in plane[..PANEL_CODES_BYTES / 8].as_chunks_mut::<8>().0.iter_mut().enumerate() {
+        let mut bits = 0u64;
+        for (lane, s) in blocks.iter().enumerate() {
+            let codes: &[u8; QK_K] = bytemuck::cast_ref(&s.codes);
+            let fifth = (u32::from_le_bytes(codes.as_chunks::<4>().0[g]) >> 4) & 0x0101_0101;
+            // Bit 0 of byte e to bit 24 + e (the products land on distinct bits: no carries).
+            bits |= (((fifth as u64 * 0x0102_0408) >> 24) & 0xf) << (4 * lane);
+        }
+        *word = bits.to_le_bytes();
+    }
+}
+
+/// 16 lanes' nibble words into the codes of a panel super-block: one 64-byte store per chunk.
+fn write_nibble_codes(words: &[[u32; QK_K / 8]; PANEL_ROWS], codes: &mut [u8]) {
+    let nibbles = &mut codes[..PANEL_CODES_BYTES / 2];
+    for (h, chunk) in nibbles.as_chunks_mut::<{ 4 * PANEL_ROWS }>().0.iter_mut().enumerate() {
+        let chunk_words: [u32; PANEL_ROWS] = std::array::from_fn(|lane| words[lane][h].to_le());
+        *chunk = bytemuck::cast(chunk_words);
+    }
+}
+
+/// 16 lanes' byte codes into the codes of a panel super-block: one 64-byte store per group.
+fn write_byte_codes(blocks: &[Superblock; PANEL_ROWS], codes: &mut [u8]) {
     let lane_codes: [&[u8; QK_K]; PANEL_ROWS] = std::array::from_fn(|lane| bytemuck::cast_ref(&blocks[lane].codes));
     for (g, group) in codes.as_chunks_mut::<{ 4 * PANEL_ROWS }>().0.iter_mut().enumerate() {
-        // One group of 16 lanes as 16 words, then one 64-byte store.
         let words: [u32; PANEL_ROWS] =
-            std::array::from_fn(|lane| u32::from_le_bytes(lane_codes[lane].as_chunks::<4>().0[g]));
-        *group = bytemuck::cast(words.map(u32::to_le));
+            std::array::from_fn(|lane| u32::from_le_bytes(lane_codes[lane].as_chunks::<4>().0[g]).to_le());
+        *group = bytemuck::cast(words);
     }
+}
+
+/// The scales, mins, `d` and `dmin` of 16 lanes into `rest`, the part of a panel super-block
+/// after the codes.
+fn write_scales(f: PackedFormat, blocks: &[Superblock; PANEL_ROWS], rest: &mut [u8]) {
+    let at = |offset: usize| offset - f.codes_bytes();
     let per = f.sub / 16;
-    let lanes = |w: &mut [u8], at: usize, value: &dyn Fn(&Superblock) -> [u8; 4]| {
-        for (lane, s) in blocks.iter().enumerate() {
-            w[at + 4 * lane..at + 4 * lane + 4].copy_from_slice(&value(s));
-        }
-    };
-    let rest_at = |at: usize| at - PANEL_CODES_BYTES;
     for j in 0..f.nsub() {
-        lanes(rest, rest_at(f.scales_at() + 64 * j), &|s| (s.scales[per * j] as i32).to_le_bytes());
+        let scales = &mut rest[at(f.scales_at()) + PANEL_ROWS * j..][..PANEL_ROWS];
+        for (lane, s) in blocks.iter().enumerate() {
+            scales[lane] = s.scales[per * j] as u8;
+        }
     }
     if f.min {
         for q in 0..f.nsub() / 2 {
-            lanes(rest, rest_at(f.mins_at() + 64 * q), &|s| {
-                let (a, b) = (s.biases[per * 2 * q].to_le_bytes(), s.biases[per * (2 * q + 1)].to_le_bytes());
-                [a[0], a[1], b[0], b[1]]
-            });
+            let mins = &mut rest[at(f.mins_at()) + 2 * PANEL_ROWS * q..][..2 * PANEL_ROWS];
+            for (lane, s) in blocks.iter().enumerate() {
+                // Q2_K/Q4_K/Q5_K mins are 0..63: an i8.
+                mins[2 * lane] = s.biases[per * 2 * q] as u8;
+                mins[2 * lane + 1] = s.biases[per * (2 * q + 1)] as u8;
+            }
         }
-        lanes(rest, rest_at(f.dmin_at()), &|s| s.dmin.to_le_bytes());
     }
-    lanes(rest, rest_at(f.d_at()), &|s| s.d.to_le_bytes());
+    let halves = |offset: usize, value: fn(&Superblock) -> f32, rest: &mut [u8]| {
+        for (lane, s) in blocks.iter().enumerate() {
+            // `value` is an fp16 widened: back to the same bits.
+            rest[at(offset) + 2 * lane..][..2].copy_from_slice(&fp32_to_fp16(value(s)).to_le_bytes());
+        }
+    };
+    halves(f.d_at(), |s| s.d, rest);
+    if f.min {
+        halves(f.dmin_at(), |s| s.dmin, rest);
+    }
 }
 
 /// Checks the arguments of a `gemm` call against the contract; returns (super-blocks, panels).
@@ -275,22 +468,44 @@ pub fn check_gemm_args(
     (k / QK_K, n_panels)
 }
 
+/// The code of element `e` of lane `lane` in a panel super-block `w`, as the unsigned byte of the
+/// module docs (IQ4_XS: its table value plus 128).
+fn code_at(f: PackedFormat, w: &[u8], lane: usize, e: usize) -> i32 {
+    let (group, byte) = (e / 4, 4 * lane + e % 4);
+    if !f.nibbles {
+        return w[64 * group + byte] as i32;
+    }
+    let nibble = (w[64 * (group / 2) + byte] >> (4 * (group % 2))) & 0x0f;
+    if f.high_bit {
+        let fifth = (w[f.high_bits_at() + 8 * group + byte / 8] >> (byte % 8)) & 1;
+        return (nibble | (fifth << 4)) as i32;
+    }
+    if f.signed {
+        KVALUES_IQ4NL[nibble as usize] as i32 + 128
+    } else {
+        nibble as i32
+    }
+}
+
+/// The f16 at `at` widened.
+fn read_f16(b: &[u8], at: usize) -> f32 {
+    fp16_to_fp32(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
 /// The exact `(isum, msum)` of lane `lane` of a panel super-block `w` with an activation block.
 pub fn superblock_ints(f: PackedFormat, w: &[u8], lane: usize, a: &[u8]) -> (i32, i32) {
-    let offset = if f.signed { 0x80 } else { 0 };
     let mut isum = 0i32;
     for j in 0..f.nsub() {
         let mut sb = if f.min { 0 } else { read_i32(a, ACT_EXTRAS + 4 * j) };
         for e in f.sub * j..f.sub * (j + 1) {
-            let u = w[64 * (e / 4) + 4 * lane + e % 4] ^ offset;
-            sb += u as i32 * a[ACT_CODES + e] as i8 as i32;
+            sb += code_at(f, w, lane, e) * a[ACT_CODES + e] as i8 as i32;
         }
-        isum += read_i32(w, f.scales_at() + 64 * j + 4 * lane) * sb;
+        isum += w[f.scales_at() + PANEL_ROWS * j + lane] as i8 as i32 * sb;
     }
     let mut msum = 0i32;
     if f.min {
         for j in 0..f.nsub() {
-            let min = read_i16(w, f.mins_at() + 64 * (j / 2) + 4 * lane + 2 * (j % 2)) as i32;
+            let min = w[f.mins_at() + 2 * PANEL_ROWS * (j / 2) + 2 * lane + j % 2] as i8 as i32;
             msum += min * read_i16(a, ACT_EXTRAS + 2 * j) as i32;
         }
     }
@@ -319,9 +534,9 @@ pub fn gemm_scalar(
             for (w, a) in panel.chunks_exact(sbb).zip(act.chunks_exact(ACT_BLOCK_BYTES)).take(nb) {
                 let (isum, msum) = superblock_ints(f, w, lane, a);
                 let d_a = read_f32(a, 0);
-                acc = (read_f32(w, f.d_at() + 4 * lane) * d_a).mul_add(isum as f32, acc);
+                acc = (read_f16(w, f.d_at() + 2 * lane) * d_a).mul_add(isum as f32, acc);
                 if f.min {
-                    acc = (-(read_f32(w, f.dmin_at() + 4 * lane) * d_a)).mul_add(msum as f32, acc);
+                    acc = (-(read_f16(w, f.dmin_at() + 2 * lane) * d_a)).mul_add(msum as f32, acc);
                 }
             }
             out[r * out_stride + c] = acc;

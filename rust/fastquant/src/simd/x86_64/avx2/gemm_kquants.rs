@@ -5,10 +5,14 @@
 //! `vpsignb`), `vpmaddwd` by ones and `vpaddd`. A tile is up to 2 activation rows x one panel: 8
 //! ymm of i32 sums, the rest of the 16 registers for weights and broadcasts; a pass over the
 //! activation rows takes two panels, so the second panel's tile reads its rows from L1. As in the
-//! AVX-512 kernel, the output is the float accumulator between super-blocks.
+//! AVX-512 kernel, the output is the float accumulator between super-blocks. Q4_K's, Q5_K's and
+//! IQ4_XS's nibble chunks give two groups each (`and 0x0f`, `srli 4 + and`; Q5_K's fifth bits
+//! spread from its bit plane by `vpshufb` + compare; IQ4_XS's indices looked up as signed values
+//! with `vpshufb`); scales, mins and `d` are widened from i8/f16 per sub-block.
 
 use std::arch::x86_64::*;
 
+use crate::formats::iquants::iq4::KVALUES_IQ4NL;
 use crate::matmul::packed::PackedGemmFn;
 use crate::matmul::packed_kquants::{
     act_row_bytes, check_gemm_args, panel_bytes, PackedFormat, ACT_BLOCK_BYTES, ACT_CODES, ACT_EXTRAS, FORMATS, IQ4_XS,
@@ -17,6 +21,9 @@ use crate::matmul::packed_kquants::{
 
 /// Activation rows per tile.
 const MR: usize = 2;
+/// How far ahead the first row tile of a super-block prefetches its panel, in panel super-blocks:
+/// with one activation row the tile is memory-bound and the hardware prefetchers fall behind.
+const PREFETCH_SUPERBLOCKS: usize = 2;
 
 /// 4 bytes at `p` broadcast to every i32 lane.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -35,18 +42,76 @@ fn load32(p: *const u8) -> __m256i {
     unsafe { _mm256_loadu_si256(p.cast()) }
 }
 
+/// 16 bytes at `p`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load16(p: *const u8) -> __m128i {
+    // SAFETY: as in `broadcast4`: in a panel super-block checked on entry; `loadu` is unaligned.
+    unsafe { _mm_loadu_si128(p.cast()) }
+}
+
+/// 8 bytes at `p` in the low half.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load8(p: *const u8) -> __m128i {
+    // SAFETY: as in `broadcast4`: in a panel super-block checked on entry; `loadl` is unaligned.
+    unsafe { _mm_loadl_epi64(p.cast()) }
+}
+
+/// The codes of group `g`, half `h` (lanes `8h..8h + 8`) of the panel super-block at `w`, one
+/// byte per weight: the byte codes as stored, or a nibble chunk's half (IQ4_XS's looked up in
+/// `table`, the signed values).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn group_codes(f: PackedFormat, w: *const u8, g: usize, h: usize, table: __m256i) -> __m256i {
+    if !f.nibbles {
+        // SAFETY: group g's 64 bytes are inside the panel super-block checked on entry.
+        return load32(unsafe { w.add(64 * g + 32 * h) });
+    }
+    // SAFETY: chunk g / 2's 64 bytes are inside the panel super-block checked on entry.
+    let chunk = load32(unsafe { w.add(64 * (g / 2) + 32 * h) });
+    let half = if g % 2 == 1 { _mm256_srli_epi16::<4>(chunk) } else { chunk };
+    let nibbles = _mm256_and_si256(half, _mm256_set1_epi8(0x0f));
+    if f.high_bit {
+        // SAFETY: the 4 bytes of group g's bit plane for lanes 8h..8h + 8 are inside the panel
+        // super-block.
+        let bits =
+            _mm256_set1_epi32(unsafe { (w.add(f.high_bits_at() + 8 * g + 4 * h) as *const i32).read_unaligned() });
+        // Byte i of the vector gets mask byte i / 8, then its bit i % 8 becomes 16 or 0.
+        let spread = _mm256_shuffle_epi8(
+            bits,
+            _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303),
+        );
+        let select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select);
+        return _mm256_or_si256(nibbles, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+    }
+    if f.signed {
+        _mm256_shuffle_epi8(table, nibbles)
+    } else {
+        nibbles
+    }
+}
+
 /// Asks for the activation blocks at `starts` in L1: the rows of the next tile lie an activation
 /// row apart, a stride the hardware prefetchers do not follow.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(in super::super) fn prefetch_acts(acts: &[u8], starts: impl Iterator<Item = usize>) {
     for start in starts {
-        for line in (start..start + ACT_BLOCK_BYTES).step_by(64) {
-            // A prefetch never faults, but the pointer must stay inside the allocation to be formed.
-            if line < acts.len() {
-                // SAFETY: `line` is inside `acts`.
-                _mm_prefetch::<_MM_HINT_T0>(unsafe { acts.as_ptr().add(line) }.cast());
-            }
+        prefetch_lines(acts, start..start + ACT_BLOCK_BYTES);
+    }
+}
+
+/// Asks for the cache lines of `bytes[range]` (what of it lies inside `bytes`) in L1.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in super::super) fn prefetch_lines(bytes: &[u8], range: std::ops::Range<usize>) {
+    for at in range.step_by(64) {
+        // A prefetch never faults, but the pointer must stay inside the allocation to be formed.
+        if at < bytes.len() {
+            // SAFETY: `at` is inside `bytes`.
+            _mm_prefetch::<_MM_HINT_T0>(unsafe { bytes.as_ptr().add(at) }.cast());
         }
     }
 }
@@ -78,6 +143,8 @@ fn tile<const FMT: usize, const R: usize>(
     let ap: [*const u8; R] = std::array::from_fn(|r| acts[act_at + r * act_stride..].as_ptr());
     let ones = _mm256_set1_epi16(1);
     let groups = f.sub / 4;
+    // IQ4_XS's signed table values in both 128-bit lanes.
+    let table = _mm256_broadcastsi128_si256(load16(KVALUES_IQ4NL.as_ptr().cast()));
     let mut isum = [[_mm256_setzero_si256(); 2]; R];
     for j in 0..f.nsub() {
         let mut sb = [[_mm256_setzero_si256(); 2]; R];
@@ -88,8 +155,7 @@ fn tile<const FMT: usize, const R: usize>(
             }
         }
         for g in groups * j..groups * (j + 1) {
-            // SAFETY: group g's 64 bytes are inside the panel super-block.
-            let wv: [__m256i; 2] = std::array::from_fn(|h| load32(unsafe { wp.add(64 * g + 32 * h) }));
+            let wv: [__m256i; 2] = std::array::from_fn(|h| group_codes(f, wp, g, h, table));
             let wu = if signed { wv.map(|v| _mm256_abs_epi8(v)) } else { wv };
             for r in 0..R {
                 // SAFETY: codes 4g..4g + 4 are inside the activation block.
@@ -103,7 +169,7 @@ fn tile<const FMT: usize, const R: usize>(
         }
         for h in 0..2 {
             // SAFETY: the scales of sub-block j are inside the panel super-block.
-            let scale = load32(unsafe { wp.add(f.scales_at() + 64 * j + 32 * h) });
+            let scale = _mm256_cvtepi8_epi32(load8(unsafe { wp.add(f.scales_at() + 16 * j + 8 * h) }));
             for r in 0..R {
                 isum[r][h] = _mm256_add_epi32(isum[r][h], _mm256_mullo_epi32(sb[r][h], scale));
             }
@@ -120,7 +186,7 @@ fn tile<const FMT: usize, const R: usize>(
                 let a = broadcast4(unsafe { ap[r].add(ACT_EXTRAS + 4 * q) });
                 for (h, msum) in msum.iter_mut().enumerate() {
                     // SAFETY: as above.
-                    let m = load32(unsafe { wp.add(f.mins_at() + 64 * q + 32 * h) });
+                    let m = _mm256_cvtepi8_epi16(load16(unsafe { wp.add(f.mins_at() + 32 * q + 16 * h) }));
                     *msum = _mm256_add_epi32(*msum, _mm256_madd_epi16(m, a));
                 }
             }
@@ -139,11 +205,11 @@ fn tile<const FMT: usize, const R: usize>(
                 unsafe { _mm256_maskload_ps(optr, mask) }
             };
             // SAFETY: d and dmin are inside the panel super-block.
-            let d_w = _mm256_castsi256_ps(load32(unsafe { wp.add(f.d_at() + 32 * h) }));
+            let d_w = _mm256_cvtph_ps(load16(unsafe { wp.add(f.d_at() + 16 * h) }));
             acc = _mm256_fmadd_ps(_mm256_mul_ps(d_w, d_a), _mm256_cvtepi32_ps(isum[r][h]), acc);
             if min {
                 // SAFETY: as above.
-                let dmin_w = _mm256_castsi256_ps(load32(unsafe { wp.add(f.dmin_at() + 32 * h) }));
+                let dmin_w = _mm256_cvtph_ps(load16(unsafe { wp.add(f.dmin_at() + 16 * h) }));
                 acc = _mm256_fnmadd_ps(_mm256_mul_ps(dmin_w, d_a), _mm256_cvtepi32_ps(msum[h]), acc);
             }
             // SAFETY: as above.
@@ -174,6 +240,10 @@ fn gemm<const FMT: usize>(
                 prefetch_acts(acts, (r0 + MR..m.min(r0 + 2 * MR)).map(|r| r * arb + i * ACT_BLOCK_BYTES));
                 let act_at = r0 * arb + i * ACT_BLOCK_BYTES;
                 for p in p0..n_panels.min(p0 + 2) {
+                    if r0 == 0 {
+                        let ahead = p * pb + (i + PREFETCH_SUPERBLOCKS) * sbb;
+                        prefetch_lines(panels, ahead..ahead + sbb);
+                    }
                     let w = &panels[p * pb + i * sbb..][..sbb];
                     let (out_at, lanes) = (r0 * out_stride + 16 * p, cols.saturating_sub(16 * p).min(16));
                     if m - r0 >= 2 {

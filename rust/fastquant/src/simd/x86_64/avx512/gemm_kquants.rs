@@ -8,23 +8,37 @@
 //! while every activation row passes it; the next tile's activation blocks, an activation row
 //! apart, are prefetched.
 //!
-//! IQ4_XS's signed codes: with VNNI they become `code + 128` (xor 0x80, one op per weight vector)
-//! and the activation extras take the `128 * sum(a)` off again; without VNNI the kernel multiplies
-//! `|code|` by the activation negated where the code is negative (a masked subtract).
+//! Q4_K, Q5_K and IQ4_XS keep their codes as nibbles: one 64-byte chunk gives two groups' weight
+//! vectors (`and 0x0f`, `srli 4 + and`; Q5_K's fifth bits, a u64 mask per group, add 16 in one
+//! masked add). IQ4_XS's nibbles are table indices, looked up with one
+//! `vpshufb` per weight vector: with VNNI as `value + 128` (the activation extras take the
+//! `128 * sum(a)` off again); without VNNI as the signed value, and the kernel multiplies `|value|`
+//! by the activation negated where the value is negative (a masked subtract). The scales, mins
+//! and `d` are widened from i8/f16 once per panel and sub-block.
 
 use std::arch::x86_64::*;
 
-use super::super::avx2::gemm_kquants::prefetch_acts;
+use super::super::avx2::gemm_kquants::{prefetch_acts, prefetch_lines};
+use crate::formats::iquants::iq4::KVALUES_IQ4NL;
 use crate::matmul::packed::PackedGemmFn;
 use crate::matmul::packed_kquants::{
     act_row_bytes, check_gemm_args, panel_bytes, PackedFormat, ACT_BLOCK_BYTES, ACT_CODES, ACT_EXTRAS, FORMATS, IQ4_XS,
-    Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+    IQ4_XS_BIASED, PANEL_CODES_BYTES, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
 };
 
 /// Activation rows per tile.
 const MR: usize = 4;
 /// Panels per tile.
 const NP: usize = 3;
+/// From this many activation rows on, each panel super-block's nibble codes are decoded once
+/// (for IQ4_XS looked up) into byte codes on the stack, which every full row tile then reads as
+/// the byte types' codes: the `vpshufb` per weight vector would otherwise compete with
+/// `vpdpbusd` in every tile (IQ4_XS at 512 rows lost about a tenth).
+const DECODE_MIN_ROWS: usize = 4 * MR;
+/// How far ahead of the super-block a tile reads the first row tile prefetches each panel, in
+/// panel super-blocks: with one activation row the tile is memory-bound and the hardware
+/// prefetchers, following `NP` streams, fall behind.
+const PREFETCH_SUPERBLOCKS: usize = 2;
 
 /// 4 bytes at `p` broadcast to every i32 lane.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
@@ -41,6 +55,63 @@ fn broadcast4(p: *const u8) -> __m512i {
 fn load64(p: *const u8) -> __m512i {
     // SAFETY: as in `broadcast4`: in a panel super-block checked on entry; `loadu` is unaligned.
     unsafe { _mm512_loadu_si512(p.cast()) }
+}
+
+/// 32 bytes at `p`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn load32(p: *const u8) -> __m256i {
+    // SAFETY: as in `broadcast4`: in a panel super-block checked on entry; `loadu` is unaligned.
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
+/// 16 bytes at `p`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn load16(p: *const u8) -> __m128i {
+    // SAFETY: as in `broadcast4`: in a panel super-block checked on entry; `loadu` is unaligned.
+    unsafe { _mm_loadu_si128(p.cast()) }
+}
+
+/// The codes of group `g` of the panel super-block at `w`, one byte per weight: the byte codes
+/// as stored (or as [`decode_codes`] wrote them when `decoded`), or a nibble chunk's half (for
+/// IQ4_XS looked up in `table`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn group_codes(f: PackedFormat, w: *const u8, g: usize, table: __m512i, decoded: bool) -> __m512i {
+    if !f.nibbles || decoded {
+        // SAFETY: group g's 64 bytes are inside the panel super-block checked on entry.
+        return load64(unsafe { w.add(64 * g) });
+    }
+    // SAFETY: chunk g / 2's 64 bytes are inside the panel super-block checked on entry.
+    let chunk = load64(unsafe { w.add(64 * (g / 2)) });
+    let half = if g % 2 == 1 { _mm512_srli_epi16::<4>(chunk) } else { chunk };
+    let nibbles = _mm512_and_si512(half, _mm512_set1_epi8(0x0f));
+    if f.high_bit {
+        // SAFETY: group g's 8 bytes of the bit plane are inside the panel super-block.
+        let fifth: __mmask64 = unsafe { (w.add(f.high_bits_at() + 8 * g) as *const u64).read_unaligned() };
+        return _mm512_mask_add_epi8(nibbles, fifth, nibbles, _mm512_set1_epi8(16));
+    }
+    if f.signed {
+        _mm512_shuffle_epi8(table, nibbles)
+    } else {
+        nibbles
+    }
+}
+
+/// The byte codes of a panel super-block's nibble codes (`panel`, its codes part) in the
+/// byte types' layout, IQ4_XS's looked up in `table`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn decode_codes(f: PackedFormat, panel: &[u8], table: __m512i, out: &mut [u8; PANEL_CODES_BYTES]) {
+    let panel = &panel[..f.codes_bytes()];
+    for (h, pair) in out.as_chunks_mut::<128>().0.iter_mut().enumerate() {
+        for (g, dst) in pair.as_chunks_mut::<64>().0.iter_mut().enumerate() {
+            let v = group_codes(f, panel.as_ptr(), 2 * h + g, table, false);
+            // SAFETY: `dst` is 64 writable bytes; `storeu` is unaligned.
+            unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), v) };
+        }
+    }
 }
 
 /// The weight vector as the byte product takes it, and the mask of its negative codes.
@@ -72,12 +143,9 @@ fn dot2_madd(acc: __m512i, w: __m512i, a: __m512i) -> __m512i {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
 #[inline]
-fn weights_vnni(w: __m512i, signed: bool) -> (__m512i, __mmask64) {
-    if signed {
-        (_mm512_xor_si512(w, _mm512_set1_epi8(-128)), 0)
-    } else {
-        (w, 0)
-    }
+fn weights_vnni(w: __m512i, _signed: bool) -> (__m512i, __mmask64) {
+    // IQ4_XS's table lookup already gave `value + 128`.
+    (w, 0)
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512vnni")]
@@ -92,10 +160,23 @@ fn dot2_vnni(acc: __m512i, w: __m512i, a: __m512i) -> __m512i {
     _mm512_dpwssd_epi32(acc, w, a)
 }
 
+/// IQ4_XS's table as the byte product takes it (module docs), in every 128-bit lane.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn iq4_xs_table(vnni: bool) -> __m512i {
+    let table: [u8; 16] = if vnni { IQ4_XS_BIASED } else { KVALUES_IQ4NL.map(|v| v as u8) };
+    _mm512_broadcast_i32x4(load16(table.as_ptr()))
+}
+
+/// Byte codes of a tile's panels' super-block, decoded once for all its row tiles (64-byte aligned
+/// so each group is one cache line).
+#[repr(C, align(64))]
+struct DecodedCodes([u8; NP * PANEL_CODES_BYTES]);
+
 /// Where a tile reads and writes: the super-block's offset in the first panel and the panel
 /// stride, the first activation row's block and the row stride, the output of the first row
 /// and column and the output row stride, the valid lanes of each panel, and whether this is the
-/// first super-block (the accumulator starts at +0.0).
+/// first super-block (the accumulator starts at +0.0), and whether to prefetch the panels ahead.
 #[derive(Clone, Copy)]
 struct TileAt {
     panel: usize,
@@ -106,17 +187,21 @@ struct TileAt {
     out_stride: usize,
     masks: [u16; NP],
     first: bool,
+    prefetch: bool,
 }
 
 /// Stamps one level's tile and driver; `$weights`/`$dot4`/`$dot2` are its byte and pair products.
 macro_rules! gemm_level {
     ($features:literal, $vnni:literal, $tile:ident, $gemm:ident, $weights:ident, $dot4:ident, $dot2:ident) => {
-        /// One tile: `R` activation rows x `P` panels of one super-block (module docs).
+        /// One tile: `R` activation rows x `P` panels of one super-block (module docs). With
+        /// `DECODED`, the codes are read from `decoded` (panel `p` at `p * PANEL_CODES_BYTES`, as
+        /// [`decode_codes`] wrote them) instead of the panels.
         #[target_feature(enable = $features)]
         #[inline]
-        fn $tile<const FMT: usize, const R: usize, const P: usize>(
+        fn $tile<const FMT: usize, const R: usize, const P: usize, const DECODED: bool>(
             panels: &[u8],
             acts: &[u8],
+            decoded: &[u8],
             out: &mut [f32],
             at: TileAt,
         ) {
@@ -130,12 +215,24 @@ macro_rules! gemm_level {
                 let lanes = 16 - mask.leading_zeros() as usize;
                 assert!(lanes == 0 || at.out + (R - 1) * at.out_stride + 16 * p + lanes <= out.len(), "output");
             }
+            assert!(!DECODED || P * PANEL_CODES_BYTES <= decoded.len(), "decoded codes");
             let wp: [*const u8; P] = std::array::from_fn(|p| panels[at.panel + p * at.panel_stride..].as_ptr());
+            let cp: [*const u8; P] =
+                std::array::from_fn(|p| if DECODED { decoded[p * PANEL_CODES_BYTES..].as_ptr() } else { wp[p] });
             let ap: [*const u8; R] = std::array::from_fn(|r| acts[at.act + r * at.act_stride..].as_ptr());
             let bias_in_extras = !min && (!signed || $vnni);
             let groups = f.sub / 4;
+            let table = iq4_xs_table($vnni);
             let mut isum = [[_mm512_setzero_si512(); P]; R];
             for j in 0..f.nsub() {
+                if at.prefetch {
+                    // Sub-block j's share of the super-block `PREFETCH_SUPERBLOCKS` ahead.
+                    let ahead = at.panel + PREFETCH_SUPERBLOCKS * sbb;
+                    for p in 0..P {
+                        let start = ahead + p * at.panel_stride;
+                        prefetch_lines(panels, start + sbb * j / f.nsub()..start + sbb * (j + 1) / f.nsub());
+                    }
+                }
                 let mut sb = [[_mm512_setzero_si512(); P]; R];
                 if bias_in_extras {
                     for r in 0..R {
@@ -144,8 +241,7 @@ macro_rules! gemm_level {
                     }
                 }
                 for g in groups * j..groups * (j + 1) {
-                    // SAFETY: group g's 64 bytes are inside the panel super-block checked above.
-                    let w: [_; P] = std::array::from_fn(|p| $weights(load64(unsafe { wp[p].add(64 * g) }), signed));
+                    let w: [_; P] = std::array::from_fn(|p| $weights(group_codes(f, cp[p], g, table, DECODED), signed));
                     for r in 0..R {
                         // SAFETY: codes 4g..4g + 4 are inside the activation block.
                         let a = broadcast4(unsafe { ap[r].add(ACT_CODES + 4 * g) });
@@ -156,7 +252,7 @@ macro_rules! gemm_level {
                 }
                 for p in 0..P {
                     // SAFETY: the scales of sub-block j are inside the panel super-block.
-                    let scale = load64(unsafe { wp[p].add(f.scales_at() + 64 * j) });
+                    let scale = _mm512_cvtepi8_epi32(load16(unsafe { wp[p].add(f.scales_at() + 16 * j) }));
                     for r in 0..R {
                         isum[r][p] = _mm512_add_epi32(isum[r][p], _mm512_mullo_epi32(sb[r][p], scale));
                     }
@@ -172,7 +268,7 @@ macro_rules! gemm_level {
                         let a = broadcast4(unsafe { ap[r].add(ACT_EXTRAS + 4 * q) });
                         for p in 0..P {
                             // SAFETY: as above.
-                            let mins = load64(unsafe { wp[p].add(f.mins_at() + 64 * q) });
+                            let mins = _mm512_cvtepi8_epi16(load32(unsafe { wp[p].add(f.mins_at() + 32 * q) }));
                             msum[p] = $dot2(msum[p], mins, a);
                         }
                     }
@@ -190,11 +286,11 @@ macro_rules! gemm_level {
                         unsafe { _mm512_maskz_loadu_ps(mask, optr) }
                     };
                     // SAFETY: d and dmin are inside the panel super-block.
-                    let d_w = _mm512_castsi512_ps(load64(unsafe { wp[p].add(f.d_at()) }));
+                    let d_w = _mm512_cvtph_ps(load32(unsafe { wp[p].add(f.d_at()) }));
                     acc = _mm512_fmadd_ps(_mm512_mul_ps(d_w, d_a), _mm512_cvtepi32_ps(isum[r][p]), acc);
                     if min {
                         // SAFETY: as above.
-                        let dmin_w = _mm512_castsi512_ps(load64(unsafe { wp[p].add(f.dmin_at()) }));
+                        let dmin_w = _mm512_cvtph_ps(load32(unsafe { wp[p].add(f.dmin_at()) }));
                         acc = _mm512_fnmadd_ps(_mm512_mul_ps(dmin_w, d_a), _mm512_cvtepi32_ps(msum[p]), acc);
                     }
                     // SAFETY: as above.
@@ -218,6 +314,9 @@ macro_rules! gemm_level {
             let (nb, n_panels) = check_gemm_args(f, k, panels, acts, m, cols, out, out_stride);
             let (pb, arb, sbb) = (panel_bytes(f, k), act_row_bytes(k), f.superblock_bytes());
             let n_panels = n_panels.min(cols.div_ceil(16));
+            let decode = f.nibbles && m >= DECODE_MIN_ROWS;
+            let table = iq4_xs_table($vnni);
+            let mut decoded = DecodedCodes([0; NP * PANEL_CODES_BYTES]);
             for p0 in (0..n_panels).step_by(NP) {
                 let np = NP.min(n_panels - p0);
                 let masks = std::array::from_fn(|p| {
@@ -225,6 +324,12 @@ macro_rules! gemm_level {
                     ((1u32 << lanes) - 1) as u16
                 });
                 for i in 0..nb {
+                    if decode {
+                        for (p, out) in decoded.0.as_chunks_mut::<PANEL_CODES_BYTES>().0.iter_mut().take(np).enumerate()
+                        {
+                            decode_codes(f, &panels[(p0 + p) * pb + i * sbb..][..sbb], table, out);
+                        }
+                    }
                     for r0 in (0..m).step_by(MR) {
                         prefetch_acts(acts, (r0 + MR..m.min(r0 + 2 * MR)).map(|r| r * arb + i * ACT_BLOCK_BYTES));
                         let at = TileAt {
@@ -236,26 +341,30 @@ macro_rules! gemm_level {
                             out_stride,
                             masks,
                             first: i == 0,
+                            prefetch: r0 == 0,
                         };
                         match ((m - r0).min(MR), np) {
-                            (1, 1) => $tile::<FMT, 1, 1>(panels, acts, out, at),
-                            (1, 2) => $tile::<FMT, 1, 2>(panels, acts, out, at),
-                            (1, 3) => $tile::<FMT, 1, 3>(panels, acts, out, at),
-                            (2, 1) => $tile::<FMT, 2, 1>(panels, acts, out, at),
-                            (2, 2) => $tile::<FMT, 2, 2>(panels, acts, out, at),
-                            (2, 3) => $tile::<FMT, 2, 3>(panels, acts, out, at),
-                            (3, 1) => $tile::<FMT, 3, 1>(panels, acts, out, at),
-                            (3, 2) => $tile::<FMT, 3, 2>(panels, acts, out, at),
-                            (3, 3) => $tile::<FMT, 3, 3>(panels, acts, out, at),
-                            (4, 1) => $tile::<FMT, 4, 1>(panels, acts, out, at),
-                            (4, 2) => $tile::<FMT, 4, 2>(panels, acts, out, at),
-                            (4, 3) => $tile::<FMT, 4, 3>(panels, acts, out, at),
-                            (5, 1) => $tile::<FMT, 5, 1>(panels, acts, out, at),
-                            (5, 2) => $tile::<FMT, 5, 2>(panels, acts, out, at),
-                            (5, 3) => $tile::<FMT, 5, 3>(panels, acts, out, at),
-                            (6, 1) => $tile::<FMT, 6, 1>(panels, acts, out, at),
-                            (6, 2) => $tile::<FMT, 6, 2>(panels, acts, out, at),
-                            (6, 3) => $tile::<FMT, 6, 3>(panels, acts, out, at),
+                            (MR, 1) if decode => $tile::<FMT, MR, 1, true>(panels, acts, &decoded.0, out, at),
+                            (MR, 2) if decode => $tile::<FMT, MR, 2, true>(panels, acts, &decoded.0, out, at),
+                            (MR, 3) if decode => $tile::<FMT, MR, 3, true>(panels, acts, &decoded.0, out, at),
+                            (1, 1) => $tile::<FMT, 1, 1, false>(panels, acts, &[], out, at),
+                            (1, 2) => $tile::<FMT, 1, 2, false>(panels, acts, &[], out, at),
+                            (1, 3) => $tile::<FMT, 1, 3, false>(panels, acts, &[], out, at),
+                            (2, 1) => $tile::<FMT, 2, 1, false>(panels, acts, &[], out, at),
+                            (2, 2) => $tile::<FMT, 2, 2, false>(panels, acts, &[], out, at),
+                            (2, 3) => $tile::<FMT, 2, 3, false>(panels, acts, &[], out, at),
+                            (3, 1) => $tile::<FMT, 3, 1, false>(panels, acts, &[], out, at),
+                            (3, 2) => $tile::<FMT, 3, 2, false>(panels, acts, &[], out, at),
+                            (3, 3) => $tile::<FMT, 3, 3, false>(panels, acts, &[], out, at),
+                            (4, 1) => $tile::<FMT, 4, 1, false>(panels, acts, &[], out, at),
+                            (4, 2) => $tile::<FMT, 4, 2, false>(panels, acts, &[], out, at),
+                            (4, 3) => $tile::<FMT, 4, 3, false>(panels, acts, &[], out, at),
+                            (5, 1) => $tile::<FMT, 5, 1, false>(panels, acts, &[], out, at),
+                            (5, 2) => $tile::<FMT, 5, 2, false>(panels, acts, &[], out, at),
+                            (5, 3) => $tile::<FMT, 5, 3, false>(panels, acts, &[], out, at),
+                            (6, 1) => $tile::<FMT, 6, 1, false>(panels, acts, &[], out, at),
+                            (6, 2) => $tile::<FMT, 6, 2, false>(panels, acts, &[], out, at),
+                            (6, 3) => $tile::<FMT, 6, 3, false>(panels, acts, &[], out, at),
                             _ => unreachable!("tiles of at most {MR} rows and {NP} panels"),
                         }
                     }
