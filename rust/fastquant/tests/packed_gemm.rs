@@ -22,8 +22,15 @@ fn packed_types() -> Vec<QuantType> {
 
 /// The Q8_0/Q8_1-paired legacy types, whose kernels (`packed_legacy.rs`) this file's generators
 /// know.
-const LEGACY: [QuantType; 6] =
-    [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q5_0, QuantType::Q5_1, QuantType::Q8_0, QuantType::IQ4_NL];
+const LEGACY: [QuantType; 7] = [
+    QuantType::Q4_0,
+    QuantType::Q4_1,
+    QuantType::Q5_0,
+    QuantType::Q5_1,
+    QuantType::Q8_0,
+    QuantType::IQ4_NL,
+    QuantType::MXFP4,
+];
 
 /// Elements of K per "block" of the shapes below: 32, or a K-quant's 256-element super-block.
 fn k_unit(qtype: QuantType) -> usize {
@@ -48,10 +55,30 @@ fn scalar_kernel(qtype: QuantType) -> PackedKernel {
 
 /// Random valid weight rows: random bytes, finite fp16 scales of every magnitude (zeros and
 /// subnormals too), 8-bit codes in -127..=127; some blocks all zero, some at the code extremes.
+/// MXFP4's exponents are mostly moderate (2^-28..2^22), one in eight at the ends of E8M0 (0 and 1,
+/// subnormal halves; 254 and 255, which overflow against most activations).
 fn random_weight(rng: &mut Rng, qtype: QuantType, rows: usize, k: usize) -> Vec<u8> {
     let row_bytes = qtype.row_bytes(k).unwrap();
     let mut w: Vec<u8> = (0..rows * row_bytes).map(|_| rng.next_u32() as u8).collect();
     let block = qtype.block_bytes();
+    if qtype == QuantType::MXFP4 {
+        for blk in w.chunks_exact_mut(block) {
+            blk[0] = match rng.next_u32() % 32 {
+                0 => 0,
+                1 => 1,
+                2 => 254,
+                3 => 255,
+                _ => 100 + (rng.next_u32() % 51) as u8,
+            };
+            match rng.next_u32() % 8 {
+                0 => blk[1..].fill(0),
+                1 => blk[1..].fill(0xff), // every code -12
+                2 => blk[1..].fill(0x77), // every code +12
+                _ => {}
+            }
+        }
+        return w;
+    }
     let halves = if matches!(qtype, QuantType::Q4_1 | QuantType::Q5_1) { 2 } else { 1 };
     let scale_bytes = 2 * halves;
     for blk in w.chunks_exact_mut(block) {
@@ -166,6 +193,7 @@ fn every_level_gives_the_scalar_bits() {
                     qtype,
                     QuantType::Q4_0
                         | QuantType::IQ4_NL
+                        | QuantType::MXFP4
                         | QuantType::Q8_0
                         | QuantType::Q4_1
                         | QuantType::Q5_0
