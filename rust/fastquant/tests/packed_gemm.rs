@@ -313,3 +313,36 @@ fn bad_input_is_an_error() {
     assert!(!has_packed_kernel(QuantType::TQ2_0));
     assert!(matches!(PackedWeight::new(&unsupported), Err(Error::Unsupported { .. })));
 }
+
+/// MXFP4 rows whose blocks all sit at the ends of E8M0 (e = 0 and 1: subnormal halved scales, which
+/// vanish next to ordinary blocks in the random rows above; 254 and 255: overflow), so the
+/// exponent widening of each level decides every output: every level gives the scalar bits.
+#[test]
+fn mxfp4_extreme_exponents_give_the_scalar_bits() {
+    let mut rng = Rng(0x00e8_0e8e);
+    let qtype = QuantType::MXFP4;
+    let scalar = scalar_kernel(qtype);
+    for exponents in [[0u8, 1], [254, 255], [1, 254]] {
+        for &(m, n, blocks) in &[(1, 33, 3), (5, 20, 4), (9, 40, 7)] {
+            let k = 32 * blocks;
+            let row_bytes = qtype.row_bytes(k).unwrap();
+            let mut w = random_weight(&mut rng, qtype, n, k);
+            for (i, blk) in w.chunks_exact_mut(qtype.block_bytes()).enumerate() {
+                blk[0] = exponents[i % 2];
+            }
+            let x = random_acts(&mut rng, m, k);
+            let panels = pack_all(&scalar, &w, n, k, row_bytes);
+            let acts = prepare(&scalar, &x, k);
+            let want = run_gemm(&scalar, k, &panels, &acts, m, n);
+            if exponents[0] == 0 {
+                // The subnormal scales still give results: the test is not about zeros.
+                assert!(want.iter().any(|&v| v != 0.0 && v.is_finite()), "{exponents:?}: every output zero");
+            }
+            for level in available_levels() {
+                let kernel = packed_kernel_for(qtype, level).unwrap();
+                let got = run_gemm(&kernel, k, &panels, &acts, m, n);
+                assert_eq!(bits(&got), bits(&want), "{exponents:?} at {level} m {m} n {n} k {k}");
+            }
+        }
+    }
+}

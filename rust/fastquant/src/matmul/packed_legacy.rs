@@ -18,8 +18,9 @@
 //!   (those of the crate's Q8_0 / Q8_1 quantizer).
 //! * **Panel**: blocks go in pairs, each pair a whole number of 64-byte lines:
 //!   `[codes of block 2i][codes of block 2i+1][scales of 2i][scales of 2i+1]`, the scales 16 fp16
-//!   `d` (Q4_1: then 16 fp16 `m`; MXFP4: 16 f32, its E8M0 exponent as ggml's `E8M0_TO_FP32_HALF`,
-//!   which fp16 cannot hold); an odd last block leaves its partner's codes and scales zero. A block's codes are
+//!   `d` (Q4_1: then 16 fp16 `m`; MXFP4: the 16 E8M0 exponent bytes, then 16 zero bytes, which
+//!   the kernels widen to ggml's `E8M0_TO_FP32_HALF` in registers: fp16 cannot hold those powers of
+//!   two, and f32 would make the panels larger than the rows); an odd last block leaves its partner's codes and scales zero. A block's codes are
 //!   `CODE_BYTES / 64` chunks of 64 bytes; chunk `t` holds, for column `c`, 4 bytes at `64 t + 4 c`:
 //!   - 4-bit types (256 code bytes): bytes `4t..4t+4` of the column's GGUF block, so the low
 //!     nibbles are elements `4t..4t+4` and the high nibbles elements `16+4t..16+4t+4`;
@@ -30,8 +31,8 @@
 //!
 //!   A 64-byte chunk is one zmm of 16 columns x 4 bytes, so one broadcast of 4 activation bytes
 //!   meets 16 columns in one `vpdpbusd`. A panel is as large as the 16 GGUF rows (Q4_0 and IQ4_NL
-//!   288 bytes per block, Q8_0 544) plus at most one zero block; MXFP4's f32 scales make it 320
-//!   bytes per block against the rows' 272.
+//!   288 bytes per block, Q8_0 544) plus at most one zero block; MXFP4 takes IQ4_NL's 288 bytes
+//!   per block against its rows' 272.
 //!
 //! # Float order (the same at every level)
 //!
@@ -65,7 +66,7 @@ pub enum Kind {
     Q4_0,
     /// IQ4_NL: nibble indices into the non-linear table.
     Iq4Nl,
-    /// MXFP4: nibble indices into the doubled E2M1 table, f32 scales.
+    /// MXFP4: nibble indices into the doubled E2M1 table, E8M0 exponent bytes as the scales.
     Mxfp4,
     /// Q8_0: 8-bit signed codes.
     Q8_0,
@@ -122,9 +123,9 @@ impl Kind {
         }
     }
 
-    /// Whether a block's 16 scales `d_w` are f32 in a panel (MXFP4's powers of two reach past
-    /// fp16's range) rather than fp16.
-    pub const fn f32_scales(self) -> bool {
+    /// Whether a block's 16 scales in a panel are E8M0 exponent bytes (MXFP4, whose powers of two
+    /// reach past fp16's range; `d_w` is their `E8M0_TO_FP32_HALF`) rather than fp16 `d`.
+    pub const fn e8m0_scales(self) -> bool {
         matches!(self, Kind::Mxfp4)
     }
 
@@ -133,9 +134,10 @@ impl Kind {
         matches!(self, Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1)
     }
 
-    /// Bytes of one block's scales in a panel (`d`, and `m` after it for Q4_1; f32 `d` for MXFP4).
+    /// Bytes of one block's scales in a panel (`d`, and `m` after it for Q4_1; MXFP4's exponent
+    /// bytes and as many zeros).
     pub const fn scale_bytes(self) -> usize {
-        if self.has_offset() || self.f32_scales() {
+        if self.has_offset() {
             2 * SCALE_BYTES
         } else {
             SCALE_BYTES
@@ -184,8 +186,8 @@ impl Kind {
 
     /// The weight scale `d_w` of column `c` in a block's panel scales.
     fn weight_scale(self, scales: &[u8], c: usize) -> f32 {
-        if self.f32_scales() {
-            f32::from_le_bytes([scales[4 * c], scales[4 * c + 1], scales[4 * c + 2], scales[4 * c + 3]])
+        if self.e8m0_scales() {
+            e8m0_to_fp32_half(scales[c])
         } else {
             fp16_to_fp32(u16::from_le_bytes([scales[2 * c], scales[2 * c + 1]]))
         }
@@ -252,10 +254,11 @@ impl Kind {
     }
 
     /// Column `c`'s scales in a block's panel `scales`, from its GGUF `block`: fp16 `d` as it is
-    /// (and `m` for Q4_1, Q5_1), MXFP4's exponent byte as the f32 `E8M0_TO_FP32_HALF`.
+    /// (and `m` for Q4_1, Q5_1), MXFP4's exponent byte as it is and a zero in the unused half.
     fn pack_scales(self, block: &[u8], c: usize, scales: &mut [u8]) {
-        if self == Kind::Mxfp4 {
-            scales[4 * c..4 * c + 4].copy_from_slice(&e8m0_to_fp32_half(block[0]).to_le_bytes());
+        if self.e8m0_scales() {
+            scales[c] = block[0];
+            scales[PANEL_ROWS + c] = 0;
             return;
         }
         scales[2 * c..2 * c + 2].copy_from_slice(&block[..2]);

@@ -183,6 +183,13 @@ pub(crate) mod legacy {
             return fp16_lanes(group, 0);
         }
         let e = u64::from_le_bytes(std::array::from_fn(|j| group[j][0]));
+        e8m0_to_fp32_half_x8(e)
+    }
+
+    /// ggml's `E8M0_TO_FP32_HALF` of the eight exponent bytes of `e` (byte `j` to lane `j`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) fn e8m0_to_fp32_half_x8(e: u64) -> __m256 {
         let e = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(e as i64));
         // 2^(e - 128) by its bits: (e - 1) << 23 for e >= 2, the subnormals 0x200000 << e below
         // (the variable shift gives 0 for counts past 31, and the blend drops those lanes anyway).

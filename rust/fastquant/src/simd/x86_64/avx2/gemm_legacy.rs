@@ -16,6 +16,7 @@ use std::arch::x86_64::*;
 
 use crate::matmul::packed::PANEL_ROWS;
 use crate::matmul::packed_legacy::{checked_shapes, Kind, ACT_BLOCK_BYTES, QK, SCALE_BYTES};
+use crate::simd::x86_64::avx2::dot::legacy::e8m0_to_fp32_half_x8;
 
 /// Rows of a register tile (one panel wide: two ymm of columns per row).
 const TILE_ROWS: usize = 2;
@@ -118,15 +119,9 @@ fn tile<const R: usize>(kind: Kind, nb: usize, panel: &[u8], acts: &[u8], act_ro
                 group(hi, 16 + 4 * t);
             }
         }
-        let d_w = if kind.f32_scales() {
-            assert!(scales_at + 64 <= panel.len());
-            // SAFETY: the 16 f32 scales of block b lie inside `panel` (checked above).
-            unsafe {
-                [
-                    _mm256_loadu_ps(panel.as_ptr().add(scales_at).cast()),
-                    _mm256_loadu_ps(panel.as_ptr().add(scales_at + 32).cast()),
-                ]
-            }
+        let d_w = if kind.e8m0_scales() {
+            let e = |at: usize| u64::from_le_bytes(std::array::from_fn(|j| panel[at + j]));
+            [e8m0_to_fp32_half_x8(e(scales_at)), e8m0_to_fp32_half_x8(e(scales_at + 8))]
         } else {
             assert!(scales_at + 32 <= panel.len());
             // SAFETY: the 16 fp16 scales of block b lie inside `panel` (checked above).

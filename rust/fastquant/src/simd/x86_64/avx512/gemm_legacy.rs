@@ -76,6 +76,18 @@ fn broadcast4(acts: &[u8], at: usize) -> __m512i {
     _mm512_set1_epi32(unsafe { std::ptr::read_unaligned(acts.as_ptr().add(at).cast::<i32>()) })
 }
 
+/// ggml's `E8M0_TO_FP32_HALF` of the 16 exponent bytes of `e` (byte `j` to lane `j`), as
+/// `avx2::dot::legacy::e8m0_to_fp32_half_x8` computes it for eight.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+#[inline]
+fn e8m0_to_fp32_half_x16(e: __m128i) -> __m512 {
+    let e = _mm512_cvtepu8_epi32(e);
+    let normal = _mm512_slli_epi32::<23>(_mm512_sub_epi32(e, _mm512_set1_epi32(1)));
+    let subnormal = _mm512_sllv_epi32(_mm512_set1_epi32(0x0020_0000), e);
+    let is_normal = _mm512_cmpgt_epi32_mask(e, _mm512_set1_epi32(1));
+    _mm512_castsi512_ps(_mm512_mask_blend_epi32(is_normal, subnormal, normal))
+}
+
 /// Rows `r0..r0 + R` x panels `p0..p0 + P` (the first `cols` columns of them) into `out`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
 fn tile<const R: usize, const P: usize>(
@@ -143,10 +155,10 @@ fn tile<const R: usize, const P: usize>(
         }
         let d_w: [__m512; P] = std::array::from_fn(|p| {
             let at = ops.panels.as_ptr().wrapping_add(panel_base[p] + scales_at);
-            // SAFETY: the 16 scales (fp16, or f32 for MXFP4) of block b lie inside panel p0 + p.
+            // SAFETY: the 16 scales (fp16, or MXFP4's exponent bytes) of block b lie inside panel p0 + p.
             unsafe {
-                if kind.f32_scales() {
-                    _mm512_loadu_ps(at.cast())
+                if kind.e8m0_scales() {
+                    e8m0_to_fp32_half_x16(_mm_loadu_si128(at.cast()))
                 } else {
                     _mm512_cvtph_ps(_mm256_loadu_si256(at.cast()))
                 }
