@@ -161,8 +161,8 @@ class Linear:
     Weights of a type with a packed GEMM kernel (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL MXFP4, Q2_K..Q6_K
     IQ4_XS, F32 F16 BF16) are repacked once, here, into panels of 16 rows that the register-blocked
     microkernels read directly (as llama.cpp repacks its weights), and calls run on them. The packed
-    copy is the size of the blocks for Q4_0 Q4_1 Q8_0 IQ4_NL and the float types (plus at most one
-    block per row), 1.18 times them for MXFP4 (its scales as f32); Q5_0/Q5_1 and the K-quants keep a byte per code (1.1 to 2.5 times their
+    copy is the size of the blocks for Q4_0 Q4_1 Q8_0 IQ4_NL MXFP4 and the float types (plus at most one
+    block per row); Q5_0/Q5_1 and the K-quants keep a byte per code (1.1 to 2.5 times their
     blocks), so a single row, which only streams the weight once, still runs on the blocks
     (half the bytes to read) and only calls with more rows use the panels. ``weight`` still refers
     to the :class:`QuantizedTensor` (not copied when you passed one), so memory holds the weight
