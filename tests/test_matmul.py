@@ -50,7 +50,7 @@ def _check(y, x, wd, qtype):
 
 
 def test_the_types_that_must_have_kernels_do():
-    for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "F32", "F16", "BF16"]:
+    for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "MXFP4", "F32", "F16", "BF16"]:
         assert t in TYPES
 
 
@@ -153,8 +153,11 @@ def test_matmul_q4_and_q8_quantize_float_weights_once_and_check_types():
     x = rng.standard_normal((2, 64)).astype(np.float32)
     assert np.array_equal(fastquant.matmul_q4(x, w), fastquant.matmul(x, fastquant.quantize(w, "Q4_0")))
     assert np.array_equal(fastquant.matmul_q8(x, w), fastquant.matmul(x, fastquant.quantize(w, "Q8_0")))
-    q4 = fastquant.quantize(w, "IQ4_NL")
-    assert np.array_equal(fastquant.matmul_q4(x, q4), fastquant.matmul(x, q4))
+    for four_bit in ("IQ4_NL", "MXFP4"):
+        q4 = fastquant.quantize(w, four_bit)
+        assert np.array_equal(fastquant.matmul_q4(x, q4), fastquant.matmul(x, q4))
+    with pytest.raises(QuantTypeError, match="matmul_q4 needs a weight of type .*MXFP4.*got Q5_0"):
+        fastquant.matmul_q4(x, fastquant.quantize(w, "Q5_0"))
     with pytest.raises(QuantTypeError, match="matmul_q8 needs a weight of type Q8_0.*got Q4_0"):
         fastquant.matmul_q8(x, fastquant.quantize(w, "Q4_0"))
     with pytest.raises(QuantTypeError, match="matmul_q4 needs"):
@@ -228,7 +231,7 @@ PACKED = [t for t in TYPES if fastquant.Linear(fastquant.quantize(np.zeros((1, 2
 
 
 def test_the_legacy_types_that_must_pack_do():
-    for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL"]:
+    for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "MXFP4"]:
         assert t in PACKED
 
 
@@ -284,3 +287,73 @@ def test_packed_linear_errors():
         lin(x)
     with pytest.raises(fastquant.SimdError):
         lin(np.zeros((1, 64), np.float32), simd="nonsense")
+
+
+# ---- MXFP4 blocks at the ends of the E8M0 range --------------------------------------------------
+
+KVALUES_MXFP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.float64)
+
+# (exponents the blocks take in turn, activation scale): e = 0 and 1 are the subnormal halved
+# scales (d_w * d_a lands among the f32 subnormals); 254 is the largest a quantizer writes, with
+# activations small enough for the products to stay finite but large enough for a normal fp16 d_a.
+MXFP4_SPECIAL = [
+    ([0, 1], 1.0),
+    ([254, 240, 245], 1e-2),
+    ([0, 254, 1, 127, 128], 1e-2),
+    ([120, 127, 130], 1.0),
+]
+
+
+def _mxfp4_special_weight(rng, n, k, exponents):
+    """MXFP4 rows [n, k] of random codes whose blocks take the exponents in turn, every seventh
+    block with all-zero codes; returned with the float64 weight (2^(e - 128) * kvalue, computed in
+    float64: 12 * 2^126 is past float32's range, where fastquant.dequantize gives inf)."""
+    nb = k // 32
+    blocks = np.zeros((n * nb, 17), np.uint8)
+    blocks[:, 0] = np.resize(np.asarray(exponents, np.uint8), n * nb)
+    blocks[:, 1:] = rng.integers(0, 256, (n * nb, 16), dtype=np.uint8)
+    blocks[::7, 1:] = 0
+    codes = np.concatenate([blocks[:, 1:] & 0x0F, blocks[:, 1:] >> 4], axis=1)
+    wd = KVALUES_MXFP4[codes] * np.exp2(blocks[:, :1].astype(np.float64) - 128)
+    q = fastquant.QuantizedTensor(blocks.reshape(-1), "MXFP4", (n, k))
+    return q, wd.reshape(n, k)
+
+
+def _mxfp4_special_case(exponents, x_scale, rows):
+    rng = np.random.default_rng(rows + 7 * len(exponents))
+    n, k = 37, 32 * 10
+    q, wd = _mxfp4_special_weight(rng, n, k, exponents)
+    x = (rng.standard_normal((rows, k)) * x_scale).astype(np.float32)
+    return q, wd, x
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 17])
+@pytest.mark.parametrize("exponents, x_scale", MXFP4_SPECIAL)
+def test_mxfp4_special_blocks(exponents, x_scale, rows):
+    q, wd, x = _mxfp4_special_case(exponents, x_scale, rows)
+    want = fastquant.matmul(x, q, simd="scalar")
+    assert np.all(np.isfinite(want))
+    _check(want, x, wd, "MXFP4")
+    for level in SIMD_LEVELS[1:]:
+        got = fastquant.matmul(x, q, simd=level)
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), f"MXFP4 at {level}"
+    lin = fastquant.Linear(q)
+    assert lin.packed
+    packed = lin(x, simd="scalar")
+    _check(packed, x, wd, "MXFP4")
+    for level in SIMD_LEVELS[1:]:
+        got = lin(x, simd=level)
+        assert np.array_equal(got.view(np.uint32), packed.view(np.uint32)), f"MXFP4 packed Linear at {level}"
+
+
+@pytest.mark.parametrize("rows", [1, 17])
+@pytest.mark.parametrize("exponents, x_scale", MXFP4_SPECIAL)
+def test_mxfp4_special_blocks_agree_with_ggml_mul_mat(exponents, x_scale, rows):
+    pytest.importorskip("ggml", reason="the ggml oracle (ggml-python) is not installed")
+    from reference.ggml_matmul import ggml_matmul
+
+    q, wd, x = _mxfp4_special_case(exponents, x_scale, rows)
+    got = fastquant.matmul(x, q)
+    theirs = ggml_matmul(x, q.data, q.qtype.id, q.shape[0], q.shape[1])
+    assert np.all(np.isfinite(theirs))
+    assert np.all(np.abs(got.astype(np.float64) - theirs) <= 2 * error_bound(x, wd, "MXFP4"))

@@ -23,7 +23,10 @@ __all__ = ["matmul", "matmul_q4", "matmul_q8", "Linear"]
 # numpy dtype of a plain float weight -> its ggml type.
 _FLOAT_WEIGHT_TYPES = {"f32": QuantType.F32, "f16": QuantType.F16, "bf16": QuantType.BF16}
 
-_FOUR_BIT = frozenset({QuantType.Q4_0, QuantType.Q4_1, QuantType.IQ4_NL, QuantType.IQ4_XS, QuantType.Q4_K})
+# MXFP4 counts: its E2M1 codes are 4 bits (plus one shared E8M0 exponent byte per 32).
+_FOUR_BIT = frozenset(
+    {QuantType.Q4_0, QuantType.Q4_1, QuantType.IQ4_NL, QuantType.IQ4_XS, QuantType.Q4_K, QuantType.MXFP4}
+)
 _EIGHT_BIT = frozenset({QuantType.Q8_0})
 
 WeightLike = Union[QuantizedTensor, np.ndarray]
@@ -104,8 +107,8 @@ def matmul(x: Any, w: WeightLike, *, out: Optional[np.ndarray] = None, simd: Opt
         kernels' input, without a warning).
     w
         The weight ``[N, K]`` (out_features x in_features, as GGUF stores it): a
-        :class:`QuantizedTensor` of any type with a dot kernel (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL,
-        the K-quants and IQ4_XS where built, F32 F16 BF16), or a plain float array (or an
+        :class:`QuantizedTensor` of any type with a dot kernel (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL
+        MXFP4, the K-quants and IQ4_XS where built, F32 F16 BF16), or a plain float array (or an
         array-like exporting its memory), used without copying when contiguous.
     out
         Optional float32 array of shape ``[..., N]`` written in place (reused by :class:`Linear`);
@@ -136,7 +139,7 @@ def _typed_weight(w: Any, allowed: frozenset, target: QuantType, what: str) -> Q
 
 
 def matmul_q4(x: Any, w: WeightLike, *, simd: Optional[str] = None) -> np.ndarray:
-    """:func:`matmul` with a 4-bit weight (Q4_0, Q4_1, IQ4_NL, IQ4_XS, Q4_K). A float array is
+    """:func:`matmul` with a 4-bit weight (Q4_0, Q4_1, IQ4_NL, IQ4_XS, Q4_K, MXFP4). A float array is
     quantized to Q4_0 first; keep the :class:`QuantizedTensor` (or a :class:`Linear`) to do that
     only once."""
     return _run(x, _typed_weight(w, _FOUR_BIT, QuantType.Q4_0, "matmul_q4"), None, simd)
@@ -155,11 +158,11 @@ class Linear:
     calling it per token does not allocate (``copy=False`` returns that buffer itself, which the
     next call overwrites).
 
-    Weights of a type with a packed GEMM kernel (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL, Q2_K..Q6_K
+    Weights of a type with a packed GEMM kernel (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL MXFP4, Q2_K..Q6_K
     IQ4_XS, F32 F16 BF16) are repacked once, here, into panels of 16 rows that the register-blocked
     microkernels read directly (as llama.cpp repacks its weights), and calls run on them. The packed
-    copy is the size of the blocks for Q4_0 Q4_1 Q8_0 IQ4_NL and the float types (plus at most one
-    block per row) and about that size for Q4_K, Q5_K and IQ4_XS (4.625, 5.625 and 4.31 bits a
+    copy is the size of the blocks for Q4_0 Q4_1 Q8_0 IQ4_NL MXFP4 and the float types (plus at most
+    one block per row) and about that size for Q4_K, Q5_K and IQ4_XS (4.625, 5.625 and 4.31 bits a
     weight against GGUF's 4.5, 5.5 and 4.25); Q5_0/Q5_1 and Q2_K Q3_K Q6_K keep a byte per code (1.3
     to 3.5 times their blocks), so for them a single row, which only streams the weight once, still
     runs on the blocks and only calls with more rows use the panels. ``weight`` still refers

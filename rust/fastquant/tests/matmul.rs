@@ -3,6 +3,7 @@
 //! drivers agree across levels and with an f64 matmul of the dequantized weight.
 
 use fastquant::formats::float::{fp16_to_fp32, fp32_to_fp16};
+use fastquant::formats::mxfp4::KVALUES_MXFP4;
 use fastquant::formats::scalar_codec;
 use fastquant::matmul::dot::{activation_type, dot_kernel_for, scalar_vec_dot};
 use fastquant::matmul::{matmul, MatmulWeight};
@@ -13,13 +14,14 @@ mod common;
 use common::Rng32 as Rng;
 
 /// The weight types the dot table covers here (the K-quants come with their own tests).
-const TYPES: [QuantType; 9] = [
+const TYPES: [QuantType; 10] = [
     QuantType::Q4_0,
     QuantType::Q4_1,
     QuantType::Q5_0,
     QuantType::Q5_1,
     QuantType::Q8_0,
     QuantType::IQ4_NL,
+    QuantType::MXFP4,
     QuantType::F32,
     QuantType::F16,
     QuantType::BF16,
@@ -40,7 +42,9 @@ fn dequantize(qtype: QuantType, bytes: &[u8], n: usize) -> Vec<f32> {
 }
 
 /// Random bytes of `nb` blocks, made valid the way ggml's quantizers keep them: finite fp16 scales
-/// (random magnitudes, zeros and subnormals too) and Q8 codes in -127..=127.
+/// (random magnitudes, zeros and subnormals too) and Q8 codes in -127..=127. MXFP4 exponents stay
+/// where no product overflows (2^-28..2^22, plus the subnormal halves e = 0 and 1), and some of
+/// its blocks have all-zero codes; [`mxfp4_special_blocks`] takes e = 254.
 fn random_blocks(rng: &mut Rng, qtype: QuantType, n: usize) -> Vec<u8> {
     let bytes = qtype.row_bytes(n).unwrap();
     let mut b: Vec<u8> = (0..bytes).map(|_| rng.next_u32() as u8).collect();
@@ -58,6 +62,18 @@ fn random_blocks(rng: &mut Rng, qtype: QuantType, n: usize) -> Vec<u8> {
         QuantType::BF16 => {
             for c in b.chunks_exact_mut(2) {
                 c.copy_from_slice(&(((rng.normal() * 8.0).to_bits() >> 16) as u16).to_le_bytes());
+            }
+        }
+        QuantType::MXFP4 => {
+            for blk in b.chunks_exact_mut(qtype.block_bytes()) {
+                blk[0] = match rng.next_u32() % 16 {
+                    0 => 0,
+                    1 => 1,
+                    _ => 100 + (rng.next_u32() % 51) as u8,
+                };
+                if rng.next_u32().is_multiple_of(8) {
+                    blk[1..].fill(0);
+                }
             }
         }
         _ => {
@@ -257,4 +273,75 @@ fn bad_shapes_are_errors() {
     nan[7] = f32::NAN;
     assert!(matches!(matmul(&weight, &nan, &mut out, None), Err(Error::NonFinite { index: 7, .. })));
     assert!(dot_kernel_for(QuantType::Q4_0, Level::Scalar).unwrap().is_some());
+}
+
+/// MXFP4 blocks at the ends of the E8M0 range (e = 0 and 1, whose halved scales are f32
+/// subnormals, e = 254, the largest a quantizer writes for finite input) and with all-zero codes:
+/// every level gives the scalar bits, and the scalar result is the f64 dot of the dequantized
+/// operands. The activations are small enough that 2^126 times them stays finite.
+#[test]
+fn mxfp4_special_blocks() {
+    let mut rng = Rng(0x5eed_f0a4);
+    let qtype = QuantType::MXFP4;
+    let scalar = scalar_vec_dot(qtype).unwrap();
+    for n in [32, 64, 96, 32 * 9, 32 * 37] {
+        for (case, exponents) in
+            [[0u8, 1, 0, 1], [254, 254, 254, 254], [0, 254, 1, 128], [128, 127, 129, 126]].iter().enumerate()
+        {
+            let mut weight = random_blocks(&mut rng, qtype, n);
+            for (b, blk) in weight.chunks_exact_mut(qtype.block_bytes()).enumerate() {
+                blk[0] = exponents[b % 4];
+                if case == 3 && b % 3 == 0 {
+                    blk[1..].fill(0);
+                }
+            }
+            let rows = 3;
+            let mut acts = Vec::new();
+            for r in 0..rows {
+                let scale = [1e-4f32, 1.0, 1e-6][r];
+                let x: Vec<f32> = (0..n).map(|_| rng.normal() * scale).collect();
+                acts.extend(quantize(QuantType::Q8_0, &x));
+            }
+            let row_bytes = QuantType::Q8_0.row_bytes(n).unwrap();
+            let mut want = vec![0f32; rows];
+            scalar(n, &weight, &acts, row_bytes, &mut want);
+            // In f64: 12 * 2^126 is past f32::MAX, so the f32 dequantizer would give inf.
+            let w: Vec<f64> = weight
+                .chunks_exact(qtype.block_bytes())
+                .flat_map(|blk| {
+                    let d = 2f64.powi(blk[0] as i32 - 128);
+                    let code = |j: usize| if j < 16 { blk[1 + j] & 0x0f } else { blk[1 + j - 16] >> 4 };
+                    (0..32).map(move |j| KVALUES_MXFP4[code(j) as usize] as f64 * d)
+                })
+                .collect();
+            for (r, g) in want.iter().enumerate() {
+                let a = dequantize(QuantType::Q8_0, &acts[r * row_bytes..(r + 1) * row_bytes], n);
+                let exact: f64 = w.iter().zip(&a).map(|(&w, &a)| w * a as f64).sum();
+                if !g.is_finite() {
+                    // e = 254 with activations near 1: a lane passes f32::MAX, so the result is
+                    // +-inf or NaN, as in ggml; only a dot that large may do that.
+                    assert!(exact.abs() > 2f64.powi(110), "case {case} n={n} row {r}: {g} for {exact}");
+                    continue;
+                }
+                let magnitude: f64 = w.iter().zip(&a).map(|(&w, &a)| (w * a as f64).abs()).sum();
+                // Subnormal block scales (e = 0, 1 against small activations) round d_w * d_a to
+                // a multiple of 2^-149, an error of at most 2^-150 times the block's |integer sum|.
+                let max_block_sum = 12.0 * 127.0 * 32.0;
+                let bound = 1e-5 * magnitude + (n / 32) as f64 * 2f64.powi(-150) * max_block_sum;
+                assert!((*g as f64 - exact).abs() <= bound, "case {case} n={n} row {r}: {g} vs {exact}");
+            }
+            for level in available_levels() {
+                let kernel = dot_kernel_for(qtype, level).unwrap().unwrap();
+                let mut got = vec![f32::NAN; rows];
+                (kernel.vec_dot)(n, &weight, &acts, row_bytes, &mut got);
+                for (g, w) in got.iter().zip(&want) {
+                    // NaN (inf - inf across lanes) in the same place; every other value bit for bit.
+                    assert!(
+                        g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                        "case {case} at {level}, n={n}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
 }

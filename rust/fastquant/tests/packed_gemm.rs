@@ -22,8 +22,15 @@ fn packed_types() -> Vec<QuantType> {
 
 /// The Q8_0/Q8_1-paired legacy types, whose kernels (`packed_legacy.rs`) this file's generators
 /// know.
-const LEGACY: [QuantType; 6] =
-    [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q5_0, QuantType::Q5_1, QuantType::Q8_0, QuantType::IQ4_NL];
+const LEGACY: [QuantType; 7] = [
+    QuantType::Q4_0,
+    QuantType::Q4_1,
+    QuantType::Q5_0,
+    QuantType::Q5_1,
+    QuantType::Q8_0,
+    QuantType::IQ4_NL,
+    QuantType::MXFP4,
+];
 
 /// Elements of K per "block" of the shapes below: 32, or a K-quant's 256-element super-block.
 fn k_unit(qtype: QuantType) -> usize {
@@ -48,10 +55,30 @@ fn scalar_kernel(qtype: QuantType) -> PackedKernel {
 
 /// Random valid weight rows: random bytes, finite fp16 scales of every magnitude (zeros and
 /// subnormals too), 8-bit codes in -127..=127; some blocks all zero, some at the code extremes.
+/// MXFP4's exponents are mostly moderate (2^-28..2^22), one in eight at the ends of E8M0 (0 and 1,
+/// subnormal halves; 254 and 255, which overflow against most activations).
 fn random_weight(rng: &mut Rng, qtype: QuantType, rows: usize, k: usize) -> Vec<u8> {
     let row_bytes = qtype.row_bytes(k).unwrap();
     let mut w: Vec<u8> = (0..rows * row_bytes).map(|_| rng.next_u32() as u8).collect();
     let block = qtype.block_bytes();
+    if qtype == QuantType::MXFP4 {
+        for blk in w.chunks_exact_mut(block) {
+            blk[0] = match rng.next_u32() % 32 {
+                0 => 0,
+                1 => 1,
+                2 => 254,
+                3 => 255,
+                _ => 100 + (rng.next_u32() % 51) as u8,
+            };
+            match rng.next_u32() % 8 {
+                0 => blk[1..].fill(0),
+                1 => blk[1..].fill(0xff), // every code -12
+                2 => blk[1..].fill(0x77), // every code +12
+                _ => {}
+            }
+        }
+        return w;
+    }
     let halves = if matches!(qtype, QuantType::Q4_1 | QuantType::Q5_1) { 2 } else { 1 };
     let scale_bytes = 2 * halves;
     for blk in w.chunks_exact_mut(block) {
@@ -166,6 +193,7 @@ fn every_level_gives_the_scalar_bits() {
                     qtype,
                     QuantType::Q4_0
                         | QuantType::IQ4_NL
+                        | QuantType::MXFP4
                         | QuantType::Q8_0
                         | QuantType::Q4_1
                         | QuantType::Q5_0
@@ -284,4 +312,37 @@ fn bad_input_is_an_error() {
     let unsupported = MatmulWeight { data: &tq, qtype: QuantType::TQ2_0, rows: 1, k: 256 };
     assert!(!has_packed_kernel(QuantType::TQ2_0));
     assert!(matches!(PackedWeight::new(&unsupported), Err(Error::Unsupported { .. })));
+}
+
+/// MXFP4 rows whose blocks all sit at the ends of E8M0 (e = 0 and 1: subnormal halved scales, which
+/// vanish next to ordinary blocks in the random rows above; 254 and 255: overflow), so the
+/// exponent widening of each level decides every output: every level gives the scalar bits.
+#[test]
+fn mxfp4_extreme_exponents_give_the_scalar_bits() {
+    let mut rng = Rng(0x00e8_0e8e);
+    let qtype = QuantType::MXFP4;
+    let scalar = scalar_kernel(qtype);
+    for exponents in [[0u8, 1], [254, 255], [1, 254]] {
+        for &(m, n, blocks) in &[(1, 33, 3), (5, 20, 4), (9, 40, 7)] {
+            let k = 32 * blocks;
+            let row_bytes = qtype.row_bytes(k).unwrap();
+            let mut w = random_weight(&mut rng, qtype, n, k);
+            for (i, blk) in w.chunks_exact_mut(qtype.block_bytes()).enumerate() {
+                blk[0] = exponents[i % 2];
+            }
+            let x = random_acts(&mut rng, m, k);
+            let panels = pack_all(&scalar, &w, n, k, row_bytes);
+            let acts = prepare(&scalar, &x, k);
+            let want = run_gemm(&scalar, k, &panels, &acts, m, n);
+            if exponents[0] == 0 {
+                // The subnormal scales still give results: the test is not about zeros.
+                assert!(want.iter().any(|&v| v != 0.0 && v.is_finite()), "{exponents:?}: every output zero");
+            }
+            for level in available_levels() {
+                let kernel = packed_kernel_for(qtype, level).unwrap();
+                let got = run_gemm(&kernel, k, &panels, &acts, m, n);
+                assert_eq!(bits(&got), bits(&want), "{exponents:?} at {level} m {m} n {n} k {k}");
+            }
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Dot products of weight rows with activation rows: the kernel table of the quantized matmul.
 //!
 //! A weight row of a quantized type is multiplied with activation rows quantized to the 8-bit type
-//! ggml pairs it with ([`activation_type`]): Q4_0, Q5_0, Q8_0, IQ4_NL with Q8_0; Q4_1, Q5_1 with
+//! ggml pairs it with ([`activation_type`]): Q4_0, Q5_0, Q8_0, IQ4_NL, MXFP4 with Q8_0; Q4_1, Q5_1 with
 //! Q8_1; the K-quants and IQ4_XS with Q8_K (their kernels live in `dot_kquants.rs`). Float weights
 //! (F32, F16, BF16) are multiplied with f32 activations. One call takes 1..=8 activation rows so a
 //! kernel can decode a weight block once and use it for every row.
@@ -16,7 +16,8 @@
 //!   four consecutive products each, `s_b[i] = sum(q[j] * a[j] for j in 4i..4i+4)` (what
 //!   `vpdpbusd` leaves in the eight i32 lanes of a block), and the product of the weight and
 //!   activation scales `d_b = d_w * d_a` (both come from fp16 values, so the product is exact in
-//!   f32). There are [`BLOCK_SLOTS`] slots of eight lanes; block `b` goes to slot `b % 4`, lane
+//!   f32; MXFP4's `d_w` is its E8M0 power of two halved, ggml's `E8M0_TO_FP32_HALF`, and the
+//!   product is the same plain f32 multiplication at every level). There are [`BLOCK_SLOTS`] slots of eight lanes; block `b` goes to slot `b % 4`, lane
 //!   `i` of it: `acc[8 * (b % 4) + i] = (s_b[i] as f32).mul_add(d_b, acc)`. So the kernel keeps the
 //!   integer lanes of a block, converts and scales them and accumulates lane-wise, and reduces
 //!   once per row: an AVX-512 register holds two slots (blocks `b`, `b + 1`), two of them hold all
@@ -42,6 +43,7 @@ use super::dot_kquants;
 use crate::error::{Error, Result};
 use crate::formats::float::{bf16_to_fp32, fp16_to_fp32};
 use crate::formats::iquants::iq4::KVALUES_IQ4NL;
+use crate::formats::mxfp4::{e8m0_to_fp32_half, KVALUES_MXFP4};
 use crate::simd::Level;
 use crate::types::QuantType;
 
@@ -78,7 +80,7 @@ pub const FLOAT_LANES: usize = 64;
 pub fn activation_type(weight: QuantType) -> Option<QuantType> {
     use QuantType::*;
     Some(match weight {
-        Q4_0 | Q5_0 | Q8_0 | IQ4_NL => Q8_0,
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | MXFP4 => Q8_0,
         Q4_1 | Q5_1 => Q8_1,
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS | TQ1_0 | TQ2_0 => Q8_K,
         F32 | F16 | BF16 => F32,
@@ -135,6 +137,7 @@ pub fn scalar_vec_dot(weight: QuantType) -> Option<VecDotFn> {
         QuantType::Q5_0 => vec_dot_q5_0_q8_0,
         QuantType::Q8_0 => vec_dot_q8_0_q8_0,
         QuantType::IQ4_NL => vec_dot_iq4_nl_q8_0,
+        QuantType::MXFP4 => vec_dot_mxfp4_q8_0,
         QuantType::Q4_1 => vec_dot_q4_1_q8_1,
         QuantType::Q5_1 => vec_dot_q5_1_q8_1,
         QuantType::F32 => vec_dot_f32,
@@ -184,7 +187,7 @@ pub fn act_rows<'a>(
 
 // ---- quantized weights x 8-bit activations ------------------------------------------------------
 
-/// Elements per block of the legacy types and IQ4_NL.
+/// Elements per block of the legacy types, IQ4_NL and MXFP4.
 const QK: usize = 32;
 
 /// A legacy weight block decoded to integers: codes `q`, scale `d`, and for the Q8_1 pairs the
@@ -233,6 +236,12 @@ fn decode_q8_0(b: &[u8]) -> Decoded {
 
 fn decode_iq4_nl(b: &[u8]) -> Decoded {
     Decoded { q: nibbles(&b[2..18], |v| KVALUES_IQ4NL[v as usize]), d: fp16_at(b, 0), m: 0.0 }
+}
+
+/// MXFP4: the E8M0 exponent byte, then the table indices; ggml's doubled E2M1 values meet the
+/// halved power of two (`E8M0_TO_FP32_HALF`), as in `ggml_vec_dot_mxfp4_q8_0`.
+fn decode_mxfp4(b: &[u8]) -> Decoded {
+    Decoded { q: nibbles(&b[1..17], |v| KVALUES_MXFP4[v as usize]), d: e8m0_to_fp32_half(b[0]), m: 0.0 }
 }
 
 fn decode_q4_1(b: &[u8]) -> Decoded {
@@ -306,6 +315,7 @@ legacy_dots! {
     vec_dot_q5_0_q8_0: 22 x 34, decode_q5_0;
     vec_dot_q8_0_q8_0: 34 x 34, decode_q8_0;
     vec_dot_iq4_nl_q8_0: 18 x 34, decode_iq4_nl;
+    vec_dot_mxfp4_q8_0: 17 x 34, decode_mxfp4;
     vec_dot_q4_1_q8_1: 20 x 36, decode_q4_1;
     vec_dot_q5_1_q8_1: 24 x 36, decode_q5_1;
 }

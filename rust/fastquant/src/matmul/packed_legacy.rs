@@ -1,12 +1,12 @@
-//! Packed GEMM for the legacy weight types Q4_0, Q5_0, IQ4_NL and Q8_0 (with Q8_0 activations) and
+//! Packed GEMM for the legacy weight types Q4_0, Q5_0, IQ4_NL, MXFP4 and Q8_0 (with Q8_0 activations) and
 //! Q4_1, Q5_1 (with Q8_1). The layouts, the scalar reference `gemm` (the specification of the float order),
 //! and the table arms; the SIMD microkernels are in `simd/x86_64/{avx2,avx512}/gemm_legacy.rs`.
 //!
 //! # Layouts
 //!
 //! Every weight code is stored **unsigned**, `u = q + BIAS`: a Q4_0 nibble as it is (`BIAS` 8),
-//! a Q8_0 code with its sign bit flipped and an IQ4_NL code as its 4-bit index (both `BIAS` 128,
-//! IQ4_NL through a table of `kvalue + 128`), a Q5_0 code as its 5 bits (`BIAS` 16). The
+//! a Q8_0 code with its sign bit flipped and an IQ4_NL or MXFP4 code as its 4-bit index (all
+//! `BIAS` 128, the 4-bit ones through a table of `kvalue + 128`), a Q5_0 code as its 5 bits (`BIAS` 16). The
 //! activation codes stay signed, which is what
 //! `vpdpbusd` (u8 x s8) wants, and each activation block carries `BIAS * sum(a)`, so a block's
 //! exact integer dot is `sum(u * a) - BIAS * sum(a) = sum(q * a)`. Q4_1's and Q5_1's 4/5 bits are
@@ -18,7 +18,9 @@
 //!   (those of the crate's Q8_0 / Q8_1 quantizer).
 //! * **Panel**: blocks go in pairs, each pair a whole number of 64-byte lines:
 //!   `[codes of block 2i][codes of block 2i+1][scales of 2i][scales of 2i+1]`, the scales 16 fp16
-//!   `d` (Q4_1: then 16 fp16 `m`); an odd last block leaves its partner's codes and scales zero. A block's codes are
+//!   `d` (Q4_1: then 16 fp16 `m`; MXFP4: the 16 E8M0 exponent bytes, then 16 zero bytes, which
+//!   the kernels widen to ggml's `E8M0_TO_FP32_HALF` in registers: fp16 cannot hold those powers of
+//!   two, and f32 would make the panels larger than the rows); an odd last block leaves its partner's codes and scales zero. A block's codes are
 //!   `CODE_BYTES / 64` chunks of 64 bytes; chunk `t` holds, for column `c`, 4 bytes at `64 t + 4 c`:
 //!   - 4-bit types (256 code bytes): bytes `4t..4t+4` of the column's GGUF block, so the low
 //!     nibbles are elements `4t..4t+4` and the high nibbles elements `16+4t..16+4t+4`;
@@ -29,12 +31,14 @@
 //!
 //!   A 64-byte chunk is one zmm of 16 columns x 4 bytes, so one broadcast of 4 activation bytes
 //!   meets 16 columns in one `vpdpbusd`. A panel is as large as the 16 GGUF rows (Q4_0 and IQ4_NL
-//!   288 bytes per block, Q8_0 544) plus at most one zero block.
+//!   288 bytes per block, Q8_0 544) plus at most one zero block; MXFP4 takes IQ4_NL's 288 bytes
+//!   per block against its rows' 272.
 //!
 //! # Float order (the same at every level)
 //!
 //! Output `(r, c)` has one f32 accumulator starting at +0.0; block by block
-//! `acc = (d_w * d_a).mul_add(isum as f32, acc)`, with `d_w * d_a` a plain f32 product and `isum`
+//! `acc = (d_w * d_a).mul_add(isum as f32, acc)`, with `d_w * d_a` a plain f32 product (MXFP4: `d_w` the
+//! halved E8M0 power of two) and `isum`
 //! the block's exact integer dot; Q4_1 and Q5_1 then add their offset term, `acc = m_w.mul_add(s_a, acc)`.
 //! `out = acc`. A SIMD kernel keeps 16 columns in the lanes of a
 //! register and runs the same sequence per lane.
@@ -42,6 +46,7 @@
 use crate::codec::{quantize, FloatSlice, QuantizeOptions};
 use crate::formats::float::fp16_to_fp32;
 use crate::formats::iquants::iq4::KVALUES_IQ4NL;
+use crate::formats::mxfp4::{e8m0_to_fp32_half, KVALUES_MXFP4};
 use crate::simd::Level;
 use crate::types::QuantType;
 
@@ -61,6 +66,8 @@ pub enum Kind {
     Q4_0,
     /// IQ4_NL: nibble indices into the non-linear table.
     Iq4Nl,
+    /// MXFP4: nibble indices into the doubled E2M1 table, E8M0 exponent bytes as the scales.
+    Mxfp4,
     /// Q8_0: 8-bit signed codes.
     Q8_0,
     /// Q4_1: nibble codes with a min (Q8_1 activations).
@@ -75,7 +82,7 @@ impl Kind {
     /// Code bytes of one block of 16 columns.
     pub const fn code_bytes(self) -> usize {
         match self {
-            Kind::Q4_0 | Kind::Iq4Nl | Kind::Q4_1 => 256,
+            Kind::Q4_0 | Kind::Iq4Nl | Kind::Mxfp4 | Kind::Q4_1 => 256,
             Kind::Q8_0 | Kind::Q5_0 | Kind::Q5_1 => 512,
         }
     }
@@ -84,7 +91,7 @@ impl Kind {
     pub const fn bias(self) -> i32 {
         match self {
             Kind::Q4_0 => 8,
-            Kind::Iq4Nl | Kind::Q8_0 => 128,
+            Kind::Iq4Nl | Kind::Mxfp4 | Kind::Q8_0 => 128,
             Kind::Q5_0 => 16,
             Kind::Q4_1 | Kind::Q5_1 => 0,
         }
@@ -94,6 +101,7 @@ impl Kind {
     const fn gguf_block_bytes(self) -> usize {
         match self {
             Kind::Q4_0 | Kind::Iq4Nl => 18,
+            Kind::Mxfp4 => 17,
             Kind::Q8_0 => 34,
             Kind::Q4_1 => 20,
             Kind::Q5_0 => 22,
@@ -106,12 +114,28 @@ impl Kind {
         matches!(self, Kind::Q4_1 | Kind::Q5_1)
     }
 
+    /// The signed values of a 4-bit lookup type's indices (IQ4_NL, MXFP4).
+    pub const fn table(self) -> Option<&'static [i8; 16]> {
+        match self {
+            Kind::Iq4Nl => Some(&KVALUES_IQ4NL),
+            Kind::Mxfp4 => Some(&KVALUES_MXFP4),
+            _ => None,
+        }
+    }
+
+    /// Whether a block's 16 scales in a panel are E8M0 exponent bytes (MXFP4, whose powers of two
+    /// reach past fp16's range; `d_w` is their `E8M0_TO_FP32_HALF`) rather than fp16 `d`.
+    pub const fn e8m0_scales(self) -> bool {
+        matches!(self, Kind::Mxfp4)
+    }
+
     /// Whether the stored codes are small enough (<= 31) for AVX2's `maddubs` as they are.
     pub const fn small_unsigned(self) -> bool {
         matches!(self, Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1)
     }
 
-    /// Bytes of one block's scales in a panel (`d`, and `m` after it for Q4_1).
+    /// Bytes of one block's scales in a panel (`d`, and `m` after it for Q4_1; MXFP4's exponent
+    /// bytes and as many zeros).
     pub const fn scale_bytes(self) -> usize {
         if self.has_offset() {
             2 * SCALE_BYTES
@@ -145,18 +169,27 @@ impl Kind {
     /// The signed code of element `e` (0..32) of column `c` in a block's packed codes.
     fn code(self, codes: &[u8], c: usize, e: usize) -> i32 {
         match self {
-            Kind::Q4_0 | Kind::Iq4Nl | Kind::Q4_1 => {
+            Kind::Q4_0 | Kind::Iq4Nl | Kind::Mxfp4 | Kind::Q4_1 => {
                 let j = e % 16;
                 let byte = codes[64 * (j / 4) + 4 * c + j % 4];
                 let nibble = if e < 16 { byte & 0x0f } else { byte >> 4 };
-                match self {
-                    Kind::Q4_0 => nibble as i32 - 8,
-                    Kind::Iq4Nl => KVALUES_IQ4NL[nibble as usize] as i32,
+                match (self, self.table()) {
+                    (_, Some(table)) => table[nibble as usize] as i32,
+                    (Kind::Q4_0, None) => nibble as i32 - 8,
                     _ => nibble as i32,
                 }
             }
             Kind::Q8_0 => (codes[64 * (e / 4) + 4 * c + e % 4] ^ 0x80) as i8 as i32,
             Kind::Q5_0 | Kind::Q5_1 => codes[64 * (e / 4) + 4 * c + e % 4] as i32 - self.bias(),
+        }
+    }
+
+    /// The weight scale `d_w` of column `c` in a block's panel scales.
+    fn weight_scale(self, scales: &[u8], c: usize) -> f32 {
+        if self.e8m0_scales() {
+            e8m0_to_fp32_half(scales[c])
+        } else {
+            fp16_to_fp32(u16::from_le_bytes([scales[2 * c], scales[2 * c + 1]]))
         }
     }
 
@@ -178,6 +211,12 @@ impl Kind {
         let flip = if self == Kind::Q8_0 { 0x8080_8080u32 } else { 0 };
         let five_bit = matches!(self, Kind::Q5_0 | Kind::Q5_1);
         let code_bytes = self.code_bytes();
+        // Where the codes start in a GGUF block (after d, m or MXFP4's exponent byte).
+        let code_at = match self {
+            Kind::Mxfp4 => 1,
+            _ if self.has_offset() => 4,
+            _ => 2,
+        };
         // Block by block, so each block's panel bytes are written together.
         for b in 0..nb {
             let (codes_at, scales_at) = self.block_at(b);
@@ -185,7 +224,7 @@ impl Kind {
             let codes = &mut codes[codes_at..codes_at + code_bytes];
             for c in 0..n_rows {
                 let block = &rows[c * row_bytes + b * wb..][..wb];
-                let code_at = if self.has_offset() { 4 } else { 2 };
+                self.pack_scales(block, c, scales);
                 if five_bit {
                     // One byte per element: the nibble plus the fifth bit (bit j of qh).
                     let qh = u32::from_le_bytes([
@@ -204,21 +243,27 @@ impl Kind {
                             chunk[4 * c + i] = u(4 * t + i);
                         }
                     }
-                    scales[2 * c..2 * c + 2].copy_from_slice(&block[..2]);
-                    if self.has_offset() {
-                        scales[SCALE_BYTES + 2 * c..SCALE_BYTES + 2 * c + 2].copy_from_slice(&block[2..4]);
-                    }
                     continue;
-                }
-                scales[2 * c..2 * c + 2].copy_from_slice(&block[..2]);
-                if self.has_offset() {
-                    scales[SCALE_BYTES + 2 * c..SCALE_BYTES + 2 * c + 2].copy_from_slice(&block[2..4]);
                 }
                 for (chunk, four) in codes.chunks_exact_mut(64).zip(block[code_at..].as_chunks::<4>().0) {
                     let v = u32::from_le_bytes(*four) ^ flip;
                     chunk[4 * c..4 * c + 4].copy_from_slice(&v.to_le_bytes());
                 }
             }
+        }
+    }
+
+    /// Column `c`'s scales in a block's panel `scales`, from its GGUF `block`: fp16 `d` as it is
+    /// (and `m` for Q4_1, Q5_1), MXFP4's exponent byte as it is and a zero in the unused half.
+    fn pack_scales(self, block: &[u8], c: usize, scales: &mut [u8]) {
+        if self.e8m0_scales() {
+            scales[c] = block[0];
+            scales[PANEL_ROWS + c] = 0;
+            return;
+        }
+        scales[2 * c..2 * c + 2].copy_from_slice(&block[..2]);
+        if self.has_offset() {
+            scales[SCALE_BYTES + 2 * c..SCALE_BYTES + 2 * c + 2].copy_from_slice(&block[2..4]);
         }
     }
 
@@ -236,8 +281,7 @@ impl Kind {
                     let (codes_at, scales_at) = self.block_at(b);
                     let codes = &panel[codes_at..codes_at + self.code_bytes()];
                     let isum: i32 = (0..QK).map(|e| self.code(codes, col, e) * ab[8 + e] as i8 as i32).sum();
-                    let d_w =
-                        fp16_to_fp32(u16::from_le_bytes([panel[scales_at + 2 * col], panel[scales_at + 2 * col + 1]]));
+                    let d_w = self.weight_scale(&panel[scales_at..], col);
                     let d_a = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
                     acc = (d_w * d_a).mul_add(isum as f32, acc);
                     if self.has_offset() {
@@ -278,6 +322,7 @@ macro_rules! gemm_entry_points {
             match kind {
                 Kind::Q4_0 => |k, p, a, m, c, o, s| gemm(Kind::Q4_0, k, p, a, m, c, o, s),
                 Kind::Iq4Nl => |k, p, a, m, c, o, s| gemm(Kind::Iq4Nl, k, p, a, m, c, o, s),
+                Kind::Mxfp4 => |k, p, a, m, c, o, s| gemm(Kind::Mxfp4, k, p, a, m, c, o, s),
                 Kind::Q8_0 => |k, p, a, m, c, o, s| gemm(Kind::Q8_0, k, p, a, m, c, o, s),
                 Kind::Q4_1 => |k, p, a, m, c, o, s| gemm(Kind::Q4_1, k, p, a, m, c, o, s),
                 Kind::Q5_0 => |k, p, a, m, c, o, s| gemm(Kind::Q5_0, k, p, a, m, c, o, s),
@@ -349,13 +394,14 @@ macro_rules! legacy_kind_fns {
 legacy_kind_fns! {
     Q4_0: prepare_acts_q4_0, panel_bytes_q4_0, pack_panel_q4_0, gemm_q4_0;
     Iq4Nl: prepare_acts_iq4_nl, panel_bytes_iq4_nl, pack_panel_iq4_nl, gemm_iq4_nl;
+    Mxfp4: prepare_acts_mxfp4, panel_bytes_mxfp4, pack_panel_mxfp4, gemm_mxfp4;
     Q8_0: prepare_acts_q8_0, panel_bytes_q8_0, pack_panel_q8_0, gemm_q8_0;
     Q4_1: prepare_acts_q4_1, panel_bytes_q4_1, pack_panel_q4_1, gemm_q4_1;
     Q5_0: prepare_acts_q5_0, panel_bytes_q5_0, pack_panel_q5_0, gemm_q5_0;
     Q5_1: prepare_acts_q5_1, panel_bytes_q5_1, pack_panel_q5_1, gemm_q5_1;
 }
 
-/// The packed kernel of Q4_0, IQ4_NL, Q8_0, Q4_1, Q5_0 or Q5_1 at `level` (available on this CPU), or `None`
+/// The packed kernel of Q4_0, IQ4_NL, MXFP4, Q8_0, Q4_1, Q5_0 or Q5_1 at `level` (available on this CPU), or `None`
 /// for another type.
 pub fn packed_kernel(weight: QuantType, level: Level) -> Option<PackedKernel> {
     let (kind, prepare_acts, panel_bytes, pack_panel, scalar): (Kind, _, _, _, super::packed::PackedGemmFn) =
@@ -365,6 +411,9 @@ pub fn packed_kernel(weight: QuantType, level: Level) -> Option<PackedKernel> {
             }
             QuantType::IQ4_NL => {
                 (Kind::Iq4Nl, prepare_acts_iq4_nl as _, panel_bytes_iq4_nl as _, pack_panel_iq4_nl as _, gemm_iq4_nl)
+            }
+            QuantType::MXFP4 => {
+                (Kind::Mxfp4, prepare_acts_mxfp4 as _, panel_bytes_mxfp4 as _, pack_panel_mxfp4 as _, gemm_mxfp4)
             }
             QuantType::Q8_0 => {
                 (Kind::Q8_0, prepare_acts_q8_0 as _, panel_bytes_q8_0 as _, pack_panel_q8_0 as _, gemm_q8_0)

@@ -1,4 +1,4 @@
-//! AVX2 matmul dot kernels: the legacy types and IQ4_NL against Q8_0/Q8_1 (`maddubs` + `madd`).
+//! AVX2 matmul dot kernels: the legacy types, IQ4_NL and MXFP4 against Q8_0/Q8_1 (`maddubs` + `madd`).
 //! The float weights' kernels are in `dot_float.rs`.
 //!
 //! The quantized kernels follow the order `matmul::dot` specifies: per block the eight i32 lanes
@@ -36,6 +36,7 @@ macro_rules! legacy_entry_points {
                 QuantType::Q5_0 => |n, w, a, arb, out| run::<22, 34>(Kind::Q5_0, n, w, a, arb, out),
                 QuantType::Q8_0 => |n, w, a, arb, out| run::<34, 34>(Kind::Q8_0, n, w, a, arb, out),
                 QuantType::IQ4_NL => |n, w, a, arb, out| run::<18, 34>(Kind::Iq4Nl, n, w, a, arb, out),
+                QuantType::MXFP4 => |n, w, a, arb, out| run::<17, 34>(Kind::Mxfp4, n, w, a, arb, out),
                 QuantType::Q4_1 => |n, w, a, arb, out| run::<20, 36>(Kind::Q4_1, n, w, a, arb, out),
                 QuantType::Q5_1 => |n, w, a, arb, out| run::<24, 36>(Kind::Q5_1, n, w, a, arb, out),
                 _ => return None,
@@ -78,6 +79,7 @@ pub(crate) mod legacy {
     use std::arch::x86_64::*;
 
     use crate::formats::iquants::iq4::KVALUES_IQ4NL;
+    use crate::formats::mxfp4::KVALUES_MXFP4;
     use crate::matmul::dot::{act_rows, VecDotFn, BLOCK_LANES, BLOCK_SLOTS};
     use crate::types::QuantType;
 
@@ -88,6 +90,8 @@ pub(crate) mod legacy {
         Q5_0,
         Q8_0,
         Iq4Nl,
+        /// E8M0 exponent byte, then nibble indices into the doubled E2M1 table.
+        Mxfp4,
         Q4_1,
         Q5_1,
     }
@@ -136,6 +140,11 @@ pub(crate) mod legacy {
                 let table = unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()) };
                 _mm256_shuffle_epi8(_mm256_set_m128i(table, table), nibbles(b, 2))
             }
+            Kind::Mxfp4 => {
+                // SAFETY: the table is 16 bytes; `loadu` needs no alignment.
+                let table = unsafe { _mm_loadu_si128(KVALUES_MXFP4.as_ptr().cast()) };
+                _mm256_shuffle_epi8(_mm256_set_m128i(table, table), nibbles(b, 1))
+            }
             Kind::Q4_1 => nibbles(b, 4),
             // q - 16: a nibble whose fifth bit is clear becomes nibble - 16 = nibble | 0xF0.
             Kind::Q5_0 => _mm256_or_si256(
@@ -163,6 +172,31 @@ pub(crate) mod legacy {
         let lo = h(0) | (h(1) << 16) | (h(2) << 32) | (h(3) << 48);
         let hi = h(4) | (h(5) << 16) | (h(6) << 32) | (h(7) << 48);
         _mm256_cvtph_ps(_mm_set_epi64x(hi as i64, lo as i64))
+    }
+
+    /// The weight scales `d_w` of the eight blocks of `group`: their fp16 `d`, or MXFP4's E8M0
+    /// exponent as ggml's `E8M0_TO_FP32_HALF`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) fn weight_scales<const B: usize>(kind: Kind, group: &[[u8; B]; BLOCK_LANES]) -> __m256 {
+        if kind != Kind::Mxfp4 {
+            return fp16_lanes(group, 0);
+        }
+        let e = u64::from_le_bytes(std::array::from_fn(|j| group[j][0]));
+        e8m0_to_fp32_half_x8(e)
+    }
+
+    /// ggml's `E8M0_TO_FP32_HALF` of the eight exponent bytes of `e` (byte `j` to lane `j`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) fn e8m0_to_fp32_half_x8(e: u64) -> __m256 {
+        let e = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(e as i64));
+        // 2^(e - 128) by its bits: (e - 1) << 23 for e >= 2, the subnormals 0x200000 << e below
+        // (the variable shift gives 0 for counts past 31, and the blend drops those lanes anyway).
+        let normal = _mm256_slli_epi32::<23>(_mm256_sub_epi32(e, _mm256_set1_epi32(1)));
+        let subnormal = _mm256_sllv_epi32(_mm256_set1_epi32(0x0020_0000), e);
+        let is_normal = _mm256_cmpgt_epi32(e, _mm256_set1_epi32(1));
+        _mm256_castsi256_ps(_mm256_blendv_epi8(subnormal, normal, is_normal))
     }
 
     /// The groups of eight blocks of one weight row and of `R` activation rows, with a zero-padded
@@ -240,7 +274,7 @@ pub(crate) mod legacy {
                 w_abs[j] = if signed { _mm256_sign_epi8(q, q) } else { q };
                 w_sign[j] = q;
             }
-            let dw = fp16_lanes(w, 0);
+            let dw = weight_scales(kind, w);
             let mw = if signed { _mm256_setzero_ps() } else { fp16_lanes(w, 2) };
             for r in 0..R {
                 let a = a_rows[r];

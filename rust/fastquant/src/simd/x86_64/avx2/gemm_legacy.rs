@@ -1,11 +1,11 @@
-//! AVX2 packed-GEMM microkernels for Q4_0, Q5_0, IQ4_NL, Q8_0, Q4_1 and Q5_1 (layouts and float order:
+//! AVX2 packed-GEMM microkernels for Q4_0, Q5_0, IQ4_NL, MXFP4, Q8_0, Q4_1 and Q5_1 (layouts and float order:
 //! `matmul::packed_legacy`).
 //!
 //! A panel's 64-byte chunk is two ymm of 8 columns x 4 code bytes; 4 broadcast activation bytes
 //! of a row meet them through `maddubs` + `madd` (u8 x s8 pairs summed to i16, then to i32).
 //! `maddubs` saturates above 32767, so only the 4- and 5-bit codes (<= 31) go in unsigned (Q4_0
 //! and Q5_0 with the activations' `BIAS * sum(a)` subtracted after, Q4_1's and Q5_1's are their
-//! codes); the Q8_0 and IQ4_NL codes (up to 255 biased)
+//! codes); the Q8_0, IQ4_NL and MXFP4 codes (up to 255 biased)
 //! are turned back into signed codes `q` and multiplied as `|q| x (a with q's sign)`, every pair
 //! within ±2·127·127. Both give each block's exact integer dot, so the float sequence is the
 //! scalar one.
@@ -14,9 +14,9 @@
 
 use std::arch::x86_64::*;
 
-use crate::formats::iquants::iq4::KVALUES_IQ4NL;
 use crate::matmul::packed::PANEL_ROWS;
 use crate::matmul::packed_legacy::{checked_shapes, Kind, ACT_BLOCK_BYTES, QK, SCALE_BYTES};
+use crate::simd::x86_64::avx2::dot::legacy::e8m0_to_fp32_half_x8;
 
 /// Rows of a register tile (one panel wide: two ymm of columns per row).
 const TILE_ROWS: usize = 2;
@@ -70,8 +70,9 @@ fn dot_add(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tile<const R: usize>(kind: Kind, nb: usize, panel: &[u8], acts: &[u8], act_row_bytes: usize) -> [[f32; 16]; R] {
     let low = _mm256_set1_epi8(0x0f);
-    // SAFETY: the table is 16 bytes; `loadu` needs no alignment.
-    let table = unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()) };
+    let lookup = kind.table();
+    // SAFETY: a table is 16 bytes; `loadu` needs no alignment.
+    let table = lookup.map_or(_mm_setzero_si128(), |t| unsafe { _mm_loadu_si128(t.as_ptr().cast()) });
     let table = _mm256_set_m128i(table, table);
     let load = |at: usize| -> __m256i {
         assert!(at + 32 <= panel.len());
@@ -110,7 +111,7 @@ fn tile<const R: usize>(kind: Kind, nb: usize, panel: &[u8], acts: &[u8], act_ro
                 let v = [load(at), load(at + 32)];
                 let mut lo = v.map(|v| _mm256_and_si256(v, low));
                 let mut hi = v.map(|v| _mm256_and_si256(_mm256_srli_epi16::<4>(v), low));
-                if kind == Kind::Iq4Nl {
+                if lookup.is_some() {
                     lo = lo.map(|v| _mm256_shuffle_epi8(table, v));
                     hi = hi.map(|v| _mm256_shuffle_epi8(table, v));
                 }
@@ -118,13 +119,18 @@ fn tile<const R: usize>(kind: Kind, nb: usize, panel: &[u8], acts: &[u8], act_ro
                 group(hi, 16 + 4 * t);
             }
         }
-        assert!(scales_at + 32 <= panel.len());
-        // SAFETY: the 16 fp16 scales of block b lie inside `panel` (checked above).
-        let d_w = unsafe {
-            [
-                _mm256_cvtph_ps(_mm_loadu_si128(panel.as_ptr().add(scales_at).cast())),
-                _mm256_cvtph_ps(_mm_loadu_si128(panel.as_ptr().add(scales_at + 16).cast())),
-            ]
+        let d_w = if kind.e8m0_scales() {
+            let e = |at: usize| u64::from_le_bytes(std::array::from_fn(|j| panel[at + j]));
+            [e8m0_to_fp32_half_x8(e(scales_at)), e8m0_to_fp32_half_x8(e(scales_at + 8))]
+        } else {
+            assert!(scales_at + 32 <= panel.len());
+            // SAFETY: the 16 fp16 scales of block b lie inside `panel` (checked above).
+            unsafe {
+                [
+                    _mm256_cvtph_ps(_mm_loadu_si128(panel.as_ptr().add(scales_at).cast())),
+                    _mm256_cvtph_ps(_mm_loadu_si128(panel.as_ptr().add(scales_at + 16).cast())),
+                ]
+            }
         };
         let m_w = if kind.has_offset() {
             assert!(scales_at + SCALE_BYTES + 32 <= panel.len());

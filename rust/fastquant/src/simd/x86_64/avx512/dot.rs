@@ -1,4 +1,4 @@
-//! AVX-512 matmul dot kernels: the legacy types and IQ4_NL against Q8_0/Q8_1 with VNNI, two blocks
+//! AVX-512 matmul dot kernels: the legacy types, IQ4_NL and MXFP4 against Q8_0/Q8_1 with VNNI, two blocks
 //! per 512-bit register. The float weights' kernels are in `dot_float.rs`.
 
 use crate::matmul::dot::VecDotFn;
@@ -18,21 +18,25 @@ mod legacy {
     use std::arch::x86_64::*;
 
     use crate::formats::iquants::iq4::KVALUES_IQ4NL;
+    use crate::formats::mxfp4::KVALUES_MXFP4;
     use crate::matmul::dot::{VecDotFn, BLOCK_LANES};
-    use crate::simd::x86_64::avx2::dot::legacy::{fp16_lanes, Groups, Kind};
+    use crate::simd::x86_64::avx2::dot::legacy::{fp16_lanes, weight_scales, Groups, Kind};
     use crate::simd::x86_64::avx2::dot::reduce_halving_8;
     use crate::types::QuantType;
 
-    /// IQ4_NL's values plus 128, as unsigned bytes (`vpdpbusd` takes the weight side unsigned).
-    const KVALUES_IQ4NL_U8: [u8; 16] = {
+    /// A 4-bit lookup table's values plus 128, as unsigned bytes (`vpdpbusd` takes the weight
+    /// side unsigned).
+    const fn biased_table(values: &[i8; 16]) -> [u8; 16] {
         let mut t = [0u8; 16];
         let mut i = 0;
         while i < 16 {
-            t[i] = (KVALUES_IQ4NL[i] as u8) ^ 0x80;
+            t[i] = (values[i] as u8) ^ 0x80;
             i += 1;
         }
         t
-    };
+    }
+    const KVALUES_IQ4NL_U8: [u8; 16] = biased_table(&KVALUES_IQ4NL);
+    const KVALUES_MXFP4_U8: [u8; 16] = biased_table(&KVALUES_MXFP4);
 
     impl Kind {
         /// What the unsigned codes of [`pair_codes`] exceed the true codes by.
@@ -40,7 +44,7 @@ mod legacy {
             match self {
                 Kind::Q4_0 => 8,
                 Kind::Q5_0 => 16,
-                Kind::Q8_0 | Kind::Iq4Nl => 0x80u8 as i8,
+                Kind::Q8_0 | Kind::Iq4Nl | Kind::Mxfp4 => 0x80u8 as i8,
                 Kind::Q4_1 | Kind::Q5_1 => 0,
             }
         }
@@ -81,6 +85,11 @@ mod legacy {
                 // SAFETY: the table is 16 bytes; `loadu` needs no alignment.
                 let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(KVALUES_IQ4NL_U8.as_ptr().cast()) });
                 _mm512_shuffle_epi8(table, nibble_pair(b0, b1, 2))
+            }
+            Kind::Mxfp4 => {
+                // SAFETY: the table is 16 bytes; `loadu` needs no alignment.
+                let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(KVALUES_MXFP4_U8.as_ptr().cast()) });
+                _mm512_shuffle_epi8(table, nibble_pair(b0, b1, 1))
             }
             // The fifth bit adds 16 to the nibble.
             Kind::Q5_0 => {
@@ -135,7 +144,7 @@ mod legacy {
         for g in 0..groups.len {
             let (w, a_rows) = groups.get(g);
             let codes: [__m512i; PAIRS] = std::array::from_fn(|p| pair_codes(kind, &w[2 * p], &w[2 * p + 1]));
-            let dw = fp16_lanes(w, 0);
+            let dw = weight_scales(kind, w);
             let mw = if signed { _mm256_setzero_ps() } else { fp16_lanes(w, 2) };
             for r in 0..R {
                 let a = a_rows[r];

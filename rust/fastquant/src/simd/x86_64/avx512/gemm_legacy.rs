@@ -1,4 +1,4 @@
-//! AVX-512 VNNI packed-GEMM microkernels for Q4_0, Q5_0, IQ4_NL, Q8_0, Q4_1 and Q5_1 (layouts and float order:
+//! AVX-512 VNNI packed-GEMM microkernels for Q4_0, Q5_0, IQ4_NL, MXFP4, Q8_0, Q4_1 and Q5_1 (layouts and float order:
 //! `matmul::packed_legacy`).
 //!
 //! A zmm holds 16 columns x 4 code bytes (one 64-byte chunk of a panel); one `vpdpbusd` with 4
@@ -11,7 +11,6 @@
 
 use std::arch::x86_64::*;
 
-use crate::formats::iquants::iq4::KVALUES_IQ4NL;
 use crate::matmul::packed::PANEL_ROWS;
 use crate::matmul::packed_legacy::{checked_shapes, Kind, ACT_BLOCK_BYTES, QK, SCALE_BYTES};
 
@@ -77,6 +76,18 @@ fn broadcast4(acts: &[u8], at: usize) -> __m512i {
     _mm512_set1_epi32(unsafe { std::ptr::read_unaligned(acts.as_ptr().add(at).cast::<i32>()) })
 }
 
+/// ggml's `E8M0_TO_FP32_HALF` of the 16 exponent bytes of `e` (byte `j` to lane `j`), as
+/// `avx2::dot::legacy::e8m0_to_fp32_half_x8` computes it for eight.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+#[inline]
+fn e8m0_to_fp32_half_x16(e: __m128i) -> __m512 {
+    let e = _mm512_cvtepu8_epi32(e);
+    let normal = _mm512_slli_epi32::<23>(_mm512_sub_epi32(e, _mm512_set1_epi32(1)));
+    let subnormal = _mm512_sllv_epi32(_mm512_set1_epi32(0x0020_0000), e);
+    let is_normal = _mm512_cmpgt_epi32_mask(e, _mm512_set1_epi32(1));
+    _mm512_castsi512_ps(_mm512_mask_blend_epi32(is_normal, subnormal, normal))
+}
+
 /// Rows `r0..r0 + R` x panels `p0..p0 + P` (the first `cols` columns of them) into `out`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
 fn tile<const R: usize, const P: usize>(
@@ -89,9 +100,10 @@ fn tile<const R: usize, const P: usize>(
 ) {
     let kind = ops.kind;
     let low = _mm512_set1_epi8(0x0f);
-    // SAFETY: the table is 16 bytes; `loadu` needs no alignment.
-    let table = unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()) };
-    // IQ4_NL codes biased by 128 (kvalues lie in -127..=113, so kvalue + 128 fits a u8).
+    let lookup = kind.table();
+    // SAFETY: a table is 16 bytes; `loadu` needs no alignment.
+    let table = lookup.map_or(_mm_setzero_si128(), |t| unsafe { _mm_loadu_si128(t.as_ptr().cast()) });
+    // IQ4_NL and MXFP4 codes biased by 128 (their values lie in -127..=113, so value + 128 fits a u8).
     let table = _mm512_xor_si512(_mm512_broadcast_i32x4(table), _mm512_set1_epi8(0x80u8 as i8));
     let panel_base: [usize; P] = std::array::from_fn(|p| (p0 + p) * ops.panel_bytes);
     let row_base: [usize; R] = std::array::from_fn(|r| (r0 + r) * ops.act_row_bytes);
@@ -126,7 +138,7 @@ fn tile<const R: usize, const P: usize>(
                     };
                     lo[p] = _mm512_and_si512(v, low);
                     hi[p] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
-                    if kind == Kind::Iq4Nl {
+                    if lookup.is_some() {
                         lo[p] = _mm512_shuffle_epi8(table, lo[p]);
                         hi[p] = _mm512_shuffle_epi8(table, hi[p]);
                     }
@@ -142,8 +154,15 @@ fn tile<const R: usize, const P: usize>(
             }
         }
         let d_w: [__m512; P] = std::array::from_fn(|p| {
-            // SAFETY: the 16 fp16 scales of block b lie inside panel p0 + p.
-            _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(ops.panels.as_ptr().add(panel_base[p] + scales_at).cast()) })
+            let at = ops.panels.as_ptr().wrapping_add(panel_base[p] + scales_at);
+            // SAFETY: the 16 scales (fp16, or MXFP4's exponent bytes) of block b lie inside panel p0 + p.
+            unsafe {
+                if kind.e8m0_scales() {
+                    e8m0_to_fp32_half_x16(_mm_loadu_si128(at.cast()))
+                } else {
+                    _mm512_cvtph_ps(_mm256_loadu_si256(at.cast()))
+                }
+            }
         });
         if kind.has_offset() {
             // Q4_1, Q5_1: unsigned codes as they are, then the offset term m_w * s_a.
