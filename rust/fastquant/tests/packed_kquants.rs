@@ -296,7 +296,7 @@ fn empty_calls_write_nothing_and_bad_sizes_are_refused() {
 
 /// Reads the panels byte by byte as the layout table of `packed_kquants` says and compares every
 /// lane with the GGUF block decoded by the GEMV path's `unpack`: codes (nibbles or bytes; IQ4_XS's
-/// nibble the index of its table value; Q5_K's fifth bits in the plane), i8 scales, i8 min pairs,
+/// nibble the index of its table value; Q5_K's fifth bits and Q6_K's top crumbs in the plane), i8 scales, i8 min pairs,
 /// f16 d and dmin; missing lanes are zeros. The sizes are the documented ones (Q4_K 2368 bytes per
 /// super-block).
 #[test]
@@ -316,6 +316,7 @@ fn panels_hold_the_documented_layout() {
             QuantType::Q4_K => 2368,
             QuantType::IQ4_XS => 2208,
             QuantType::Q5_K => 2880,
+            QuantType::Q6_K => 3360,
             _ => 4096 + 16 * f.nsub() * (1 + f.min as usize) + 32 * (1 + f.min as usize),
         };
         assert_eq!(sbb, expected_sbb, "{}", qtype.name());
@@ -330,10 +331,13 @@ fn panels_hold_the_documented_layout() {
                     let (group, byte) = (e / 4, 4 * lane + e % 4);
                     let code = if f.nibbles {
                         let nibble = (sbytes[64 * (group / 2) + byte] >> (4 * (group % 2))) & 0x0f;
-                        if f.high_bit {
+                        if f.high_bits == 1 {
                             let plane = &sbytes[f.high_bits_at() + 8 * group..][..8];
                             let fifth = (u64::from_le_bytes(plane.try_into().unwrap()) >> byte) & 1;
                             (nibble | ((fifth as u8) << 4)) as i8
+                        } else if f.high_bits == 2 {
+                            let crumbs = sbytes[f.high_bits_at() + 64 * (group / 4) + byte];
+                            (nibble | (((crumbs >> (2 * (group % 4))) & 3) << 4)) as i8
                         } else if f.signed {
                             KVALUES_IQ4NL[nibble as usize]
                         } else {
@@ -368,11 +372,11 @@ fn panels_hold_the_documented_layout() {
 
 #[test]
 fn the_nibble_panels_are_about_the_size_of_the_blocks() {
-    for qtype in [QuantType::Q4_K, QuantType::Q5_K, QuantType::IQ4_XS] {
+    for qtype in [QuantType::Q4_K, QuantType::Q5_K, QuantType::Q6_K, QuantType::IQ4_XS] {
         let kernel = packed_kernel_for(qtype, Level::Scalar).unwrap();
         assert!(!kernel.panels_expand(qtype), "{}", qtype.name());
     }
-    for qtype in [QuantType::Q6_K, QuantType::Q2_K, QuantType::Q3_K] {
+    for qtype in [QuantType::Q2_K, QuantType::Q3_K] {
         assert!(packed_kernel_for(qtype, Level::Scalar).unwrap().panels_expand(qtype), "{}", qtype.name());
     }
 }

@@ -113,8 +113,9 @@ pub struct PackedFormat {
     pub signed: bool,
     /// Whether the codes are stored as nibbles (Q4_K, Q5_K, IQ4_XS; IQ4_XS as its table index).
     pub nibbles: bool,
-    /// Whether a bit plane after the nibbles holds each code's fifth bit (Q5_K).
-    pub high_bit: bool,
+    /// The code bits above the nibble, kept in a plane after the nibbles: 0, 1 (Q5_K's fifth bits)
+    /// or 2 (Q6_K's top two bits as crumbs).
+    pub high_bits: usize,
     /// For the bias types, `extra_j = -bias_factor * (sum of the sub-block's activation codes)`.
     pub bias_factor: i32,
 }
@@ -124,15 +125,15 @@ impl PackedFormat {
     pub const fn nsub(&self) -> usize {
         QK_K / self.sub
     }
-    /// Offset of the bit plane of the codes' fifth bits (Q5_K).
+    /// Offset of the plane of the codes' high bits (Q5_K, Q6_K).
     pub const fn high_bits_at(&self) -> usize {
         PANEL_CODES_BYTES / 2
     }
-    /// Bytes of the codes of a panel super-block: 2048 as nibbles (plus 512 of fifth bits), 4096
-    /// as bytes.
+    /// Bytes of the codes of a panel super-block: 2048 as nibbles (plus 512 of Q5_K's fifth bits
+    /// or 1024 of Q6_K's top crumbs), 4096 as bytes.
     pub const fn codes_bytes(&self) -> usize {
         if self.nibbles {
-            PANEL_CODES_BYTES / 2 + if self.high_bit { PANEL_CODES_BYTES / 8 } else { 0 }
+            PANEL_CODES_BYTES / 2 + PANEL_CODES_BYTES * self.high_bits / 8
         } else {
             PANEL_CODES_BYTES
         }
@@ -181,7 +182,7 @@ pub const FORMATS: [PackedFormat; 6] = [
         min: true,
         signed: false,
         nibbles: true,
-        high_bit: false,
+        high_bits: 0,
         bias_factor: 0,
     },
     PackedFormat {
@@ -190,7 +191,7 @@ pub const FORMATS: [PackedFormat; 6] = [
         min: true,
         signed: false,
         nibbles: true,
-        high_bit: true,
+        high_bits: 1,
         bias_factor: 0,
     },
     PackedFormat {
@@ -198,8 +199,8 @@ pub const FORMATS: [PackedFormat; 6] = [
         sub: 16,
         min: false,
         signed: false,
-        nibbles: false,
-        high_bit: false,
+        nibbles: true,
+        high_bits: 2,
         bias_factor: 32,
     },
     PackedFormat {
@@ -208,7 +209,7 @@ pub const FORMATS: [PackedFormat; 6] = [
         min: false,
         signed: true,
         nibbles: true,
-        high_bit: false,
+        high_bits: 0,
         bias_factor: 128,
     },
     PackedFormat {
@@ -217,7 +218,7 @@ pub const FORMATS: [PackedFormat; 6] = [
         min: true,
         signed: false,
         nibbles: false,
-        high_bit: false,
+        high_bits: 0,
         bias_factor: 0,
     },
     PackedFormat {
@@ -226,7 +227,7 @@ pub const FORMATS: [PackedFormat; 6] = [
         min: false,
         signed: false,
         nibbles: false,
-        high_bit: false,
+        high_bits: 0,
         bias_factor: 4,
     },
 ];
@@ -360,11 +361,16 @@ pub fn pack_panel(f: PackedFormat, k: usize, rows: &[u8], row_bytes: usize, pane
         }
         let (codes, rest) = w.split_at_mut(f.codes_bytes());
         if f.nibbles && nibbles.is_none() {
-            // Q5_K: the unpacked codes' low 4 bits as nibbles, the fifth bits as a plane.
+            // Q5_K, Q6_K: the unpacked codes' low 4 bits as nibbles, the bits above as a plane.
             for (lane, s) in blocks.iter().enumerate() {
                 words[lane] = codes_nibble_words(&s.codes);
             }
-            write_high_bits(&blocks, &mut codes[f.high_bits_at()..]);
+            let plane = &mut codes[f.high_bits_at()..];
+            if f.high_bits == 1 {
+                write_high_bits(&blocks, plane);
+            } else {
+                write_top_crumbs(&blocks, plane);
+            }
         }
         if f.nibbles {
             write_nibble_codes(&words, codes);
@@ -395,6 +401,21 @@ fn write_high_bits(blocks: &[Superblock; PANEL_ROWS], plane: &mut [u8]) {
             bits |= (((fifth as u64 * 0x0102_0408) >> 24) & 0xf) << (4 * lane);
         }
         *word = bits.to_le_bytes();
+    }
+}
+
+/// 16 lanes' top two code bits (Q6_K) into the crumb plane (module docs): the 64-byte vector `t`
+/// holds groups `4t..4t + 4`, group `4t + i` at bits `2i, 2i + 1` of each byte.
+fn write_top_crumbs(blocks: &[Superblock; PANEL_ROWS], plane: &mut [u8]) {
+    let lane_codes: [&[u8; QK_K]; PANEL_ROWS] = std::array::from_fn(|lane| bytemuck::cast_ref(&blocks[lane].codes));
+    for (t, vector) in plane[..PANEL_CODES_BYTES / 4].as_chunks_mut::<{ 4 * PANEL_ROWS }>().0.iter_mut().enumerate() {
+        let words: [u32; PANEL_ROWS] = std::array::from_fn(|lane| {
+            let groups = &lane_codes[lane].as_chunks::<4>().0[4 * t..4 * t + 4];
+            let crumbs =
+                groups.iter().enumerate().map(|(i, g)| ((u32::from_le_bytes(*g) >> 4) & 0x0303_0303) << (2 * i));
+            crumbs.fold(0, |word, crumb| word | crumb).to_le()
+        });
+        *vector = bytemuck::cast(words);
     }
 }
 
@@ -476,9 +497,13 @@ fn code_at(f: PackedFormat, w: &[u8], lane: usize, e: usize) -> i32 {
         return w[64 * group + byte] as i32;
     }
     let nibble = (w[64 * (group / 2) + byte] >> (4 * (group % 2))) & 0x0f;
-    if f.high_bit {
+    if f.high_bits == 1 {
         let fifth = (w[f.high_bits_at() + 8 * group + byte / 8] >> (byte % 8)) & 1;
         return (nibble | (fifth << 4)) as i32;
+    }
+    if f.high_bits == 2 {
+        let top = (w[f.high_bits_at() + 64 * (group / 4) + byte] >> (2 * (group % 4))) & 3;
+        return (nibble | (top << 4)) as i32;
     }
     if f.signed {
         KVALUES_IQ4NL[nibble as usize] as i32 + 128

@@ -7,7 +7,8 @@
 //! activation rows takes two panels, so the second panel's tile reads its rows from L1. As in the
 //! AVX-512 kernel, the output is the float accumulator between super-blocks. Q4_K's, Q5_K's and
 //! IQ4_XS's nibble chunks give two groups each (`and 0x0f`, `srli 4 + and`; Q5_K's fifth bits
-//! spread from its bit plane by `vpshufb` + compare; IQ4_XS's indices looked up as signed values
+//! spread from its bit plane by `vpshufb` + compare; Q6_K's top crumbs shifted into bits 4, 5 and or-ed
+//! in; IQ4_XS's indices looked up as signed values
 //! with `vpshufb`); scales, mins and `d` are widened from i8/f16 per sub-block.
 
 use std::arch::x86_64::*;
@@ -72,7 +73,7 @@ fn group_codes(f: PackedFormat, w: *const u8, g: usize, h: usize, table: __m256i
     let chunk = load32(unsafe { w.add(64 * (g / 2) + 32 * h) });
     let half = if g % 2 == 1 { _mm256_srli_epi16::<4>(chunk) } else { chunk };
     let nibbles = _mm256_and_si256(half, _mm256_set1_epi8(0x0f));
-    if f.high_bit {
+    if f.high_bits == 1 {
         // SAFETY: the 4 bytes of group g's bit plane for lanes 8h..8h + 8 are inside the panel
         // super-block.
         let bits =
@@ -85,6 +86,20 @@ fn group_codes(f: PackedFormat, w: *const u8, g: usize, h: usize, table: __m256i
         let select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
         let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select);
         return _mm256_or_si256(nibbles, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+    }
+    if f.high_bits == 2 {
+        // SAFETY: the 32 bytes of crumb vector g / 4 for lanes 8h..8h + 8 are inside the panel
+        // super-block.
+        let crumbs = load32(unsafe { w.add(f.high_bits_at() + 64 * (g / 4) + 32 * h) });
+        // Group g's crumbs (bits 2(g % 4), +1 of each byte) to bits 4, 5; what the 16-bit shifts
+        // carry in from the neighbouring byte lands outside 0x30.
+        let top = match g % 4 {
+            0 => _mm256_slli_epi16::<4>(crumbs),
+            1 => _mm256_slli_epi16::<2>(crumbs),
+            2 => crumbs,
+            _ => _mm256_srli_epi16::<2>(crumbs),
+        };
+        return _mm256_or_si256(nibbles, _mm256_and_si256(top, _mm256_set1_epi8(0x30)));
     }
     if f.signed {
         _mm256_shuffle_epi8(table, nibbles)

@@ -10,7 +10,8 @@
 //!
 //! Q4_K, Q5_K and IQ4_XS keep their codes as nibbles: one 64-byte chunk gives two groups' weight
 //! vectors (`and 0x0f`, `srli 4 + and`; Q5_K's fifth bits, a u64 mask per group, add 16 in one
-//! masked add). IQ4_XS's nibbles are table indices, looked up with one
+//! masked add; Q6_K's top two bits, one 64-byte crumb vector per 4 groups, come in with a shift and one
+//! ternary-logic op). IQ4_XS's nibbles are table indices, looked up with one
 //! `vpshufb` per weight vector: with VNNI as `value + 128` (the activation extras take the
 //! `128 * sum(a)` off again); without VNNI as the signed value, and the kernel multiplies `|value|`
 //! by the activation negated where the value is negative (a masked subtract). The scales, mins
@@ -87,10 +88,24 @@ fn group_codes(f: PackedFormat, w: *const u8, g: usize, table: __m512i, decoded:
     let chunk = load64(unsafe { w.add(64 * (g / 2)) });
     let half = if g % 2 == 1 { _mm512_srli_epi16::<4>(chunk) } else { chunk };
     let nibbles = _mm512_and_si512(half, _mm512_set1_epi8(0x0f));
-    if f.high_bit {
+    if f.high_bits == 1 {
         // SAFETY: group g's 8 bytes of the bit plane are inside the panel super-block.
         let fifth: __mmask64 = unsafe { (w.add(f.high_bits_at() + 8 * g) as *const u64).read_unaligned() };
         return _mm512_mask_add_epi8(nibbles, fifth, nibbles, _mm512_set1_epi8(16));
+    }
+    if f.high_bits == 2 {
+        // SAFETY: crumb vector g / 4's 64 bytes are inside the panel super-block.
+        let crumbs = load64(unsafe { w.add(f.high_bits_at() + 64 * (g / 4)) });
+        // Group g's crumbs (bits 2(g % 4), +1 of each byte) to bits 4, 5; what the 16-bit shifts
+        // carry in from the neighbouring byte lands outside 0x30.
+        let top = match g % 4 {
+            0 => _mm512_slli_epi16::<4>(crumbs),
+            1 => _mm512_slli_epi16::<2>(crumbs),
+            2 => crumbs,
+            _ => _mm512_srli_epi16::<2>(crumbs),
+        };
+        // nibbles | (top & 0x30) in one ternary-logic op (0xf8 = A | (B & C)).
+        return _mm512_ternarylogic_epi32::<0xf8>(nibbles, top, _mm512_set1_epi8(0x30));
     }
     if f.signed {
         _mm512_shuffle_epi8(table, nibbles)
