@@ -17,11 +17,15 @@ use crate::formats::iquants::iq4::KVALUES_IQ4NL;
 use crate::matmul::packed::PackedGemmFn;
 use crate::matmul::packed_kquants::{
     act_row_bytes, check_gemm_args, panel_bytes, PackedFormat, ACT_BLOCK_BYTES, ACT_CODES, ACT_EXTRAS, FORMATS, IQ4_XS,
-    Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+    PANEL_CODES_BYTES, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
 };
 
 /// Activation rows per tile.
 const MR: usize = 2;
+/// From this many activation rows on, each panel super-block's nibble codes are decoded once
+/// into byte codes on the stack, which every row tile then reads as the byte types' codes:
+/// decoding in every tile of 2 rows cost Q5_K and Q6_K about a third at 512 rows.
+const DECODE_MIN_ROWS: usize = 4 * MR;
 /// How far ahead the first row tile of a super-block prefetches its panel, in panel super-blocks:
 /// with one activation row the tile is memory-bound and the hardware prefetchers fall behind.
 const PREFETCH_SUPERBLOCKS: usize = 2;
@@ -60,12 +64,12 @@ fn load8(p: *const u8) -> __m128i {
 }
 
 /// The codes of group `g`, half `h` (lanes `8h..8h + 8`) of the panel super-block at `w`, one
-/// byte per weight: the byte codes as stored, or a nibble chunk's half (IQ4_XS's looked up in
-/// `table`, the signed values).
+/// byte per weight: the byte codes as stored (or as [`decode_codes`] wrote them when `decoded`),
+/// or a nibble chunk's half (IQ4_XS's looked up in `table`, the signed values).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn group_codes(f: PackedFormat, w: *const u8, g: usize, h: usize, table: __m256i) -> __m256i {
-    if !f.nibbles {
+fn group_codes(f: PackedFormat, w: *const u8, g: usize, h: usize, table: __m256i, decoded: bool) -> __m256i {
+    if !f.nibbles || decoded {
         // SAFETY: group g's 64 bytes are inside the panel super-block checked on entry.
         return load32(unsafe { w.add(64 * g + 32 * h) });
     }
@@ -108,6 +112,34 @@ fn group_codes(f: PackedFormat, w: *const u8, g: usize, h: usize, table: __m256i
     }
 }
 
+/// IQ4_XS's signed table values in both 128-bit lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn iq4_xs_table() -> __m256i {
+    _mm256_broadcastsi128_si256(load16(KVALUES_IQ4NL.as_ptr().cast()))
+}
+
+/// The byte codes of a panel super-block's nibble codes (`panel`, its codes part) in the byte
+/// types' layout, IQ4_XS's as signed table values.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn decode_codes(f: PackedFormat, panel: &[u8], out: &mut [u8]) {
+    let panel = &panel[..f.codes_bytes()];
+    let table = iq4_xs_table();
+    for (g, group) in out[..PANEL_CODES_BYTES].as_chunks_mut::<64>().0.iter_mut().enumerate() {
+        for (h, dst) in group.as_chunks_mut::<32>().0.iter_mut().enumerate() {
+            let v = group_codes(f, panel.as_ptr(), g, h, table, false);
+            // SAFETY: `dst` is 32 writable bytes; `storeu` is unaligned.
+            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) };
+        }
+    }
+}
+
+/// Byte codes of a pass's two panels' super-block, decoded once for all its row tiles (64-byte
+/// aligned so each group is one cache line).
+#[repr(C, align(64))]
+struct DecodedCodes([u8; 2 * PANEL_CODES_BYTES]);
+
 /// Asks for the activation blocks at `starts` in L1: the rows of the next tile lie an activation
 /// row apart, a stride the hardware prefetchers do not follow.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -133,12 +165,14 @@ pub(in super::super) fn prefetch_lines(bytes: &[u8], range: std::ops::Range<usiz
 
 /// One tile: `R` activation rows x one panel of one super-block. `out` is the output of the first
 /// row and the panel's first column, `lanes` the panel's valid columns, `first` whether this is
-/// the first super-block (the accumulator starts at +0.0).
+/// the first super-block (the accumulator starts at +0.0). With `DECODED`, the codes are read
+/// from `decoded` (as [`decode_codes`] wrote them) instead of the panel.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-fn tile<const FMT: usize, const R: usize>(
+fn tile<const FMT: usize, const R: usize, const DECODED: bool>(
     w: &[u8],
+    decoded: &[u8],
     acts: &[u8],
     act_at: usize,
     act_stride: usize,
@@ -152,14 +186,15 @@ fn tile<const FMT: usize, const R: usize>(
     let (signed, min) = (f.signed, f.min);
     // The bounds every pointer below stays in.
     let w = &w[..f.superblock_bytes()];
+    assert!(!DECODED || PANEL_CODES_BYTES <= decoded.len(), "decoded codes");
     assert!(act_at + (R - 1) * act_stride + ACT_BLOCK_BYTES <= acts.len(), "activation block");
     assert!(lanes == 0 || out_at + (R - 1) * out_stride + lanes <= out.len(), "output");
     let wp = w.as_ptr();
+    let cp = if DECODED { decoded.as_ptr() } else { wp };
     let ap: [*const u8; R] = std::array::from_fn(|r| acts[act_at + r * act_stride..].as_ptr());
     let ones = _mm256_set1_epi16(1);
     let groups = f.sub / 4;
-    // IQ4_XS's signed table values in both 128-bit lanes.
-    let table = _mm256_broadcastsi128_si256(load16(KVALUES_IQ4NL.as_ptr().cast()));
+    let table = iq4_xs_table();
     let mut isum = [[_mm256_setzero_si256(); 2]; R];
     for j in 0..f.nsub() {
         let mut sb = [[_mm256_setzero_si256(); 2]; R];
@@ -170,7 +205,7 @@ fn tile<const FMT: usize, const R: usize>(
             }
         }
         for g in groups * j..groups * (j + 1) {
-            let wv: [__m256i; 2] = std::array::from_fn(|h| group_codes(f, wp, g, h, table));
+            let wv: [__m256i; 2] = std::array::from_fn(|h| group_codes(f, cp, g, h, table, DECODED));
             let wu = if signed { wv.map(|v| _mm256_abs_epi8(v)) } else { wv };
             for r in 0..R {
                 // SAFETY: codes 4g..4g + 4 are inside the activation block.
@@ -249,8 +284,16 @@ fn gemm<const FMT: usize>(
     let (pb, arb, sbb) = (panel_bytes(f, k), act_row_bytes(k), f.superblock_bytes());
     // Two panels per pass over the activations: the second reads the tile's rows from L1.
     let n_panels = n_panels.min(cols.div_ceil(16));
+    let decode = f.nibbles && m >= DECODE_MIN_ROWS;
+    let mut decoded = DecodedCodes([0; 2 * PANEL_CODES_BYTES]);
     for p0 in (0..n_panels).step_by(2) {
         for i in 0..nb {
+            if decode {
+                for p in p0..n_panels.min(p0 + 2) {
+                    let dst = &mut decoded.0[(p - p0) * PANEL_CODES_BYTES..][..PANEL_CODES_BYTES];
+                    decode_codes(f, &panels[p * pb + i * sbb..][..sbb], dst);
+                }
+            }
             for r0 in (0..m).step_by(MR) {
                 prefetch_acts(acts, (r0 + MR..m.min(r0 + 2 * MR)).map(|r| r * arb + i * ACT_BLOCK_BYTES));
                 let act_at = r0 * arb + i * ACT_BLOCK_BYTES;
@@ -261,10 +304,21 @@ fn gemm<const FMT: usize>(
                     }
                     let w = &panels[p * pb + i * sbb..][..sbb];
                     let (out_at, lanes) = (r0 * out_stride + 16 * p, cols.saturating_sub(16 * p).min(16));
-                    if m - r0 >= 2 {
-                        tile::<FMT, 2>(w, acts, act_at, arb, out, out_at, out_stride, lanes, i == 0);
-                    } else {
-                        tile::<FMT, 1>(w, acts, act_at, arb, out, out_at, out_stride, lanes, i == 0);
+                    let codes = &decoded.0[(p - p0) * PANEL_CODES_BYTES..][..PANEL_CODES_BYTES];
+                    let first = i == 0;
+                    match (m - r0 >= 2, decode) {
+                        (true, true) => {
+                            tile::<FMT, 2, true>(w, codes, acts, act_at, arb, out, out_at, out_stride, lanes, first)
+                        }
+                        (true, false) => {
+                            tile::<FMT, 2, false>(w, &[], acts, act_at, arb, out, out_at, out_stride, lanes, first)
+                        }
+                        (false, true) => {
+                            tile::<FMT, 1, true>(w, codes, acts, act_at, arb, out, out_at, out_stride, lanes, first)
+                        }
+                        (false, false) => {
+                            tile::<FMT, 1, false>(w, &[], acts, act_at, arb, out, out_at, out_stride, lanes, first)
+                        }
                     }
                 }
             }
