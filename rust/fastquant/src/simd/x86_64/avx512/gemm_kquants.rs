@@ -8,10 +8,10 @@
 //! while every activation row passes it; the next tile's activation blocks, an activation row
 //! apart, are prefetched.
 //!
-//! Q4_K, Q5_K and IQ4_XS keep their codes as nibbles: one 64-byte chunk gives two groups' weight
-//! vectors (`and 0x0f`, `srli 4 + and`; Q5_K's fifth bits, a u64 mask per group, add 16 in one
-//! masked add; Q6_K's top two bits, one 64-byte crumb vector per 4 groups, come in with a shift and one
-//! ternary-logic op). IQ4_XS's nibbles are table indices, looked up with one
+//! Q4_K, Q5_K, Q6_K and IQ4_XS keep their codes as nibbles: one 64-byte chunk gives two groups'
+//! weight vectors (`and 0x0f`, `srli 4 + and`; Q5_K's fifth bits, a u64 mask per group, add 16 in
+//! one masked add; Q6_K's top two bits, one 64-byte crumb vector per 4 groups, come in with a
+//! shift and one ternary-logic op). IQ4_XS's nibbles are table indices, looked up with one
 //! `vpshufb` per weight vector: with VNNI as `value + 128` (the activation extras take the
 //! `128 * sum(a)` off again); without VNNI as the signed value, and the kernel multiplies `|value|`
 //! by the activation negated where the value is negative (a masked subtract). The scales, mins
