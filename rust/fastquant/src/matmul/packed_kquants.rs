@@ -116,10 +116,11 @@ pub struct PackedFormat {
     pub min: bool,
     /// Whether the codes are signed (IQ4_XS): the unsigned byte is the code plus 128.
     pub signed: bool,
-    /// Whether the codes are stored as nibbles (Q4_K, Q5_K, IQ4_XS; IQ4_XS as its table index).
-    pub nibbles: bool,
-    /// The code bits above the nibble, kept in a plane after the nibbles: 0, 1 (Q5_K's fifth bits)
-    /// or 2 (Q6_K's top two bits as crumbs).
+    /// The code bits kept first: 4 as nibble chunks (Q4_K, Q5_K, Q6_K, IQ4_XS; IQ4_XS's its table
+    /// index) or 2 as crumb vectors (Q2_K, Q3_K).
+    pub low_bits: usize,
+    /// The code bits above those, kept in a plane after them: 0, 1 (Q5_K's fifth bits, Q3_K's third
+    /// bits, as a bit plane) or 2 (Q6_K's top two bits, as crumb vectors).
     pub high_bits: usize,
     /// For the bias types, `extra_j = -bias_factor * (sum of the sub-block's activation codes)`.
     pub bias_factor: i32,
@@ -130,18 +131,14 @@ impl PackedFormat {
     pub const fn nsub(&self) -> usize {
         QK_K / self.sub
     }
-    /// Offset of the plane of the codes' high bits (Q5_K, Q6_K).
+    /// Offset of the plane of the codes' high bits (Q3_K, Q5_K, Q6_K).
     pub const fn high_bits_at(&self) -> usize {
-        PANEL_CODES_BYTES / 2
+        PANEL_CODES_BYTES * self.low_bits / 8
     }
-    /// Bytes of the codes of a panel super-block: 2048 as nibbles (plus 512 of Q5_K's fifth bits
-    /// or 1024 of Q6_K's top crumbs), 4096 as bytes.
+    /// Bytes of the codes of a panel super-block: 2048 as nibbles or 1024 as crumbs, plus 512 for
+    /// a bit plane or 1024 for a crumb plane.
     pub const fn codes_bytes(&self) -> usize {
-        if self.nibbles {
-            PANEL_CODES_BYTES / 2 + PANEL_CODES_BYTES * self.high_bits / 8
-        } else {
-            PANEL_CODES_BYTES
-        }
+        PANEL_CODES_BYTES * (self.low_bits + self.high_bits) / 8
     }
     /// Offset of the i8 scales in a panel super-block.
     pub const fn scales_at(&self) -> usize {
@@ -186,7 +183,7 @@ pub const FORMATS: [PackedFormat; 6] = [
         sub: 32,
         min: true,
         signed: false,
-        nibbles: true,
+        low_bits: 4,
         high_bits: 0,
         bias_factor: 0,
     },
@@ -195,7 +192,7 @@ pub const FORMATS: [PackedFormat; 6] = [
         sub: 32,
         min: true,
         signed: false,
-        nibbles: true,
+        low_bits: 4,
         high_bits: 1,
         bias_factor: 0,
     },
@@ -204,7 +201,7 @@ pub const FORMATS: [PackedFormat; 6] = [
         sub: 16,
         min: false,
         signed: false,
-        nibbles: true,
+        low_bits: 4,
         high_bits: 2,
         bias_factor: 32,
     },
@@ -213,7 +210,7 @@ pub const FORMATS: [PackedFormat; 6] = [
         sub: 32,
         min: false,
         signed: true,
-        nibbles: true,
+        low_bits: 4,
         high_bits: 0,
         bias_factor: 128,
     },
@@ -222,7 +219,7 @@ pub const FORMATS: [PackedFormat; 6] = [
         sub: 16,
         min: true,
         signed: false,
-        nibbles: false,
+        low_bits: 2,
         high_bits: 0,
         bias_factor: 0,
     },
@@ -231,8 +228,8 @@ pub const FORMATS: [PackedFormat; 6] = [
         sub: 16,
         min: false,
         signed: false,
-        nibbles: false,
-        high_bits: 0,
+        low_bits: 2,
+        high_bits: 1,
         bias_factor: 4,
     },
 ];
@@ -365,22 +362,25 @@ pub fn pack_panel(f: PackedFormat, k: usize, rows: &[u8], row_bytes: usize, pane
             }
         }
         let (codes, rest) = w.split_at_mut(f.codes_bytes());
-        if f.nibbles && nibbles.is_none() {
-            // Q5_K, Q6_K: the unpacked codes' low 4 bits as nibbles, the bits above as a plane.
-            for (lane, s) in blocks.iter().enumerate() {
-                words[lane] = codes_nibble_words(&s.codes);
+        if nibbles.is_none() {
+            // The unpacked codes' low bits as nibbles (Q5_K, Q6_K) or crumbs (Q2_K, Q3_K), the
+            // bits above as a plane.
+            if f.low_bits == 4 {
+                for (lane, s) in blocks.iter().enumerate() {
+                    words[lane] = codes_nibble_words(&s.codes);
+                }
+            } else {
+                write_crumbs(&blocks, 0, codes);
             }
             let plane = &mut codes[f.high_bits_at()..];
-            if f.high_bits == 1 {
-                write_high_bits(&blocks, plane);
-            } else {
-                write_top_crumbs(&blocks, plane);
+            match f.high_bits {
+                1 => write_high_bits(&blocks, f.low_bits, plane),
+                2 => write_crumbs(&blocks, f.low_bits, plane),
+                _ => {}
             }
         }
-        if f.nibbles {
+        if f.low_bits == 4 {
             write_nibble_codes(&words, codes);
-        } else {
-            write_byte_codes(&blocks, codes);
         }
         write_scales(f, &blocks, rest);
     }
@@ -395,13 +395,14 @@ fn codes_nibble_words(codes: &[i8; QK_K]) -> [u32; QK_K / 8] {
     })
 }
 
-/// 16 lanes' fifth code bits into the bit plane (module docs): group `g`'s u64 at `8 g`.
-fn write_high_bits(blocks: &[Superblock; PANEL_ROWS], plane: &mut [u8]) {
+/// 16 lanes' code bits `shift` (Q5_K's fifth, Q3_K's third) into the bit plane (module docs):
+/// group `g`'s u64 at `8 g`.
+fn write_high_bits(blocks: &[Superblock; PANEL_ROWS], shift: usize, plane: &mut [u8]) {
     for (g, word) in plane[..PANEL_CODES_BYTES / 8].as_chunks_mut::<8>().0.iter_mut().enumerate() {
         let mut bits = 0u64;
         for (lane, s) in blocks.iter().enumerate() {
             let codes: &[u8; QK_K] = bytemuck::cast_ref(&s.codes);
-            let fifth = (u32::from_le_bytes(codes.as_chunks::<4>().0[g]) >> 4) & 0x0101_0101;
+            let fifth = (u32::from_le_bytes(codes.as_chunks::<4>().0[g]) >> shift) & 0x0101_0101;
             // Bit 0 of byte e to bit 24 + e (the products land on distinct bits: no carries).
             bits |= (((fifth as u64 * 0x0102_0408) >> 24) & 0xf) << (4 * lane);
         }
@@ -409,15 +410,16 @@ fn write_high_bits(blocks: &[Superblock; PANEL_ROWS], plane: &mut [u8]) {
     }
 }
 
-/// 16 lanes' top two code bits (Q6_K) into the crumb plane (module docs): the 64-byte vector `t`
-/// holds groups `4t..4t + 4`, group `4t + i` at bits `2i, 2i + 1` of each byte.
-fn write_top_crumbs(blocks: &[Superblock; PANEL_ROWS], plane: &mut [u8]) {
+/// 16 lanes' code bits `shift, shift + 1` (Q2_K's and Q3_K's low two, Q6_K's top two) as crumb
+/// vectors (module docs): the 64-byte vector `t` holds groups `4t..4t + 4`, group `4t + i` at bits
+/// `2i, 2i + 1` of each byte.
+fn write_crumbs(blocks: &[Superblock; PANEL_ROWS], shift: usize, plane: &mut [u8]) {
     let lane_codes: [&[u8; QK_K]; PANEL_ROWS] = std::array::from_fn(|lane| bytemuck::cast_ref(&blocks[lane].codes));
     for (t, vector) in plane[..PANEL_CODES_BYTES / 4].as_chunks_mut::<{ 4 * PANEL_ROWS }>().0.iter_mut().enumerate() {
         let words: [u32; PANEL_ROWS] = std::array::from_fn(|lane| {
             let groups = &lane_codes[lane].as_chunks::<4>().0[4 * t..4 * t + 4];
             let crumbs =
-                groups.iter().enumerate().map(|(i, g)| ((u32::from_le_bytes(*g) >> 4) & 0x0303_0303) << (2 * i));
+                groups.iter().enumerate().map(|(i, g)| ((u32::from_le_bytes(*g) >> shift) & 0x0303_0303) << (2 * i));
             crumbs.fold(0, |word, crumb| word | crumb).to_le()
         });
         *vector = bytemuck::cast(words);
@@ -430,16 +432,6 @@ fn write_nibble_codes(words: &[[u32; QK_K / 8]; PANEL_ROWS], codes: &mut [u8]) {
     for (h, chunk) in nibbles.as_chunks_mut::<{ 4 * PANEL_ROWS }>().0.iter_mut().enumerate() {
         let chunk_words: [u32; PANEL_ROWS] = std::array::from_fn(|lane| words[lane][h].to_le());
         *chunk = bytemuck::cast(chunk_words);
-    }
-}
-
-/// 16 lanes' byte codes into the codes of a panel super-block: one 64-byte store per group.
-fn write_byte_codes(blocks: &[Superblock; PANEL_ROWS], codes: &mut [u8]) {
-    let lane_codes: [&[u8; QK_K]; PANEL_ROWS] = std::array::from_fn(|lane| bytemuck::cast_ref(&blocks[lane].codes));
-    for (g, group) in codes.as_chunks_mut::<{ 4 * PANEL_ROWS }>().0.iter_mut().enumerate() {
-        let words: [u32; PANEL_ROWS] =
-            std::array::from_fn(|lane| u32::from_le_bytes(lane_codes[lane].as_chunks::<4>().0[g]).to_le());
-        *group = bytemuck::cast(words);
     }
 }
 
@@ -498,22 +490,18 @@ pub fn check_gemm_args(
 /// module docs (IQ4_XS: its table value plus 128).
 fn code_at(f: PackedFormat, w: &[u8], lane: usize, e: usize) -> i32 {
     let (group, byte) = (e / 4, 4 * lane + e % 4);
-    if !f.nibbles {
-        return w[64 * group + byte] as i32;
-    }
-    let nibble = (w[64 * (group / 2) + byte] >> (4 * (group % 2))) & 0x0f;
-    if f.high_bits == 1 {
-        let fifth = (w[f.high_bits_at() + 8 * group + byte / 8] >> (byte % 8)) & 1;
-        return (nibble | (fifth << 4)) as i32;
-    }
-    if f.high_bits == 2 {
-        let top = (w[f.high_bits_at() + 64 * (group / 4) + byte] >> (2 * (group % 4))) & 3;
-        return (nibble | (top << 4)) as i32;
-    }
+    let crumb_at = |at: usize| (w[at + 64 * (group / 4) + byte] >> (2 * (group % 4))) & 3;
+    let low = if f.low_bits == 4 { (w[64 * (group / 2) + byte] >> (4 * (group % 2))) & 0x0f } else { crumb_at(0) };
+    let high = match f.high_bits {
+        1 => (w[f.high_bits_at() + 8 * group + byte / 8] >> (byte % 8)) & 1,
+        2 => crumb_at(f.high_bits_at()),
+        _ => 0,
+    };
+    let code = low | (high << f.low_bits);
     if f.signed {
-        KVALUES_IQ4NL[nibble as usize] as i32 + 128
+        KVALUES_IQ4NL[code as usize] as i32 + 128
     } else {
-        nibble as i32
+        code as i32
     }
 }
 

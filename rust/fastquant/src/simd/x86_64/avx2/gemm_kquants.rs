@@ -64,32 +64,47 @@ fn load8(p: *const u8) -> __m128i {
 }
 
 /// The codes of group `g`, half `h` (lanes `8h..8h + 8`) of the panel super-block at `w`, one
-/// byte per weight: the byte codes as stored (or as [`decode_codes`] wrote them when `decoded`),
-/// or a nibble chunk's half (IQ4_XS's looked up in `table`, the signed values).
+/// byte per weight: as [`decode_codes`] wrote them when `decoded`, else a nibble chunk's half or a
+/// crumb vector's quarter with the high bits added (IQ4_XS's looked up in `table`, the signed
+/// values).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn group_codes(f: PackedFormat, w: *const u8, g: usize, h: usize, table: __m256i, decoded: bool) -> __m256i {
-    if !f.nibbles || decoded {
-        // SAFETY: group g's 64 bytes are inside the panel super-block checked on entry.
+    if decoded {
+        // SAFETY: group g's 64 bytes are inside the decoded codes checked on entry.
         return load32(unsafe { w.add(64 * g + 32 * h) });
     }
-    // SAFETY: chunk g / 2's 64 bytes are inside the panel super-block checked on entry.
-    let chunk = load32(unsafe { w.add(64 * (g / 2) + 32 * h) });
-    let half = if g % 2 == 1 { _mm256_srli_epi16::<4>(chunk) } else { chunk };
-    let nibbles = _mm256_and_si256(half, _mm256_set1_epi8(0x0f));
+    let low = if f.low_bits == 4 {
+        // SAFETY: chunk g / 2's 64 bytes are inside the panel super-block checked on entry.
+        let chunk = load32(unsafe { w.add(64 * (g / 2) + 32 * h) });
+        let half = if g % 2 == 1 { _mm256_srli_epi16::<4>(chunk) } else { chunk };
+        _mm256_and_si256(half, _mm256_set1_epi8(0x0f))
+    } else {
+        // SAFETY: crumb vector g / 4's 64 bytes are inside the panel super-block checked on entry.
+        let crumbs = load32(unsafe { w.add(64 * (g / 4) + 32 * h) });
+        // Group g's crumbs (bits 2(g % 4), +1 of each byte) to bits 0, 1; what the 16-bit shifts
+        // carry in from the next byte lands above them.
+        let shifted = match g % 4 {
+            0 => crumbs,
+            1 => _mm256_srli_epi16::<2>(crumbs),
+            2 => _mm256_srli_epi16::<4>(crumbs),
+            _ => _mm256_srli_epi16::<6>(crumbs),
+        };
+        _mm256_and_si256(shifted, _mm256_set1_epi8(0x03))
+    };
     if f.high_bits == 1 {
         // SAFETY: the 4 bytes of group g's bit plane for lanes 8h..8h + 8 are inside the panel
         // super-block.
         let bits =
             _mm256_set1_epi32(unsafe { (w.add(f.high_bits_at() + 8 * g + 4 * h) as *const i32).read_unaligned() });
-        // Byte i of the vector gets mask byte i / 8, then its bit i % 8 becomes 16 or 0.
+        // Byte i of the vector gets mask byte i / 8, then its bit i % 8 becomes 1 << low_bits or 0.
         let spread = _mm256_shuffle_epi8(
             bits,
             _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303),
         );
         let select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
         let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select);
-        return _mm256_or_si256(nibbles, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+        return _mm256_or_si256(low, _mm256_and_si256(set, _mm256_set1_epi8(1 << f.low_bits)));
     }
     if f.high_bits == 2 {
         // SAFETY: the 32 bytes of crumb vector g / 4 for lanes 8h..8h + 8 are inside the panel
@@ -103,12 +118,12 @@ fn group_codes(f: PackedFormat, w: *const u8, g: usize, h: usize, table: __m256i
             2 => crumbs,
             _ => _mm256_srli_epi16::<2>(crumbs),
         };
-        return _mm256_or_si256(nibbles, _mm256_and_si256(top, _mm256_set1_epi8(0x30)));
+        return _mm256_or_si256(low, _mm256_and_si256(top, _mm256_set1_epi8(0x30)));
     }
     if f.signed {
-        _mm256_shuffle_epi8(table, nibbles)
+        _mm256_shuffle_epi8(table, low)
     } else {
-        nibbles
+        low
     }
 }
 
@@ -284,7 +299,7 @@ fn gemm<const FMT: usize>(
     let (pb, arb, sbb) = (panel_bytes(f, k), act_row_bytes(k), f.superblock_bytes());
     // Two panels per pass over the activations: the second reads the tile's rows from L1.
     let n_panels = n_panels.min(cols.div_ceil(16));
-    let decode = f.nibbles && m >= DECODE_MIN_ROWS;
+    let decode = m >= DECODE_MIN_ROWS;
     let mut decoded = DecodedCodes([0; 2 * PANEL_CODES_BYTES]);
     for p0 in (0..n_panels).step_by(2) {
         for i in 0..nb {
