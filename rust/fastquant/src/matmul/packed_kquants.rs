@@ -2,15 +2,15 @@
 //! and activation layouts, the scalar reference `gemm`, and the [`PackedKernel`]s of every level.
 //!
 //! All these types share one layout, shaped for `vpdpbusd` (u8 weight x i8 activation, 4 bytes
-//! into one i32 lane) and about the size of the GGUF blocks for Q4_K, Q5_K, Q6_K and IQ4_XS: a
-//! super-block of a panel (16 weight rows x 256 elements) is
+//! into one i32 lane) and about the size of the GGUF blocks: a super-block of a panel (16 weight
+//! rows x 256 elements) is
 //!
 //! | bytes | what |
 //! |---|---|
 //! | 2048 (Q4_K, Q5_K, Q6_K, IQ4_XS) | codes (their low 4 bits) as nibbles: 64-byte chunk `h` holds group `2h` (4 elements) in the low nibbles and group `2h + 1` in the high nibbles, row (lane) `c` at `+4 c` |
-//! | 512 (Q5_K) | the codes' fifth bits: group `g` as a little-endian u64 at `8 g`, bit `4 c + e` for lane `c`, element `4 g + e` |
-//! | 1024 (Q6_K) | the codes' top two bits as crumbs: 64-byte vector `t` holds groups `4t..4t + 4` (sub-block `t`), group `4t + i` at bits `2i, 2i + 1` of byte `4 c + e` |
-//! | 4096 (Q2_K, Q3_K) | codes as one byte each: group `g` of 4 elements at `64 g`, lane `c` at `+4 c` |
+//! | 1024 (Q2_K, Q3_K) | codes (their low 2 bits) as crumbs: 64-byte vector `t` holds groups `4t..4t + 4` (sub-block `t`), group `4t + i` at bits `2i, 2i + 1` of byte `4 c + e` (lane `c`, element `4 g + e`) |
+//! | 512 (Q5_K, Q3_K) | the codes' fifth (Q5_K) or third (Q3_K) bits: group `g` as a little-endian u64 at `8 g`, bit `4 c + e` for lane `c`, element `4 g + e` |
+//! | 1024 (Q6_K) | the codes' top two bits as crumbs, arranged as Q2_K's low ones |
 //! | `16 * nsub` | sub-block scales as i8, sub-block `j` at `16 j`, lane `c` at `+c` |
 //! | `16 * nsub` (min types) | sub-block mins as i8 pairs: pair `q` (sub-blocks `2q`, `2q + 1`) at `32 q + 2 c` |
 //! | 32 | `d` of each lane as f16 (GGUF's value) |
@@ -19,17 +19,19 @@
 //! `nsub` is 8 (sub-blocks of 32: Q4_K, Q5_K, IQ4_XS) or 16 (sub-blocks of 16: Q6_K, Q2_K, Q3_K). A
 //! Q4_K panel super-block takes 2368 bytes for 16 x 256 weights (4.625 bits a weight, GGUF 4.5),
 //! Q5_K 2880 (5.625 against 5.5), Q6_K 3360 (6.5625, exactly GGUF's), IQ4_XS 2208 (4.31 against
-//! 4.25), so a single activation row, which streams the weight once, reads about the GGUF bytes
-//! here too. The codes are the [`Superblock`] codes: Q2_K 0..4, Q3_K 0..8, Q4_K 0..16, Q5_K 0..32,
-//! Q6_K 0..64 (the `-4` of Q3_K and `-32` of Q6_K go through the activation sums); IQ4_XS keeps the
-//! 4-bit index into `KVALUES_IQ4NL`, which the kernels look up with one byte shuffle (as
-//! `value + 128` for `vpdpbusd`, as the signed value otherwise). A nibble chunk gives its two groups' weight
-//! vectors with `and 0x0f` and `srli 4 + and` (Q5_K then adds 16 where its bit plane says, one
-//! masked add with AVX-512; Q6_K shifts its crumb vector so the group's crumbs land on bits 4, 5 -
-//! the 16-bit shift's carries from the next byte fall outside - and ors them in under `0x30`); Q2_K
-//! and Q3_K keep byte codes, which the microkernel uses with no shuffles. The scales, mins and `d`
-//! are widened once per panel and sub-block (`vpmovsxbd`, `vpmovsxbw`, `vcvtph2ps`, all exact), so
-//! the integers and floats are those of the wide layout the kernels used before.
+//! 4.25), Q2_K 1600 (3.125 against 2.625), Q3_K 1824 (3.5625 against 3.4375), so a single
+//! activation row, which streams the weight once, reads about the GGUF bytes here too. The codes
+//! are the [`Superblock`] codes: Q2_K 0..4, Q3_K 0..8, Q4_K 0..16, Q5_K 0..32, Q6_K 0..64 (the `-4`
+//! of Q3_K and `-32` of Q6_K go through the activation sums); IQ4_XS keeps the 4-bit index into
+//! `KVALUES_IQ4NL`, which the kernels look up with one byte shuffle (as `value + 128` for
+//! `vpdpbusd`, as the signed value otherwise). A nibble chunk gives its two groups' weight vectors
+//! with `and 0x0f` and `srli 4 + and` (Q5_K then adds 16 where its bit plane says, one masked add
+//! with AVX-512; Q6_K shifts its crumb vector so the group's crumbs land on bits 4, 5 - the 16-bit
+//! shift's carries from the next byte fall outside - and ors them in under `0x30`); a crumb vector
+//! gives its four groups' weight vectors with `srli 2i + and 3` (Q3_K then adds 4 as Q5_K adds 16).
+//! The scales, mins and `d` are widened once per panel and sub-block (`vpmovsxbd`, `vpmovsxbw`,
+//! `vcvtph2ps`, all exact), so the integers and floats are those of the wide layout the kernels
+//! used before.
 //!
 //! An activation super-block ([`ACT_BLOCK_BYTES`]) is the Q8_K block of the GEMV path (the same
 //! codes and `d`) rearranged: f32 `d`, the 256 i8 codes, then 64 bytes of per-type sums of codes
@@ -101,7 +103,8 @@ pub const IQ4_XS_BIASED: [u8; 16] = {
     }
     t
 };
-/// Bytes of the byte codes of a panel super-block (the nibble types take half, Q5_K 5/8, Q6_K 3/4).
+/// Bytes of a panel super-block's codes as bytes, as the kernels decode them (the panels keep
+/// 1/4 of that (Q2_K), 3/8 (Q3_K), 1/2 (Q4_K, IQ4_XS), 5/8 (Q5_K) or 3/4 (Q6_K)).
 pub const PANEL_CODES_BYTES: usize = QK_K * PANEL_ROWS;
 
 /// How one of the types sits in the shared layout (module docs).

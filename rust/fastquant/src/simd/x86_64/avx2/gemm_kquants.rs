@@ -1,15 +1,17 @@
-//! AVX2 packed GEMM of Q2_K..Q6_K and IQ4_XS (`matmul::packed_kquants` has the layouts
-//! and the float order). A panel is two ymm halves of 8 weight rows; one broadcast of 4 activation
-//! codes meets 32 weights per half in `vpmaddubsw` (the i16 pair sums stay in range: codes below
-//! 64 against |a| <= 127, or IQ4_XS's |code| <= 127 with the activation's sign flipped by
-//! `vpsignb`), `vpmaddwd` by ones and `vpaddd`. A tile is up to 2 activation rows x one panel: 8
-//! ymm of i32 sums, the rest of the 16 registers for weights and broadcasts; a pass over the
-//! activation rows takes two panels, so the second panel's tile reads its rows from L1. As in the
-//! AVX-512 kernel, the output is the float accumulator between super-blocks. Q4_K's, Q5_K's and
-//! IQ4_XS's nibble chunks give two groups each (`and 0x0f`, `srli 4 + and`; Q5_K's fifth bits
-//! spread from its bit plane by `vpshufb` + compare; Q6_K's top crumbs shifted into bits 4, 5 and or-ed
-//! in; IQ4_XS's indices looked up as signed values
-//! with `vpshufb`); scales, mins and `d` are widened from i8/f16 per sub-block.
+//! AVX2 packed GEMM of Q2_K..Q6_K and IQ4_XS (`matmul::packed_kquants` has the layouts and the
+//! float order). A panel is two ymm halves of 8 weight rows; one broadcast of 4 activation codes
+//! meets 32 weights per half in `vpmaddubsw` (the i16 pair sums stay in range: codes below 64
+//! against |a| <= 127, or IQ4_XS's |code| <= 127 with the activation's sign flipped by `vpsignb`),
+//! `vpmaddwd` by ones and `vpaddd`. A tile is up to 2 activation rows x one panel: 8 ymm of i32
+//! sums, the rest of the 16 registers for weights and broadcasts; a pass over the activation rows
+//! takes two panels, so the second panel's tile reads its rows from L1. As in the AVX-512 kernel,
+//! the output is the float accumulator between super-blocks. Q4_K's, Q5_K's, Q6_K's and IQ4_XS's
+//! nibble chunks give two groups each (`and 0x0f`, `srli 4 + and`; Q5_K's fifth bits spread from
+//! its bit plane by `vpshufb` + compare; Q6_K's top crumbs shifted into bits 4, 5 and or-ed in;
+//! IQ4_XS's indices looked up as signed values with `vpshufb`), Q2_K's and Q3_K's crumb vectors
+//! four (`srli 2i + and`; Q3_K's third bits spread as Q5_K's fifth); from 8 rows a super-block's
+//! codes are decoded once per pass of two panels; scales, mins and `d` are widened from i8/f16 per
+//! sub-block.
 
 use std::arch::x86_64::*;
 

@@ -11,7 +11,8 @@
 //! Q4_K, Q5_K, Q6_K and IQ4_XS keep their codes as nibbles: one 64-byte chunk gives two groups'
 //! weight vectors (`and 0x0f`, `srli 4 + and`; Q5_K's fifth bits, a u64 mask per group, add 16 in
 //! one masked add; Q6_K's top two bits, one 64-byte crumb vector per 4 groups, come in with a
-//! shift and one ternary-logic op). IQ4_XS's nibbles are table indices, looked up with one
+//! shift and one ternary-logic op); Q2_K and Q3_K as crumbs, one vector giving four groups
+//! (`srli 2i + and`; Q3_K's third bits add 4 as Q5_K's add 16). IQ4_XS's nibbles are table indices, looked up with one
 //! `vpshufb` per weight vector: with VNNI as `value + 128` (the activation extras take the
 //! `128 * sum(a)` off again); without VNNI as the signed value, and the kernel multiplies `|value|`
 //! by the activation negated where the value is negative (a masked subtract). The scales, mins
