@@ -162,12 +162,13 @@ class Linear:
     IQ4_XS, F32 F16 BF16) are repacked once, here, into panels of 16 rows that the register-blocked
     microkernels read directly (as llama.cpp repacks its weights), and calls run on them. The packed
     copy is the size of the blocks for Q4_0 Q4_1 Q8_0 IQ4_NL MXFP4 and the float types (plus at most
-    one block per row) and about that size for Q4_K, Q5_K and IQ4_XS (4.625, 5.625 and 4.31 bits a
-    weight against GGUF's 4.5, 5.5 and 4.25); Q5_0/Q5_1 and Q2_K Q3_K Q6_K keep a byte per code (1.3
-    to 3.5 times their blocks), so for them a single row, which only streams the weight once, still
-    runs on the blocks and only calls with more rows use the panels. ``weight`` still refers
-    to the :class:`QuantizedTensor` (not copied when you passed one), so memory holds the weight
-    twice while you keep both. ``packed`` tells whether a packed copy exists.
+    one block per row) and about that size for the K-quants and IQ4_XS (Q2_K 3.125, Q3_K 3.5625, Q4_K
+    4.625, Q5_K 5.625, Q6_K 6.5625, IQ4_XS 4.31 bits a weight against GGUF's 2.625, 3.4375, 4.5,
+    5.5, 6.5625 and 4.25); Q5_0/Q5_1 keep a byte per code (1.5 times their blocks), so for them a
+    single row, which only streams the weight once, still runs on the blocks and only calls with
+    more rows use the panels. ``weight`` still refers to the :class:`QuantizedTensor` (not copied
+    when you passed one), so memory holds the weight twice while you keep both. ``packed`` tells
+    whether a packed copy exists.
     """
 
     def __init__(self, w: WeightLike, qtype: Optional[Union[QuantType, str]] = None, bias: Any = None) -> None:

@@ -296,7 +296,7 @@ fn empty_calls_write_nothing_and_bad_sizes_are_refused() {
 
 /// Reads the panels byte by byte as the layout table of `packed_kquants` says and compares every
 /// lane with the GGUF block decoded by the GEMV path's `unpack`: codes (nibbles or bytes; IQ4_XS's
-/// nibble the index of its table value; Q5_K's fifth bits in the plane), i8 scales, i8 min pairs,
+/// nibble the index of its table value; Q5_K's fifth bits and Q6_K's top crumbs in the plane), i8 scales, i8 min pairs,
 /// f16 d and dmin; missing lanes are zeros. The sizes are the documented ones (Q4_K 2368 bytes per
 /// super-block).
 #[test]
@@ -316,7 +316,9 @@ fn panels_hold_the_documented_layout() {
             QuantType::Q4_K => 2368,
             QuantType::IQ4_XS => 2208,
             QuantType::Q5_K => 2880,
-            _ => 4096 + 16 * f.nsub() * (1 + f.min as usize) + 32 * (1 + f.min as usize),
+            QuantType::Q6_K => 3360,
+            QuantType::Q2_K => 1600,
+            _ => 1824,
         };
         assert_eq!(sbb, expected_sbb, "{}", qtype.name());
         for (i, sbytes) in panel.chunks_exact(sbb).enumerate() {
@@ -328,20 +330,22 @@ fn panels_hold_the_documented_layout() {
                 };
                 for e in 0..256 {
                     let (group, byte) = (e / 4, 4 * lane + e % 4);
-                    let code = if f.nibbles {
-                        let nibble = (sbytes[64 * (group / 2) + byte] >> (4 * (group % 2))) & 0x0f;
-                        if f.high_bit {
-                            let plane = &sbytes[f.high_bits_at() + 8 * group..][..8];
-                            let fifth = (u64::from_le_bytes(plane.try_into().unwrap()) >> byte) & 1;
-                            (nibble | ((fifth as u8) << 4)) as i8
-                        } else if f.signed {
-                            KVALUES_IQ4NL[nibble as usize]
-                        } else {
-                            nibble as i8
-                        }
+                    let crumb_at = |at: usize| (sbytes[at + 64 * (group / 4) + byte] >> (2 * (group % 4))) & 3;
+                    let low = if f.low_bits == 4 {
+                        (sbytes[64 * (group / 2) + byte] >> (4 * (group % 2))) & 0x0f
                     } else {
-                        sbytes[64 * group + byte] as i8
+                        crumb_at(0)
                     };
+                    let high = match f.high_bits {
+                        1 => {
+                            let plane = &sbytes[f.high_bits_at() + 8 * group..][..8];
+                            ((u64::from_le_bytes(plane.try_into().unwrap()) >> byte) & 1) as u8
+                        }
+                        2 => crumb_at(f.high_bits_at()),
+                        _ => 0,
+                    };
+                    let stored = low | (high << f.low_bits);
+                    let code = if f.signed { KVALUES_IQ4NL[stored as usize] } else { stored as i8 };
                     let want_code = want.map_or(if f.signed { KVALUES_IQ4NL[0] } else { 0 }, |s| s.codes[e]);
                     assert_eq!(code, want_code, "{} lane {lane} element {e}", qtype.name());
                 }
@@ -367,12 +371,9 @@ fn panels_hold_the_documented_layout() {
 }
 
 #[test]
-fn the_nibble_panels_are_about_the_size_of_the_blocks() {
-    for qtype in [QuantType::Q4_K, QuantType::Q5_K, QuantType::IQ4_XS] {
+fn the_panels_are_about_the_size_of_the_blocks() {
+    for qtype in TYPES {
         let kernel = packed_kernel_for(qtype, Level::Scalar).unwrap();
         assert!(!kernel.panels_expand(qtype), "{}", qtype.name());
-    }
-    for qtype in [QuantType::Q6_K, QuantType::Q2_K, QuantType::Q3_K] {
-        assert!(packed_kernel_for(qtype, Level::Scalar).unwrap().panels_expand(qtype), "{}", qtype.name());
     }
 }

@@ -2,31 +2,36 @@
 //! and activation layouts, the scalar reference `gemm`, and the [`PackedKernel`]s of every level.
 //!
 //! All these types share one layout, shaped for `vpdpbusd` (u8 weight x i8 activation, 4 bytes
-//! into one i32 lane) and about the size of the GGUF blocks for Q4_K, Q5_K and IQ4_XS: a super-block of
-//! a panel (16 weight rows x 256 elements) is
+//! into one i32 lane) and about the size of the GGUF blocks: a super-block of a panel (16 weight
+//! rows x 256 elements) is
 //!
 //! | bytes | what |
 //! |---|---|
-//! | 2048 (Q4_K, Q5_K, IQ4_XS) | codes (their low 4 bits) as nibbles: 64-byte chunk `h` holds group `2h` (4 elements) in the low nibbles and group `2h + 1` in the high nibbles, row (lane) `c` at `+4 c` |
-//! | 512 (Q5_K) | the codes' fifth bits: group `g` as a little-endian u64 at `8 g`, bit `4 c + e` for lane `c`, element `4 g + e` |
-//! | 4096 (the others) | codes as one byte each: group `g` of 4 elements at `64 g`, lane `c` at `+4 c` |
+//! | 2048 (Q4_K, Q5_K, Q6_K, IQ4_XS) | codes (their low 4 bits) as nibbles: 64-byte chunk `h` holds group `2h` (4 elements) in the low nibbles and group `2h + 1` in the high nibbles, row (lane) `c` at `+4 c` |
+//! | 1024 (Q2_K, Q3_K) | codes (their low 2 bits) as crumbs: 64-byte vector `t` holds groups `4t..4t + 4` (sub-block `t`), group `4t + i` at bits `2i, 2i + 1` of byte `4 c + e` (lane `c`, element `4 g + e`) |
+//! | 512 (Q5_K, Q3_K) | the codes' fifth (Q5_K) or third (Q3_K) bits: group `g` as a little-endian u64 at `8 g`, bit `4 c + e` for lane `c`, element `4 g + e` |
+//! | 1024 (Q6_K) | the codes' top two bits as crumbs, arranged as Q2_K's low ones |
 //! | `16 * nsub` | sub-block scales as i8, sub-block `j` at `16 j`, lane `c` at `+c` |
 //! | `16 * nsub` (min types) | sub-block mins as i8 pairs: pair `q` (sub-blocks `2q`, `2q + 1`) at `32 q + 2 c` |
 //! | 32 | `d` of each lane as f16 (GGUF's value) |
 //! | 32 (min types) | `dmin` of each lane as f16 |
 //!
-//! `nsub` is 8 (sub-blocks of 32: Q4_K, Q5_K, IQ4_XS) or 16 (sub-blocks of 16: Q6_K, Q2_K, Q3_K).
-//! A Q4_K panel super-block takes 2368 bytes for 16 x 256 weights (4.625 bits a weight, GGUF 4.5),
-//! Q5_K 2880 (5.625 against 5.5), IQ4_XS 2208 (4.31 against 4.25), so a single activation row,
-//! which streams the weight once, reads about the GGUF bytes here too. The codes are the [`Superblock`] codes: Q2_K 0..4, Q3_K
-//! 0..8, Q4_K 0..16, Q5_K 0..32, Q6_K 0..64 (the `-4` of Q3_K and `-32` of Q6_K go through the
-//! activation sums); IQ4_XS keeps the 4-bit index into `KVALUES_IQ4NL`, which the kernels look up
-//! with one byte shuffle (as `value + 128` for `vpdpbusd`, as the signed value otherwise). A
-//! nibble chunk gives its two groups' weight vectors with `and 0x0f` and `srli 4 + and` (Q5_K
-//! then adds 16 where its bit plane says, one masked add with AVX-512); the other types keep byte
-//! codes, which the microkernel uses with no shuffles. The scales, mins and
-//! `d` are widened once per panel and sub-block (`vpmovsxbd`, `vpmovsxbw`, `vcvtph2ps`, all exact),
-//! so the integers and floats are those of the wide layout the kernels used before.
+//! `nsub` is 8 (sub-blocks of 32: Q4_K, Q5_K, IQ4_XS) or 16 (sub-blocks of 16: Q6_K, Q2_K, Q3_K). A
+//! Q4_K panel super-block takes 2368 bytes for 16 x 256 weights (4.625 bits a weight, GGUF 4.5),
+//! Q5_K 2880 (5.625 against 5.5), Q6_K 3360 (6.5625, exactly GGUF's), IQ4_XS 2208 (4.31 against
+//! 4.25), Q2_K 1600 (3.125 against 2.625), Q3_K 1824 (3.5625 against 3.4375), so a single
+//! activation row, which streams the weight once, reads about the GGUF bytes here too. The codes
+//! are the [`Superblock`] codes: Q2_K 0..4, Q3_K 0..8, Q4_K 0..16, Q5_K 0..32, Q6_K 0..64 (the `-4`
+//! of Q3_K and `-32` of Q6_K go through the activation sums); IQ4_XS keeps the 4-bit index into
+//! `KVALUES_IQ4NL`, which the kernels look up with one byte shuffle (as `value + 128` for
+//! `vpdpbusd`, as the signed value otherwise). A nibble chunk gives its two groups' weight vectors
+//! with `and 0x0f` and `srli 4 + and` (Q5_K then adds 16 where its bit plane says, one masked add
+//! with AVX-512; Q6_K shifts its crumb vector so the group's crumbs land on bits 4, 5 - the 16-bit
+//! shift's carries from the next byte fall outside - and ors them in under `0x30`); a crumb vector
+//! gives its four groups' weight vectors with `srli 2i + and 3` (Q3_K then adds 4 as Q5_K adds 16).
+//! The scales, mins and `d` are widened once per panel and sub-block (`vpmovsxbd`, `vpmovsxbw`,
+//! `vcvtph2ps`, all exact), so the integers and floats are those of the wide layout the kernels
+//! used before.
 //!
 //! An activation super-block ([`ACT_BLOCK_BYTES`]) is the Q8_K block of the GEMV path (the same
 //! codes and `d`) rearranged: f32 `d`, the 256 i8 codes, then 64 bytes of per-type sums of codes
@@ -40,8 +45,9 @@
 //! is the code as an unsigned byte (IQ4_XS: the signed code plus 128, which the `extra` takes off
 //! again; the kernels without `vpdpbusd` may use the signed codes and no extra, the same integer);
 //! `sb_j = sum_e u_e * a_e` for the min types. Then `isum = sum_j scale_j * sb_j`, and for the min
-//! types `msum = sum_j min_j * bsum_j` (the sum of the sub-block's activation codes). With the activation codes in -127..=127 (ggml's Q8_K
-//! never writes -128) nothing here overflows i32 or the i16 pair sums of `maddubs`.
+//! types `msum = sum_j min_j * bsum_j` (the sum of the sub-block's activation codes). With the
+//! activation codes in -127..=127 (ggml's Q8_K never writes -128) nothing here overflows i32 or the
+//! i16 pair sums of `maddubs`.
 //!
 //! # Float order (every level gives these bits)
 //!
@@ -61,9 +67,10 @@
 //! prefetching the next tile's activation blocks; the first row tile of a super-block also
 //! prefetches the panels two super-blocks ahead (one activation row is memory-bound). From 16 rows
 //! the AVX-512 kernel decodes a nibble super-block's codes once into byte codes for its full row
-//! tiles. Each panel is read from memory once per call and the activations once per panel group,
-//! so a call should get many rows (all of a thread's rows) and as many panels as the thread owns;
-//! splitting panels over threads needs no synchronisation.
+//! tiles (AVX2 from 8 rows, for the pass's two panels). Each panel is read from memory once per
+//! call and the activations once per panel group, so a call should get many rows (all of a thread's
+//! rows) and as many panels as the thread owns; splitting panels over threads needs no
+//! synchronisation.
 
 // Loops index by lane and element so each line can be checked against the layout table above.
 #![allow(clippy::needless_range_loop)]
@@ -96,7 +103,8 @@ pub const IQ4_XS_BIASED: [u8; 16] = {
     }
     t
 };
-/// Bytes of the byte codes of a panel super-block (the nibble types take half, Q5_K 5/8).
+/// Bytes of a panel super-block's codes as bytes, as the kernels decode them (the panels keep
+/// 1/4 of that (Q2_K), 3/8 (Q3_K), 1/2 (Q4_K, IQ4_XS), 5/8 (Q5_K) or 3/4 (Q6_K)).
 pub const PANEL_CODES_BYTES: usize = QK_K * PANEL_ROWS;
 
 /// How one of the types sits in the shared layout (module docs).
@@ -111,10 +119,12 @@ pub struct PackedFormat {
     pub min: bool,
     /// Whether the codes are signed (IQ4_XS): the unsigned byte is the code plus 128.
     pub signed: bool,
-    /// Whether the codes are stored as nibbles (Q4_K, Q5_K, IQ4_XS; IQ4_XS as its table index).
-    pub nibbles: bool,
-    /// Whether a bit plane after the nibbles holds each code's fifth bit (Q5_K).
-    pub high_bit: bool,
+    /// The code bits kept first: 4 as nibble chunks (Q4_K, Q5_K, Q6_K, IQ4_XS; IQ4_XS's its table
+    /// index) or 2 as crumb vectors (Q2_K, Q3_K).
+    pub low_bits: usize,
+    /// The code bits above those, kept in a plane after them: 0, 1 (Q5_K's fifth bits, Q3_K's third
+    /// bits, as a bit plane) or 2 (Q6_K's top two bits, as crumb vectors).
+    pub high_bits: usize,
     /// For the bias types, `extra_j = -bias_factor * (sum of the sub-block's activation codes)`.
     pub bias_factor: i32,
 }
@@ -124,18 +134,14 @@ impl PackedFormat {
     pub const fn nsub(&self) -> usize {
         QK_K / self.sub
     }
-    /// Offset of the bit plane of the codes' fifth bits (Q5_K).
+    /// Offset of the plane of the codes' high bits (Q3_K, Q5_K, Q6_K).
     pub const fn high_bits_at(&self) -> usize {
-        PANEL_CODES_BYTES / 2
+        PANEL_CODES_BYTES * self.low_bits / 8
     }
-    /// Bytes of the codes of a panel super-block: 2048 as nibbles (plus 512 of fifth bits), 4096
-    /// as bytes.
+    /// Bytes of the codes of a panel super-block: 2048 as nibbles or 1024 as crumbs, plus 512 for
+    /// a bit plane or 1024 for a crumb plane.
     pub const fn codes_bytes(&self) -> usize {
-        if self.nibbles {
-            PANEL_CODES_BYTES / 2 + if self.high_bit { PANEL_CODES_BYTES / 8 } else { 0 }
-        } else {
-            PANEL_CODES_BYTES
-        }
+        PANEL_CODES_BYTES * (self.low_bits + self.high_bits) / 8
     }
     /// Offset of the i8 scales in a panel super-block.
     pub const fn scales_at(&self) -> usize {
@@ -180,8 +186,8 @@ pub const FORMATS: [PackedFormat; 6] = [
         sub: 32,
         min: true,
         signed: false,
-        nibbles: true,
-        high_bit: false,
+        low_bits: 4,
+        high_bits: 0,
         bias_factor: 0,
     },
     PackedFormat {
@@ -189,8 +195,8 @@ pub const FORMATS: [PackedFormat; 6] = [
         sub: 32,
         min: true,
         signed: false,
-        nibbles: true,
-        high_bit: true,
+        low_bits: 4,
+        high_bits: 1,
         bias_factor: 0,
     },
     PackedFormat {
@@ -198,8 +204,8 @@ pub const FORMATS: [PackedFormat; 6] = [
         sub: 16,
         min: false,
         signed: false,
-        nibbles: false,
-        high_bit: false,
+        low_bits: 4,
+        high_bits: 2,
         bias_factor: 32,
     },
     PackedFormat {
@@ -207,8 +213,8 @@ pub const FORMATS: [PackedFormat; 6] = [
         sub: 32,
         min: false,
         signed: true,
-        nibbles: true,
-        high_bit: false,
+        low_bits: 4,
+        high_bits: 0,
         bias_factor: 128,
     },
     PackedFormat {
@@ -216,8 +222,8 @@ pub const FORMATS: [PackedFormat; 6] = [
         sub: 16,
         min: true,
         signed: false,
-        nibbles: false,
-        high_bit: false,
+        low_bits: 2,
+        high_bits: 0,
         bias_factor: 0,
     },
     PackedFormat {
@@ -225,8 +231,8 @@ pub const FORMATS: [PackedFormat; 6] = [
         sub: 16,
         min: false,
         signed: false,
-        nibbles: false,
-        high_bit: false,
+        low_bits: 2,
+        high_bits: 1,
         bias_factor: 4,
     },
 ];
@@ -359,17 +365,25 @@ pub fn pack_panel(f: PackedFormat, k: usize, rows: &[u8], row_bytes: usize, pane
             }
         }
         let (codes, rest) = w.split_at_mut(f.codes_bytes());
-        if f.nibbles && nibbles.is_none() {
-            // Q5_K: the unpacked codes' low 4 bits as nibbles, the fifth bits as a plane.
-            for (lane, s) in blocks.iter().enumerate() {
-                words[lane] = codes_nibble_words(&s.codes);
+        if nibbles.is_none() {
+            // The unpacked codes' low bits as nibbles (Q5_K, Q6_K) or crumbs (Q2_K, Q3_K), the
+            // bits above as a plane.
+            if f.low_bits == 4 {
+                for (lane, s) in blocks.iter().enumerate() {
+                    words[lane] = codes_nibble_words(&s.codes);
+                }
+            } else {
+                write_crumbs(&blocks, 0, codes);
             }
-            write_high_bits(&blocks, &mut codes[f.high_bits_at()..]);
+            let plane = &mut codes[f.high_bits_at()..];
+            match f.high_bits {
+                1 => write_high_bits(&blocks, f.low_bits, plane),
+                2 => write_crumbs(&blocks, f.low_bits, plane),
+                _ => {}
+            }
         }
-        if f.nibbles {
+        if f.low_bits == 4 {
             write_nibble_codes(&words, codes);
-        } else {
-            write_byte_codes(&blocks, codes);
         }
         write_scales(f, &blocks, rest);
     }
@@ -384,17 +398,34 @@ fn codes_nibble_words(codes: &[i8; QK_K]) -> [u32; QK_K / 8] {
     })
 }
 
-/// 16 lanes' fifth code bits into the bit plane (module docs): group `g`'s u64 at `8 g`.
-fn write_high_bits(blocks: &[Superblock; PANEL_ROWS], plane: &mut [u8]) {
+/// 16 lanes' code bits `shift` (Q5_K's fifth, Q3_K's third) into the bit plane (module docs):
+/// group `g`'s u64 at `8 g`.
+fn write_high_bits(blocks: &[Superblock; PANEL_ROWS], shift: usize, plane: &mut [u8]) {
     for (g, word) in plane[..PANEL_CODES_BYTES / 8].as_chunks_mut::<8>().0.iter_mut().enumerate() {
         let mut bits = 0u64;
         for (lane, s) in blocks.iter().enumerate() {
             let codes: &[u8; QK_K] = bytemuck::cast_ref(&s.codes);
-            let fifth = (u32::from_le_bytes(codes.as_chunks::<4>().0[g]) >> 4) & 0x0101_0101;
+            let fifth = (u32::from_le_bytes(codes.as_chunks::<4>().0[g]) >> shift) & 0x0101_0101;
             // Bit 0 of byte e to bit 24 + e (the products land on distinct bits: no carries).
             bits |= (((fifth as u64 * 0x0102_0408) >> 24) & 0xf) << (4 * lane);
         }
         *word = bits.to_le_bytes();
+    }
+}
+
+/// 16 lanes' code bits `shift, shift + 1` (Q2_K's and Q3_K's low two, Q6_K's top two) as crumb
+/// vectors (module docs): the 64-byte vector `t` holds groups `4t..4t + 4`, group `4t + i` at bits
+/// `2i, 2i + 1` of each byte.
+fn write_crumbs(blocks: &[Superblock; PANEL_ROWS], shift: usize, plane: &mut [u8]) {
+    let lane_codes: [&[u8; QK_K]; PANEL_ROWS] = std::array::from_fn(|lane| bytemuck::cast_ref(&blocks[lane].codes));
+    for (t, vector) in plane[..PANEL_CODES_BYTES / 4].as_chunks_mut::<{ 4 * PANEL_ROWS }>().0.iter_mut().enumerate() {
+        let words: [u32; PANEL_ROWS] = std::array::from_fn(|lane| {
+            let groups = &lane_codes[lane].as_chunks::<4>().0[4 * t..4 * t + 4];
+            let crumbs =
+                groups.iter().enumerate().map(|(i, g)| ((u32::from_le_bytes(*g) >> shift) & 0x0303_0303) << (2 * i));
+            crumbs.fold(0, |word, crumb| word | crumb).to_le()
+        });
+        *vector = bytemuck::cast(words);
     }
 }
 
@@ -404,16 +435,6 @@ fn write_nibble_codes(words: &[[u32; QK_K / 8]; PANEL_ROWS], codes: &mut [u8]) {
     for (h, chunk) in nibbles.as_chunks_mut::<{ 4 * PANEL_ROWS }>().0.iter_mut().enumerate() {
         let chunk_words: [u32; PANEL_ROWS] = std::array::from_fn(|lane| words[lane][h].to_le());
         *chunk = bytemuck::cast(chunk_words);
-    }
-}
-
-/// 16 lanes' byte codes into the codes of a panel super-block: one 64-byte store per group.
-fn write_byte_codes(blocks: &[Superblock; PANEL_ROWS], codes: &mut [u8]) {
-    let lane_codes: [&[u8; QK_K]; PANEL_ROWS] = std::array::from_fn(|lane| bytemuck::cast_ref(&blocks[lane].codes));
-    for (g, group) in codes.as_chunks_mut::<{ 4 * PANEL_ROWS }>().0.iter_mut().enumerate() {
-        let words: [u32; PANEL_ROWS] =
-            std::array::from_fn(|lane| u32::from_le_bytes(lane_codes[lane].as_chunks::<4>().0[g]).to_le());
-        *group = bytemuck::cast(words);
     }
 }
 
@@ -472,18 +493,18 @@ pub fn check_gemm_args(
 /// module docs (IQ4_XS: its table value plus 128).
 fn code_at(f: PackedFormat, w: &[u8], lane: usize, e: usize) -> i32 {
     let (group, byte) = (e / 4, 4 * lane + e % 4);
-    if !f.nibbles {
-        return w[64 * group + byte] as i32;
-    }
-    let nibble = (w[64 * (group / 2) + byte] >> (4 * (group % 2))) & 0x0f;
-    if f.high_bit {
-        let fifth = (w[f.high_bits_at() + 8 * group + byte / 8] >> (byte % 8)) & 1;
-        return (nibble | (fifth << 4)) as i32;
-    }
+    let crumb_at = |at: usize| (w[at + 64 * (group / 4) + byte] >> (2 * (group % 4))) & 3;
+    let low = if f.low_bits == 4 { (w[64 * (group / 2) + byte] >> (4 * (group % 2))) & 0x0f } else { crumb_at(0) };
+    let high = match f.high_bits {
+        1 => (w[f.high_bits_at() + 8 * group + byte / 8] >> (byte % 8)) & 1,
+        2 => crumb_at(f.high_bits_at()),
+        _ => 0,
+    };
+    let code = low | (high << f.low_bits);
     if f.signed {
-        KVALUES_IQ4NL[nibble as usize] as i32 + 128
+        KVALUES_IQ4NL[code as usize] as i32 + 128
     } else {
-        nibble as i32
+        code as i32
     }
 }
 

@@ -1,14 +1,17 @@
-//! AVX2 packed GEMM of Q2_K..Q6_K and IQ4_XS (`matmul::packed_kquants` has the layouts
-//! and the float order). A panel is two ymm halves of 8 weight rows; one broadcast of 4 activation
-//! codes meets 32 weights per half in `vpmaddubsw` (the i16 pair sums stay in range: codes below
-//! 64 against |a| <= 127, or IQ4_XS's |code| <= 127 with the activation's sign flipped by
-//! `vpsignb`), `vpmaddwd` by ones and `vpaddd`. A tile is up to 2 activation rows x one panel: 8
-//! ymm of i32 sums, the rest of the 16 registers for weights and broadcasts; a pass over the
-//! activation rows takes two panels, so the second panel's tile reads its rows from L1. As in the
-//! AVX-512 kernel, the output is the float accumulator between super-blocks. Q4_K's, Q5_K's and
-//! IQ4_XS's nibble chunks give two groups each (`and 0x0f`, `srli 4 + and`; Q5_K's fifth bits
-//! spread from its bit plane by `vpshufb` + compare; IQ4_XS's indices looked up as signed values
-//! with `vpshufb`); scales, mins and `d` are widened from i8/f16 per sub-block.
+//! AVX2 packed GEMM of Q2_K..Q6_K and IQ4_XS (`matmul::packed_kquants` has the layouts and the
+//! float order). A panel is two ymm halves of 8 weight rows; one broadcast of 4 activation codes
+//! meets 32 weights per half in `vpmaddubsw` (the i16 pair sums stay in range: codes below 64
+//! against |a| <= 127, or IQ4_XS's |code| <= 127 with the activation's sign flipped by `vpsignb`),
+//! `vpmaddwd` by ones and `vpaddd`. A tile is up to 2 activation rows x one panel: 8 ymm of i32
+//! sums, the rest of the 16 registers for weights and broadcasts; a pass over the activation rows
+//! takes two panels, so the second panel's tile reads its rows from L1. As in the AVX-512 kernel,
+//! the output is the float accumulator between super-blocks. Q4_K's, Q5_K's, Q6_K's and IQ4_XS's
+//! nibble chunks give two groups each (`and 0x0f`, `srli 4 + and`; Q5_K's fifth bits spread from
+//! its bit plane by `vpshufb` + compare; Q6_K's top crumbs shifted into bits 4, 5 and or-ed in;
+//! IQ4_XS's indices looked up as signed values with `vpshufb`), Q2_K's and Q3_K's crumb vectors
+//! four (`srli 2i + and`; Q3_K's third bits spread as Q5_K's fifth); from 8 rows a super-block's
+//! codes are decoded once per pass of two panels; scales, mins and `d` are widened from i8/f16 per
+//! sub-block.
 
 use std::arch::x86_64::*;
 
@@ -16,11 +19,15 @@ use crate::formats::iquants::iq4::KVALUES_IQ4NL;
 use crate::matmul::packed::PackedGemmFn;
 use crate::matmul::packed_kquants::{
     act_row_bytes, check_gemm_args, panel_bytes, PackedFormat, ACT_BLOCK_BYTES, ACT_CODES, ACT_EXTRAS, FORMATS, IQ4_XS,
-    Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+    PANEL_CODES_BYTES, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
 };
 
 /// Activation rows per tile.
 const MR: usize = 2;
+/// From this many activation rows on, each panel super-block's nibble codes are decoded once
+/// into byte codes on the stack, which every row tile then reads as the byte types' codes:
+/// decoding in every tile of 2 rows cost Q5_K and Q6_K about a third at 512 rows.
+const DECODE_MIN_ROWS: usize = 4 * MR;
 /// How far ahead the first row tile of a super-block prefetches its panel, in panel super-blocks:
 /// with one activation row the tile is memory-bound and the hardware prefetchers fall behind.
 const PREFETCH_SUPERBLOCKS: usize = 2;
@@ -59,39 +66,96 @@ fn load8(p: *const u8) -> __m128i {
 }
 
 /// The codes of group `g`, half `h` (lanes `8h..8h + 8`) of the panel super-block at `w`, one
-/// byte per weight: the byte codes as stored, or a nibble chunk's half (IQ4_XS's looked up in
-/// `table`, the signed values).
+/// byte per weight: as [`decode_codes`] wrote them when `decoded`, else a nibble chunk's half or a
+/// crumb vector's quarter with the high bits added (IQ4_XS's looked up in `table`, the signed
+/// values).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn group_codes(f: PackedFormat, w: *const u8, g: usize, h: usize, table: __m256i) -> __m256i {
-    if !f.nibbles {
-        // SAFETY: group g's 64 bytes are inside the panel super-block checked on entry.
+fn group_codes(f: PackedFormat, w: *const u8, g: usize, h: usize, table: __m256i, decoded: bool) -> __m256i {
+    if decoded {
+        // SAFETY: group g's 64 bytes are inside the decoded codes checked on entry.
         return load32(unsafe { w.add(64 * g + 32 * h) });
     }
-    // SAFETY: chunk g / 2's 64 bytes are inside the panel super-block checked on entry.
-    let chunk = load32(unsafe { w.add(64 * (g / 2) + 32 * h) });
-    let half = if g % 2 == 1 { _mm256_srli_epi16::<4>(chunk) } else { chunk };
-    let nibbles = _mm256_and_si256(half, _mm256_set1_epi8(0x0f));
-    if f.high_bit {
+    let low = if f.low_bits == 4 {
+        // SAFETY: chunk g / 2's 64 bytes are inside the panel super-block checked on entry.
+        let chunk = load32(unsafe { w.add(64 * (g / 2) + 32 * h) });
+        let half = if g % 2 == 1 { _mm256_srli_epi16::<4>(chunk) } else { chunk };
+        _mm256_and_si256(half, _mm256_set1_epi8(0x0f))
+    } else {
+        // SAFETY: crumb vector g / 4's 64 bytes are inside the panel super-block checked on entry.
+        let crumbs = load32(unsafe { w.add(64 * (g / 4) + 32 * h) });
+        // Group g's crumbs (bits 2(g % 4), +1 of each byte) to bits 0, 1; what the 16-bit shifts
+        // carry in from the next byte lands above them.
+        let shifted = match g % 4 {
+            0 => crumbs,
+            1 => _mm256_srli_epi16::<2>(crumbs),
+            2 => _mm256_srli_epi16::<4>(crumbs),
+            _ => _mm256_srli_epi16::<6>(crumbs),
+        };
+        _mm256_and_si256(shifted, _mm256_set1_epi8(0x03))
+    };
+    if f.high_bits == 1 {
         // SAFETY: the 4 bytes of group g's bit plane for lanes 8h..8h + 8 are inside the panel
         // super-block.
         let bits =
             _mm256_set1_epi32(unsafe { (w.add(f.high_bits_at() + 8 * g + 4 * h) as *const i32).read_unaligned() });
-        // Byte i of the vector gets mask byte i / 8, then its bit i % 8 becomes 16 or 0.
+        // Byte i of the vector gets mask byte i / 8, then its bit i % 8 becomes 1 << low_bits or 0.
         let spread = _mm256_shuffle_epi8(
             bits,
             _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303),
         );
         let select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
         let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select);
-        return _mm256_or_si256(nibbles, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+        return _mm256_or_si256(low, _mm256_and_si256(set, _mm256_set1_epi8(1 << f.low_bits)));
+    }
+    if f.high_bits == 2 {
+        // SAFETY: the 32 bytes of crumb vector g / 4 for lanes 8h..8h + 8 are inside the panel
+        // super-block.
+        let crumbs = load32(unsafe { w.add(f.high_bits_at() + 64 * (g / 4) + 32 * h) });
+        // Group g's crumbs (bits 2(g % 4), +1 of each byte) to bits 4, 5; what the 16-bit shifts
+        // carry in from the neighbouring byte lands outside 0x30.
+        let top = match g % 4 {
+            0 => _mm256_slli_epi16::<4>(crumbs),
+            1 => _mm256_slli_epi16::<2>(crumbs),
+            2 => crumbs,
+            _ => _mm256_srli_epi16::<2>(crumbs),
+        };
+        return _mm256_or_si256(low, _mm256_and_si256(top, _mm256_set1_epi8(0x30)));
     }
     if f.signed {
-        _mm256_shuffle_epi8(table, nibbles)
+        _mm256_shuffle_epi8(table, low)
     } else {
-        nibbles
+        low
     }
 }
+
+/// IQ4_XS's signed table values in both 128-bit lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn iq4_xs_table() -> __m256i {
+    _mm256_broadcastsi128_si256(load16(KVALUES_IQ4NL.as_ptr().cast()))
+}
+
+/// The byte codes of a panel super-block's nibble codes (`panel`, its codes part) in the byte
+/// types' layout, IQ4_XS's as signed table values.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn decode_codes(f: PackedFormat, panel: &[u8], out: &mut [u8]) {
+    let panel = &panel[..f.codes_bytes()];
+    let table = iq4_xs_table();
+    for (g, group) in out[..PANEL_CODES_BYTES].as_chunks_mut::<64>().0.iter_mut().enumerate() {
+        for (h, dst) in group.as_chunks_mut::<32>().0.iter_mut().enumerate() {
+            let v = group_codes(f, panel.as_ptr(), g, h, table, false);
+            // SAFETY: `dst` is 32 writable bytes; `storeu` is unaligned.
+            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) };
+        }
+    }
+}
+
+/// Byte codes of a pass's two panels' super-block, decoded once for all its row tiles (64-byte
+/// aligned so each group is one cache line).
+#[repr(C, align(64))]
+struct DecodedCodes([u8; 2 * PANEL_CODES_BYTES]);
 
 /// Asks for the activation blocks at `starts` in L1: the rows of the next tile lie an activation
 /// row apart, a stride the hardware prefetchers do not follow.
@@ -118,12 +182,14 @@ pub(in super::super) fn prefetch_lines(bytes: &[u8], range: std::ops::Range<usiz
 
 /// One tile: `R` activation rows x one panel of one super-block. `out` is the output of the first
 /// row and the panel's first column, `lanes` the panel's valid columns, `first` whether this is
-/// the first super-block (the accumulator starts at +0.0).
+/// the first super-block (the accumulator starts at +0.0). With `DECODED`, the codes are read
+/// from `decoded` (as [`decode_codes`] wrote them) instead of the panel.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-fn tile<const FMT: usize, const R: usize>(
+fn tile<const FMT: usize, const R: usize, const DECODED: bool>(
     w: &[u8],
+    decoded: &[u8],
     acts: &[u8],
     act_at: usize,
     act_stride: usize,
@@ -137,14 +203,15 @@ fn tile<const FMT: usize, const R: usize>(
     let (signed, min) = (f.signed, f.min);
     // The bounds every pointer below stays in.
     let w = &w[..f.superblock_bytes()];
+    assert!(!DECODED || PANEL_CODES_BYTES <= decoded.len(), "decoded codes");
     assert!(act_at + (R - 1) * act_stride + ACT_BLOCK_BYTES <= acts.len(), "activation block");
     assert!(lanes == 0 || out_at + (R - 1) * out_stride + lanes <= out.len(), "output");
     let wp = w.as_ptr();
+    let cp = if DECODED { decoded.as_ptr() } else { wp };
     let ap: [*const u8; R] = std::array::from_fn(|r| acts[act_at + r * act_stride..].as_ptr());
     let ones = _mm256_set1_epi16(1);
     let groups = f.sub / 4;
-    // IQ4_XS's signed table values in both 128-bit lanes.
-    let table = _mm256_broadcastsi128_si256(load16(KVALUES_IQ4NL.as_ptr().cast()));
+    let table = iq4_xs_table();
     let mut isum = [[_mm256_setzero_si256(); 2]; R];
     for j in 0..f.nsub() {
         let mut sb = [[_mm256_setzero_si256(); 2]; R];
@@ -155,7 +222,7 @@ fn tile<const FMT: usize, const R: usize>(
             }
         }
         for g in groups * j..groups * (j + 1) {
-            let wv: [__m256i; 2] = std::array::from_fn(|h| group_codes(f, wp, g, h, table));
+            let wv: [__m256i; 2] = std::array::from_fn(|h| group_codes(f, cp, g, h, table, DECODED));
             let wu = if signed { wv.map(|v| _mm256_abs_epi8(v)) } else { wv };
             for r in 0..R {
                 // SAFETY: codes 4g..4g + 4 are inside the activation block.
@@ -234,8 +301,16 @@ fn gemm<const FMT: usize>(
     let (pb, arb, sbb) = (panel_bytes(f, k), act_row_bytes(k), f.superblock_bytes());
     // Two panels per pass over the activations: the second reads the tile's rows from L1.
     let n_panels = n_panels.min(cols.div_ceil(16));
+    let decode = m >= DECODE_MIN_ROWS;
+    let mut decoded = DecodedCodes([0; 2 * PANEL_CODES_BYTES]);
     for p0 in (0..n_panels).step_by(2) {
         for i in 0..nb {
+            if decode {
+                for p in p0..n_panels.min(p0 + 2) {
+                    let dst = &mut decoded.0[(p - p0) * PANEL_CODES_BYTES..][..PANEL_CODES_BYTES];
+                    decode_codes(f, &panels[p * pb + i * sbb..][..sbb], dst);
+                }
+            }
             for r0 in (0..m).step_by(MR) {
                 prefetch_acts(acts, (r0 + MR..m.min(r0 + 2 * MR)).map(|r| r * arb + i * ACT_BLOCK_BYTES));
                 let act_at = r0 * arb + i * ACT_BLOCK_BYTES;
@@ -246,10 +321,21 @@ fn gemm<const FMT: usize>(
                     }
                     let w = &panels[p * pb + i * sbb..][..sbb];
                     let (out_at, lanes) = (r0 * out_stride + 16 * p, cols.saturating_sub(16 * p).min(16));
-                    if m - r0 >= 2 {
-                        tile::<FMT, 2>(w, acts, act_at, arb, out, out_at, out_stride, lanes, i == 0);
-                    } else {
-                        tile::<FMT, 1>(w, acts, act_at, arb, out, out_at, out_stride, lanes, i == 0);
+                    let codes = &decoded.0[(p - p0) * PANEL_CODES_BYTES..][..PANEL_CODES_BYTES];
+                    let first = i == 0;
+                    match (m - r0 >= 2, decode) {
+                        (true, true) => {
+                            tile::<FMT, 2, true>(w, codes, acts, act_at, arb, out, out_at, out_stride, lanes, first)
+                        }
+                        (true, false) => {
+                            tile::<FMT, 2, false>(w, &[], acts, act_at, arb, out, out_at, out_stride, lanes, first)
+                        }
+                        (false, true) => {
+                            tile::<FMT, 1, true>(w, codes, acts, act_at, arb, out, out_at, out_stride, lanes, first)
+                        }
+                        (false, false) => {
+                            tile::<FMT, 1, false>(w, &[], acts, act_at, arb, out, out_at, out_stride, lanes, first)
+                        }
                     }
                 }
             }

@@ -8,9 +8,11 @@
 //! while every activation row passes it; the next tile's activation blocks, an activation row
 //! apart, are prefetched.
 //!
-//! Q4_K, Q5_K and IQ4_XS keep their codes as nibbles: one 64-byte chunk gives two groups' weight
-//! vectors (`and 0x0f`, `srli 4 + and`; Q5_K's fifth bits, a u64 mask per group, add 16 in one
-//! masked add). IQ4_XS's nibbles are table indices, looked up with one
+//! Q4_K, Q5_K, Q6_K and IQ4_XS keep their codes as nibbles: one 64-byte chunk gives two groups'
+//! weight vectors (`and 0x0f`, `srli 4 + and`; Q5_K's fifth bits, a u64 mask per group, add 16 in
+//! one masked add; Q6_K's top two bits, one 64-byte crumb vector per 4 groups, come in with a
+//! shift and one ternary-logic op); Q2_K and Q3_K as crumbs, one vector giving four groups
+//! (`srli 2i + and`; Q3_K's third bits add 4 as Q5_K's add 16). IQ4_XS's nibbles are table indices, looked up with one
 //! `vpshufb` per weight vector: with VNNI as `value + 128` (the activation extras take the
 //! `128 * sum(a)` off again); without VNNI as the signed value, and the kernel multiplies `|value|`
 //! by the activation negated where the value is negative (a masked subtract). The scales, mins
@@ -73,29 +75,57 @@ fn load16(p: *const u8) -> __m128i {
     unsafe { _mm_loadu_si128(p.cast()) }
 }
 
-/// The codes of group `g` of the panel super-block at `w`, one byte per weight: the byte codes
-/// as stored (or as [`decode_codes`] wrote them when `decoded`), or a nibble chunk's half (for
-/// IQ4_XS looked up in `table`).
+/// The codes of group `g` of the panel super-block at `w`, one byte per weight: as
+/// [`decode_codes`] wrote them when `decoded`, else a nibble chunk's half or a crumb vector's
+/// quarter with the high bits added (for IQ4_XS looked up in `table`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
 fn group_codes(f: PackedFormat, w: *const u8, g: usize, table: __m512i, decoded: bool) -> __m512i {
-    if !f.nibbles || decoded {
-        // SAFETY: group g's 64 bytes are inside the panel super-block checked on entry.
+    if decoded {
+        // SAFETY: group g's 64 bytes are inside the decoded codes checked on entry.
         return load64(unsafe { w.add(64 * g) });
     }
-    // SAFETY: chunk g / 2's 64 bytes are inside the panel super-block checked on entry.
-    let chunk = load64(unsafe { w.add(64 * (g / 2)) });
-    let half = if g % 2 == 1 { _mm512_srli_epi16::<4>(chunk) } else { chunk };
-    let nibbles = _mm512_and_si512(half, _mm512_set1_epi8(0x0f));
-    if f.high_bit {
+    let low = if f.low_bits == 4 {
+        // SAFETY: chunk g / 2's 64 bytes are inside the panel super-block checked on entry.
+        let chunk = load64(unsafe { w.add(64 * (g / 2)) });
+        let half = if g % 2 == 1 { _mm512_srli_epi16::<4>(chunk) } else { chunk };
+        _mm512_and_si512(half, _mm512_set1_epi8(0x0f))
+    } else {
+        // SAFETY: crumb vector g / 4's 64 bytes are inside the panel super-block checked on entry.
+        let crumbs = load64(unsafe { w.add(64 * (g / 4)) });
+        // Group g's crumbs (bits 2(g % 4), +1 of each byte) to bits 0, 1; what the 16-bit shifts
+        // carry in from the next byte lands above them.
+        let shifted = match g % 4 {
+            0 => crumbs,
+            1 => _mm512_srli_epi16::<2>(crumbs),
+            2 => _mm512_srli_epi16::<4>(crumbs),
+            _ => _mm512_srli_epi16::<6>(crumbs),
+        };
+        _mm512_and_si512(shifted, _mm512_set1_epi8(0x03))
+    };
+    if f.high_bits == 1 {
         // SAFETY: group g's 8 bytes of the bit plane are inside the panel super-block.
-        let fifth: __mmask64 = unsafe { (w.add(f.high_bits_at() + 8 * g) as *const u64).read_unaligned() };
-        return _mm512_mask_add_epi8(nibbles, fifth, nibbles, _mm512_set1_epi8(16));
+        let high: __mmask64 = unsafe { (w.add(f.high_bits_at() + 8 * g) as *const u64).read_unaligned() };
+        return _mm512_mask_add_epi8(low, high, low, _mm512_set1_epi8(1 << f.low_bits));
+    }
+    if f.high_bits == 2 {
+        // SAFETY: crumb vector g / 4's 64 bytes are inside the panel super-block.
+        let crumbs = load64(unsafe { w.add(f.high_bits_at() + 64 * (g / 4)) });
+        // Group g's crumbs (bits 2(g % 4), +1 of each byte) to bits 4, 5; what the 16-bit shifts
+        // carry in from the neighbouring byte lands outside 0x30.
+        let top = match g % 4 {
+            0 => _mm512_slli_epi16::<4>(crumbs),
+            1 => _mm512_slli_epi16::<2>(crumbs),
+            2 => crumbs,
+            _ => _mm512_srli_epi16::<2>(crumbs),
+        };
+        // low | (top & 0x30) in one ternary-logic op (0xf8 = A | (B & C)).
+        return _mm512_ternarylogic_epi32::<0xf8>(low, top, _mm512_set1_epi8(0x30));
     }
     if f.signed {
-        _mm512_shuffle_epi8(table, nibbles)
+        _mm512_shuffle_epi8(table, low)
     } else {
-        nibbles
+        low
     }
 }
 
@@ -314,7 +344,7 @@ macro_rules! gemm_level {
             let (nb, n_panels) = check_gemm_args(f, k, panels, acts, m, cols, out, out_stride);
             let (pb, arb, sbb) = (panel_bytes(f, k), act_row_bytes(k), f.superblock_bytes());
             let n_panels = n_panels.min(cols.div_ceil(16));
-            let decode = f.nibbles && m >= DECODE_MIN_ROWS;
+            let decode = m >= DECODE_MIN_ROWS;
             let table = iq4_xs_table($vnni);
             let mut decoded = DecodedCodes([0; NP * PANEL_CODES_BYTES]);
             for p0 in (0..n_panels).step_by(NP) {
