@@ -9,7 +9,8 @@ fastquant; ggml gets the same bytes (a graph ``ggml_mul_mat``, built once, compu
 ``ggml_graph_compute`` with ``n_threads`` threads) and numpy multiplies the
 dequantized float32 weight (``x @ W.T``; OpenBLAS set to the same thread count). fastquant runs
 through a ``Linear`` (weight kept, output buffer reused). Figures: GFLOP/s = 2 * rows * N * K /
-time and GB/s of weight bytes read, medians of ``--reps`` runs after a warm-up (512-row runs: at
+time and GB/s of weight bytes read, medians of ``--reps`` runs after a warm-up, each run at least
+``REP_SECONDS`` of back-to-back calls (512-row runs: at
 most 3). Ratios are fastquant's speed over the peer's; the ``llama.cpp`` column is the issue's
 table (llama.cpp b11312 on this machine, its best layout per type), the bar to beat. The read
 bandwidth (the best of a few numpy streaming reductions over 256 MB, per thread count) is
@@ -57,6 +58,9 @@ LLAMA_CPP = {
     "IQ4_XS": {(1, 1): 57, (1, 2): 115, (8, 1): 132, (8, 2): 246, (512, 1): 462, (512, 2): 909},
     "F16": {(1, 1): 22, (1, 2): 42, (8, 1): 107, (8, 2): 213, (512, 1): 185, (512, 2): 349},
 }
+# Each timed repetition lasts at least this long (many calls of a 1-row matmul, one of a 512-row
+# one), for every side alike: single 1 ms calls on this shared VM varied by up to 2x run to run.
+REP_SECONDS = 0.05
 DEFAULT_TYPES = [
     "Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "F16", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "MXFP4", "BF16",
 ]  # fmt: skip
@@ -146,7 +150,7 @@ def bench(args: argparse.Namespace) -> Dict[str, object]:
             for threads in thread_counts:
                 fastquant.set_num_threads(threads)
                 row: Dict[str, object] = {"type": qtype, "rows": rows, "threads": threads, "N": n, "K": k}
-                t_fq = timed(lambda: lin(x, copy=False), reps)
+                t_fq = timed(lambda: lin(x, copy=False), reps, REP_SECONDS)
                 row["fastquant"] = t_fq
                 row["packed"] = lin.packed
                 if threads in repack:
@@ -156,14 +160,14 @@ def bench(args: argparse.Namespace) -> Dict[str, object]:
                 if rows == 1:
                     row["read_bandwidth_fraction"] = row["weight_gbps"] / read_bw[threads]
                 if gg is not None:
-                    t_gg = timed(lambda: gg(x, threads), reps)
+                    t_gg = timed(lambda: gg(x, threads), reps, REP_SECONDS)
                     row["ggml"] = t_gg
                     row["ggml_gflops"] = flops / t_gg["median"] / 1e9
                     row["ratio_ggml"] = t_gg["median"] / t_fq["median"]
                 if w_deq is not None:
                     if set_blas_threads is not None:
                         set_blas_threads(threads)
-                    t_np = timed(lambda: x @ w_deq.T, reps)
+                    t_np = timed(lambda: x @ w_deq.T, reps, REP_SECONDS)
                     row["numpy"] = t_np
                     row["numpy_gflops"] = flops / t_np["median"] / 1e9
                     row["ratio_numpy"] = t_np["median"] / t_fq["median"]
@@ -227,7 +231,7 @@ def main() -> None:
     p.add_argument("--out", help="JSON output path (default benches/results/matmul-<date>.json)")
     args = p.parse_args()
     print(f"fastquant {fastquant.__version__}, simd {fastquant.simd_level()}, cpu {_cpu_name()}")
-    print("GFLOP/s = 2 * rows * N * K / time; medians of", args.reps, "runs\n")
+    print(f"GFLOP/s = 2 * rows * N * K / time; medians of {args.reps} runs of at least {REP_SECONDS}s of calls\n")
     print(HEADER)
     report = bench(args)
     bw = ", ".join(f"{t} thread(s): {v:.1f} GB/s" for t, v in report["read_bandwidth_gbps"].items())

@@ -19,6 +19,7 @@ import argparse
 import datetime as _dt
 import json
 import os
+import math
 import platform
 import statistics
 import sys
@@ -49,13 +50,20 @@ DEFAULT_TYPES = [
 GGUF_PY_QUANTIZE = {"BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "TQ1_0", "TQ2_0", "MXFP4"}
 
 
-def timed(fn: Callable[[], object], reps: int) -> Dict[str, float]:
+def timed(fn: Callable[[], object], reps: int, min_rep_seconds: float = 0.0) -> Dict[str, float]:
+    """Seconds per call of `fn`: median, min and max over `reps` repetitions after a warm-up call.
+    With `min_rep_seconds`, a repetition calls `fn` as many times as the warm-up says fill that
+    long and counts the mean: a call of a millisecond is then not one sample of a timer and of
+    whatever else this shared machine does during that millisecond."""
+    t0 = time.perf_counter()
     fn()  # warm-up: page faults, caches, lazy initialisation
+    calls = max(1, math.ceil(min_rep_seconds / max(time.perf_counter() - t0, 1e-9))) if min_rep_seconds else 1
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - t0) / calls)
     return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
