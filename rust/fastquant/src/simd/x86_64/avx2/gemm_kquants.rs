@@ -41,18 +41,18 @@ fn broadcast4(p: *const u8) -> __m256i {
     _mm256_set1_epi32(unsafe { (p as *const i32).read_unaligned() })
 }
 
-/// 32 bytes at `p`.
+/// 32 bytes at `p` (the AVX-512 kernels use it too).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn load32(p: *const u8) -> __m256i {
+pub(in super::super) fn load32(p: *const u8) -> __m256i {
     // SAFETY: as in `broadcast4`: in a panel super-block checked on entry; `loadu` is unaligned.
     unsafe { _mm256_loadu_si256(p.cast()) }
 }
 
-/// 16 bytes at `p`.
+/// 16 bytes at `p` (the AVX-512 kernels use it too).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn load16(p: *const u8) -> __m128i {
+pub(in super::super) fn load16(p: *const u8) -> __m128i {
     // SAFETY: as in `broadcast4`: in a panel super-block checked on entry; `loadu` is unaligned.
     unsafe { _mm_loadu_si128(p.cast()) }
 }

@@ -20,7 +20,7 @@
 
 use std::arch::x86_64::*;
 
-use super::super::avx2::gemm_kquants::{prefetch_acts, prefetch_lines};
+use super::super::avx2::gemm_kquants::{load16, load32, prefetch_acts, prefetch_lines};
 use crate::formats::iquants::iq4::KVALUES_IQ4NL;
 use crate::matmul::packed::PackedGemmFn;
 use crate::matmul::packed_kquants::{
@@ -57,22 +57,6 @@ fn broadcast4(p: *const u8) -> __m512i {
 fn load64(p: *const u8) -> __m512i {
     // SAFETY: as in `broadcast4`: in a panel super-block checked on entry; `loadu` is unaligned.
     unsafe { _mm512_loadu_si512(p.cast()) }
-}
-
-/// 32 bytes at `p`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-#[inline]
-fn load32(p: *const u8) -> __m256i {
-    // SAFETY: as in `broadcast4`: in a panel super-block checked on entry; `loadu` is unaligned.
-    unsafe { _mm256_loadu_si256(p.cast()) }
-}
-
-/// 16 bytes at `p`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-#[inline]
-fn load16(p: *const u8) -> __m128i {
-    // SAFETY: as in `broadcast4`: in a panel super-block checked on entry; `loadu` is unaligned.
-    unsafe { _mm_loadu_si128(p.cast()) }
 }
 
 /// The codes of group `g` of the panel super-block at `w`, one byte per weight: as
