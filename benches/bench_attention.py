@@ -24,6 +24,7 @@ import ctypes
 import datetime as _dt
 import glob
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -55,18 +56,29 @@ def _openblas_threads() -> Callable[[int], None]:
     return lambda n: None
 
 
+# A timed sample lasts at least this long: calls shorter than that (decode at Nk = 4096, about a
+# millisecond) run back to back and count their mean, every side alike; one 1 ms call at a time
+# varied by up to 2x between runs on this shared VM.
+SAMPLE_SECONDS = 0.05
+
+
 def timed_together(fns: Dict[str, Callable[[], object]], reps: int) -> Dict[str, Dict[str, float]]:
-    """Times every function ``reps`` times, interleaved (one call of each per round, after a
-    warm-up call of each): on a shared, noisy machine the load then hits every side alike, so the
-    ratios hold even when the absolute times drift."""
-    for fn in fns.values():
+    """Seconds per call of every function, ``reps`` samples each, interleaved (one sample of each
+    per round, after a warm-up call of each): on a shared, noisy machine the load then hits every
+    side alike, so the ratios hold even when the absolute times drift. A sample is as many calls
+    as the warm-up says fill ``SAMPLE_SECONDS``."""
+    calls: Dict[str, int] = {}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
         fn()
+        calls[name] = max(1, math.ceil(SAMPLE_SECONDS / max(time.perf_counter() - t0, 1e-9)))
     times: Dict[str, List[float]] = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
             t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            for _ in range(calls[name]):
+                fn()
+            times[name].append((time.perf_counter() - t0) / calls[name])
     return {n: {"median": statistics.median(t), "min": min(t), "max": max(t)} for n, t in times.items()}
 
 
