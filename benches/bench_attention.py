@@ -60,6 +60,8 @@ def _openblas_threads() -> Callable[[int], None]:
 # millisecond) run back to back and count their mean, every side alike; one 1 ms call at a time
 # varied by up to 2x between runs on this shared VM.
 SAMPLE_SECONDS = 0.05
+# Pause before each sample, untimed (see timed_together).
+IDLE_SECONDS = 0.2
 
 
 def timed_together(fns: Dict[str, Callable[[], object]], reps: int) -> Dict[str, Dict[str, float]]:
@@ -75,6 +77,10 @@ def timed_together(fns: Dict[str, Callable[[], object]], reps: int) -> Dict[str,
     times: Dict[str, List[float]] = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
+            # OpenBLAS's threads spin for a while after numpy's call before they sleep; on 2 cores
+            # they took a core from the next sample's threads (fastquant at N = 512, 2 threads:
+            # 15.4 ms right after numpy, 11.2 ms alone). A pause lets every side start idle.
+            time.sleep(IDLE_SECONDS)
             t0 = time.perf_counter()
             for _ in range(calls[name]):
                 fn()
