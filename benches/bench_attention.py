@@ -24,7 +24,6 @@ import ctypes
 import datetime as _dt
 import glob
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -40,6 +39,9 @@ import fastquant
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from reference.ggml_attention import F16, HAVE_GGML, Q8_0, FlashAttnExt, causal_window_mask  # noqa: E402
+
+sys.path.insert(0, str(HERE))
+from bench_quant import calls_to_fill  # noqa: E402
 
 B, HQ, HKV, D = 1, 32, 8, 128
 
@@ -73,7 +75,7 @@ def timed_together(fns: Dict[str, Callable[[], object]], reps: int) -> Dict[str,
     for name, fn in fns.items():
         t0 = time.perf_counter()
         fn()
-        calls[name] = max(1, math.ceil(SAMPLE_SECONDS / max(time.perf_counter() - t0, 1e-9)))
+        calls[name] = calls_to_fill(time.perf_counter() - t0, SAMPLE_SECONDS)
     times: Dict[str, List[float]] = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():

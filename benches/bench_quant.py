@@ -50,6 +50,11 @@ DEFAULT_TYPES = [
 GGUF_PY_QUANTIZE = {"BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "TQ1_0", "TQ2_0", "MXFP4"}
 
 
+def calls_to_fill(call_seconds: float, min_seconds: float) -> int:
+    """How many back-to-back calls of `call_seconds` each last at least `min_seconds` (at least 1)."""
+    return max(1, math.ceil(min_seconds / max(call_seconds, 1e-9)))
+
+
 def timed(fn: Callable[[], object], reps: int, min_rep_seconds: float = 0.0) -> Dict[str, float]:
     """Seconds per call of `fn`: median, min and max over `reps` repetitions after a warm-up call.
     With `min_rep_seconds`, a repetition calls `fn` as many times as the warm-up says fill that
@@ -57,7 +62,7 @@ def timed(fn: Callable[[], object], reps: int, min_rep_seconds: float = 0.0) -> 
     whatever else this shared machine does during that millisecond."""
     t0 = time.perf_counter()
     fn()  # warm-up: page faults, caches, lazy initialisation
-    calls = max(1, math.ceil(min_rep_seconds / max(time.perf_counter() - t0, 1e-9))) if min_rep_seconds else 1
+    calls = calls_to_fill(time.perf_counter() - t0, min_rep_seconds)
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
